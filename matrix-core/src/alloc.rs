@@ -1,0 +1,291 @@
+//! allocate and free.
+//!
+//! ```text
+//! allocate(n):  size = round16(n + 32)
+//!   1. own class:   pop heads[class_of(size)] if its head block is big enough
+//!   2. round up:    first non-empty bucket >= class_at_least(size) (bitmaps), pop
+//!   3. wilderness:  CAS top += size
+//!   4. cold path:   consolidate (or wait for the running one), retry 1-3, else OOM
+//!   then: split the tail off if it can hold a block (remainder header written
+//!   completely, then the size shrunk with Release, then the remainder pushed),
+//!   owner + generation + ALLOCATED stored with Release.
+//!
+//! free(block): CAS (gen, ALLOCATED|user) -> (gen, ACKED)   -- the double-free check
+//!              store (gen, FREE), push (its Release publishes FREE)
+//! ```
+//!
+//! A popped block belongs to the popper alone: nobody else can reach it
+//! through the index, and walkers only read it. That is the whole ownership
+//! argument: every block is in exactly one of {a bucket, one participant's
+//! hands, the chain as a live block}.
+
+use crate::arena::{Arena, OwnerId};
+use crate::error::{AllocError, BlockError};
+use crate::free_index;
+use crate::layout::{header_check, BlockHeader, BLOCK_ALIGN, BLOCK_HEADER_SIZE, MIN_BLOCK, MIN_PAYLOAD};
+use crate::size_class::{class_at_least, class_of};
+use crate::state::{self, ACKED, ALLOCATED, COALESCING, FREE};
+use crate::sync::Ordering::{Acquire, AcqRel, Relaxed, Release, SeqCst};
+
+/// Block size (header included) for a payload of `payload` bytes.
+#[inline]
+pub fn block_size_for<A: Arena>(arena: &A, payload: u64) -> Result<u32, AllocError> {
+    let arena_len = (arena.arena_end() - arena.arena_start()) as u64;
+    let size = (payload.max(MIN_PAYLOAD as u64) + BLOCK_HEADER_SIZE as u64 + (BLOCK_ALIGN as u64 - 1))
+        & !(BLOCK_ALIGN as u64 - 1);
+    if size > arena_len {
+        return Err(AllocError::TooLarge {
+            requested: payload,
+            max_payload: arena_len.saturating_sub(BLOCK_HEADER_SIZE as u64),
+        });
+    }
+    Ok(size as u32)
+}
+
+/// Allocates a block with at least `payload` bytes; returns its header offset.
+#[inline]
+pub fn allocate<A: Arena>(arena: &A, payload: u64, type_tag: u32) -> Result<u32, AllocError> {
+    let size = block_size_for(arena, payload)?;
+    let offset = match take_free_block(arena, size)? {
+        Some(offset) => offset,
+        None => match carve(arena, size) {
+            Some(offset) => return Ok(offset_marked(arena, offset, payload, type_tag)),
+            None => return allocate_slow(arena, size, payload, type_tag),
+        },
+    };
+    finish(arena, offset, size, payload, type_tag)
+}
+
+fn offset_marked<A: Arena>(arena: &A, offset: u32, payload: u64, type_tag: u32) -> u32 {
+    let hdr = arena.header(offset).expect("carved block is in bounds");
+    mark_allocated(arena, hdr, payload, type_tag);
+    release_carve_intent(arena, offset);
+    offset
+}
+
+#[cold]
+fn allocate_slow<A: Arena>(arena: &A, size: u32, payload: u64, type_tag: u32) -> Result<u32, AllocError> {
+    crate::consolidate::consolidate_or_wait(arena)?;
+    if let Some(offset) = take_free_block(arena, size)? {
+        return finish(arena, offset, size, payload, type_tag);
+    }
+    if let Some(offset) = carve(arena, size) {
+        return Ok(offset_marked(arena, offset, payload, type_tag));
+    }
+    arena.segment().counters.out_of_memory.fetch_add(1, Relaxed);
+    Err(AllocError::OutOfMemory {
+        requested: payload,
+        largest_free: crate::walk::largest_free_payload(arena),
+    })
+}
+
+/// Pops a block of at least `size` bytes from the free index.
+#[inline]
+fn take_free_block<A: Arena>(arena: &A, size: u32) -> Result<Option<u32>, AllocError> {
+    let index = &arena.segment().index;
+    // The request's own class first: a freed 4 KiB block sits in the class of
+    // 4 KiB, one below where the round-up search starts.
+    let own = class_of(size);
+    if let Some(offset) = free_index::pop(arena, own, size)? {
+        return Ok(Some(offset));
+    }
+    let Some(mut from) = class_at_least(size) else { return Ok(None) };
+    // Bounded: each round either pops, or clears a bit that a concurrent
+    // push may set again; after this many rounds the wilderness is tried.
+    for _ in 0..64 {
+        let Some(class) = free_index::find_nonempty(index, from) else { return Ok(None) };
+        match free_index::pop(arena, class, 0)? {
+            Some(offset) => return Ok(Some(offset)),
+            None => {
+                free_index::clear_if_empty(index, class);
+                from = class;
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Splits and marks a popped block.
+#[inline]
+fn finish<A: Arena>(arena: &A, offset: u32, size: u32, payload: u64, type_tag: u32) -> Result<u32, AllocError> {
+    let hdr = arena.header(offset).expect("popped offsets were bounds-checked");
+    let block_size = hdr.size.load(Relaxed);
+    if block_size < size || block_size % BLOCK_ALIGN != 0 || !fits(arena, offset, block_size) {
+        // A damaged block: keep it out of circulation rather than hand it out.
+        return Err(AllocError::Corrupted { offset, what: "free block with an impossible size" });
+    }
+    if block_size - size >= MIN_BLOCK {
+        let rest = offset + size;
+        let rest_hdr = arena.header(rest).expect("inside a checked block");
+        write_free_header(rest_hdr, rest, block_size - size);
+        // Release: a walker that reads the new size also sees the complete
+        // remainder header written just above.
+        hdr.size.store(size, Release);
+        free_index::push(&arena.segment().index, rest_hdr, rest, class_of(block_size - size));
+    }
+    mark_allocated(arena, hdr, payload, type_tag);
+    Ok(offset)
+}
+
+#[inline]
+fn fits<A: Arena>(arena: &A, offset: u32, size: u32) -> bool {
+    size >= MIN_BLOCK && offset as u64 + size as u64 <= arena.arena_end() as u64
+}
+
+#[inline]
+fn mark_allocated<A: Arena>(arena: &A, hdr: &BlockHeader, payload: u64, type_tag: u32) {
+    let generation = state::generation_of(hdr.state.load(Relaxed)).wrapping_add(1);
+    hdr.owner.store(arena.owner().0, Relaxed);
+    hdr.type_tag.store(type_tag, Relaxed);
+    hdr.requested.store(payload.min(u32::MAX as u64) as u32, Relaxed);
+    // Release: whoever Acquires the state word (free, lookups, recovery,
+    // walkers) sees the owner, tag and size stored before it.
+    hdr.state.store(state::pack(generation, ALLOCATED), Release);
+}
+
+/// Writes a complete FREE header for a new block at `offset`. The generation
+/// continues from whatever the memory held, so a handle to an earlier block
+/// at this offset is unlikely to match the next allocation here.
+pub(crate) fn write_free_header(hdr: &BlockHeader, offset: u32, size: u32) {
+    let generation = state::generation_of(hdr.state.load(Relaxed));
+    hdr.size.store(size, Relaxed);
+    hdr.next_free.store(0, Relaxed);
+    hdr.owner.store(0, Relaxed);
+    hdr.type_tag.store(0, Relaxed);
+    hdr.requested.store(0, Relaxed);
+    hdr.state.store(state::pack(generation, FREE), Relaxed);
+    // Relaxed: the header is published by the caller's Release (a size
+    // store, a push, or the state store of `mark_allocated`).
+    hdr.check.store(header_check(offset), Relaxed);
+}
+
+/// Carves `size` bytes from the wilderness; returns the new block's offset
+/// with a complete FREE header and the carve intent still recorded.
+fn carve<A: Arena>(arena: &A, size: u32) -> Option<u32> {
+    let seg = arena.segment();
+    let intent = arena.my_slot().and_then(|slot| {
+        slot.carve_intents.iter().find(|e| e.load(Relaxed) == 0 && e.compare_exchange(0, 1, Acquire, Relaxed).is_ok())
+    });
+    let mut top = seg.top.load(Relaxed);
+    loop {
+        if top as u64 + size as u64 > arena.arena_end() as u64 || top < arena.arena_start() {
+            if let Some(e) = intent {
+                e.store(0, Release);
+            }
+            return None;
+        }
+        if let Some(e) = intent {
+            // SeqCst: recovery reads `top`, then the intents (SeqCst); a carve
+            // that moved `top` is visible to it as an intent or as a header.
+            e.store(((size as u64) << 32) | top as u64, SeqCst);
+        }
+        match seg.top.compare_exchange_weak(top, top + size, SeqCst, Relaxed) {
+            Ok(_) => break,
+            Err(actual) => top = actual,
+        }
+    }
+    let hdr = arena.header(top)?;
+    write_free_header(hdr, top, size);
+    Some(top)
+}
+
+fn release_carve_intent<A: Arena>(arena: &A, offset: u32) {
+    if let Some(slot) = arena.my_slot() {
+        for e in &slot.carve_intents {
+            // Release: recovery that sees the intent gone sees the header.
+            if e.load(Relaxed) as u32 == offset && e.load(Relaxed) > 1 {
+                e.store(0, Release);
+                return;
+            }
+        }
+    }
+}
+
+/// Checks that `offset` is a genuine, sane block header and returns it with its size.
+pub fn checked_header<A: Arena>(arena: &A, offset: u32) -> Result<(&BlockHeader, u32), BlockError> {
+    if offset % BLOCK_ALIGN != 0 {
+        return Err(BlockError::Misaligned { offset });
+    }
+    let top = arena.segment().top.load(Acquire).min(arena.arena_end());
+    if offset < arena.arena_start() || offset as u64 + MIN_BLOCK as u64 > top as u64 {
+        return Err(BlockError::OutOfBounds { offset, arena_start: arena.arena_start(), arena_end: top });
+    }
+    let hdr = arena.header(offset).ok_or(BlockError::OutOfBounds {
+        offset,
+        arena_start: arena.arena_start(),
+        arena_end: top,
+    })?;
+    // Acquire: pairs with the Release that published the header.
+    if hdr.check.load(Acquire) != header_check(offset) {
+        return Err(BlockError::NotABlock { offset });
+    }
+    let size = hdr.size.load(Acquire);
+    if size < MIN_BLOCK || size % BLOCK_ALIGN != 0 || offset as u64 + size as u64 > top as u64 {
+        return Err(BlockError::Corrupted { offset, what: "impossible block size" });
+    }
+    Ok((hdr, size))
+}
+
+/// Frees the block whose header is at `offset`. With `generation`, the block
+/// must still be that generation (a stale handle is refused).
+pub fn free<A: Arena>(arena: &A, offset: u32, generation: Option<u32>) -> Result<(), BlockError> {
+    let (hdr, size) = checked_header(arena, offset)?;
+    // Acquire: pairs with mark_allocated's Release.
+    let mut word = hdr.state.load(Acquire);
+    loop {
+        let (gen, st) = (state::generation_of(word), state::state_of(word));
+        if let Some(expected) = generation {
+            if expected != gen {
+                return Err(BlockError::Stale { offset, expected, found: gen });
+            }
+        }
+        match st {
+            FREE | ACKED => return Err(BlockError::DoubleFree { offset }),
+            COALESCING => return Err(BlockError::NotLive { offset, state: st }),
+            s if state::is_reserved(s) => return Err(BlockError::ReservedState { offset, state: s }),
+            _ => {}
+        }
+        // AcqRel: Acquire so the payload writes of whoever set this state
+        // happen before the block is reused; Release for symmetry with
+        // recovery, which Acquires the state before reading the owner.
+        match hdr.state.compare_exchange(word, state::pack(gen, ACKED), AcqRel, Acquire) {
+            Ok(_) => break,
+            Err(actual) => word = actual,
+        }
+    }
+    release_block(arena, hdr, offset, size);
+    Ok(())
+}
+
+/// Returns a block this participant holds exclusively (ACKED or COALESCING)
+/// to the free index.
+pub(crate) fn release_block<A: Arena>(arena: &A, hdr: &BlockHeader, offset: u32, size: u32) {
+    let gen = state::generation_of(hdr.state.load(Relaxed));
+    hdr.owner.store(OwnerId::SEGMENT.0, Relaxed);
+    // Relaxed: the push's Release publishes FREE. Storing FREE after the push
+    // could overwrite the ALLOCATED of whoever pops it next.
+    hdr.state.store(state::pack(gen, FREE), Relaxed);
+    free_index::push(&arena.segment().index, hdr, offset, class_of(size));
+}
+
+/// Moves ownership of a live block from `from` to `to` (CAS on the owner word).
+pub fn set_owner<A: Arena>(arena: &A, offset: u32, from: Option<OwnerId>, to: OwnerId) -> Result<OwnerId, BlockError> {
+    let (hdr, _) = checked_header(arena, offset)?;
+    let st = state::state_of(hdr.state.load(Acquire));
+    if !state::is_live(st) {
+        return Err(BlockError::NotLive { offset, state: st });
+    }
+    let mut current = hdr.owner.load(Relaxed);
+    loop {
+        if let Some(f) = from {
+            if f.0 != current {
+                return Err(BlockError::Corrupted { offset, what: "owner changed concurrently" });
+            }
+        }
+        // AcqRel: ownership hand-over orders with the recovery that reads it.
+        match hdr.owner.compare_exchange(current, to.0, AcqRel, Relaxed) {
+            Ok(prev) => return Ok(OwnerId(prev)),
+            Err(actual) => current = actual,
+        }
+    }
+}

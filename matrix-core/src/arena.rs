@@ -1,0 +1,144 @@
+//! The view the allocator engine works through.
+//!
+//! The engine (`free_index`, `alloc`, `consolidate`, `walk`, `recover`) is
+//! generic over [`Arena`], so the very same code runs on a mapped segment
+//! ([`crate::AtomicMatrix`]) and on [`ModelArena`], a small arena built from
+//! ordinary atomics that loom can model-check.
+
+use crate::layout::{
+    BlockHeader, ParticipantSlot, SegmentHeader, BLOCK_ALIGN, BLOCK_HEADER_SIZE, MAX_PARTICIPANTS,
+};
+use crate::sync::{AtomicU32, Ordering};
+
+/// An owner id: `generation << 8 | (slot + 1)`; 0 means "owned by the segment".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OwnerId(pub u32);
+
+impl OwnerId {
+    /// Blocks owned by the segment itself (never reclaimed by recovery).
+    pub const SEGMENT: OwnerId = OwnerId(0);
+
+    /// The owner id of `slot` at `generation`.
+    pub const fn new(slot: usize, generation: u32) -> Self {
+        OwnerId(((generation & 0x00FF_FFFF) << 8) | (slot as u32 + 1))
+    }
+
+    /// The participant slot, or `None` for [`OwnerId::SEGMENT`] or a garbage id.
+    pub fn slot(self) -> Option<usize> {
+        let s = (self.0 & 0xFF) as usize;
+        (s != 0 && s <= MAX_PARTICIPANTS).then(|| s - 1)
+    }
+
+    /// The low 24 bits of the slot generation.
+    pub const fn generation(self) -> u32 {
+        self.0 >> 8
+    }
+}
+
+/// A view of one arena on behalf of one participant.
+///
+/// Implementations must return headers only for offsets inside their own,
+/// process-local bounds: the engine trusts nothing it reads from shared
+/// memory, but it does trust `arena_start`, `arena_end` and `header`.
+pub trait Arena {
+    /// The segment header (free index, wilderness top, participant table).
+    fn segment(&self) -> &SegmentHeader;
+    /// First block offset.
+    fn arena_start(&self) -> u32;
+    /// End of the arena (exclusive).
+    fn arena_end(&self) -> u32;
+    /// The header at `offset`, if `offset` is 16-aligned and a whole header
+    /// fits before `arena_end`. Checks nothing about its contents.
+    fn header(&self, offset: u32) -> Option<&BlockHeader>;
+    /// The participant acting through this view.
+    fn owner(&self) -> OwnerId;
+    /// Whether the process holding `slot` is still alive.
+    fn is_alive(&self, slot: &ParticipantSlot) -> bool;
+
+    /// The acting participant's slot.
+    fn my_slot(&self) -> Option<&ParticipantSlot> {
+        self.owner().slot().map(|s| &*self.segment().participants[s])
+    }
+
+    /// Whether `offset` could start a block: aligned and a header fits.
+    #[inline]
+    fn in_bounds(&self, offset: u32) -> bool {
+        offset >= self.arena_start()
+            && offset % BLOCK_ALIGN == 0
+            && (offset as u64 + BLOCK_HEADER_SIZE as u64) <= self.arena_end() as u64
+    }
+}
+
+/// A small arena in ordinary memory: one header at every 16-byte position,
+/// so splits and merges can place headers anywhere, as in a real segment.
+/// Used by loom models and unit tests of the engine.
+pub struct ModelArena {
+    segment: SegmentHeader,
+    headers: Vec<BlockHeader>,
+    start: u32,
+    end: u32,
+    dead: Vec<AtomicU32>,
+}
+
+impl ModelArena {
+    /// An arena of `arena_bytes` (rounded down to 16) starting at offset 4096.
+    pub fn new(arena_bytes: u32) -> Self {
+        let start = 4096;
+        let len = arena_bytes & !(BLOCK_ALIGN - 1);
+        let segment = SegmentHeader::new();
+        segment.arena_start.store(start, Ordering::Relaxed);
+        segment.arena_end.store(start + len, Ordering::Relaxed);
+        segment.top.store(start, Ordering::Relaxed);
+        Self {
+            segment,
+            headers: (0..len / BLOCK_ALIGN).map(|_| BlockHeader::new()).collect(),
+            start,
+            end: start + len,
+            dead: (0..MAX_PARTICIPANTS).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    /// A view acting as participant `slot` (claimed on first use).
+    pub fn participant(&self, slot: usize) -> ModelView<'_> {
+        let p = &self.segment.participants[slot];
+        p.state.store(crate::layout::slot_state::ACTIVE, Ordering::Relaxed);
+        p.pid.store(slot as u32 + 1, Ordering::Relaxed);
+        ModelView { arena: self, owner: OwnerId::new(slot, 0) }
+    }
+
+    /// Marks the participant in `slot` dead (for recovery models).
+    pub fn kill(&self, slot: usize) {
+        self.dead[slot].store(1, Ordering::Relaxed);
+    }
+}
+
+/// One participant's view of a [`ModelArena`].
+pub struct ModelView<'a> {
+    arena: &'a ModelArena,
+    owner: OwnerId,
+}
+
+impl Arena for ModelView<'_> {
+    fn segment(&self) -> &SegmentHeader {
+        &self.arena.segment
+    }
+    fn arena_start(&self) -> u32 {
+        self.arena.start
+    }
+    fn arena_end(&self) -> u32 {
+        self.arena.end
+    }
+    fn header(&self, offset: u32) -> Option<&BlockHeader> {
+        if !self.in_bounds(offset) {
+            return None;
+        }
+        self.arena.headers.get(((offset - self.arena.start) / BLOCK_ALIGN) as usize)
+    }
+    fn owner(&self) -> OwnerId {
+        self.owner
+    }
+    fn is_alive(&self, slot: &ParticipantSlot) -> bool {
+        let pid = slot.pid.load(Ordering::Relaxed) as usize;
+        pid == 0 || self.arena.dead[pid - 1].load(Ordering::Relaxed) == 0
+    }
+}

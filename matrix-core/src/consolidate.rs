@@ -1,0 +1,164 @@
+//! Consolidation: merge physically adjacent free blocks.
+//!
+//! ```text
+//!  buckets ──pop one at a time──► held (each marked COALESCING, owner = me,
+//!                                       right after its pop)
+//!  held, sorted by offset:  [A][B]  [C][D][E]      [F]|top
+//!  merged:                  [A  ]   [C      ]      (F retracted into the wilderness)
+//!  pushed back as FREE
+//! ```
+//!
+//! Blocks another thread popped meanwhile are simply not merged this round.
+//! One consolidator runs at a time (the `consolidator` word); an allocator
+//! that misses while one runs waits for it, bounded, and takes the word over
+//! if the holder's process is dead. That wait is the one place the allocator
+//! is not strictly lock-free; allocate and free never reach it on a hit.
+//!
+//! A merge stores the first block's new size (Release) and then clears the
+//! `check` word of each absorbed header, so no stale header survives inside a
+//! payload or in the wilderness: a valid `check` always marks a real block.
+
+use crate::alloc::release_block;
+use crate::arena::Arena;
+use crate::error::AllocError;
+use crate::free_index;
+use crate::layout::{header_check, MIN_BLOCK};
+use crate::size_class::{SizeClass, FL_COUNT, SL_COUNT};
+use crate::state::{self, COALESCING};
+use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+
+/// What one consolidation did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsolidationReport {
+    /// Whether this call ran a consolidation (false: another was running).
+    pub ran: bool,
+    /// Free blocks taken out of the index.
+    pub blocks_in: usize,
+    /// Free blocks pushed back after merging.
+    pub blocks_out: usize,
+    /// Bytes returned to the wilderness.
+    pub bytes_to_wilderness: u64,
+}
+
+/// Runs a consolidation unless one is already running.
+pub fn consolidate<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocError> {
+    let seg = arena.segment();
+    let me = arena.owner().0;
+    // Acquire: pairs with the previous holder's Release at the end.
+    if seg.consolidator.compare_exchange(0, me, Acquire, Relaxed).is_err() {
+        return Ok(ConsolidationReport::default());
+    }
+    let result = run(arena);
+    seg.consolidation_epoch.fetch_add(1, Release);
+    seg.counters.consolidations.fetch_add(1, Relaxed);
+    // Release: the merged blocks are pushed before the next holder starts.
+    seg.consolidator.store(0, Release);
+    result
+}
+
+/// The allocation miss path: consolidate, or wait (bounded) for the running
+/// consolidation to finish, taking it over if its holder died.
+pub(crate) fn consolidate_or_wait<A: Arena>(arena: &A) -> Result<(), AllocError> {
+    let seg = arena.segment();
+    let epoch = seg.consolidation_epoch.load(Acquire);
+    for round in 0..20_000u32 {
+        if consolidate(arena)?.ran || seg.consolidation_epoch.load(Acquire) != epoch {
+            return Ok(());
+        }
+        let holder = seg.consolidator.load(Acquire);
+        if holder != 0 && round % 64 == 63 {
+            let holder_alive = crate::arena::OwnerId(holder)
+                .slot()
+                .map(|s| arena.is_alive(&seg.participants[s]))
+                .unwrap_or(false);
+            // AcqRel: taking over a dead holder's word orders with its last writes.
+            if !holder_alive && seg.consolidator.compare_exchange(holder, 0, AcqRel, Relaxed).is_ok() {
+                continue;
+            }
+        }
+        crate::sync::spin_hint();
+        if round > 256 {
+            #[cfg(not(loom))]
+            std::thread::yield_now();
+        }
+    }
+    Ok(())
+}
+
+fn run<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocError> {
+    let seg = arena.segment();
+    let me = arena.owner().0;
+    let max_blocks = ((arena.arena_end() - arena.arena_start()) / MIN_BLOCK) as usize;
+    let mut held: Vec<(u32, u32)> = Vec::new();
+    let mut report = ConsolidationReport { ran: true, ..Default::default() };
+    'buckets: for fl in 0..FL_COUNT {
+        for sl in 0..SL_COUNT {
+            let class = SizeClass { fl, sl };
+            while let Some(offset) = free_index::pop(arena, class, 0)? {
+                let hdr = arena.header(offset).expect("pop checks bounds");
+                let word = hdr.state.load(Relaxed);
+                if state::state_of(word) == COALESCING && hdr.owner.load(Relaxed) == me {
+                    // Popped twice: the list has a cycle. Stop taking blocks.
+                    break 'buckets;
+                }
+                // Marked right after the pop: if we die now, recovery finds
+                // the block by its owner.
+                hdr.owner.store(me, Relaxed);
+                hdr.state.store(state::pack(state::generation_of(word), COALESCING), Relaxed);
+                let size = hdr.size.load(Relaxed);
+                held.push((offset, size));
+                if held.len() > max_blocks {
+                    break 'buckets;
+                }
+            }
+            free_index::clear_if_empty(&seg.index, class);
+        }
+    }
+    report.blocks_in = held.len();
+    held.sort_unstable_by_key(|&(offset, _)| offset);
+
+    let mut i = 0;
+    while i < held.len() {
+        let (start, mut size) = held[i];
+        let mut j = i + 1;
+        while j < held.len() && start as u64 + size as u64 == held[j].0 as u64 {
+            size = size.saturating_add(held[j].1);
+            j += 1;
+        }
+        let hdr = arena.header(start).expect("held blocks are in bounds");
+        if j > i + 1 {
+            // Release: a walker reading the new size skips the absorbed headers.
+            hdr.size.store(size, Release);
+            for &(absorbed, _) in &held[i + 1..j] {
+                if let Some(h) = arena.header(absorbed) {
+                    // Release: a walker that sees the check gone re-reads the
+                    // predecessor's size and sees the merge.
+                    h.check.store(0, Release);
+                }
+            }
+        }
+        if start as u64 + size as u64 == seg.top.load(SeqCst) as u64 && retract(arena, start, size) {
+            report.bytes_to_wilderness += size as u64;
+        } else {
+            release_block(arena, hdr, start, size);
+            report.blocks_out += 1;
+        }
+        i = j;
+    }
+    Ok(report)
+}
+
+/// Returns the block `[start, start + size)`, which ends at `top`, to the
+/// wilderness. Its header is invalidated first so the wilderness never holds
+/// a valid-looking header; if a carver moved `top` meanwhile, it is restored.
+fn retract<A: Arena>(arena: &A, start: u32, size: u32) -> bool {
+    let Some(hdr) = arena.header(start) else { return false };
+    hdr.check.store(0, Release);
+    // SeqCst: orders with carvers' intent stores and CAS on `top`.
+    if arena.segment().top.compare_exchange(start + size, start, SeqCst, Relaxed).is_ok() {
+        true
+    } else {
+        hdr.check.store(header_check(start), Release);
+        false
+    }
+}

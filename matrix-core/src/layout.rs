@@ -1,0 +1,362 @@
+//! The shared structures and their pinned layout.
+//!
+//! ```text
+//!  offset 0                                                      segment_size
+//!  +----------------+---------+---------+-----+-----------------+-----------+
+//!  | SegmentHeader  | block 0 | block 1 | ... | block n         | wilderness|
+//!  | magic, version,| hdr|pay | hdr|pay |     | hdr|payload     | (untouched|
+//!  | index, slots   |         |         |     |                 |  memory)  |
+//!  +----------------+---------+---------+-----+-----------------+-----------+
+//!                   ^ arena_start                               ^ top
+//! ```
+//!
+//! Everything here is `#[repr(C)]`, holds only atomics and offsets, and has
+//! its size and alignment pinned below. The layout fingerprint stored in each
+//! segment hashes these facts, so a build with a different layout refuses to
+//! open a segment instead of misreading it.
+
+use crate::size_class::{FL_COUNT, SL_COUNT};
+use crate::sync::{AtomicU32, AtomicU64};
+use crossbeam_utils::CachePadded;
+
+/// `ATMATRX` + format byte, read as a little-endian `u64`.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"ATMATRX1");
+/// Version of the segment format; bumped on any incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes of the in-band header in front of every payload.
+pub const BLOCK_HEADER_SIZE: u32 = 32;
+/// Alignment of every block and every payload.
+pub const BLOCK_ALIGN: u32 = 16;
+/// Smallest payload a block carries.
+pub const MIN_PAYLOAD: u32 = 16;
+/// Smallest block: header plus minimum payload.
+pub const MIN_BLOCK: u32 = BLOCK_HEADER_SIZE + MIN_PAYLOAD;
+/// Offset value that means "no block" (offset 0 is the segment header).
+pub const NIL: u32 = 0;
+/// Largest segment: offsets are `u32`.
+pub const MAX_SEGMENT_SIZE: u64 = u32::MAX as u64;
+
+/// Participant slots in a segment (the owner id keeps the slot in 8 bits).
+#[cfg(not(loom))]
+pub const MAX_PARTICIPANTS: usize = 64;
+/// Participant slots in a segment (the owner id keeps the slot in 8 bits).
+#[cfg(loom)]
+pub const MAX_PARTICIPANTS: usize = 4;
+
+/// Segment life: `UNINIT` → `FORMATTING` → `READY`.
+pub mod init {
+    /// Fresh zero-filled file.
+    pub const UNINIT: u32 = 0;
+    /// A creator is writing the header.
+    pub const FORMATTING: u32 = 1;
+    /// Formatted and usable.
+    pub const READY: u32 = 2;
+}
+
+/// The in-band header in front of every payload (32 bytes).
+///
+/// Fields are atomics because any process may read any header at any time
+/// (walkers, poppers reading `next_free`, recovery).
+#[repr(C)]
+pub struct BlockHeader {
+    /// Generation (high half) and state (low half); see [`crate::state`].
+    pub state: AtomicU64,
+    /// Whole block size, header included; a multiple of 16, at least [`MIN_BLOCK`].
+    pub size: AtomicU32,
+    /// Next block in the same free-index bucket ([`NIL`] ends the list).
+    pub next_free: AtomicU32,
+    /// Owner id of the participant holding the block; 0 = owned by the segment.
+    pub owner: AtomicU32,
+    /// Type fingerprint of the payload (0 = untyped bytes).
+    pub type_tag: AtomicU32,
+    /// `HEADER_CHECK ^ offset` while this is a real block header; cleared when
+    /// the header is absorbed by a merge.
+    pub check: AtomicU32,
+    /// Payload bytes the allocation asked for.
+    pub requested: AtomicU32,
+}
+
+/// Mixed with a header's own offset into its `check` word.
+pub const HEADER_CHECK: u32 = 0xB10C_4EAD;
+
+/// The `check` value a genuine header at `offset` carries.
+#[inline]
+pub const fn header_check(offset: u32) -> u32 {
+    HEADER_CHECK ^ offset
+}
+
+impl BlockHeader {
+    /// A zeroed header, for model arenas built in ordinary memory.
+    pub fn new() -> Self {
+        Self {
+            state: AtomicU64::new(0),
+            size: AtomicU32::new(0),
+            next_free: AtomicU32::new(0),
+            owner: AtomicU32::new(0),
+            type_tag: AtomicU32::new(0),
+            check: AtomicU32::new(0),
+            requested: AtomicU32::new(0),
+        }
+    }
+}
+
+impl Default for BlockHeader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The free index: TLSF bitmaps and one tagged Treiber stack per bucket.
+///
+/// Invariant at quiescence: bit `sl` of `sl_bitmap[fl]` is set iff
+/// `heads[fl][sl]` is non-empty, and bit `fl` of `fl_bitmap` is set iff
+/// `sl_bitmap[fl] != 0`. Under concurrency the bits are hints: a set bit may
+/// name an empty bucket (cleared lazily by the next search that finds it
+/// empty); a clear bit never hides a non-empty bucket once every push and
+/// every clear has finished (both re-check; see `free_index.rs`).
+#[repr(C)]
+pub struct FreeIndex {
+    /// Bit `fl` set when first level `fl` may have a non-empty bucket.
+    pub fl_bitmap: CachePadded<AtomicU32>,
+    /// Per first level: bit `sl` set when bucket `[fl][sl]` may be non-empty.
+    pub sl_bitmap: [AtomicU32; FL_COUNT],
+    /// Per bucket: `tag << 32 | offset of the first free block`.
+    pub heads: [[AtomicU64; SL_COUNT]; FL_COUNT],
+}
+
+impl FreeIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self {
+            fl_bitmap: CachePadded::new(AtomicU32::new(0)),
+            sl_bitmap: std::array::from_fn(|_| AtomicU32::new(0)),
+            heads: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+        }
+    }
+}
+
+impl Default for FreeIndex {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One participant (an attached handle of one process).
+#[repr(C)]
+pub struct ParticipantSlot {
+    /// `slot_state::*`.
+    pub state: AtomicU32,
+    /// Process id of the holder.
+    pub pid: AtomicU32,
+    /// Bumped each time the slot is claimed; part of the owner id.
+    pub generation: AtomicU32,
+    /// Owner id of the participant recovering this slot, while `RECOVERING`.
+    pub recoverer: AtomicU32,
+    /// Start time of the holder process (clock ticks since boot), to tell a
+    /// reused pid from the original process.
+    pub start_time: AtomicU64,
+    /// Carve intents, `size << 32 | offset` of a wilderness carve in progress
+    /// (0 = unused). Several threads of one participant each take an entry.
+    pub carve_intents: [AtomicU64; CARVE_INTENTS],
+    _pad: AtomicU64,
+}
+
+/// Carve intents per participant slot.
+pub const CARVE_INTENTS: usize = 4;
+
+impl ParticipantSlot {
+    /// An empty slot, for model arenas.
+    pub fn new() -> Self {
+        Self {
+            state: AtomicU32::new(0),
+            pid: AtomicU32::new(0),
+            generation: AtomicU32::new(0),
+            recoverer: AtomicU32::new(0),
+            start_time: AtomicU64::new(0),
+            carve_intents: std::array::from_fn(|_| AtomicU64::new(0)),
+            _pad: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Default for ParticipantSlot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// States of a participant slot.
+pub mod slot_state {
+    /// Unused.
+    pub const EMPTY: u32 = 0;
+    /// Being claimed (pid and generation not yet published).
+    pub const CLAIMING: u32 = 1;
+    /// Held by a live (or not yet known dead) process.
+    pub const ACTIVE: u32 = 2;
+    /// Its handle was dropped; its blocks are reclaimed by the next `recover()`.
+    pub const DETACHED: u32 = 3;
+    /// A `recover()` is reclaiming its blocks.
+    pub const RECOVERING: u32 = 4;
+}
+
+/// Monotonic event counters, for tools.
+#[repr(C)]
+pub struct Counters {
+    /// Consolidations run.
+    pub consolidations: AtomicU64,
+    /// Participants recovered.
+    pub recoveries: AtomicU64,
+    /// Out-of-memory results returned.
+    pub out_of_memory: AtomicU64,
+    /// Offline repairs run.
+    pub repairs: AtomicU64,
+}
+
+/// The fixed header at offset 0 of every segment.
+#[repr(C)]
+pub struct SegmentHeader {
+    /// [`MAGIC`] once formatting has begun.
+    pub magic: AtomicU64,
+    /// [`FORMAT_VERSION`].
+    pub version: AtomicU32,
+    /// `init::*`.
+    pub init_state: AtomicU32,
+    /// [`layout_fingerprint`] of the formatter's build.
+    pub fingerprint: AtomicU64,
+    /// Size of the segment in bytes.
+    pub segment_size: AtomicU64,
+    /// Offset of the first block.
+    pub arena_start: AtomicU32,
+    /// End of the arena (segment size rounded down to 16).
+    pub arena_end: AtomicU32,
+    /// Process id of the formatter.
+    pub formatter_pid: AtomicU32,
+    /// Offset of the root registry block (0 = none); owned by `matrix-internals`.
+    pub root_registry: AtomicU32,
+    /// Event counters.
+    pub counters: Counters,
+    /// Owner id of the running consolidator (0 = none).
+    pub consolidator: AtomicU32,
+    _pad0: AtomicU32,
+    /// Completed consolidations; allocators use it to avoid consolidation storms.
+    pub consolidation_epoch: AtomicU64,
+    /// Start of the wilderness: `[arena_start, top)` is tiled by blocks.
+    pub top: CachePadded<AtomicU32>,
+    /// The free index.
+    pub index: FreeIndex,
+    /// Participant table.
+    pub participants: [CachePadded<ParticipantSlot>; MAX_PARTICIPANTS],
+}
+
+impl SegmentHeader {
+    /// A zeroed header, for model arenas built in ordinary memory.
+    pub fn new() -> Self {
+        Self {
+            magic: AtomicU64::new(0),
+            version: AtomicU32::new(0),
+            init_state: AtomicU32::new(0),
+            fingerprint: AtomicU64::new(0),
+            segment_size: AtomicU64::new(0),
+            arena_start: AtomicU32::new(0),
+            arena_end: AtomicU32::new(0),
+            formatter_pid: AtomicU32::new(0),
+            root_registry: AtomicU32::new(0),
+            counters: Counters {
+                consolidations: AtomicU64::new(0),
+                recoveries: AtomicU64::new(0),
+                out_of_memory: AtomicU64::new(0),
+                repairs: AtomicU64::new(0),
+            },
+            consolidator: AtomicU32::new(0),
+            _pad0: AtomicU32::new(0),
+            consolidation_epoch: AtomicU64::new(0),
+            top: CachePadded::new(AtomicU32::new(0)),
+            index: FreeIndex::new(),
+            participants: std::array::from_fn(|_| CachePadded::new(ParticipantSlot::new())),
+        }
+    }
+}
+
+impl Default for SegmentHeader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Offset of the first block: the segment header rounded up to 16 (in
+/// practice to a cache line, which the header's own alignment gives).
+pub const ARENA_START: u32 = {
+    let s = std::mem::size_of::<SegmentHeader>() as u32;
+    (s + BLOCK_ALIGN - 1) & !(BLOCK_ALIGN - 1)
+};
+
+/// Smallest segment: the header and one minimum block.
+pub const MIN_SEGMENT_SIZE: u64 = ARENA_START as u64 + MIN_BLOCK as u64;
+
+const fn fnv1a(mut hash: u64, value: u64) -> u64 {
+    let mut i = 0;
+    while i < 8 {
+        hash ^= (value >> (i * 8)) & 0xff;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01B3);
+        i += 1;
+    }
+    hash
+}
+
+/// Hash of every layout fact two processes must agree on: struct sizes,
+/// alignments, field offsets, index shape and slot count.
+pub const fn layout_fingerprint() -> u64 {
+    use std::mem::{align_of, offset_of, size_of};
+    let facts: [u64; 20] = [
+        size_of::<SegmentHeader>() as u64,
+        align_of::<SegmentHeader>() as u64,
+        size_of::<BlockHeader>() as u64,
+        align_of::<BlockHeader>() as u64,
+        size_of::<ParticipantSlot>() as u64,
+        size_of::<CachePadded<ParticipantSlot>>() as u64,
+        FL_COUNT as u64,
+        SL_COUNT as u64,
+        MAX_PARTICIPANTS as u64,
+        offset_of!(SegmentHeader, top) as u64,
+        offset_of!(SegmentHeader, index) as u64,
+        offset_of!(SegmentHeader, participants) as u64,
+        offset_of!(SegmentHeader, consolidator) as u64,
+        offset_of!(BlockHeader, state) as u64,
+        offset_of!(BlockHeader, size) as u64,
+        offset_of!(BlockHeader, next_free) as u64,
+        offset_of!(BlockHeader, owner) as u64,
+        offset_of!(BlockHeader, check) as u64,
+        ARENA_START as u64,
+        FORMAT_VERSION as u64,
+    ];
+    let mut hash = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < facts.len() {
+        hash = fnv1a(hash, facts[i]);
+        i += 1;
+    }
+    hash
+}
+
+#[cfg(not(loom))]
+mod pinned {
+    use super::*;
+    use static_assertions::const_assert;
+    use std::mem::{align_of, offset_of, size_of};
+
+    const_assert!(size_of::<BlockHeader>() == BLOCK_HEADER_SIZE as usize);
+    const_assert!(align_of::<BlockHeader>() == 8);
+    const_assert!(offset_of!(BlockHeader, state) == 0);
+    const_assert!(offset_of!(BlockHeader, size) == 8);
+    const_assert!(offset_of!(BlockHeader, next_free) == 12);
+    const_assert!(offset_of!(BlockHeader, owner) == 16);
+    const_assert!(offset_of!(BlockHeader, check) == 24);
+    const_assert!(size_of::<ParticipantSlot>() == 64);
+    const_assert!(offset_of!(SegmentHeader, magic) == 0);
+    const_assert!(offset_of!(SegmentHeader, version) == 8);
+    const_assert!(offset_of!(SegmentHeader, init_state) == 12);
+    const_assert!(ARENA_START % BLOCK_ALIGN == 0);
+    const_assert!(MAX_PARTICIPANTS < 255);
+    // The whole index and slot table stay well under 1 % of a 64 MiB segment.
+    const_assert!(size_of::<SegmentHeader>() < 64 * 1024 * 1024 / 100);
+}

@@ -1,0 +1,292 @@
+//! Recovery: reclaiming what dead participants held.
+//!
+//! Online, [`recover`] finds participant slots whose process is gone (or
+//! whose handle was dropped), takes each one over (`RECOVERING`, so only one
+//! recoverer works on it) and walks the chain for blocks carrying its owner
+//! id: ALLOCATED, ACKED (killed mid-free) and COALESCING (killed
+//! mid-consolidation) blocks go back to the free index; user-state blocks are
+//! reported and reclaimed only on request. A carve the dead participant won
+//! but never wrote a header for is rebuilt from its recorded intent.
+//!
+//! The one window recovery cannot close online: a participant killed between
+//! a successful pop and marking the block (a few instructions) leaves that
+//! one block FREE but in no bucket. Its bytes stay in the chain, and
+//! [`repair`] — run when no other participant is alive — rebuilds the whole
+//! free index from the chain and takes them back.
+
+use crate::alloc::{release_block, write_free_header};
+use crate::arena::{Arena, OwnerId};
+use crate::error::{BlockError, SegmentError};
+use crate::layout::{header_check, slot_state, ParticipantSlot, MIN_BLOCK};
+use crate::size_class::{class_of, FL_COUNT, SL_COUNT};
+use crate::state::{self, ACKED, ALLOCATED, COALESCING, FREE};
+use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use crate::walk::walk;
+
+/// What a recovery or repair reclaimed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Dead or detached participants whose slots were reclaimed.
+    pub participants: u32,
+    /// Blocks returned to the free index.
+    pub blocks: u64,
+    /// Bytes in those blocks.
+    pub bytes: u64,
+    /// Blocks in user states held by dead participants and left alone
+    /// (`(header offset, state)`); pass `reclaim_user_states` to free them.
+    pub user_state_blocks: Vec<(u32, u32)>,
+    /// Carves rebuilt from a dead participant's intent.
+    pub carves_rebuilt: u32,
+}
+
+/// Whether `slot` should be recovered, as seen by `arena`.
+fn is_recoverable<A: Arena>(arena: &A, slot: &ParticipantSlot) -> bool {
+    match slot.state.load(Acquire) {
+        slot_state::DETACHED => true,
+        slot_state::ACTIVE => !arena.is_alive(slot),
+        slot_state::CLAIMING => slot.pid.load(Acquire) != 0 && !arena.is_alive(slot),
+        slot_state::RECOVERING => {
+            let recoverer = OwnerId(slot.recoverer.load(Acquire));
+            recoverer.slot().map(|s| !arena.is_alive(&arena.segment().participants[s])).unwrap_or(true)
+        }
+        _ => false,
+    }
+}
+
+/// Reclaims the blocks of every dead or detached participant.
+pub fn recover<A: Arena>(arena: &A, reclaim_user_states: bool) -> Result<RecoveryReport, BlockError> {
+    let seg = arena.segment();
+    let me = arena.owner();
+    let mut report = RecoveryReport::default();
+    for (index, slot) in seg.participants.iter().enumerate() {
+        if Some(index) == me.slot() || !is_recoverable(arena, slot) {
+            continue;
+        }
+        let seen = slot.state.load(Acquire);
+        // AcqRel: one recoverer wins the slot and sees everything its holder published.
+        if slot.state.compare_exchange(seen, slot_state::RECOVERING, AcqRel, Relaxed).is_err() {
+            continue;
+        }
+        slot.recoverer.store(me.0, Release);
+        let dead = OwnerId::new(index, slot.generation.load(Acquire));
+        rebuild_dead_carves(arena, slot, &mut report);
+        reclaim_blocks_of(arena, dead, reclaim_user_states, &mut report)?;
+        // AcqRel: a consolidation word left by the dead participant is released.
+        let _ = seg.consolidator.compare_exchange(dead.0, 0, AcqRel, Relaxed);
+        for e in &slot.carve_intents {
+            e.store(0, Relaxed);
+        }
+        slot.pid.store(0, Relaxed);
+        // Release: the slot is reusable only after its blocks are back.
+        slot.state.store(slot_state::EMPTY, Release);
+        report.participants += 1;
+        seg.counters.recoveries.fetch_add(1, Relaxed);
+    }
+    Ok(report)
+}
+
+fn reclaim_blocks_of<A: Arena>(
+    arena: &A,
+    dead: OwnerId,
+    reclaim_user_states: bool,
+    report: &mut RecoveryReport,
+) -> Result<(), BlockError> {
+    let blocks: Vec<_> = walk(arena).collect::<Result<_, _>>()?;
+    for info in blocks {
+        if info.carving || info.owner != dead {
+            continue;
+        }
+        let Some(hdr) = arena.header(info.offset) else { continue };
+        let word = hdr.state.load(Acquire);
+        let st = state::state_of(word);
+        let take = match st {
+            ACKED | COALESCING => true,
+            ALLOCATED => true,
+            s if s >= state::USER_STATE_MIN => {
+                if !reclaim_user_states {
+                    report.user_state_blocks.push((info.offset, s));
+                }
+                reclaim_user_states
+            }
+            _ => false,
+        };
+        if !take || hdr.owner.load(Acquire) != dead.0 {
+            continue;
+        }
+        // AcqRel: claim the block against any other recoverer or a live
+        // participant that adopts it at the same time.
+        let claimed = hdr.state.compare_exchange(word, state::pack(state::generation_of(word), ACKED), AcqRel, Relaxed);
+        if claimed.is_ok() {
+            let size = hdr.size.load(Acquire);
+            release_block(arena, hdr, info.offset, size);
+            report.blocks += 1;
+            report.bytes += size as u64;
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds the header of a carve the dead participant won but never wrote.
+fn rebuild_dead_carves<A: Arena>(arena: &A, slot: &ParticipantSlot, report: &mut RecoveryReport) {
+    let seg = arena.segment();
+    for e in &slot.carve_intents {
+        let v = e.load(SeqCst);
+        if v <= 1 {
+            continue;
+        }
+        let (offset, size) = (v as u32, (v >> 32) as u32);
+        // SeqCst: read `top`, then the live intents, then the header; see alloc::carve.
+        let top = seg.top.load(SeqCst);
+        if offset >= top || size < MIN_BLOCK || offset as u64 + size as u64 > top as u64 {
+            continue;
+        }
+        let live_carver = seg.participants.iter().any(|other| {
+            !std::ptr::eq(&**other, slot)
+                && other.state.load(Acquire) == slot_state::ACTIVE
+                && other.carve_intents.iter().any(|x| x.load(SeqCst) as u32 == offset)
+        });
+        let Some(hdr) = arena.header(offset) else { continue };
+        if live_carver || hdr.check.load(Acquire) == header_check(offset) {
+            continue;
+        }
+        write_free_header(hdr, offset, size);
+        hdr.state.store(state::pack(state::generation_of(hdr.state.load(Relaxed)), ACKED), Relaxed);
+        release_block(arena, hdr, offset, size);
+        report.carves_rebuilt += 1;
+        report.blocks += 1;
+        report.bytes += size as u64;
+    }
+}
+
+/// Rebuilds the free index from the chain. Needs the segment to itself:
+/// fails with [`SegmentError::InUse`] if another participant is alive.
+///
+/// Every block that is FREE, ACKED, COALESCING, or ALLOCATED by a dead
+/// participant (and, with `reclaim_user_states`, in a user state held by a
+/// dead one) is reclaimed; adjacent ones are merged; a run ending at `top`
+/// returns to the wilderness. Blocks owned by the caller or by the segment
+/// are kept.
+pub fn repair<A: Arena>(arena: &A, reclaim_user_states: bool) -> Result<RecoveryReport, RepairError> {
+    let seg = arena.segment();
+    let me = arena.owner();
+    let live = seg
+        .participants
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| {
+            Some(*i) != me.slot()
+                && matches!(s.state.load(Acquire), slot_state::ACTIVE | slot_state::CLAIMING)
+                && arena.is_alive(s)
+        })
+        .count();
+    if live > 0 {
+        return Err(RepairError::Segment(SegmentError::InUse { live_participants: live }));
+    }
+    let mut report = RecoveryReport::default();
+    seg.consolidator.store(me.0, Release);
+    for fl in 0..FL_COUNT {
+        for sl in 0..SL_COUNT {
+            seg.index.heads[fl][sl].store(0, Relaxed);
+        }
+        seg.index.sl_bitmap[fl].store(0, Relaxed);
+    }
+    seg.index.fl_bitmap.store(0, Relaxed);
+
+    // Rebuild carve holes from dead intents, then walk.
+    for slot in seg.participants.iter() {
+        for e in &slot.carve_intents {
+            let v = e.load(Acquire);
+            let (offset, size) = (v as u32, (v >> 32) as u32);
+            if v > 1 {
+                if let Some(hdr) = arena.header(offset) {
+                    let top = seg.top.load(Acquire);
+                    if hdr.check.load(Acquire) != header_check(offset)
+                        && offset < top
+                        && offset as u64 + size as u64 <= top as u64
+                        && size >= MIN_BLOCK
+                    {
+                        write_free_header(hdr, offset, size);
+                        report.carves_rebuilt += 1;
+                    }
+                }
+            }
+            e.store(0, Relaxed);
+        }
+    }
+    let blocks: Vec<_> = walk(arena).collect::<Result<_, _>>().map_err(RepairError::Block)?;
+    let owner_dead = |owner: OwnerId| owner != me && owner != OwnerId::SEGMENT;
+    let reclaimable = |info: &crate::walk::BlockInfo| match info.state {
+        FREE | ACKED | COALESCING => true,
+        ALLOCATED => owner_dead(info.owner),
+        s if s >= state::USER_STATE_MIN => reclaim_user_states && owner_dead(info.owner),
+        _ => false,
+    };
+    let top = seg.top.load(Acquire);
+    let mut i = 0;
+    while i < blocks.len() {
+        if !reclaimable(&blocks[i]) {
+            if blocks[i].state >= state::USER_STATE_MIN && owner_dead(blocks[i].owner) {
+                report.user_state_blocks.push((blocks[i].offset, blocks[i].state));
+            }
+            i += 1;
+            continue;
+        }
+        let start = blocks[i].offset;
+        let mut size = 0u32;
+        let mut j = i;
+        while j < blocks.len() && reclaimable(&blocks[j]) {
+            if blocks[j].state != FREE {
+                report.blocks += 1;
+                report.bytes += blocks[j].size as u64;
+            }
+            size += blocks[j].size;
+            j += 1;
+        }
+        let hdr = arena.header(start).expect("walked blocks are in bounds");
+        hdr.size.store(size, Relaxed);
+        for absorbed in &blocks[i + 1..j] {
+            if let Some(h) = arena.header(absorbed.offset) {
+                h.check.store(0, Relaxed);
+            }
+        }
+        if start + size == top {
+            hdr.check.store(0, Relaxed);
+            seg.top.store(start, Release);
+        } else {
+            hdr.owner.store(0, Relaxed);
+            hdr.state.store(state::pack(state::generation_of(hdr.state.load(Relaxed)), FREE), Relaxed);
+            crate::free_index::push(&seg.index, hdr, start, class_of(size));
+        }
+        i = j;
+    }
+    for (index, slot) in seg.participants.iter().enumerate() {
+        if Some(index) != me.slot() && slot.state.load(Acquire) != slot_state::EMPTY {
+            slot.pid.store(0, Relaxed);
+            slot.state.store(slot_state::EMPTY, Release);
+            report.participants += 1;
+        }
+    }
+    seg.counters.repairs.fetch_add(1, Relaxed);
+    seg.consolidator.store(0, Release);
+    Ok(report)
+}
+
+/// Why [`repair`] refused or stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepairError {
+    /// Other participants are alive, or the segment itself is unusable.
+    Segment(SegmentError),
+    /// The chain is damaged beyond what the recorded intents explain.
+    Block(BlockError),
+}
+
+impl std::fmt::Display for RepairError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RepairError::Segment(e) => write!(f, "repair refused: {e}"),
+            RepairError::Block(e) => write!(f, "repair stopped: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RepairError {}

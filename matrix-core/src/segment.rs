@@ -1,0 +1,292 @@
+//! Segment files: create, open, validate, unlink, and anonymous mappings.
+//!
+//! Create is exclusive (`O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600 unless
+//! configured), reserves the file's pages up front so a full `/dev/shm`
+//! is an error at create time rather than a SIGBUS later, and formats the
+//! header: `init_state` goes UNINIT → FORMATTING (with the formatter's pid)
+//! → READY. Open validates, in order: the file is large enough for a header,
+//! magic, init state (waiting briefly for a live formatter), version, layout
+//! fingerprint, recorded size = file size, and the arena bounds. Open never
+//! truncates or resizes.
+
+use crate::error::SegmentError;
+use crate::layout::{
+    init, layout_fingerprint, SegmentHeader, ARENA_START, BLOCK_ALIGN, FORMAT_VERSION, MAGIC,
+    MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
+};
+use crate::name::validate_name;
+use crate::sync::Ordering::{Acquire, Relaxed, Release};
+use memmap2::{MmapOptions, MmapRaw};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Directory holding named segments.
+pub const SHM_DIR: &str = "/dev/shm";
+
+/// Path of the segment called `name` (after validating the name).
+pub fn segment_path(name: &str) -> Result<PathBuf, SegmentError> {
+    validate_name(name)?;
+    Ok(PathBuf::from(SHM_DIR).join(name))
+}
+
+/// How to create a segment.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// File mode of a named segment (default 0600).
+    pub mode: u32,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        Self { mode: 0o600 }
+    }
+}
+
+/// A mapping of a whole segment.
+pub(crate) struct Mapping {
+    pub(crate) map: MmapRaw,
+    pub(crate) name: Option<String>,
+}
+
+impl Mapping {
+    pub(crate) fn header(&self) -> &SegmentHeader {
+        // SAFETY: every mapping is at least MIN_SEGMENT_SIZE long (checked at
+        // create/open), page-aligned, and SegmentHeader holds only atomics,
+        // for which any bit pattern is valid; it lives as long as `self`.
+        unsafe { &*(self.map.as_ptr() as *const SegmentHeader) }
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+pub(crate) fn check_size(size: u64) -> Result<(), SegmentError> {
+    if size < MIN_SEGMENT_SIZE {
+        return Err(SegmentError::SizeTooSmall { requested: size, minimum: MIN_SEGMENT_SIZE });
+    }
+    if size > MAX_SEGMENT_SIZE {
+        return Err(SegmentError::SizeTooLarge { requested: size, maximum: MAX_SEGMENT_SIZE });
+    }
+    Ok(())
+}
+
+/// Creates and formats a new named segment.
+pub(crate) fn create(name: &str, size: u64, options: &CreateOptions) -> Result<Mapping, SegmentError> {
+    let path = segment_path(name)?;
+    check_size(size)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(options.mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => SegmentError::AlreadyExists { name: name.to_owned() },
+            _ => SegmentError::io("create segment file", e),
+        })?;
+    let cleanup = |err: SegmentError| {
+        let _ = std::fs::remove_file(&path);
+        err
+    };
+    file.set_len(size).map_err(|e| cleanup(SegmentError::io("size segment file", e)))?;
+    reserve(&file, size).map_err(cleanup)?;
+    let map = map_file(&file).map_err(cleanup)?;
+    let mapping = Mapping { map, name: Some(name.to_owned()) };
+    format(mapping.header(), size);
+    Ok(mapping)
+}
+
+fn reserve(file: &File, size: u64) -> Result<(), SegmentError> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall on a file descriptor we own.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
+    match rc {
+        0 | libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
+        err => Err(SegmentError::io("reserve segment pages", std::io::Error::from_raw_os_error(err))),
+    }
+}
+
+fn map_file(file: &File) -> Result<MmapRaw, SegmentError> {
+    MmapOptions::new().map_raw(file).map_err(|e| SegmentError::io("map segment", e))
+}
+
+/// Maps an anonymous (process-private) arena.
+pub(crate) fn anonymous(size: u64) -> Result<Mapping, SegmentError> {
+    check_size(size)?;
+    let map = MmapOptions::new()
+        .len(size as usize)
+        .map_anon()
+        .map_err(|e| SegmentError::io("map anonymous arena", e))?;
+    let mapping = Mapping { map: MmapRaw::from(map), name: None };
+    format(mapping.header(), size);
+    Ok(mapping)
+}
+
+/// Writes a fresh header into zeroed (or abandoned) memory.
+pub(crate) fn format(seg: &SegmentHeader, size: u64) {
+    seg.init_state.store(init::FORMATTING, Relaxed);
+    seg.formatter_pid.store(std::process::id(), Relaxed);
+    seg.magic.store(MAGIC, Relaxed);
+    seg.version.store(FORMAT_VERSION, Relaxed);
+    seg.fingerprint.store(layout_fingerprint(), Relaxed);
+    seg.segment_size.store(size, Relaxed);
+    seg.arena_start.store(ARENA_START, Relaxed);
+    seg.arena_end.store((size as u32) & !(BLOCK_ALIGN - 1), Relaxed);
+    seg.top.store(ARENA_START, Relaxed);
+    seg.root_registry.store(0, Relaxed);
+    seg.consolidator.store(0, Relaxed);
+    for row in &seg.index.heads {
+        for head in row {
+            head.store(0, Relaxed);
+        }
+    }
+    for bits in &seg.index.sl_bitmap {
+        bits.store(0, Relaxed);
+    }
+    seg.index.fl_bitmap.store(0, Relaxed);
+    for slot in &seg.participants {
+        slot.state.store(0, Relaxed);
+        slot.pid.store(0, Relaxed);
+        for e in &slot.carve_intents {
+            e.store(0, Relaxed);
+        }
+    }
+    // Release: openers that Acquire READY see the whole header.
+    seg.init_state.store(init::READY, Release);
+}
+
+/// How long `open` waits for a live formatter.
+const FORMAT_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens and validates an existing named segment.
+pub(crate) fn open(name: &str) -> Result<Mapping, SegmentError> {
+    let path = segment_path(name)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => SegmentError::NotFound { name: name.to_owned() },
+            _ => SegmentError::io("open segment file", e),
+        })?;
+    let file_size = file.metadata().map_err(|e| SegmentError::io("stat segment file", e))?.len();
+    if file_size < MIN_SEGMENT_SIZE {
+        return Err(SegmentError::TooSmallForHeader { file_size, header_size: MIN_SEGMENT_SIZE });
+    }
+    if file_size > MAX_SEGMENT_SIZE {
+        return Err(SegmentError::SizeTooLarge { requested: file_size, maximum: MAX_SEGMENT_SIZE });
+    }
+    let mapping = Mapping { map: map_file(&file)?, name: Some(name.to_owned()) };
+    wait_ready(mapping.header())?;
+    validate(mapping.header(), file_size)?;
+    Ok(mapping)
+}
+
+fn wait_ready(seg: &SegmentHeader) -> Result<(), SegmentError> {
+    let deadline = Instant::now() + FORMAT_WAIT;
+    loop {
+        let magic = seg.magic.load(Acquire);
+        if magic != MAGIC && magic != 0 {
+            return Err(SegmentError::WrongMagic { expected: MAGIC, found: magic });
+        }
+        // Acquire: pairs with the formatter's Release of READY.
+        let state = seg.init_state.load(Acquire);
+        match state {
+            init::READY if magic == MAGIC => return Ok(()),
+            init::READY => return Err(SegmentError::WrongMagic { expected: MAGIC, found: magic }),
+            init::FORMATTING => {
+                let pid = seg.formatter_pid.load(Acquire);
+                if crate::participant::process_start_time(pid).is_none_or(|(_, zombie)| zombie) {
+                    return Err(SegmentError::FormatterDied { pid });
+                }
+            }
+            init::UNINIT => {}
+            other if magic == MAGIC => {
+                return Err(SegmentError::CorruptHeader { field: "init_state", found: other as u64 })
+            }
+            _ => return Err(SegmentError::WrongMagic { expected: MAGIC, found: magic }),
+        }
+        if Instant::now() >= deadline {
+            return Err(SegmentError::NotReady { init_state: state });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Checks every header field against this build and the file.
+pub(crate) fn validate(seg: &SegmentHeader, file_size: u64) -> Result<(), SegmentError> {
+    let magic = seg.magic.load(Acquire);
+    if magic != MAGIC {
+        return Err(SegmentError::WrongMagic { expected: MAGIC, found: magic });
+    }
+    let version = seg.version.load(Acquire);
+    if version != FORMAT_VERSION {
+        return Err(SegmentError::WrongVersion { expected: FORMAT_VERSION, found: version });
+    }
+    let fingerprint = seg.fingerprint.load(Acquire);
+    if fingerprint != layout_fingerprint() {
+        return Err(SegmentError::WrongFingerprint { expected: layout_fingerprint(), found: fingerprint });
+    }
+    let recorded = seg.segment_size.load(Acquire);
+    if recorded != file_size {
+        return Err(SegmentError::SizeMismatch { recorded, actual: file_size });
+    }
+    let start = seg.arena_start.load(Acquire);
+    if start != ARENA_START {
+        return Err(SegmentError::CorruptHeader { field: "arena_start", found: start as u64 });
+    }
+    let end = seg.arena_end.load(Acquire);
+    if end as u64 != file_size & !(BLOCK_ALIGN as u64 - 1) {
+        return Err(SegmentError::CorruptHeader { field: "arena_end", found: end as u64 });
+    }
+    let top = seg.top.load(Acquire);
+    if top < start || top > end || top % BLOCK_ALIGN != 0 {
+        return Err(SegmentError::CorruptHeader { field: "top", found: top as u64 });
+    }
+    Ok(())
+}
+
+/// Re-formats a segment whose creator died while formatting it. Refuses a
+/// segment that is ready or whose formatter is alive.
+pub(crate) fn reformat_abandoned(name: &str) -> Result<Mapping, SegmentError> {
+    let path = segment_path(name)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => SegmentError::NotFound { name: name.to_owned() },
+            _ => SegmentError::io("open segment file", e),
+        })?;
+    let size = file.metadata().map_err(|e| SegmentError::io("stat segment file", e))?.len();
+    check_size(size)?;
+    let mapping = Mapping { map: map_file(&file)?, name: Some(name.to_owned()) };
+    match wait_ready(mapping.header()) {
+        Err(SegmentError::FormatterDied { pid }) => {
+            // AcqRel-free takeover: claim the formatting by CAS so two
+            // re-formatters cannot interleave.
+            let seg = mapping.header();
+            if seg.formatter_pid.compare_exchange(pid, std::process::id(), Acquire, Relaxed).is_err() {
+                return Err(SegmentError::NotReady { init_state: init::FORMATTING });
+            }
+            format(seg, size);
+            Ok(mapping)
+        }
+        Err(e) => Err(e),
+        Ok(()) => Err(SegmentError::CorruptHeader { field: "init_state (segment is ready, not abandoned)", found: init::READY as u64 }),
+    }
+}
+
+/// Removes the named segment. Mappings that are open stay valid until dropped.
+pub fn unlink(name: &str) -> Result<(), SegmentError> {
+    let path = segment_path(name)?;
+    std::fs::remove_file(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => SegmentError::NotFound { name: name.to_owned() },
+        _ => SegmentError::io("remove segment file", e),
+    })
+}
