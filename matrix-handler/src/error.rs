@@ -1,0 +1,77 @@
+//! The handler's error type.
+
+use matrix_core::{AllocError, BlockError, SegmentError};
+use std::fmt;
+
+/// Errors produced by [`MatrixHandler`](crate::MatrixHandler) and
+/// [`SharedHandler`](crate::SharedHandler) operations. A failed operation
+/// changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandlerError {
+    /// The allocator could not provide a block (out of memory, too large,
+    /// unsupported alignment); the inner error says which and by how much.
+    AllocationFailed(AllocError),
+    /// Setting or transitioning to (or from) a reserved internal state (0–48).
+    ReservedStatus(u32),
+    /// The block was not in the expected state; carries the state found.
+    TransitionFailed(u32),
+    /// The offset is outside the segment or not where a block starts.
+    InvalidOffset(u32),
+    /// The block operation was refused: double free, stale handle, wrong type…
+    Block(BlockError),
+    /// The segment could not be created, opened or removed.
+    Segment(SegmentError),
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandlerError::AllocationFailed(e) => write!(f, "allocation failed: {e}"),
+            HandlerError::ReservedStatus(s) => write!(
+                f,
+                "state {s} is reserved for the allocator (0-48); user states start at {}",
+                matrix_core::state::USER_STATE_MIN
+            ),
+            HandlerError::TransitionFailed(s) => {
+                write!(f, "state transition failed: the block is in state {s}")
+            }
+            HandlerError::InvalidOffset(o) => write!(f, "offset {o} does not name a block"),
+            HandlerError::Block(e) => e.fmt(f),
+            HandlerError::Segment(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for HandlerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HandlerError::AllocationFailed(e) => Some(e),
+            HandlerError::Block(e) => Some(e),
+            HandlerError::Segment(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<AllocError> for HandlerError {
+    fn from(e: AllocError) -> Self {
+        HandlerError::AllocationFailed(e)
+    }
+}
+
+impl From<SegmentError> for HandlerError {
+    fn from(e: SegmentError) -> Self {
+        HandlerError::Segment(e)
+    }
+}
+
+impl From<BlockError> for HandlerError {
+    fn from(e: BlockError) -> Self {
+        match e {
+            BlockError::OutOfBounds { offset, .. }
+            | BlockError::Misaligned { offset }
+            | BlockError::NotABlock { offset } => HandlerError::InvalidOffset(offset),
+            other => HandlerError::Block(other),
+        }
+    }
+}
