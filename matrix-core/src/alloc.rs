@@ -22,17 +22,20 @@
 use crate::arena::{Arena, OwnerId};
 use crate::error::{AllocError, BlockError};
 use crate::free_index;
-use crate::layout::{header_check, BlockHeader, BLOCK_ALIGN, BLOCK_HEADER_SIZE, MIN_BLOCK, MIN_PAYLOAD};
+use crate::layout::{
+    header_check, BlockHeader, BLOCK_ALIGN, BLOCK_HEADER_SIZE, MIN_BLOCK, MIN_PAYLOAD,
+};
 use crate::size_class::{class_at_least, class_of};
 use crate::state::{self, ACKED, ALLOCATED, COALESCING, FREE};
-use crate::sync::Ordering::{Acquire, AcqRel, Relaxed, Release, SeqCst};
+use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
 /// Block size (header included) for a payload of `payload` bytes.
 #[inline]
 pub fn block_size_for<A: Arena>(arena: &A, payload: u64) -> Result<u32, AllocError> {
     let arena_len = (arena.arena_end() - arena.arena_start()) as u64;
-    let size = (payload.max(MIN_PAYLOAD as u64) + BLOCK_HEADER_SIZE as u64 + (BLOCK_ALIGN as u64 - 1))
-        & !(BLOCK_ALIGN as u64 - 1);
+    let size =
+        (payload.max(MIN_PAYLOAD as u64) + BLOCK_HEADER_SIZE as u64 + (BLOCK_ALIGN as u64 - 1))
+            & !(BLOCK_ALIGN as u64 - 1);
     if size > arena_len {
         return Err(AllocError::TooLarge {
             requested: payload,
@@ -64,7 +67,12 @@ fn offset_marked<A: Arena>(arena: &A, offset: u32, payload: u64, type_tag: u32) 
 }
 
 #[cold]
-fn allocate_slow<A: Arena>(arena: &A, size: u32, payload: u64, type_tag: u32) -> Result<u32, AllocError> {
+fn allocate_slow<A: Arena>(
+    arena: &A,
+    size: u32,
+    payload: u64,
+    type_tag: u32,
+) -> Result<u32, AllocError> {
     crate::consolidate::consolidate_or_wait(arena)?;
     if let Some(offset) = take_free_block(arena, size)? {
         return finish(arena, offset, size, payload, type_tag);
@@ -89,11 +97,15 @@ fn take_free_block<A: Arena>(arena: &A, size: u32) -> Result<Option<u32>, AllocE
     if let Some(offset) = free_index::pop(arena, own, size)? {
         return Ok(Some(offset));
     }
-    let Some(mut from) = class_at_least(size) else { return Ok(None) };
+    let Some(mut from) = class_at_least(size) else {
+        return Ok(None);
+    };
     // Bounded: each round either pops, or clears a bit that a concurrent
     // push may set again; after this many rounds the wilderness is tried.
     for _ in 0..64 {
-        let Some(class) = free_index::find_nonempty(index, from) else { return Ok(None) };
+        let Some(class) = free_index::find_nonempty(index, from) else {
+            return Ok(None);
+        };
         match free_index::pop(arena, class, 0)? {
             Some(offset) => return Ok(Some(offset)),
             None => {
@@ -107,12 +119,23 @@ fn take_free_block<A: Arena>(arena: &A, size: u32) -> Result<Option<u32>, AllocE
 
 /// Splits and marks a popped block.
 #[inline]
-fn finish<A: Arena>(arena: &A, offset: u32, size: u32, payload: u64, type_tag: u32) -> Result<u32, AllocError> {
-    let hdr = arena.header(offset).expect("popped offsets were bounds-checked");
+fn finish<A: Arena>(
+    arena: &A,
+    offset: u32,
+    size: u32,
+    payload: u64,
+    type_tag: u32,
+) -> Result<u32, AllocError> {
+    let hdr = arena
+        .header(offset)
+        .expect("popped offsets were bounds-checked");
     let block_size = hdr.size.load(Relaxed);
     if block_size < size || block_size % BLOCK_ALIGN != 0 || !fits(arena, offset, block_size) {
         // A damaged block: keep it out of circulation rather than hand it out.
-        return Err(AllocError::Corrupted { offset, what: "free block with an impossible size" });
+        return Err(AllocError::Corrupted {
+            offset,
+            what: "free block with an impossible size",
+        });
     }
     if block_size - size >= MIN_BLOCK {
         let rest = offset + size;
@@ -121,7 +144,12 @@ fn finish<A: Arena>(arena: &A, offset: u32, size: u32, payload: u64, type_tag: u
         // Release: a walker that reads the new size also sees the complete
         // remainder header written just above.
         hdr.size.store(size, Release);
-        free_index::push(&arena.segment().index, rest_hdr, rest, class_of(block_size - size));
+        free_index::push(
+            &arena.segment().index,
+            rest_hdr,
+            rest,
+            class_of(block_size - size),
+        );
     }
     mark_allocated(arena, hdr, payload, type_tag);
     Ok(offset)
@@ -137,7 +165,8 @@ fn mark_allocated<A: Arena>(arena: &A, hdr: &BlockHeader, payload: u64, type_tag
     let generation = state::generation_of(hdr.state.load(Relaxed)).wrapping_add(1);
     hdr.owner.store(arena.owner().0, Relaxed);
     hdr.type_tag.store(type_tag, Relaxed);
-    hdr.requested.store(payload.min(u32::MAX as u64) as u32, Relaxed);
+    hdr.requested
+        .store(payload.min(u32::MAX as u64) as u32, Relaxed);
     // Release: whoever Acquires the state word (free, lookups, recovery,
     // walkers) sees the owner, tag and size stored before it.
     hdr.state.store(state::pack(generation, ALLOCATED), Release);
@@ -164,7 +193,9 @@ pub(crate) fn write_free_header(hdr: &BlockHeader, offset: u32, size: u32) {
 fn carve<A: Arena>(arena: &A, size: u32) -> Option<u32> {
     let seg = arena.segment();
     let intent = arena.my_slot().and_then(|slot| {
-        slot.carve_intents.iter().find(|e| e.load(Relaxed) == 0 && e.compare_exchange(0, 1, Acquire, Relaxed).is_ok())
+        slot.carve_intents
+            .iter()
+            .find(|e| e.load(Relaxed) == 0 && e.compare_exchange(0, 1, Acquire, Relaxed).is_ok())
     });
     let mut top = seg.top.load(Relaxed);
     loop {
@@ -179,7 +210,10 @@ fn carve<A: Arena>(arena: &A, size: u32) -> Option<u32> {
             // that moved `top` is visible to it as an intent or as a header.
             e.store(((size as u64) << 32) | top as u64, SeqCst);
         }
-        match seg.top.compare_exchange_weak(top, top + size, SeqCst, Relaxed) {
+        match seg
+            .top
+            .compare_exchange_weak(top, top + size, SeqCst, Relaxed)
+        {
             Ok(_) => break,
             Err(actual) => top = actual,
         }
@@ -208,7 +242,11 @@ pub fn checked_header<A: Arena>(arena: &A, offset: u32) -> Result<(&BlockHeader,
     }
     let top = arena.segment().top.load(Acquire).min(arena.arena_end());
     if offset < arena.arena_start() || offset as u64 + MIN_BLOCK as u64 > top as u64 {
-        return Err(BlockError::OutOfBounds { offset, arena_start: arena.arena_start(), arena_end: top });
+        return Err(BlockError::OutOfBounds {
+            offset,
+            arena_start: arena.arena_start(),
+            arena_end: top,
+        });
     }
     let hdr = arena.header(offset).ok_or(BlockError::OutOfBounds {
         offset,
@@ -221,7 +259,10 @@ pub fn checked_header<A: Arena>(arena: &A, offset: u32) -> Result<(&BlockHeader,
     }
     let size = hdr.size.load(Acquire);
     if size < MIN_BLOCK || size % BLOCK_ALIGN != 0 || offset as u64 + size as u64 > top as u64 {
-        return Err(BlockError::Corrupted { offset, what: "impossible block size" });
+        return Err(BlockError::Corrupted {
+            offset,
+            what: "impossible block size",
+        });
     }
     Ok((hdr, size))
 }
@@ -236,19 +277,28 @@ pub fn free<A: Arena>(arena: &A, offset: u32, generation: Option<u32>) -> Result
         let (gen, st) = (state::generation_of(word), state::state_of(word));
         if let Some(expected) = generation {
             if expected != gen {
-                return Err(BlockError::Stale { offset, expected, found: gen });
+                return Err(BlockError::Stale {
+                    offset,
+                    expected,
+                    found: gen,
+                });
             }
         }
         match st {
             FREE | ACKED => return Err(BlockError::DoubleFree { offset }),
             COALESCING => return Err(BlockError::NotLive { offset, state: st }),
-            s if state::is_reserved(s) => return Err(BlockError::ReservedState { offset, state: s }),
+            s if state::is_reserved(s) => {
+                return Err(BlockError::ReservedState { offset, state: s })
+            }
             _ => {}
         }
         // AcqRel: Acquire so the payload writes of whoever set this state
         // happen before the block is reused; Release for symmetry with
         // recovery, which Acquires the state before reading the owner.
-        match hdr.state.compare_exchange(word, state::pack(gen, ACKED), AcqRel, Acquire) {
+        match hdr
+            .state
+            .compare_exchange(word, state::pack(gen, ACKED), AcqRel, Acquire)
+        {
             Ok(_) => break,
             Err(actual) => word = actual,
         }
@@ -269,7 +319,12 @@ pub(crate) fn release_block<A: Arena>(arena: &A, hdr: &BlockHeader, offset: u32,
 }
 
 /// Moves ownership of a live block from `from` to `to` (CAS on the owner word).
-pub fn set_owner<A: Arena>(arena: &A, offset: u32, from: Option<OwnerId>, to: OwnerId) -> Result<OwnerId, BlockError> {
+pub fn set_owner<A: Arena>(
+    arena: &A,
+    offset: u32,
+    from: Option<OwnerId>,
+    to: OwnerId,
+) -> Result<OwnerId, BlockError> {
     let (hdr, _) = checked_header(arena, offset)?;
     let st = state::state_of(hdr.state.load(Acquire));
     if !state::is_live(st) {
@@ -279,7 +334,10 @@ pub fn set_owner<A: Arena>(arena: &A, offset: u32, from: Option<OwnerId>, to: Ow
     loop {
         if let Some(f) = from {
             if f.0 != current {
-                return Err(BlockError::Corrupted { offset, what: "owner changed concurrently" });
+                return Err(BlockError::Corrupted {
+                    offset,
+                    what: "owner changed concurrently",
+                });
             }
         }
         // AcqRel: ownership hand-over orders with the recovery that reads it.

@@ -57,7 +57,9 @@ pub trait Arena {
 
     /// The acting participant's slot.
     fn my_slot(&self) -> Option<&ParticipantSlot> {
-        self.owner().slot().map(|s| &*self.segment().participants[s])
+        self.owner()
+            .slot()
+            .map(|s| &*self.segment().participants[s])
     }
 
     /// Whether `offset` could start a block: aligned and a header fits.
@@ -101,9 +103,13 @@ impl ModelArena {
     /// A view acting as participant `slot` (claimed on first use).
     pub fn participant(&self, slot: usize) -> ModelView<'_> {
         let p = &self.segment.participants[slot];
-        p.state.store(crate::layout::slot_state::ACTIVE, Ordering::Relaxed);
+        p.state
+            .store(crate::layout::slot_state::ACTIVE, Ordering::Relaxed);
         p.pid.store(slot as u32 + 1, Ordering::Relaxed);
-        ModelView { arena: self, owner: OwnerId::new(slot, 0) }
+        ModelView {
+            arena: self,
+            owner: OwnerId::new(slot, 0),
+        }
     }
 
     /// Marks the participant in `slot` dead (for recovery models).
@@ -132,7 +138,9 @@ impl Arena for ModelView<'_> {
         if !self.in_bounds(offset) {
             return None;
         }
-        self.arena.headers.get(((offset - self.arena.start) / BLOCK_ALIGN) as usize)
+        self.arena
+            .headers
+            .get(((offset - self.arena.start) / BLOCK_ALIGN) as usize)
     }
     fn owner(&self) -> OwnerId {
         self.owner

@@ -45,7 +45,11 @@ pub fn consolidate<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocErro
     let seg = arena.segment();
     let me = arena.owner().0;
     // Acquire: pairs with the previous holder's Release at the end.
-    if seg.consolidator.compare_exchange(0, me, Acquire, Relaxed).is_err() {
+    if seg
+        .consolidator
+        .compare_exchange(0, me, Acquire, Relaxed)
+        .is_err()
+    {
         return Ok(ConsolidationReport::default());
     }
     let result = run(arena);
@@ -72,7 +76,12 @@ pub(crate) fn consolidate_or_wait<A: Arena>(arena: &A) -> Result<(), AllocError>
                 .map(|s| arena.is_alive(&seg.participants[s]))
                 .unwrap_or(false);
             // AcqRel: taking over a dead holder's word orders with its last writes.
-            if !holder_alive && seg.consolidator.compare_exchange(holder, 0, AcqRel, Relaxed).is_ok() {
+            if !holder_alive
+                && seg
+                    .consolidator
+                    .compare_exchange(holder, 0, AcqRel, Relaxed)
+                    .is_ok()
+            {
                 continue;
             }
         }
@@ -90,7 +99,10 @@ fn run<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocError> {
     let me = arena.owner().0;
     let max_blocks = ((arena.arena_end() - arena.arena_start()) / MIN_BLOCK) as usize;
     let mut held: Vec<(u32, u32)> = Vec::new();
-    let mut report = ConsolidationReport { ran: true, ..Default::default() };
+    let mut report = ConsolidationReport {
+        ran: true,
+        ..Default::default()
+    };
     'buckets: for fl in 0..FL_COUNT {
         for sl in 0..SL_COUNT {
             let class = SizeClass { fl, sl };
@@ -104,7 +116,8 @@ fn run<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocError> {
                 // Marked right after the pop: if we die now, recovery finds
                 // the block by its owner.
                 hdr.owner.store(me, Relaxed);
-                hdr.state.store(state::pack(state::generation_of(word), COALESCING), Relaxed);
+                hdr.state
+                    .store(state::pack(state::generation_of(word), COALESCING), Relaxed);
                 let size = hdr.size.load(Relaxed);
                 held.push((offset, size));
                 if held.len() > max_blocks {
@@ -137,7 +150,8 @@ fn run<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocError> {
                 }
             }
         }
-        if start as u64 + size as u64 == seg.top.load(SeqCst) as u64 && retract(arena, start, size) {
+        if start as u64 + size as u64 == seg.top.load(SeqCst) as u64 && retract(arena, start, size)
+        {
             report.bytes_to_wilderness += size as u64;
         } else {
             release_block(arena, hdr, start, size);
@@ -152,10 +166,17 @@ fn run<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocError> {
 /// wilderness. Its header is invalidated first so the wilderness never holds
 /// a valid-looking header; if a carver moved `top` meanwhile, it is restored.
 fn retract<A: Arena>(arena: &A, start: u32, size: u32) -> bool {
-    let Some(hdr) = arena.header(start) else { return false };
+    let Some(hdr) = arena.header(start) else {
+        return false;
+    };
     hdr.check.store(0, Release);
     // SeqCst: orders with carvers' intent stores and CAS on `top`.
-    if arena.segment().top.compare_exchange(start + size, start, SeqCst, Relaxed).is_ok() {
+    if arena
+        .segment()
+        .top
+        .compare_exchange(start + size, start, SeqCst, Relaxed)
+        .is_ok()
+    {
         true
     } else {
         hdr.check.store(header_check(start), Release);

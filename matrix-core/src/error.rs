@@ -112,7 +112,11 @@ pub enum SegmentError {
 
 impl SegmentError {
     pub(crate) fn io(op: &'static str, err: std::io::Error) -> Self {
-        SegmentError::Io { op, kind: err.kind(), message: err.to_string() }
+        SegmentError::Io {
+            op,
+            kind: err.kind(),
+            message: err.to_string(),
+        }
     }
 }
 
@@ -322,14 +326,22 @@ impl fmt::Display for BlockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use BlockError::*;
         match self {
-            OutOfBounds { offset, arena_start, arena_end } => write!(
+            OutOfBounds {
+                offset,
+                arena_start,
+                arena_end,
+            } => write!(
                 f,
                 "offset {offset} is outside the arena [{arena_start}, {arena_end})"
             ),
             Misaligned { offset } => write!(f, "offset {offset} is not 16-byte aligned"),
             NotABlock { offset } => write!(f, "no block header at offset {offset}"),
             DoubleFree { offset } => write!(f, "block at {offset} is already free (double free)"),
-            Stale { offset, expected, found } => write!(
+            Stale {
+                offset,
+                expected,
+                found,
+            } => write!(
                 f,
                 "stale handle: block at {offset} has generation {found}, the handle {expected} \
                  (it was freed and re-allocated)"
@@ -342,11 +354,19 @@ impl fmt::Display for BlockError {
             ReservedState { offset, state } => {
                 write!(f, "block at {offset} is in reserved state {state}")
             }
-            TooSmall { offset, payload, needed } => write!(
+            TooSmall {
+                offset,
+                payload,
+                needed,
+            } => write!(
                 f,
                 "block at {offset} holds {payload} B, {needed} B are needed"
             ),
-            TypeMismatch { offset, expected, found } => write!(
+            TypeMismatch {
+                offset,
+                expected,
+                found,
+            } => write!(
                 f,
                 "block at {offset} holds type {found:#010x}, not the requested {expected:#010x}"
             ),

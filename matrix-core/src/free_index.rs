@@ -79,7 +79,10 @@ pub(crate) fn pop<A: Arena>(
             return Ok(None);
         }
         let Some(hdr) = arena.header(offset) else {
-            return Err(AllocError::Corrupted { offset, what: "free-list head out of bounds" });
+            return Err(AllocError::Corrupted {
+                offset,
+                what: "free-list head out of bounds",
+            });
         };
         // Relaxed: a block's size changes only while it is out of every list,
         // which would also change the tagged head and fail the CAS.
@@ -102,9 +105,13 @@ pub(crate) fn find_nonempty(index: &FreeIndex, from: SizeClass) -> Option<SizeCl
     // Relaxed: bits are hints; a stale answer costs one failed pop.
     let sl_map = index.sl_bitmap[from.fl].load(Relaxed) & (!0u32 << from.sl);
     if sl_map != 0 {
-        return Some(SizeClass { fl: from.fl, sl: sl_map.trailing_zeros() as usize });
+        return Some(SizeClass {
+            fl: from.fl,
+            sl: sl_map.trailing_zeros() as usize,
+        });
     }
-    let mut fl_map = index.fl_bitmap.load(Relaxed) & (!0u32).checked_shl(from.fl as u32 + 1).unwrap_or(0);
+    let mut fl_map =
+        index.fl_bitmap.load(Relaxed) & (!0u32).checked_shl(from.fl as u32 + 1).unwrap_or(0);
     while fl_map != 0 {
         let fl = fl_map.trailing_zeros() as usize;
         if fl >= FL_COUNT {
@@ -112,7 +119,10 @@ pub(crate) fn find_nonempty(index: &FreeIndex, from: SizeClass) -> Option<SizeCl
         }
         let sl_map = index.sl_bitmap[fl].load(Relaxed);
         if sl_map != 0 {
-            return Some(SizeClass { fl, sl: sl_map.trailing_zeros() as usize });
+            return Some(SizeClass {
+                fl,
+                sl: sl_map.trailing_zeros() as usize,
+            });
         }
         clear_level_if_empty(index, fl);
         fl_map &= fl_map - 1;

@@ -41,7 +41,12 @@ impl AtomicMatrix {
             Err(SegmentError::TooManyParticipants { .. }) => {
                 // Slots of dead processes are reclaimed, then claimed again.
                 let base = mapping.map.as_mut_ptr();
-                let guest = Guest { seg, base, end: seg.arena_end.load(crate::sync::Ordering::Acquire), len: mapping.len() };
+                let guest = Guest {
+                    seg,
+                    base,
+                    end: seg.arena_end.load(crate::sync::Ordering::Acquire),
+                    len: mapping.len(),
+                };
                 let _ = recover::recover(&guest, false);
                 participant::claim(seg)?
             }
@@ -49,7 +54,13 @@ impl AtomicMatrix {
         };
         let arena_end = seg.arena_end.load(crate::sync::Ordering::Acquire);
         let base = mapping.map.as_mut_ptr();
-        Ok(Self { mapping, base, arena_end, slot: claimed.0, owner: claimed.1 })
+        Ok(Self {
+            mapping,
+            base,
+            arena_end,
+            slot: claimed.0,
+            owner: claimed.1,
+        })
     }
 
     /// Creates and formats a new named segment of `size` bytes in `/dev/shm`.
@@ -58,7 +69,11 @@ impl AtomicMatrix {
     }
 
     /// [`create`](Self::create) with options (file mode).
-    pub fn create_with(name: &str, size: u64, options: &CreateOptions) -> Result<Self, SegmentError> {
+    pub fn create_with(
+        name: &str,
+        size: u64,
+        options: &CreateOptions,
+    ) -> Result<Self, SegmentError> {
         let mapping = segment::create(name, size, options)?;
         Self::attach(mapping).inspect_err(|_| {
             let _ = segment::unlink(name);
@@ -131,7 +146,12 @@ impl AtomicMatrix {
 
     /// Moves a live block to another owner; `OwnerId::SEGMENT` keeps it past
     /// this participant's life. With `from`, only if it is still `from`'s.
-    pub fn set_owner(&self, header_offset: u32, from: Option<OwnerId>, to: OwnerId) -> Result<OwnerId, BlockError> {
+    pub fn set_owner(
+        &self,
+        header_offset: u32,
+        from: Option<OwnerId>,
+        to: OwnerId,
+    ) -> Result<OwnerId, BlockError> {
         alloc::set_owner(self, header_offset, from, to)
     }
 

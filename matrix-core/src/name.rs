@@ -8,7 +8,12 @@ pub const MAX_NAME_LEN: usize = 200;
 /// Checks that `name` is `[A-Za-z0-9._-]{1,200}` and not `.` or `..`, so it
 /// names exactly one file directly inside `/dev/shm`.
 pub fn validate_name(name: &str) -> Result<(), SegmentError> {
-    let bad = |reason| Err(SegmentError::InvalidName { name: name.to_owned(), reason });
+    let bad = |reason| {
+        Err(SegmentError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
     if name.is_empty() {
         return bad("it is empty");
     }
@@ -18,7 +23,10 @@ pub fn validate_name(name: &str) -> Result<(), SegmentError> {
     if name == "." || name == ".." {
         return bad("it names a directory");
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "._-".contains(*c))) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._-".contains(*c)))
+    {
         return if c == '/' {
             bad("it contains '/'")
         } else {
@@ -41,7 +49,18 @@ mod tests {
 
     #[test]
     fn rejects_bad_names() {
-        for name in ["", "a/b", "..", ".", "/abs", "sp ace", "é", "nul\0", &"x".repeat(201), &"y".repeat(300)] {
+        for name in [
+            "",
+            "a/b",
+            "..",
+            ".",
+            "/abs",
+            "sp ace",
+            "é",
+            "nul\0",
+            &"x".repeat(201),
+            &"y".repeat(300),
+        ] {
             assert!(
                 matches!(validate_name(name), Err(SegmentError::InvalidName { .. })),
                 "{name:?} accepted"

@@ -37,7 +37,11 @@ pub(crate) fn claim(seg: &SegmentHeader) -> Result<(usize, OwnerId), SegmentErro
     let start = process_start_time(pid).map(|(s, _)| s).unwrap_or(0);
     for (index, slot) in seg.participants.iter().enumerate() {
         // Acquire: a slot freed by recovery is reused only after its blocks were reclaimed.
-        if slot.state.compare_exchange(slot_state::EMPTY, slot_state::CLAIMING, Acquire, Relaxed).is_ok() {
+        if slot
+            .state
+            .compare_exchange(slot_state::EMPTY, slot_state::CLAIMING, Acquire, Relaxed)
+            .is_ok()
+        {
             slot.start_time.store(start, Relaxed);
             slot.pid.store(pid, Release);
             let generation = slot.generation.fetch_add(1, AcqRel).wrapping_add(1);
@@ -49,13 +53,17 @@ pub(crate) fn claim(seg: &SegmentHeader) -> Result<(usize, OwnerId), SegmentErro
             return Ok((index, OwnerId::new(index, generation)));
         }
     }
-    Err(SegmentError::TooManyParticipants { max: seg.participants.len() })
+    Err(SegmentError::TooManyParticipants {
+        max: seg.participants.len(),
+    })
 }
 
 /// Marks the slot detached: its blocks go back at the next `recover()`.
 pub(crate) fn detach(seg: &SegmentHeader, index: usize) {
     // Release: everything this participant did happens before a recoverer's Acquire.
-    seg.participants[index].state.store(slot_state::DETACHED, Release);
+    seg.participants[index]
+        .state
+        .store(slot_state::DETACHED, Release);
 }
 
 /// A participant slot as tools see it.

@@ -47,14 +47,20 @@ fn is_recoverable<A: Arena>(arena: &A, slot: &ParticipantSlot) -> bool {
         slot_state::CLAIMING => slot.pid.load(Acquire) != 0 && !arena.is_alive(slot),
         slot_state::RECOVERING => {
             let recoverer = OwnerId(slot.recoverer.load(Acquire));
-            recoverer.slot().map(|s| !arena.is_alive(&arena.segment().participants[s])).unwrap_or(true)
+            recoverer
+                .slot()
+                .map(|s| !arena.is_alive(&arena.segment().participants[s]))
+                .unwrap_or(true)
         }
         _ => false,
     }
 }
 
 /// Reclaims the blocks of every dead or detached participant.
-pub fn recover<A: Arena>(arena: &A, reclaim_user_states: bool) -> Result<RecoveryReport, BlockError> {
+pub fn recover<A: Arena>(
+    arena: &A,
+    reclaim_user_states: bool,
+) -> Result<RecoveryReport, BlockError> {
     let seg = arena.segment();
     let me = arena.owner();
     let mut report = RecoveryReport::default();
@@ -64,7 +70,11 @@ pub fn recover<A: Arena>(arena: &A, reclaim_user_states: bool) -> Result<Recover
         }
         let seen = slot.state.load(Acquire);
         // AcqRel: one recoverer wins the slot and sees everything its holder published.
-        if slot.state.compare_exchange(seen, slot_state::RECOVERING, AcqRel, Relaxed).is_err() {
+        if slot
+            .state
+            .compare_exchange(seen, slot_state::RECOVERING, AcqRel, Relaxed)
+            .is_err()
+        {
             continue;
         }
         slot.recoverer.store(me.0, Release);
@@ -72,7 +82,9 @@ pub fn recover<A: Arena>(arena: &A, reclaim_user_states: bool) -> Result<Recover
         rebuild_dead_carves(arena, slot, &mut report);
         reclaim_blocks_of(arena, dead, reclaim_user_states, &mut report)?;
         // AcqRel: a consolidation word left by the dead participant is released.
-        let _ = seg.consolidator.compare_exchange(dead.0, 0, AcqRel, Relaxed);
+        let _ = seg
+            .consolidator
+            .compare_exchange(dead.0, 0, AcqRel, Relaxed);
         for e in &slot.carve_intents {
             e.store(0, Relaxed);
         }
@@ -96,7 +108,9 @@ fn reclaim_blocks_of<A: Arena>(
         if info.carving || info.owner != dead {
             continue;
         }
-        let Some(hdr) = arena.header(info.offset) else { continue };
+        let Some(hdr) = arena.header(info.offset) else {
+            continue;
+        };
         let word = hdr.state.load(Acquire);
         let st = state::state_of(word);
         let take = match st {
@@ -115,7 +129,12 @@ fn reclaim_blocks_of<A: Arena>(
         }
         // AcqRel: claim the block against any other recoverer or a live
         // participant that adopts it at the same time.
-        let claimed = hdr.state.compare_exchange(word, state::pack(state::generation_of(word), ACKED), AcqRel, Relaxed);
+        let claimed = hdr.state.compare_exchange(
+            word,
+            state::pack(state::generation_of(word), ACKED),
+            AcqRel,
+            Relaxed,
+        );
         if claimed.is_ok() {
             let size = hdr.size.load(Acquire);
             release_block(arena, hdr, info.offset, size);
@@ -143,14 +162,22 @@ fn rebuild_dead_carves<A: Arena>(arena: &A, slot: &ParticipantSlot, report: &mut
         let live_carver = seg.participants.iter().any(|other| {
             !std::ptr::eq(&**other, slot)
                 && other.state.load(Acquire) == slot_state::ACTIVE
-                && other.carve_intents.iter().any(|x| x.load(SeqCst) as u32 == offset)
+                && other
+                    .carve_intents
+                    .iter()
+                    .any(|x| x.load(SeqCst) as u32 == offset)
         });
-        let Some(hdr) = arena.header(offset) else { continue };
+        let Some(hdr) = arena.header(offset) else {
+            continue;
+        };
         if live_carver || hdr.check.load(Acquire) == header_check(offset) {
             continue;
         }
         write_free_header(hdr, offset, size);
-        hdr.state.store(state::pack(state::generation_of(hdr.state.load(Relaxed)), ACKED), Relaxed);
+        hdr.state.store(
+            state::pack(state::generation_of(hdr.state.load(Relaxed)), ACKED),
+            Relaxed,
+        );
         release_block(arena, hdr, offset, size);
         report.carves_rebuilt += 1;
         report.blocks += 1;
@@ -166,7 +193,10 @@ fn rebuild_dead_carves<A: Arena>(arena: &A, slot: &ParticipantSlot, report: &mut
 /// dead one) is reclaimed; adjacent ones are merged; a run ending at `top`
 /// returns to the wilderness. Blocks owned by the caller or by the segment
 /// are kept.
-pub fn repair<A: Arena>(arena: &A, reclaim_user_states: bool) -> Result<RecoveryReport, RepairError> {
+pub fn repair<A: Arena>(
+    arena: &A,
+    reclaim_user_states: bool,
+) -> Result<RecoveryReport, RepairError> {
     let seg = arena.segment();
     let me = arena.owner();
     let live = seg
@@ -175,12 +205,17 @@ pub fn repair<A: Arena>(arena: &A, reclaim_user_states: bool) -> Result<Recovery
         .enumerate()
         .filter(|(i, s)| {
             Some(*i) != me.slot()
-                && matches!(s.state.load(Acquire), slot_state::ACTIVE | slot_state::CLAIMING)
+                && matches!(
+                    s.state.load(Acquire),
+                    slot_state::ACTIVE | slot_state::CLAIMING
+                )
                 && arena.is_alive(s)
         })
         .count();
     if live > 0 {
-        return Err(RepairError::Segment(SegmentError::InUse { live_participants: live }));
+        return Err(RepairError::Segment(SegmentError::InUse {
+            live_participants: live,
+        }));
     }
     let mut report = RecoveryReport::default();
     seg.consolidator.store(me.0, Release);
@@ -213,7 +248,9 @@ pub fn repair<A: Arena>(arena: &A, reclaim_user_states: bool) -> Result<Recovery
             e.store(0, Relaxed);
         }
     }
-    let blocks: Vec<_> = walk(arena).collect::<Result<_, _>>().map_err(RepairError::Block)?;
+    let blocks: Vec<_> = walk(arena)
+        .collect::<Result<_, _>>()
+        .map_err(RepairError::Block)?;
     let owner_dead = |owner: OwnerId| owner != me && owner != OwnerId::SEGMENT;
     let reclaimable = |info: &crate::walk::BlockInfo| match info.state {
         FREE | ACKED | COALESCING => true,
@@ -226,7 +263,9 @@ pub fn repair<A: Arena>(arena: &A, reclaim_user_states: bool) -> Result<Recovery
     while i < blocks.len() {
         if !reclaimable(&blocks[i]) {
             if blocks[i].state >= state::USER_STATE_MIN && owner_dead(blocks[i].owner) {
-                report.user_state_blocks.push((blocks[i].offset, blocks[i].state));
+                report
+                    .user_state_blocks
+                    .push((blocks[i].offset, blocks[i].state));
             }
             i += 1;
             continue;
@@ -254,7 +293,10 @@ pub fn repair<A: Arena>(arena: &A, reclaim_user_states: bool) -> Result<Recovery
             seg.top.store(start, Release);
         } else {
             hdr.owner.store(0, Relaxed);
-            hdr.state.store(state::pack(state::generation_of(hdr.state.load(Relaxed)), FREE), Relaxed);
+            hdr.state.store(
+                state::pack(state::generation_of(hdr.state.load(Relaxed)), FREE),
+                Relaxed,
+            );
             crate::free_index::push(&seg.index, hdr, start, class_of(size));
         }
         i = j;

@@ -18,7 +18,10 @@ impl<T> RelativePtr<T> {
     /// Wraps an offset. Nothing is checked until it is resolved.
     #[inline]
     pub const fn new(offset: u32) -> Self {
-        Self { offset, _type: PhantomData }
+        Self {
+            offset,
+            _type: PhantomData,
+        }
     }
 
     /// The offset from the segment base.

@@ -64,16 +64,26 @@ impl Mapping {
 
 pub(crate) fn check_size(size: u64) -> Result<(), SegmentError> {
     if size < MIN_SEGMENT_SIZE {
-        return Err(SegmentError::SizeTooSmall { requested: size, minimum: MIN_SEGMENT_SIZE });
+        return Err(SegmentError::SizeTooSmall {
+            requested: size,
+            minimum: MIN_SEGMENT_SIZE,
+        });
     }
     if size > MAX_SEGMENT_SIZE {
-        return Err(SegmentError::SizeTooLarge { requested: size, maximum: MAX_SEGMENT_SIZE });
+        return Err(SegmentError::SizeTooLarge {
+            requested: size,
+            maximum: MAX_SEGMENT_SIZE,
+        });
     }
     Ok(())
 }
 
 /// Creates and formats a new named segment.
-pub(crate) fn create(name: &str, size: u64, options: &CreateOptions) -> Result<Mapping, SegmentError> {
+pub(crate) fn create(
+    name: &str,
+    size: u64,
+    options: &CreateOptions,
+) -> Result<Mapping, SegmentError> {
     let path = segment_path(name)?;
     check_size(size)?;
     let file = OpenOptions::new()
@@ -84,17 +94,23 @@ pub(crate) fn create(name: &str, size: u64, options: &CreateOptions) -> Result<M
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => SegmentError::AlreadyExists { name: name.to_owned() },
+            std::io::ErrorKind::AlreadyExists => SegmentError::AlreadyExists {
+                name: name.to_owned(),
+            },
             _ => SegmentError::io("create segment file", e),
         })?;
     let cleanup = |err: SegmentError| {
         let _ = std::fs::remove_file(&path);
         err
     };
-    file.set_len(size).map_err(|e| cleanup(SegmentError::io("size segment file", e)))?;
+    file.set_len(size)
+        .map_err(|e| cleanup(SegmentError::io("size segment file", e)))?;
     reserve(&file, size).map_err(cleanup)?;
     let map = map_file(&file).map_err(cleanup)?;
-    let mapping = Mapping { map, name: Some(name.to_owned()) };
+    let mapping = Mapping {
+        map,
+        name: Some(name.to_owned()),
+    };
     format(mapping.header(), size);
     Ok(mapping)
 }
@@ -105,12 +121,17 @@ fn reserve(file: &File, size: u64) -> Result<(), SegmentError> {
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
     match rc {
         0 | libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
-        err => Err(SegmentError::io("reserve segment pages", std::io::Error::from_raw_os_error(err))),
+        err => Err(SegmentError::io(
+            "reserve segment pages",
+            std::io::Error::from_raw_os_error(err),
+        )),
     }
 }
 
 fn map_file(file: &File) -> Result<MmapRaw, SegmentError> {
-    MmapOptions::new().map_raw(file).map_err(|e| SegmentError::io("map segment", e))
+    MmapOptions::new()
+        .map_raw(file)
+        .map_err(|e| SegmentError::io("map segment", e))
 }
 
 /// Maps an anonymous (process-private) arena.
@@ -120,7 +141,10 @@ pub(crate) fn anonymous(size: u64) -> Result<Mapping, SegmentError> {
         .len(size as usize)
         .map_anon()
         .map_err(|e| SegmentError::io("map anonymous arena", e))?;
-    let mapping = Mapping { map: MmapRaw::from(map), name: None };
+    let mapping = Mapping {
+        map: MmapRaw::from(map),
+        name: None,
+    };
     format(mapping.header(), size);
     Ok(mapping)
 }
@@ -134,7 +158,8 @@ pub(crate) fn format(seg: &SegmentHeader, size: u64) {
     seg.fingerprint.store(layout_fingerprint(), Relaxed);
     seg.segment_size.store(size, Relaxed);
     seg.arena_start.store(ARENA_START, Relaxed);
-    seg.arena_end.store((size as u32) & !(BLOCK_ALIGN - 1), Relaxed);
+    seg.arena_end
+        .store((size as u32) & !(BLOCK_ALIGN - 1), Relaxed);
     seg.top.store(ARENA_START, Relaxed);
     seg.root_registry.store(0, Relaxed);
     seg.consolidator.store(0, Relaxed);
@@ -170,17 +195,31 @@ pub(crate) fn open(name: &str) -> Result<Mapping, SegmentError> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => SegmentError::NotFound { name: name.to_owned() },
+            std::io::ErrorKind::NotFound => SegmentError::NotFound {
+                name: name.to_owned(),
+            },
             _ => SegmentError::io("open segment file", e),
         })?;
-    let file_size = file.metadata().map_err(|e| SegmentError::io("stat segment file", e))?.len();
+    let file_size = file
+        .metadata()
+        .map_err(|e| SegmentError::io("stat segment file", e))?
+        .len();
     if file_size < MIN_SEGMENT_SIZE {
-        return Err(SegmentError::TooSmallForHeader { file_size, header_size: MIN_SEGMENT_SIZE });
+        return Err(SegmentError::TooSmallForHeader {
+            file_size,
+            header_size: MIN_SEGMENT_SIZE,
+        });
     }
     if file_size > MAX_SEGMENT_SIZE {
-        return Err(SegmentError::SizeTooLarge { requested: file_size, maximum: MAX_SEGMENT_SIZE });
+        return Err(SegmentError::SizeTooLarge {
+            requested: file_size,
+            maximum: MAX_SEGMENT_SIZE,
+        });
     }
-    let mapping = Mapping { map: map_file(&file)?, name: Some(name.to_owned()) };
+    let mapping = Mapping {
+        map: map_file(&file)?,
+        name: Some(name.to_owned()),
+    };
     wait_ready(mapping.header())?;
     validate(mapping.header(), file_size)?;
     Ok(mapping)
@@ -191,13 +230,21 @@ fn wait_ready(seg: &SegmentHeader) -> Result<(), SegmentError> {
     loop {
         let magic = seg.magic.load(Acquire);
         if magic != MAGIC && magic != 0 {
-            return Err(SegmentError::WrongMagic { expected: MAGIC, found: magic });
+            return Err(SegmentError::WrongMagic {
+                expected: MAGIC,
+                found: magic,
+            });
         }
         // Acquire: pairs with the formatter's Release of READY.
         let state = seg.init_state.load(Acquire);
         match state {
             init::READY if magic == MAGIC => return Ok(()),
-            init::READY => return Err(SegmentError::WrongMagic { expected: MAGIC, found: magic }),
+            init::READY => {
+                return Err(SegmentError::WrongMagic {
+                    expected: MAGIC,
+                    found: magic,
+                })
+            }
             init::FORMATTING => {
                 let pid = seg.formatter_pid.load(Acquire);
                 if crate::participant::process_start_time(pid).is_none_or(|(_, zombie)| zombie) {
@@ -206,9 +253,17 @@ fn wait_ready(seg: &SegmentHeader) -> Result<(), SegmentError> {
             }
             init::UNINIT => {}
             other if magic == MAGIC => {
-                return Err(SegmentError::CorruptHeader { field: "init_state", found: other as u64 })
+                return Err(SegmentError::CorruptHeader {
+                    field: "init_state",
+                    found: other as u64,
+                })
             }
-            _ => return Err(SegmentError::WrongMagic { expected: MAGIC, found: magic }),
+            _ => {
+                return Err(SegmentError::WrongMagic {
+                    expected: MAGIC,
+                    found: magic,
+                })
+            }
         }
         if Instant::now() >= deadline {
             return Err(SegmentError::NotReady { init_state: state });
@@ -221,31 +276,52 @@ fn wait_ready(seg: &SegmentHeader) -> Result<(), SegmentError> {
 pub(crate) fn validate(seg: &SegmentHeader, file_size: u64) -> Result<(), SegmentError> {
     let magic = seg.magic.load(Acquire);
     if magic != MAGIC {
-        return Err(SegmentError::WrongMagic { expected: MAGIC, found: magic });
+        return Err(SegmentError::WrongMagic {
+            expected: MAGIC,
+            found: magic,
+        });
     }
     let version = seg.version.load(Acquire);
     if version != FORMAT_VERSION {
-        return Err(SegmentError::WrongVersion { expected: FORMAT_VERSION, found: version });
+        return Err(SegmentError::WrongVersion {
+            expected: FORMAT_VERSION,
+            found: version,
+        });
     }
     let fingerprint = seg.fingerprint.load(Acquire);
     if fingerprint != layout_fingerprint() {
-        return Err(SegmentError::WrongFingerprint { expected: layout_fingerprint(), found: fingerprint });
+        return Err(SegmentError::WrongFingerprint {
+            expected: layout_fingerprint(),
+            found: fingerprint,
+        });
     }
     let recorded = seg.segment_size.load(Acquire);
     if recorded != file_size {
-        return Err(SegmentError::SizeMismatch { recorded, actual: file_size });
+        return Err(SegmentError::SizeMismatch {
+            recorded,
+            actual: file_size,
+        });
     }
     let start = seg.arena_start.load(Acquire);
     if start != ARENA_START {
-        return Err(SegmentError::CorruptHeader { field: "arena_start", found: start as u64 });
+        return Err(SegmentError::CorruptHeader {
+            field: "arena_start",
+            found: start as u64,
+        });
     }
     let end = seg.arena_end.load(Acquire);
     if end as u64 != file_size & !(BLOCK_ALIGN as u64 - 1) {
-        return Err(SegmentError::CorruptHeader { field: "arena_end", found: end as u64 });
+        return Err(SegmentError::CorruptHeader {
+            field: "arena_end",
+            found: end as u64,
+        });
     }
     let top = seg.top.load(Acquire);
     if top < start || top > end || top % BLOCK_ALIGN != 0 {
-        return Err(SegmentError::CorruptHeader { field: "top", found: top as u64 });
+        return Err(SegmentError::CorruptHeader {
+            field: "top",
+            found: top as u64,
+        });
     }
     Ok(())
 }
@@ -260,25 +336,42 @@ pub(crate) fn reformat_abandoned(name: &str) -> Result<Mapping, SegmentError> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => SegmentError::NotFound { name: name.to_owned() },
+            std::io::ErrorKind::NotFound => SegmentError::NotFound {
+                name: name.to_owned(),
+            },
             _ => SegmentError::io("open segment file", e),
         })?;
-    let size = file.metadata().map_err(|e| SegmentError::io("stat segment file", e))?.len();
+    let size = file
+        .metadata()
+        .map_err(|e| SegmentError::io("stat segment file", e))?
+        .len();
     check_size(size)?;
-    let mapping = Mapping { map: map_file(&file)?, name: Some(name.to_owned()) };
+    let mapping = Mapping {
+        map: map_file(&file)?,
+        name: Some(name.to_owned()),
+    };
     match wait_ready(mapping.header()) {
         Err(SegmentError::FormatterDied { pid }) => {
             // AcqRel-free takeover: claim the formatting by CAS so two
             // re-formatters cannot interleave.
             let seg = mapping.header();
-            if seg.formatter_pid.compare_exchange(pid, std::process::id(), Acquire, Relaxed).is_err() {
-                return Err(SegmentError::NotReady { init_state: init::FORMATTING });
+            if seg
+                .formatter_pid
+                .compare_exchange(pid, std::process::id(), Acquire, Relaxed)
+                .is_err()
+            {
+                return Err(SegmentError::NotReady {
+                    init_state: init::FORMATTING,
+                });
             }
             format(seg, size);
             Ok(mapping)
         }
         Err(e) => Err(e),
-        Ok(()) => Err(SegmentError::CorruptHeader { field: "init_state (segment is ready, not abandoned)", found: init::READY as u64 }),
+        Ok(()) => Err(SegmentError::CorruptHeader {
+            field: "init_state (segment is ready, not abandoned)",
+            found: init::READY as u64,
+        }),
     }
 }
 
@@ -286,7 +379,9 @@ pub(crate) fn reformat_abandoned(name: &str) -> Result<Mapping, SegmentError> {
 pub fn unlink(name: &str) -> Result<(), SegmentError> {
     let path = segment_path(name)?;
     std::fs::remove_file(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => SegmentError::NotFound { name: name.to_owned() },
+        std::io::ErrorKind::NotFound => SegmentError::NotFound {
+            name: name.to_owned(),
+        },
         _ => SegmentError::io("remove segment file", e),
     })
 }

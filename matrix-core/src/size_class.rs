@@ -54,12 +54,18 @@ impl SizeClass {
 #[inline]
 pub fn class_of(size: u32) -> SizeClass {
     if size < (1 << LINEAR_LOG2) {
-        SizeClass { fl: 0, sl: (size >> 4) as usize }
+        SizeClass {
+            fl: 0,
+            sl: (size >> 4) as usize,
+        }
     } else {
         let msb = 31 - size.leading_zeros();
         let fl = (msb - LINEAR_LOG2 + 1) as usize;
         let sl = ((size >> (msb - SL_LOG2)) as usize) & (SL_COUNT - 1);
-        SizeClass { fl: fl.min(FL_COUNT - 1), sl }
+        SizeClass {
+            fl: fl.min(FL_COUNT - 1),
+            sl,
+        }
     }
 }
 
@@ -78,9 +84,15 @@ pub fn class_at_least(size: u32) -> Option<SizeClass> {
 #[inline]
 pub fn next_class(c: SizeClass) -> Option<SizeClass> {
     if c.sl + 1 < SL_COUNT {
-        Some(SizeClass { fl: c.fl, sl: c.sl + 1 })
+        Some(SizeClass {
+            fl: c.fl,
+            sl: c.sl + 1,
+        })
     } else if c.fl + 1 < FL_COUNT {
-        Some(SizeClass { fl: c.fl + 1, sl: 0 })
+        Some(SizeClass {
+            fl: c.fl + 1,
+            sl: 0,
+        })
     } else {
         None
     }
@@ -95,9 +107,15 @@ mod tests {
         let mut size = 48u32;
         while size < (1 << 31) {
             let c = class_of(size);
-            assert!(c.lower_bound() <= size as u64, "size {size} below its class {c:?}");
+            assert!(
+                c.lower_bound() <= size as u64,
+                "size {size} below its class {c:?}"
+            );
             if let Some(n) = next_class(c) {
-                assert!(n.lower_bound() > size as u64, "size {size} not below next class");
+                assert!(
+                    n.lower_bound() > size as u64,
+                    "size {size} not below next class"
+                );
             }
             size = size + 16 + size / 7 / 16 * 16;
         }
@@ -107,7 +125,10 @@ mod tests {
     fn round_up_class_fits_every_block() {
         for size in (48u32..70_000).step_by(16) {
             let c = class_at_least(size).unwrap();
-            assert!(c.lower_bound() >= size as u64, "class {c:?} can hold blocks below {size}");
+            assert!(
+                c.lower_bound() >= size as u64,
+                "class {c:?} can hold blocks below {size}"
+            );
             assert!(c >= class_of(size));
         }
     }

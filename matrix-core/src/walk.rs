@@ -53,7 +53,12 @@ pub struct ChainWalk<'a, A: Arena> {
 
 /// Walks the chain of `arena`.
 pub fn walk<A: Arena>(arena: &A) -> ChainWalk<'_, A> {
-    ChainWalk { arena, position: arena.arena_start(), previous: None, done: false }
+    ChainWalk {
+        arena,
+        position: arena.arena_start(),
+        previous: None,
+        done: false,
+    }
 }
 
 /// The size of the carve some participant has in progress at `offset`, if any.
@@ -76,13 +81,19 @@ impl<A: Arena> ChainWalk<'_, A> {
             return Ok(None);
         }
         let corrupt = |what| Err(BlockError::Corrupted { offset, what });
-        let Some(hdr) = arena.header(offset) else { return corrupt("chain leaves the arena") };
+        let Some(hdr) = arena.header(offset) else {
+            return corrupt("chain leaves the arena");
+        };
         if hdr.check.load(Acquire) != header_check(offset) {
             // A merge may have absorbed this header after we read the
             // predecessor's size: re-read it and step again.
             if let Some((prev, prev_size)) = self.previous {
-                let now = arena.header(prev).map(|h| h.size.load(Acquire)).unwrap_or(prev_size);
-                if now != prev_size && now >= MIN_BLOCK && prev as u64 + now as u64 > offset as u64 {
+                let now = arena
+                    .header(prev)
+                    .map(|h| h.size.load(Acquire))
+                    .unwrap_or(prev_size);
+                if now != prev_size && now >= MIN_BLOCK && prev as u64 + now as u64 > offset as u64
+                {
                     self.position = prev + now;
                     self.previous = Some((prev, now));
                     return self.step();
@@ -196,8 +207,14 @@ pub fn stats<A: Arena>(arena: &A) -> Result<ArenaStats, BlockError> {
         s.free_blocks += 1;
         largest_block = largest_block.max(wilderness);
     }
-    s.largest_free = largest_block.saturating_sub(BLOCK_HEADER_SIZE as u64).min(u32::MAX as u64) as u32;
-    s.fragmentation = if s.free_bytes == 0 { 0.0 } else { 1.0 - largest_block as f64 / s.free_bytes as f64 };
+    s.largest_free = largest_block
+        .saturating_sub(BLOCK_HEADER_SIZE as u64)
+        .min(u32::MAX as u64) as u32;
+    s.fragmentation = if s.free_bytes == 0 {
+        0.0
+    } else {
+        1.0 - largest_block as f64 / s.free_bytes as f64
+    };
     Ok(s)
 }
 

@@ -29,11 +29,15 @@ fn create_open_unlink_round_trip() {
     matrix_core::unlink(g.name()).unwrap();
     assert_eq!(
         AtomicMatrix::open(g.name()).err(),
-        Some(SegmentError::NotFound { name: g.name().into() })
+        Some(SegmentError::NotFound {
+            name: g.name().into()
+        })
     );
     assert_eq!(
         matrix_core::unlink(g.name()),
-        Err(SegmentError::NotFound { name: g.name().into() })
+        Err(SegmentError::NotFound {
+            name: g.name().into()
+        })
     );
 }
 
@@ -41,10 +45,16 @@ fn create_open_unlink_round_trip() {
 fn bad_names_are_refused() {
     for name in ["a/b", "..", "", &"n".repeat(300)] {
         assert!(
-            matches!(AtomicMatrix::create(name, 1 << 20), Err(SegmentError::InvalidName { .. })),
+            matches!(
+                AtomicMatrix::create(name, 1 << 20),
+                Err(SegmentError::InvalidName { .. })
+            ),
             "{name:?}"
         );
-        assert!(matches!(AtomicMatrix::open(name), Err(SegmentError::InvalidName { .. })));
+        assert!(matches!(
+            AtomicMatrix::open(name),
+            Err(SegmentError::InvalidName { .. })
+        ));
     }
 }
 
@@ -61,9 +71,15 @@ fn bad_sizes_are_refused() {
     ));
     assert!(matches!(
         AtomicMatrix::create(g.name(), 1 << 32),
-        Err(SegmentError::SizeTooLarge { requested: 4294967296, maximum: 4294967295 })
+        Err(SegmentError::SizeTooLarge {
+            requested: 4294967296,
+            maximum: 4294967295
+        })
     ));
-    assert!(matches!(AtomicMatrix::anonymous(10), Err(SegmentError::SizeTooSmall { .. })));
+    assert!(matches!(
+        AtomicMatrix::anonymous(10),
+        Err(SegmentError::SizeTooSmall { .. })
+    ));
     assert!(!g.path().exists(), "a refused create leaves no file");
 }
 
@@ -73,7 +89,9 @@ fn create_is_exclusive() {
     let _a = AtomicMatrix::create(g.name(), 1 << 20).unwrap();
     assert_eq!(
         AtomicMatrix::create(g.name(), 1 << 20).err(),
-        Some(SegmentError::AlreadyExists { name: g.name().into() })
+        Some(SegmentError::AlreadyExists {
+            name: g.name().into()
+        })
     );
 }
 
@@ -97,34 +115,56 @@ fn open_validates_every_header_field() {
     write_at(&g.path(), 0, &0xDEAD_BEEFu64.to_le_bytes());
     assert_eq!(
         AtomicMatrix::open(g.name()).err(),
-        Some(SegmentError::WrongMagic { expected: MAGIC, found: 0xDEAD_BEEF })
+        Some(SegmentError::WrongMagic {
+            expected: MAGIC,
+            found: 0xDEAD_BEEF
+        })
     );
     restore();
 
     write_at(&g.path(), 8, &(FORMAT_VERSION + 1).to_le_bytes());
     assert_eq!(
         AtomicMatrix::open(g.name()).err(),
-        Some(SegmentError::WrongVersion { expected: FORMAT_VERSION, found: FORMAT_VERSION + 1 })
+        Some(SegmentError::WrongVersion {
+            expected: FORMAT_VERSION,
+            found: FORMAT_VERSION + 1
+        })
     );
     restore();
 
     write_at(&g.path(), 16, &7u64.to_le_bytes());
     assert_eq!(
         AtomicMatrix::open(g.name()).err(),
-        Some(SegmentError::WrongFingerprint { expected: layout_fingerprint(), found: 7 })
+        Some(SegmentError::WrongFingerprint {
+            expected: layout_fingerprint(),
+            found: 7
+        })
     );
     restore();
 
     // File grown behind the header's back: recorded size differs.
-    std::fs::OpenOptions::new().write(true).open(g.path()).unwrap().set_len((1 << 20) + 4096).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(g.path())
+        .unwrap()
+        .set_len((1 << 20) + 4096)
+        .unwrap();
     assert_eq!(
         AtomicMatrix::open(g.name()).err(),
-        Some(SegmentError::SizeMismatch { recorded: 1 << 20, actual: (1 << 20) + 4096 })
+        Some(SegmentError::SizeMismatch {
+            recorded: 1 << 20,
+            actual: (1 << 20) + 4096
+        })
     );
     // Open never resizes.
     assert_eq!(std::fs::metadata(g.path()).unwrap().len(), (1 << 20) + 4096);
     restore();
-    std::fs::OpenOptions::new().write(true).open(g.path()).unwrap().set_len(1 << 20).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(g.path())
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
     AtomicMatrix::open(g.name()).unwrap();
 }
 
@@ -132,9 +172,15 @@ fn open_validates_every_header_field() {
 fn foreign_and_tiny_files_are_not_segments() {
     let g = SegmentGuard::new("foreign");
     std::fs::write(g.path(), b"hello").unwrap();
-    assert!(matches!(AtomicMatrix::open(g.name()), Err(SegmentError::TooSmallForHeader { file_size: 5, .. })));
+    assert!(matches!(
+        AtomicMatrix::open(g.name()),
+        Err(SegmentError::TooSmallForHeader { file_size: 5, .. })
+    ));
     std::fs::write(g.path(), vec![0xAB; MIN_SEGMENT_SIZE as usize + 100]).unwrap();
-    assert!(matches!(AtomicMatrix::open(g.name()), Err(SegmentError::WrongMagic { .. })));
+    assert!(matches!(
+        AtomicMatrix::open(g.name()),
+        Err(SegmentError::WrongMagic { .. })
+    ));
     // Nothing was written to the foreign file.
     assert!(std::fs::read(g.path()).unwrap().iter().all(|&b| b == 0xAB));
 }
@@ -150,7 +196,10 @@ fn dead_formatter_is_detected_and_reformat_recovers() {
     write_at(&g.path(), 12, &1u32.to_le_bytes()); // init_state = FORMATTING
     let pid_offset = std::mem::offset_of!(matrix_core::SegmentHeader, formatter_pid) as u64;
     write_at(&g.path(), pid_offset, &dead_pid.to_le_bytes());
-    assert_eq!(AtomicMatrix::open(g.name()).err(), Some(SegmentError::FormatterDied { pid: dead_pid }));
+    assert_eq!(
+        AtomicMatrix::open(g.name()).err(),
+        Some(SegmentError::FormatterDied { pid: dead_pid })
+    );
     let m = AtomicMatrix::reformat_abandoned(g.name()).unwrap();
     m.allocate(64, 0).unwrap();
     drop(m);

@@ -33,14 +33,18 @@ fn fill_until_oom_then_free_all_allows_one_large_block() {
             Err(e) => break e,
         }
     };
-    assert!(matches!(err, AllocError::OutOfMemory { requested: 64, largest_free } if largest_free < 64));
+    assert!(
+        matches!(err, AllocError::OutOfMemory { requested: 64, largest_free } if largest_free < 64)
+    );
     let mut rng = fastrand::Rng::with_seed(7);
     rng.shuffle(&mut live);
     for p in live {
         m.free(hdr(p), None).unwrap();
     }
     let total = m.stats().unwrap().total_bytes;
-    let big = m.allocate(total * 95 / 100, 0).expect("consolidation makes room");
+    let big = m
+        .allocate(total * 95 / 100, 0)
+        .expect("consolidation makes room");
     m.free(hdr(big), None).unwrap();
 }
 
@@ -49,10 +53,25 @@ fn double_free_and_bad_offsets_are_refused() {
     let m = AtomicMatrix::anonymous(1 << 20).unwrap();
     let a = m.allocate(64, 0).unwrap();
     m.free(hdr(a), None).unwrap();
-    assert_eq!(m.free(hdr(a), None), Err(BlockError::DoubleFree { offset: hdr(a) }));
-    assert!(matches!(m.free(0, None), Err(BlockError::OutOfBounds { .. })));
-    assert!(matches!(m.free(hdr(a) + 8, None), Err(BlockError::Misaligned { .. })));
+    assert_eq!(
+        m.free(hdr(a), None),
+        Err(BlockError::DoubleFree { offset: hdr(a) })
+    );
+    assert!(matches!(
+        m.free(0, None),
+        Err(BlockError::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        m.free(hdr(a) + 8, None),
+        Err(BlockError::Misaligned { .. })
+    ));
     let b = m.allocate(256, 0).unwrap();
-    assert!(matches!(m.free(b.offset() + 64, None), Err(BlockError::NotABlock { .. })));
-    assert!(matches!(m.allocate(u32::MAX as u64, 0), Err(AllocError::TooLarge { .. })));
+    assert!(matches!(
+        m.free(b.offset() + 64, None),
+        Err(BlockError::NotABlock { .. })
+    ));
+    assert!(matches!(
+        m.allocate(u32::MAX as u64, 0),
+        Err(AllocError::TooLarge { .. })
+    ));
 }

@@ -27,7 +27,12 @@ pub struct Block<T> {
 
 impl<T> Block<T> {
     pub(crate) fn new(offset: u32, generation: u32, len: u32) -> Self {
-        Self { offset, generation, len, _type: PhantomData }
+        Self {
+            offset,
+            generation,
+            len,
+            _type: PhantomData,
+        }
     }
 
     /// Payload offset from the segment base.
@@ -107,6 +112,8 @@ impl BlockToken {
 pub const fn layout_tag<T>() -> u32 {
     let size = std::mem::size_of::<T>() as u64;
     let align = std::mem::align_of::<T>() as u64;
-    let mixed = (size.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ align.wrapping_mul(0xC2B2_AE3D_27D4_EB4F)) >> 32;
+    let mixed = (size.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ align.wrapping_mul(0xC2B2_AE3D_27D4_EB4F))
+        >> 32;
     (mixed as u32) | 1
 }

@@ -147,7 +147,9 @@ pub trait HandlerFunctions {
     /// state is an error and changes nothing.
     #[inline]
     fn free<T>(&self, block: Block<T>) -> Result<(), HandlerError> {
-        Ok(self.matrix().free(block.header_offset(), Some(block.generation()))?)
+        Ok(self
+            .matrix()
+            .free(block.header_offset(), Some(block.generation()))?)
     }
 
     /// Frees the block whose header is at `header_offset` (payload − 32),
@@ -173,7 +175,8 @@ pub trait HandlerFunctions {
     /// another process), so recovery ties it to this process's life.
     fn adopt<T>(&self, block: &Block<T>) -> Result<(), HandlerError> {
         check_live(self.matrix(), block)?;
-        self.matrix().set_owner(block.header_offset(), None, self.matrix().owner_id())?;
+        self.matrix()
+            .set_owner(block.header_offset(), None, self.matrix().owner_id())?;
         Ok(())
     }
 
@@ -181,7 +184,8 @@ pub trait HandlerFunctions {
     /// recovery never reclaims it (free it explicitly).
     fn release_to_segment<T>(&self, block: &Block<T>) -> Result<(), HandlerError> {
         check_live(self.matrix(), block)?;
-        self.matrix().set_owner(block.header_offset(), None, OwnerId::SEGMENT)?;
+        self.matrix()
+            .set_owner(block.header_offset(), None, OwnerId::SEGMENT)?;
         Ok(())
     }
 
@@ -200,7 +204,11 @@ pub trait HandlerFunctions {
             check_word(block, word)?;
             let current = state::state_of(word);
             if !state::is_live(current) {
-                return Err(BlockError::NotLive { offset: block.header_offset(), state: current }.into());
+                return Err(BlockError::NotLive {
+                    offset: block.header_offset(),
+                    state: current,
+                }
+                .into());
             }
             // Release: payload writes before the state change are visible to
             // whoever Acquires the new state (the usual "mark READY" hand-off).
@@ -323,15 +331,26 @@ fn payload_ptr<T>(matrix: &AtomicMatrix, block: &Block<T>) -> *mut T {
     matrix.base_ptr().wrapping_add(block.offset() as usize) as *mut T
 }
 
-fn header_of<'m, T>(matrix: &'m AtomicMatrix, block: &Block<T>) -> Result<&'m BlockHeader, HandlerError> {
-    let offset = block.offset().checked_sub(BLOCK_HEADER_SIZE).ok_or(HandlerError::InvalidOffset(block.offset()))?;
+fn header_of<'m, T>(
+    matrix: &'m AtomicMatrix,
+    block: &Block<T>,
+) -> Result<&'m BlockHeader, HandlerError> {
+    let offset = block
+        .offset()
+        .checked_sub(BLOCK_HEADER_SIZE)
+        .ok_or(HandlerError::InvalidOffset(block.offset()))?;
     Ok(matrix.block_header(offset)?.0)
 }
 
 fn check_word<T>(block: &Block<T>, word: u64) -> Result<(), HandlerError> {
     let found = state::generation_of(word);
     if found != block.generation() {
-        return Err(BlockError::Stale { offset: block.header_offset(), expected: block.generation(), found }.into());
+        return Err(BlockError::Stale {
+            offset: block.header_offset(),
+            expected: block.generation(),
+            found,
+        }
+        .into());
     }
     Ok(())
 }
@@ -341,7 +360,11 @@ fn check_live<T>(matrix: &AtomicMatrix, block: &Block<T>) -> Result<(), HandlerE
     check_word(block, word)?;
     let st = state::state_of(word);
     if !state::is_live(st) {
-        return Err(BlockError::NotLive { offset: block.header_offset(), state: st }.into());
+        return Err(BlockError::NotLive {
+            offset: block.header_offset(),
+            state: st,
+        }
+        .into());
     }
     Ok(())
 }
@@ -358,33 +381,61 @@ fn check_len<T>(block: &Block<T>, wanted: usize) -> Result<(), HandlerError> {
     Ok(())
 }
 
-fn validate_block<T>(matrix: &AtomicMatrix, offset: u32, generation: Option<u32>) -> Result<Block<T>, HandlerError> {
-    let header = offset.checked_sub(BLOCK_HEADER_SIZE).ok_or(HandlerError::InvalidOffset(offset))?;
+fn validate_block<T>(
+    matrix: &AtomicMatrix,
+    offset: u32,
+    generation: Option<u32>,
+) -> Result<Block<T>, HandlerError> {
+    let header = offset
+        .checked_sub(BLOCK_HEADER_SIZE)
+        .ok_or(HandlerError::InvalidOffset(offset))?;
     let (hdr, size) = matrix.block_header(header)?;
     let word = hdr.state.load(Ordering::Acquire);
     let st = state::state_of(word);
     if !state::is_live(st) {
-        return Err(BlockError::NotLive { offset: header, state: st }.into());
+        return Err(BlockError::NotLive {
+            offset: header,
+            state: st,
+        }
+        .into());
     }
     let found = state::generation_of(word);
     if let Some(expected) = generation {
         if expected != found {
-            return Err(BlockError::Stale { offset: header, expected, found }.into());
+            return Err(BlockError::Stale {
+                offset: header,
+                expected,
+                found,
+            }
+            .into());
         }
     }
     if std::mem::align_of::<T>() > 16 {
-        return Err(AllocError::Unaligned { align: std::mem::align_of::<T>() }.into());
+        return Err(AllocError::Unaligned {
+            align: std::mem::align_of::<T>(),
+        }
+        .into());
     }
     let payload = size - BLOCK_HEADER_SIZE;
     let elem = std::mem::size_of::<T>() as u64;
     if elem > payload as u64 {
-        return Err(BlockError::TooSmall { offset: header, payload, needed: elem }.into());
+        return Err(BlockError::TooSmall {
+            offset: header,
+            payload,
+            needed: elem,
+        }
+        .into());
     }
     let tag = hdr.type_tag.load(Ordering::Acquire);
     if tag != 0 && tag != layout_tag::<T>() {
-        return Err(BlockError::TypeMismatch { offset: header, expected: layout_tag::<T>(), found: tag }.into());
+        return Err(BlockError::TypeMismatch {
+            offset: header,
+            expected: layout_tag::<T>(),
+            found: tag,
+        }
+        .into());
     }
     let requested = (hdr.requested.load(Ordering::Acquire) as u64).min(payload as u64);
-    let len = if elem == 0 { 1 } else { (requested.max(elem) / elem) as u32 };
+    let len = requested.max(elem).checked_div(elem).unwrap_or(1) as u32;
     Ok(Block::new(offset, found, len))
 }

@@ -36,7 +36,10 @@ impl MatrixHandler {
     /// Creates and formats a new segment `/dev/shm/<name>` of `size` bytes
     /// (exclusive: an existing name is an error; mode 0600).
     pub fn create(name: &str, size: usize) -> Result<MatrixHandler, HandlerError> {
-        Ok(Self::from_matrix(AtomicMatrix::create(name, segment_size(size)?)?))
+        Ok(Self::from_matrix(AtomicMatrix::create(
+            name,
+            segment_size(size)?,
+        )?))
     }
 
     /// Opens and validates an existing segment.
@@ -60,12 +63,16 @@ impl MatrixHandler {
 
     /// Wraps an attachment made with `matrix_core` directly.
     pub fn from_matrix(matrix: AtomicMatrix) -> MatrixHandler {
-        MatrixHandler { matrix: Arc::new(matrix) }
+        MatrixHandler {
+            matrix: Arc::new(matrix),
+        }
     }
 
     /// A handle for other threads, sharing this process's mapping and slot.
     pub fn share(&self) -> SharedHandler {
-        SharedHandler { matrix: Arc::clone(&self.matrix) }
+        SharedHandler {
+            matrix: Arc::clone(&self.matrix),
+        }
     }
 }
 
@@ -94,7 +101,9 @@ impl std::fmt::Debug for MatrixHandler {
 
 impl std::fmt::Debug for SharedHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedHandler").field("name", &self.matrix.name()).finish()
+        f.debug_struct("SharedHandler")
+            .field("name", &self.matrix.name())
+            .finish()
     }
 }
 

@@ -43,9 +43,14 @@ mod functions;
 mod handler;
 
 pub use block::{layout_tag, Block, BlockToken};
+pub use bytemuck::{Pod, Zeroable};
 pub use error::HandlerError;
 pub use functions::HandlerFunctions;
 pub use handler::{unlink, MatrixHandler, SharedHandler};
-pub use matrix_core::state::{ACKED as STATE_ACKED, ALLOCATED as STATE_ALLOCATED, COALESCING as STATE_COALESCING, FREE as STATE_FREE, USER_STATE_MIN};
-pub use matrix_core::{AllocError, ArenaStats, AtomicMatrix, BlockError, RecoveryReport, RelativePtr, SegmentError};
-pub use bytemuck::{Pod, Zeroable};
+pub use matrix_core::state::{
+    ACKED as STATE_ACKED, ALLOCATED as STATE_ALLOCATED, COALESCING as STATE_COALESCING,
+    FREE as STATE_FREE, USER_STATE_MIN,
+};
+pub use matrix_core::{
+    AllocError, ArenaStats, AtomicMatrix, BlockError, RecoveryReport, RelativePtr, SegmentError,
+};

@@ -4,8 +4,8 @@ mod common;
 
 use common::{assert_consistent, SegmentGuard};
 use matrix_handler::{
-    AllocError, BlockError, HandlerError, HandlerFunctions, MatrixHandler, Pod, SegmentError, Zeroable,
-    USER_STATE_MIN,
+    AllocError, BlockError, HandlerError, HandlerFunctions, MatrixHandler, Pod, SegmentError,
+    Zeroable, USER_STATE_MIN,
 };
 use std::sync::atomic::Ordering;
 
@@ -29,8 +29,14 @@ fn create_open_bootstrap_unlink() {
     let seen = b.block_at::<u64>(block.offset()).unwrap();
     assert_eq!(c.read_pod(&seen).unwrap(), 42);
     matrix_handler::unlink(g.name()).unwrap();
-    assert!(matches!(MatrixHandler::open(g.name()), Err(HandlerError::Segment(SegmentError::NotFound { .. }))));
-    assert!(matches!(matrix_handler::unlink("a/b"), Err(HandlerError::Segment(SegmentError::InvalidName { .. }))));
+    assert!(matches!(
+        MatrixHandler::open(g.name()),
+        Err(HandlerError::Segment(SegmentError::NotFound { .. }))
+    ));
+    assert!(matches!(
+        matrix_handler::unlink("a/b"),
+        Err(HandlerError::Segment(SegmentError::InvalidName { .. }))
+    ));
     let anon = MatrixHandler::bootstrap(None, 1 << 16).unwrap();
     assert!(anon.matrix().name().is_none());
 }
@@ -42,7 +48,12 @@ fn typed_round_trips() {
     h.write_pod(&mut a, 7u8).unwrap();
     assert_eq!(h.read_pod(&a).unwrap(), 7);
     let mut t = h.allocate::<Tick>().unwrap();
-    let tick = Tick { seq: 9, price: 101.25, qty: 3, side: 1 };
+    let tick = Tick {
+        seq: 9,
+        price: 101.25,
+        qty: 3,
+        side: 1,
+    };
     h.write_pod(&mut t, tick).unwrap();
     assert_eq!(h.read_pod(&t).unwrap(), tick);
     let mut s = h.allocate::<String>().unwrap();
@@ -59,7 +70,10 @@ fn typed_round_trips() {
     let mut back = vec![0u32; 1000];
     h.read_slice(&arr, &mut back).unwrap();
     assert_eq!(back, values);
-    assert!(matches!(h.write_slice(&mut arr, &[0u32; 1001]), Err(HandlerError::Block(BlockError::TooSmall { .. }))));
+    assert!(matches!(
+        h.write_slice(&mut arr, &[0u32; 1001]),
+        Err(HandlerError::Block(BlockError::TooSmall { .. }))
+    ));
     for b in [h.free(a), h.free(t), h.free(s), h.free(arr)] {
         b.unwrap();
     }
@@ -70,15 +84,31 @@ fn typed_round_trips() {
 fn raw_sizes_from_one_byte_to_most_of_the_arena() {
     let h = MatrixHandler::bootstrap(None, 4 << 20).unwrap();
     let total = h.stats().unwrap().total_bytes as u32;
-    for size in [1u32, 15, 16, 17, 100, 4096, 65_536, 1 << 20, total / 2, total - 64] {
-        let p = h.allocate_raw(size).unwrap_or_else(|e| panic!("{size}: {e}"));
+    for size in [
+        1u32,
+        15,
+        16,
+        17,
+        100,
+        4096,
+        65_536,
+        1 << 20,
+        total / 2,
+        total - 64,
+    ] {
+        let p = h
+            .allocate_raw(size)
+            .unwrap_or_else(|e| panic!("{size}: {e}"));
         assert_eq!(p.offset() % 16, 0);
         h.free_at(p.offset() - 32).unwrap();
         h.consolidate().unwrap();
     }
     assert!(matches!(
         h.allocate_raw(u32::MAX),
-        Err(HandlerError::AllocationFailed(AllocError::TooLarge { requested: 4294967295, .. }))
+        Err(HandlerError::AllocationFailed(AllocError::TooLarge {
+            requested: 4294967295,
+            ..
+        }))
     ));
     assert_consistent(&h);
 }
@@ -87,9 +117,15 @@ fn raw_sizes_from_one_byte_to_most_of_the_arena() {
 fn lifecycle_states() {
     let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
     let b = h.allocate::<u64>().unwrap();
-    assert_eq!(h.get_state(&b, Ordering::Acquire), matrix_handler::STATE_ALLOCATED);
+    assert_eq!(
+        h.get_state(&b, Ordering::Acquire),
+        matrix_handler::STATE_ALLOCATED
+    );
     for reserved in [0, 1, 2, 3, 4, 48] {
-        assert_eq!(h.set_state(&b, reserved), Err(HandlerError::ReservedStatus(reserved)));
+        assert_eq!(
+            h.set_state(&b, reserved),
+            Err(HandlerError::ReservedStatus(reserved))
+        );
         assert_eq!(
             h.transition_state(&b, 1, reserved, Ordering::AcqRel),
             Err(HandlerError::ReservedStatus(reserved))
@@ -98,9 +134,15 @@ fn lifecycle_states() {
     h.set_state(&b, USER_STATE_MIN).unwrap();
     assert_eq!(h.get_state(&b, Ordering::Acquire), 49);
     assert_eq!(h.transition_state(&b, 49, 50, Ordering::AcqRel), Ok(49));
-    assert_eq!(h.transition_state(&b, 49, 51, Ordering::AcqRel), Err(HandlerError::TransitionFailed(50)));
+    assert_eq!(
+        h.transition_state(&b, 49, 51, Ordering::AcqRel),
+        Err(HandlerError::TransitionFailed(50))
+    );
     // Free blocks are not the user's to move.
-    assert_eq!(h.transition_state(&b, 0, 60, Ordering::AcqRel), Err(HandlerError::ReservedStatus(0)));
+    assert_eq!(
+        h.transition_state(&b, 0, 60, Ordering::AcqRel),
+        Err(HandlerError::ReservedStatus(0))
+    );
     // A block in a user state is freed explicitly.
     h.free(b).unwrap();
     assert_consistent(&h);
@@ -118,8 +160,14 @@ fn fill_until_out_of_memory_then_free_all_and_allocate_almost_everything() {
         }
     };
     match err {
-        HandlerError::AllocationFailed(AllocError::OutOfMemory { requested, largest_free }) => {
-            assert!((largest_free as u64) < requested, "largest {largest_free} would have fit {requested}")
+        HandlerError::AllocationFailed(AllocError::OutOfMemory {
+            requested,
+            largest_free,
+        }) => {
+            assert!(
+                (largest_free as u64) < requested,
+                "largest {largest_free} would have fit {requested}"
+            )
         }
         other => panic!("expected out of memory, got {other:?}"),
     }
@@ -130,7 +178,9 @@ fn fill_until_out_of_memory_then_free_all_and_allocate_almost_everything() {
     }
     assert_consistent(&h);
     let total = h.stats().unwrap().total_bytes;
-    let big = h.allocate_raw((total * 95 / 100) as u32).expect("consolidation merges everything");
+    let big = h
+        .allocate_raw((total * 95 / 100) as u32)
+        .expect("consolidation merges everything");
     h.free_at(big.offset() - 32).unwrap();
     h.consolidate().unwrap();
     let s = h.stats().unwrap();
@@ -144,7 +194,12 @@ fn double_free_stale_blocks_and_bad_offsets_change_nothing() {
     let a = h.allocate::<u64>().unwrap();
     let (a_header, a_gen) = (a.header_offset(), a.generation());
     h.free(a).unwrap();
-    assert_eq!(h.free_at(a_header), Err(HandlerError::Block(BlockError::DoubleFree { offset: a_header })));
+    assert_eq!(
+        h.free_at(a_header),
+        Err(HandlerError::Block(BlockError::DoubleFree {
+            offset: a_header
+        }))
+    );
     assert_consistent(&h);
 
     // Stale: the same offset is allocated again with a new generation.
@@ -160,16 +215,41 @@ fn double_free_stale_blocks_and_bad_offsets_change_nothing() {
     let end = h.segment_size();
     let inside = keep.offset() + 64;
     let bad: Vec<u32> = vec![
-        0, 1, 8, 15, 16, 31, 32, 64, 4095, end, end - 16, end + 4096, u32::MAX, u32::MAX - 15,
-        keep.header_offset() + 1, keep.header_offset() + 16, inside, inside + 16, keep.offset(), keep.offset() + 128,
+        0,
+        1,
+        8,
+        15,
+        16,
+        31,
+        32,
+        64,
+        4095,
+        end,
+        end - 16,
+        end + 4096,
+        u32::MAX,
+        u32::MAX - 15,
+        keep.header_offset() + 1,
+        keep.header_offset() + 16,
+        inside,
+        inside + 16,
+        keep.offset(),
+        keep.offset() + 128,
     ];
     assert_eq!(bad.len(), 20);
     for offset in bad {
         assert!(h.free_at(offset).is_err(), "free_at({offset}) accepted");
-        assert!(h.block_at::<u64>(offset).is_err() || offset == keep.offset(), "block_at({offset}) accepted");
+        assert!(
+            h.block_at::<u64>(offset).is_err() || offset == keep.offset(),
+            "block_at({offset}) accepted"
+        );
         assert_consistent(&h);
     }
-    assert_eq!(h.stats().unwrap(), before, "refused operations changed the arena");
+    assert_eq!(
+        h.stats().unwrap(),
+        before,
+        "refused operations changed the arena"
+    );
     assert!(h.read_pod(&again).is_ok(), "the live block is untouched");
     h.free(again).unwrap();
     h.free(keep).unwrap();
@@ -179,14 +259,24 @@ fn double_free_stale_blocks_and_bad_offsets_change_nothing() {
 fn block_at_validates_type_and_size() {
     let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
     let small = h.allocate::<u32>().unwrap();
-    assert!(matches!(h.block_at::<[u64; 8]>(small.offset()), Err(HandlerError::Block(BlockError::TooSmall { .. }))));
-    assert!(matches!(h.block_at::<u64>(small.offset()), Err(HandlerError::Block(BlockError::TypeMismatch { .. }))));
+    assert!(matches!(
+        h.block_at::<[u64; 8]>(small.offset()),
+        Err(HandlerError::Block(BlockError::TooSmall { .. }))
+    ));
+    assert!(matches!(
+        h.block_at::<u64>(small.offset()),
+        Err(HandlerError::Block(BlockError::TypeMismatch { .. }))
+    ));
     let same = h.block_at::<u32>(small.offset()).unwrap();
     assert_eq!(same.generation(), small.generation());
     let raw = h.allocate_raw(64).unwrap();
-    h.block_at::<[u8; 64]>(raw.offset()).expect("untyped bytes take any type that fits");
+    h.block_at::<[u8; 64]>(raw.offset())
+        .expect("untyped bytes take any type that fits");
     h.free(small).unwrap();
-    assert!(matches!(h.block_at::<u32>(same.offset()), Err(HandlerError::Block(BlockError::NotLive { .. }))));
+    assert!(matches!(
+        h.block_at::<u32>(same.offset()),
+        Err(HandlerError::Block(BlockError::NotLive { .. }))
+    ));
     assert!(h.free(same).is_err(), "second handle to a freed block");
 }
 

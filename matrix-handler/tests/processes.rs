@@ -17,7 +17,8 @@ fn pattern(owner: u64, token: u64, i: usize) -> u8 {
 
 fn fill(h: &impl HandlerFunctions, off: u32, len: usize, owner: u64, token: u64) {
     // SAFETY: a live block of at least `len` bytes owned by the caller.
-    let bytes = unsafe { std::slice::from_raw_parts_mut(h.base_ptr().add(off as usize) as *mut u8, len) };
+    let bytes =
+        unsafe { std::slice::from_raw_parts_mut(h.base_ptr().add(off as usize) as *mut u8, len) };
     for (i, b) in bytes.iter_mut().enumerate() {
         *b = pattern(owner, token, i);
     }
@@ -26,7 +27,10 @@ fn fill(h: &impl HandlerFunctions, off: u32, len: usize, owner: u64, token: u64)
 fn matches(h: &impl HandlerFunctions, off: u32, len: usize, owner: u64, token: u64) -> bool {
     // SAFETY: a live block of at least `len` bytes that nobody writes now.
     let bytes = unsafe { std::slice::from_raw_parts(h.base_ptr().add(off as usize), len) };
-    bytes.iter().enumerate().all(|(i, &b)| b == pattern(owner, token, i))
+    bytes
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == pattern(owner, token, i))
 }
 
 /// The pattern-checked 70/30 mix; returns mismatches.
@@ -37,7 +41,9 @@ fn mix(h: &impl HandlerFunctions, owner: u64, ops: u64) -> u64 {
     for n in 0..ops {
         if live.len() < 5_000 && (live.is_empty() || rng.u32(0..100) < 70) {
             let len = rng.usize(32..=544);
-            let p = h.allocate_raw(len as u32).expect("arena sized for both live sets");
+            let p = h
+                .allocate_raw(len as u32)
+                .expect("arena sized for both live sets");
             fill(h, p.offset(), len, owner, n);
             live.push((p.offset(), len, n));
         } else {
@@ -85,7 +91,9 @@ fn protocol_lines(child: &mut ChildGuard) -> impl Iterator<Item = String> + '_ {
 
 #[test]
 fn child_role() {
-    let Ok(role) = std::env::var(ROLE) else { return };
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
     let h = MatrixHandler::open(&std::env::var(SEGMENT).unwrap()).unwrap();
     let out = std::io::stdout();
     match role.as_str() {

@@ -18,15 +18,22 @@ fn run(h: SharedHandler, owner: u64, ops: u64) -> (u64, u64) {
     let check = |off: u32, len: usize, serial: u64| -> bool {
         // SAFETY: the block is live and owned by this thread; `len` fits its payload.
         let bytes = unsafe { std::slice::from_raw_parts(base.add(off as usize), len) };
-        bytes.iter().enumerate().all(|(i, &b)| b == pattern(owner, serial, i))
+        bytes
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == pattern(owner, serial, i))
     };
     for _ in 0..ops {
         if live.len() < 10_000 && (live.is_empty() || rng.u32(0..100) < 70) {
             let len = rng.usize(32..=544);
-            let p = h.allocate_raw(len as u32).expect("arena sized for the live set");
+            let p = h
+                .allocate_raw(len as u32)
+                .expect("arena sized for the live set");
             serial += 1;
             // SAFETY: freshly allocated block of at least `len` bytes, owned by this thread.
-            let bytes = unsafe { std::slice::from_raw_parts_mut(base.add(p.offset() as usize) as *mut u8, len) };
+            let bytes = unsafe {
+                std::slice::from_raw_parts_mut(base.add(p.offset() as usize) as *mut u8, len)
+            };
             for (i, b) in bytes.iter_mut().enumerate() {
                 *b = pattern(owner, serial, i);
             }
@@ -47,7 +54,10 @@ fn run(h: SharedHandler, owner: u64, ops: u64) -> (u64, u64) {
 
 #[test]
 fn two_threads_two_million_mixed_ops_zero_mismatches() {
-    let ops: u64 = std::env::var("MATRIX_STRESS_OPS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let ops: u64 = std::env::var("MATRIX_STRESS_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let h = MatrixHandler::bootstrap(None, 64 << 20).unwrap();
     let threads: Vec<_> = (1..=2u64)
         .map(|owner| {
