@@ -1,2 +1,288 @@
-//! Placeholder.
-fn main() {}
+//! `matrix`: inspect, check, repair and benchmark shared-memory matrix segments.
+//!
+//! See the crate README (or `matrix --help`) for the commands.
+
+use clap::{Parser, Subcommand};
+use matrix_cli::bench::{self, BenchOptions};
+use matrix_cli::error::{CliError, EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS};
+use matrix_cli::fsck::{self, FsckReport};
+use matrix_cli::size::{format_size, parse_size};
+use matrix_cli::{inspect, manage, SegmentView};
+use std::io::{IsTerminal, Write};
+
+/// Inspect, check, repair and benchmark AtomicMatrix shared-memory segments in /dev/shm.
+#[derive(Parser, Debug)]
+#[command(name = "matrix", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the matrix segments in /dev/shm (other files are skipped)
+    Ls {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a segment's header, space, blocks by state, participants and free-block histogram
+    Stat {
+        /// Segment name (the file name in /dev/shm)
+        name: String,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a segment's invariants (exit 0 clean, 1 problems found, 2 error)
+    Fsck {
+        /// Segment name
+        name: String,
+        /// Recover dead participants, consolidate, and rebuild the free index when no one else is attached
+        #[arg(long)]
+        repair: bool,
+        /// With --repair: also free user-state blocks of dead participants
+        #[arg(long, requires = "repair")]
+        reclaim_user_states: bool,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a segment (refused while live participants hold it, unless --force)
+    Rm {
+        /// Segment name
+        name: String,
+        /// Remove it even if live participants hold it (their mappings stay valid)
+        #[arg(long)]
+        force: bool,
+    },
+    /// Create and format a segment
+    Create {
+        /// Segment name: 1 to 200 of A-Z a-z 0-9 . _ -
+        name: String,
+        /// Size: a number of bytes or with a unit (B, KiB, MiB, GiB; KB, MB, GB)
+        #[arg(long, short, default_value = "64MiB")]
+        size: String,
+        /// File mode, octal
+        #[arg(long, default_value = "600")]
+        mode: String,
+    },
+    /// Run the standard mixed workload (random 32-544 B, 70% alloc / 30% free) on this machine
+    Bench {
+        /// Worker threads
+        #[arg(long, short, default_value_t = 2)]
+        threads: usize,
+        /// Seconds per allocator
+        #[arg(long, short, default_value_t = 3.0)]
+        seconds: f64,
+        /// Arena size for the matrix run (default: enough for the live sets, at least 64MiB)
+        #[arg(long)]
+        arena: Option<String>,
+        /// Skip the system-allocator baseline
+        #[arg(long)]
+        no_baseline: bool,
+        /// Seed for the random sizes and choices
+        #[arg(long, default_value_t = 0x5EED)]
+        seed: u64,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, CliError> {
+    serde_json::to_string_pretty(value)
+        .map(|s| s + "\n")
+        .map_err(|e| CliError::Io {
+            op: "encode JSON",
+            err: std::io::Error::other(e),
+        })
+}
+
+/// Runs one command; returns the exit code and the text for stdout.
+fn run(command: Command) -> Result<(i32, String), CliError> {
+    match command {
+        Command::Ls { json } => {
+            let rows = inspect::list_segments()?;
+            Ok((
+                EXIT_OK,
+                if json {
+                    to_json(&rows)?
+                } else {
+                    inspect::render_ls(&rows)
+                },
+            ))
+        }
+        Command::Stat { name, json } => {
+            let report = inspect::stat(&SegmentView::open(&name)?)?;
+            Ok((
+                EXIT_OK,
+                if json {
+                    to_json(&report)?
+                } else {
+                    inspect::render_stat(&report)
+                },
+            ))
+        }
+        Command::Fsck {
+            name,
+            repair,
+            reclaim_user_states,
+            json,
+        } => {
+            let before = fsck::check(&SegmentView::open(&name)?);
+            let (repair, after) = if repair {
+                let summary = fsck::repair(&name, reclaim_user_states)?;
+                (Some(summary), Some(fsck::check(&SegmentView::open(&name)?)))
+            } else {
+                (None, None)
+            };
+            let problems = after.as_ref().unwrap_or(&before).problems();
+            let report = FsckReport {
+                name,
+                clean: problems == 0,
+                problems,
+                before,
+                repair,
+                after,
+            };
+            let code = if report.clean { EXIT_OK } else { EXIT_PROBLEMS };
+            Ok((
+                code,
+                if json {
+                    to_json(&report)?
+                } else {
+                    fsck::render_fsck(&report)
+                },
+            ))
+        }
+        Command::Rm { name, force } => {
+            let removed = manage::remove(&name, force)?;
+            let note = if removed.live_participants > 0 {
+                format!(
+                    " ({} live participant(s) keep their mapping until they detach)",
+                    removed.live_participants
+                )
+            } else {
+                String::new()
+            };
+            Ok((EXIT_OK, format!("removed /dev/shm/{name}{note}\n")))
+        }
+        Command::Create { name, size, mode } => {
+            let bytes = parse_size(&size)?;
+            let mode = u32::from_str_radix(&mode, 8).map_err(|_| {
+                CliError::Argument(format!(
+                    "--mode {mode:?} is not an octal file mode (e.g. 600)"
+                ))
+            })?;
+            let created = manage::create(&name, bytes, mode)?;
+            Ok((
+                EXIT_OK,
+                format!(
+                    "created /dev/shm/{name}: {} ({} B), largest first allocation {}\n",
+                    format_size(created.size),
+                    created.size,
+                    format_size(created.largest_free as u64)
+                ),
+            ))
+        }
+        Command::Bench {
+            threads,
+            seconds,
+            arena,
+            no_baseline,
+            seed,
+            json,
+        } => {
+            let arena_bytes = arena.as_deref().map(parse_size).transpose()?;
+            let options = BenchOptions {
+                threads,
+                seconds,
+                arena_bytes,
+                baseline: !no_baseline,
+                seed,
+                progress: !json && std::io::stderr().is_terminal(),
+            };
+            let report = bench::bench(&options)?;
+            Ok((
+                EXIT_OK,
+                if json {
+                    to_json(&report)?
+                } else {
+                    bench::render_bench(&report)
+                },
+            ))
+        }
+    }
+}
+
+/// Clap's error as one line: the message lines before the usage, joined.
+fn one_line(err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    let message: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    format!("{} (see `matrix --help`)", message.join(" "))
+}
+
+fn main() {
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread
+    // starts, so `matrix ls | head` ends quietly like other Unix tools
+    // instead of failing a write.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("error: internal error: {message}{at}; please report it");
+        std::process::exit(EXIT_ERROR);
+    }));
+
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            let _ = e.print();
+            std::process::exit(EXIT_OK);
+        }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            std::process::exit(EXIT_ERROR);
+        }
+        Err(e) => {
+            eprintln!("{}", one_line(&e));
+            std::process::exit(EXIT_ERROR);
+        }
+    };
+    match run(cli.command) {
+        Ok((code, text)) => {
+            let mut out = std::io::stdout().lock();
+            if out
+                .write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                std::process::exit(EXIT_ERROR);
+            }
+            std::process::exit(code);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(e.exit_code());
+        }
+    }
+}

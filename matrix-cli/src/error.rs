@@ -1,0 +1,136 @@
+//! The command's errors and exit codes.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success; `fsck` found nothing wrong |
+//! | 1 | `fsck` found problems; `rm` refused a segment with live participants |
+//! | 2 | error: bad arguments, no such segment, not a segment, I/O, … |
+
+use crate::size::SizeError;
+use matrix_core::{AllocError, BlockError, RepairError, SegmentError};
+use std::fmt;
+
+/// Exit code: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: `fsck` found problems, or `rm` refused.
+pub const EXIT_PROBLEMS: i32 = 1;
+/// Exit code: an error stopped the command.
+pub const EXIT_ERROR: i32 = 2;
+
+/// Everything that can stop a `matrix` command. Each prints as one line.
+#[derive(Debug)]
+pub enum CliError {
+    /// Creating, opening or validating a segment failed.
+    Segment(SegmentError),
+    /// The file exists but is not one of ours.
+    NotASegment {
+        /// The name asked for.
+        name: String,
+        /// What gave it away.
+        why: String,
+    },
+    /// Walking the block chain failed (a damaged segment).
+    Block(BlockError),
+    /// An allocator operation failed.
+    Alloc(AllocError),
+    /// `repair()` refused or stopped.
+    Repair(RepairError),
+    /// `rm` found live participants and `--force` was not given.
+    InUse {
+        /// The segment.
+        name: String,
+        /// Their pids.
+        pids: Vec<u32>,
+    },
+    /// A size argument was not understood.
+    Size(SizeError),
+    /// An argument is out of its range.
+    Argument(String),
+    /// Listing `/dev/shm` or writing output failed.
+    Io {
+        /// What we were doing.
+        op: &'static str,
+        /// The OS error.
+        err: std::io::Error,
+    },
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::InUse { .. } => EXIT_PROBLEMS,
+            _ => EXIT_ERROR,
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Segment(e) => e.fmt(f),
+            CliError::NotASegment { name, why } => {
+                write!(f, "/dev/shm/{name} is not a matrix segment: {why}")
+            }
+            CliError::Block(e) => write!(f, "segment damaged: {e}; run `matrix fsck`"),
+            CliError::Alloc(e) => e.fmt(f),
+            CliError::Repair(e) => e.fmt(f),
+            CliError::InUse { name, pids } => {
+                let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+                write!(
+                    f,
+                    "segment {name:?} has {} live participant(s) (pid {}); stop them first or pass --force",
+                    pids.len(),
+                    pids.join(", ")
+                )
+            }
+            CliError::Size(e) => e.fmt(f),
+            CliError::Argument(message) => f.write_str(message),
+            CliError::Io { op, err } => write!(f, "{op}: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for CliError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CliError::Segment(e) => Some(e),
+            CliError::Block(e) => Some(e),
+            CliError::Alloc(e) => Some(e),
+            CliError::Repair(e) => Some(e),
+            CliError::Size(e) => Some(e),
+            CliError::Io { err, .. } => Some(err),
+            _ => None,
+        }
+    }
+}
+
+impl From<SegmentError> for CliError {
+    fn from(e: SegmentError) -> Self {
+        CliError::Segment(e)
+    }
+}
+
+impl From<BlockError> for CliError {
+    fn from(e: BlockError) -> Self {
+        CliError::Block(e)
+    }
+}
+
+impl From<AllocError> for CliError {
+    fn from(e: AllocError) -> Self {
+        CliError::Alloc(e)
+    }
+}
+
+impl From<RepairError> for CliError {
+    fn from(e: RepairError) -> Self {
+        CliError::Repair(e)
+    }
+}
+
+impl From<SizeError> for CliError {
+    fn from(e: SizeError) -> Self {
+        CliError::Size(e)
+    }
+}

@@ -1,0 +1,526 @@
+//! `matrix ls` and `matrix stat`: what is in `/dev/shm`, and what is inside one segment.
+
+use crate::error::CliError;
+use crate::size::format_size;
+use crate::view::{probe, Probe, SegmentView, SHM_DIR};
+use matrix_core::layout::{init, slot_state, MAGIC};
+use matrix_core::state::{state_name, FREE};
+use matrix_core::{Arena, OwnerId};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Acquire;
+
+/// One line of `matrix ls`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LsEntry {
+    /// Segment name (file name in `/dev/shm`).
+    pub name: String,
+    /// File size in bytes.
+    pub size_bytes: u64,
+    /// Bytes in blocks that are not free, over the arena size (0–100).
+    pub used_percent: Option<f64>,
+    /// Live participants.
+    pub participants_alive: Option<usize>,
+    /// Dead or detached participants whose slots await recovery.
+    pub participants_dead: Option<usize>,
+    /// `ok`, or why the segment could not be read.
+    pub status: String,
+}
+
+/// Lists the files of `/dev/shm` that start with the matrix magic number.
+/// Other files are skipped: only their type and first 8 bytes are read,
+/// through a read-only descriptor, and FIFOs, directories and symlinks are
+/// not opened at all.
+pub fn list_segments() -> Result<Vec<LsEntry>, CliError> {
+    let entries = std::fs::read_dir(SHM_DIR).map_err(|err| CliError::Io {
+        op: "list /dev/shm",
+        err,
+    })?;
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        // Anything we cannot even probe (vanished, no permission) is not shown.
+        if !matches!(probe(&path), Ok(Probe::Segment)) {
+            continue;
+        }
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let size_bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut row = LsEntry {
+            name: name.clone(),
+            size_bytes,
+            used_percent: None,
+            participants_alive: None,
+            participants_dead: None,
+            status: "ok".into(),
+        };
+        match SegmentView::open(&name) {
+            Ok(view) => {
+                let (alive, dead) = participant_counts(&view);
+                row.participants_alive = Some(alive);
+                row.participants_dead = Some(dead);
+                match view.stats() {
+                    Ok(s) => row.used_percent = Some(percent(s.used_bytes, s.total_bytes)),
+                    Err(e) => row.status = format!("damaged: {e}"),
+                }
+            }
+            Err(e) => row.status = e.to_string(),
+        }
+        out.push(row);
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Renders `matrix ls` as a table.
+pub fn render_ls(rows: &[LsEntry]) -> String {
+    if rows.is_empty() {
+        return "no matrix segments in /dev/shm\n".into();
+    }
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+    let mut out = format!(
+        "{:<width$}  {:>10}  {:>6}  {:>5}  {:>4}  STATUS\n",
+        "NAME", "SIZE", "USED", "ALIVE", "DEAD"
+    );
+    for r in rows {
+        let opt = |v: Option<usize>| v.map_or("-".to_owned(), |v| v.to_string());
+        let used = r
+            .used_percent
+            .map_or("-".to_owned(), |p| format!("{p:.1}%"));
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>10}  {:>6}  {:>5}  {:>4}  {}",
+            r.name,
+            format_size(r.size_bytes),
+            used,
+            opt(r.participants_alive),
+            opt(r.participants_dead),
+            r.status
+        );
+    }
+    out
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        (part as f64 * 1000.0 / whole as f64).round() / 10.0
+    }
+}
+
+/// Live and dead (or detached) participants.
+pub fn participant_counts(view: &SegmentView) -> (usize, usize) {
+    let mut alive = 0;
+    let mut dead = 0;
+    for slot in view.segment().participants.iter() {
+        match slot.state.load(Acquire) {
+            slot_state::EMPTY => {}
+            _ if view.slot_live(slot) => alive += 1,
+            _ => dead += 1,
+        }
+    }
+    (alive, dead)
+}
+
+/// The segment header, field by field.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeaderReport {
+    /// The magic number as text (`ATMATRX1`).
+    pub magic: String,
+    /// Format version.
+    pub version: u32,
+    /// Layout fingerprint, hex.
+    pub fingerprint: String,
+    /// `UNINIT`, `FORMATTING` or `READY`.
+    pub init_state: String,
+    /// Segment size in bytes.
+    pub segment_size: u64,
+    /// Offset of the first block.
+    pub arena_start: u32,
+    /// End of the arena.
+    pub arena_end: u32,
+    /// Start of the wilderness.
+    pub top: u32,
+    /// Pid of the process that formatted the segment.
+    pub formatter_pid: u32,
+    /// Offset of the root registry block (0 = none).
+    pub root_registry: u32,
+    /// Owner id of a running consolidation (0 = none).
+    pub consolidator: u32,
+    /// Completed consolidations (the allocators' epoch).
+    pub consolidation_epoch: u64,
+    /// Consolidations run.
+    pub consolidations: u64,
+    /// Participants recovered.
+    pub recoveries: u64,
+    /// Out-of-memory results returned.
+    pub out_of_memory: u64,
+    /// Offline repairs run.
+    pub repairs: u64,
+}
+
+/// Used and free space.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpaceReport {
+    /// Arena bytes (segment minus its header).
+    pub total_bytes: u64,
+    /// Bytes in blocks that are not free (headers included).
+    pub used_bytes: u64,
+    /// Bytes in free blocks plus the wilderness.
+    pub free_bytes: u64,
+    /// `used_bytes / total_bytes`, in percent.
+    pub used_percent: f64,
+    /// Free blocks (the wilderness counts as one).
+    pub free_blocks: u64,
+    /// Blocks that are not free.
+    pub used_blocks: u64,
+    /// Largest payload one allocation could get now.
+    pub largest_free_payload: u32,
+    /// Untouched bytes at the end of the arena.
+    pub wilderness_bytes: u64,
+    /// `1 - largest free block / free bytes` (0 = all free memory in one block).
+    pub fragmentation: f64,
+}
+
+/// Blocks in one state.
+#[derive(Debug, Clone, Serialize)]
+pub struct StateCount {
+    /// State number.
+    pub state: u32,
+    /// `FREE`, `ALLOCATED`, `ACKED`, `COALESCING`, `RESERVED` or `USER`.
+    pub name: String,
+    /// Blocks in that state.
+    pub blocks: u64,
+    /// Their bytes, headers included.
+    pub bytes: u64,
+}
+
+/// One participant slot.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParticipantReport {
+    /// Slot index.
+    pub slot: usize,
+    /// `CLAIMING`, `ACTIVE`, `DETACHED` or `RECOVERING`.
+    pub state: String,
+    /// Pid of the holder.
+    pub pid: u32,
+    /// Owner id its blocks carry.
+    pub owner_id: u32,
+    /// Whether it counts as live.
+    pub alive: bool,
+    /// Blocks it owns.
+    pub blocks: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// Free blocks with sizes in `[min_size, max_size]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistogramBucket {
+    /// Smallest block size (header included) in the bucket.
+    pub min_size: u64,
+    /// Largest block size in the bucket.
+    pub max_size: u64,
+    /// Free blocks in it.
+    pub blocks: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// Everything `matrix stat` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatReport {
+    /// Segment name.
+    pub name: String,
+    /// Header fields.
+    pub header: HeaderReport,
+    /// Space totals.
+    pub space: SpaceReport,
+    /// Blocks by state, user states each under their own number.
+    pub blocks_by_state: Vec<StateCount>,
+    /// Live participants.
+    pub participants_alive: usize,
+    /// Dead or detached participants.
+    pub participants_dead: usize,
+    /// Non-empty participant slots.
+    pub participants: Vec<ParticipantReport>,
+    /// Free-block sizes, power-of-two buckets (wilderness excluded).
+    pub free_histogram: Vec<HistogramBucket>,
+}
+
+fn slot_state_name(state: u32) -> &'static str {
+    match state {
+        slot_state::EMPTY => "EMPTY",
+        slot_state::CLAIMING => "CLAIMING",
+        slot_state::ACTIVE => "ACTIVE",
+        slot_state::DETACHED => "DETACHED",
+        slot_state::RECOVERING => "RECOVERING",
+        _ => "INVALID",
+    }
+}
+
+fn init_state_name(state: u32) -> String {
+    match state {
+        init::UNINIT => "UNINIT".into(),
+        init::FORMATTING => "FORMATTING".into(),
+        init::READY => "READY".into(),
+        other => format!("INVALID({other})"),
+    }
+}
+
+/// Reads the header fields.
+pub fn header_report(view: &SegmentView) -> HeaderReport {
+    let seg = view.segment();
+    let magic = seg.magic.load(Acquire);
+    let text: String = magic
+        .to_le_bytes()
+        .iter()
+        .map(|&b| if b.is_ascii_graphic() { b as char } else { '.' })
+        .collect();
+    HeaderReport {
+        magic: if magic == MAGIC {
+            text
+        } else {
+            format!("{magic:#018x}")
+        },
+        version: seg.version.load(Acquire),
+        fingerprint: format!("{:#018x}", seg.fingerprint.load(Acquire)),
+        init_state: init_state_name(seg.init_state.load(Acquire)),
+        segment_size: seg.segment_size.load(Acquire),
+        arena_start: seg.arena_start.load(Acquire),
+        arena_end: seg.arena_end.load(Acquire),
+        top: seg.top.load(Acquire),
+        formatter_pid: seg.formatter_pid.load(Acquire),
+        root_registry: seg.root_registry.load(Acquire),
+        consolidator: seg.consolidator.load(Acquire),
+        consolidation_epoch: seg.consolidation_epoch.load(Acquire),
+        consolidations: seg.counters.consolidations.load(Acquire),
+        recoveries: seg.counters.recoveries.load(Acquire),
+        out_of_memory: seg.counters.out_of_memory.load(Acquire),
+        repairs: seg.counters.repairs.load(Acquire),
+    }
+}
+
+/// Collects everything `matrix stat` shows. Errors if the chain is damaged.
+pub fn stat(view: &SegmentView) -> Result<StatReport, CliError> {
+    let s = view.stats()?;
+    let mut by_state: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    let mut by_owner: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    let mut histogram: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    for info in view.blocks() {
+        let info = info?;
+        let entry = by_state.entry(info.state).or_default();
+        entry.0 += 1;
+        entry.1 += info.size as u64;
+        if info.state == FREE && !info.carving {
+            let bucket = histogram.entry(31 - info.size.leading_zeros()).or_default();
+            bucket.0 += 1;
+            bucket.1 += info.size as u64;
+        } else if info.owner != OwnerId::SEGMENT {
+            let owner = by_owner.entry(info.owner.0).or_default();
+            owner.0 += 1;
+            owner.1 += info.size as u64;
+        }
+    }
+    let participants: Vec<ParticipantReport> = view
+        .segment()
+        .participants
+        .iter()
+        .enumerate()
+        .filter(|(_, slot)| slot.state.load(Acquire) != slot_state::EMPTY)
+        .map(|(index, slot)| {
+            let owner = OwnerId::new(index, slot.generation.load(Acquire));
+            let (blocks, bytes) = by_owner.get(&owner.0).copied().unwrap_or_default();
+            ParticipantReport {
+                slot: index,
+                state: slot_state_name(slot.state.load(Acquire)).into(),
+                pid: slot.pid.load(Acquire),
+                owner_id: owner.0,
+                alive: view.slot_live(slot),
+                blocks,
+                bytes,
+            }
+        })
+        .collect();
+    let (alive, dead) = participant_counts(view);
+    Ok(StatReport {
+        name: view.name().to_owned(),
+        header: header_report(view),
+        space: SpaceReport {
+            total_bytes: s.total_bytes,
+            used_bytes: s.used_bytes,
+            free_bytes: s.free_bytes,
+            used_percent: percent(s.used_bytes, s.total_bytes),
+            free_blocks: s.free_blocks,
+            used_blocks: s.used_blocks,
+            largest_free_payload: s.largest_free,
+            wilderness_bytes: s.wilderness_bytes,
+            fragmentation: (s.fragmentation * 10_000.0).round() / 10_000.0,
+        },
+        blocks_by_state: by_state
+            .into_iter()
+            .map(|(state, (blocks, bytes))| StateCount {
+                state,
+                name: state_name(state).into(),
+                blocks,
+                bytes,
+            })
+            .collect(),
+        participants_alive: alive,
+        participants_dead: dead,
+        participants,
+        free_histogram: histogram
+            .into_iter()
+            .map(|(log2, (blocks, bytes))| HistogramBucket {
+                min_size: 1u64 << log2,
+                max_size: (1u64 << (log2 + 1)) - 1,
+                blocks,
+                bytes,
+            })
+            .collect(),
+    })
+}
+
+/// Renders `matrix stat` for a terminal, histogram included.
+pub fn render_stat(r: &StatReport) -> String {
+    let h = &r.header;
+    let sp = &r.space;
+    let mut out = String::new();
+    let _ = writeln!(out, "segment       {} (/dev/shm/{})", r.name, r.name);
+    let _ = writeln!(
+        out,
+        "format        magic {}, version {}, fingerprint {}, {}",
+        h.magic, h.version, h.fingerprint, h.init_state
+    );
+    let _ = writeln!(
+        out,
+        "layout        size {} ({} B), arena {}..{}, top {}",
+        format_size(h.segment_size),
+        h.segment_size,
+        h.arena_start,
+        h.arena_end,
+        h.top
+    );
+    let consolidator = if h.consolidator == 0 {
+        "none".to_owned()
+    } else {
+        format!("owner {:#x}", h.consolidator)
+    };
+    let _ = writeln!(
+        out,
+        "header        formatter pid {}, root registry {}, consolidator {}, epoch {}",
+        h.formatter_pid, h.root_registry, consolidator, h.consolidation_epoch
+    );
+    let _ = writeln!(
+        out,
+        "counters      consolidations {}, recoveries {}, out-of-memory {}, repairs {}",
+        h.consolidations, h.recoveries, h.out_of_memory, h.repairs
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "used          {} of {} ({:.1} %) in {} blocks",
+        format_size(sp.used_bytes),
+        format_size(sp.total_bytes),
+        sp.used_percent,
+        sp.used_blocks
+    );
+    let _ = writeln!(
+        out,
+        "free          {} in {} blocks (wilderness {})",
+        format_size(sp.free_bytes),
+        sp.free_blocks,
+        format_size(sp.wilderness_bytes)
+    );
+    let _ = writeln!(
+        out,
+        "largest free  {} payload ({} B)",
+        format_size(sp.largest_free_payload as u64),
+        sp.largest_free_payload
+    );
+    let _ = writeln!(out, "fragmentation {:.4}", sp.fragmentation);
+    let _ = writeln!(out);
+    let _ = writeln!(out, "blocks by state");
+    let _ = writeln!(out, "  {:<14} {:>10} {:>12}", "STATE", "BLOCKS", "BYTES");
+    for c in &r.blocks_by_state {
+        let label = if c.state >= matrix_core::state::USER_STATE_MIN
+            || matrix_core::state::is_reserved(c.state)
+        {
+            format!("{} {}", c.name, c.state)
+        } else {
+            c.name.clone()
+        };
+        let _ = writeln!(
+            out,
+            "  {:<14} {:>10} {:>12}",
+            label,
+            c.blocks,
+            format_size(c.bytes)
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "participants  {} alive, {} dead or detached",
+        r.participants_alive, r.participants_dead
+    );
+    if !r.participants.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {:<5} {:<10} {:>8} {:<6} {:>8} {:>12}",
+            "SLOT", "STATE", "PID", "ALIVE", "BLOCKS", "BYTES"
+        );
+        for p in &r.participants {
+            let _ = writeln!(
+                out,
+                "  {:<5} {:<10} {:>8} {:<6} {:>8} {:>12}",
+                p.slot,
+                p.state,
+                p.pid,
+                if p.alive { "yes" } else { "no" },
+                p.blocks,
+                format_size(p.bytes)
+            );
+        }
+    }
+    let _ = writeln!(out);
+    out.push_str(&render_histogram(&r.free_histogram, sp.wilderness_bytes));
+    out
+}
+
+/// Draws the free-block histogram with `#` bars scaled to the largest bucket.
+pub fn render_histogram(buckets: &[HistogramBucket], wilderness: u64) -> String {
+    const WIDTH: u64 = 40;
+    let mut out = String::from("free-block sizes (header included; wilderness not shown)\n");
+    if buckets.is_empty() {
+        out.push_str("  no free blocks outside the wilderness\n");
+    }
+    let max = buckets.iter().map(|b| b.blocks).max().unwrap_or(1).max(1);
+    for b in buckets {
+        let len = (b.blocks * WIDTH).div_ceil(max) as usize;
+        let range = format!(
+            "{} - {}",
+            format_size(b.min_size),
+            format_size(b.max_size + 1)
+        );
+        let _ = writeln!(
+            out,
+            "  {:>22} | {:<40} {:>8} blocks, {}",
+            range,
+            "#".repeat(len),
+            b.blocks,
+            format_size(b.bytes)
+        );
+    }
+    if wilderness > 0 {
+        let _ = writeln!(
+            out,
+            "  wilderness: {} untouched at the end of the arena",
+            format_size(wilderness)
+        );
+    }
+    out
+}

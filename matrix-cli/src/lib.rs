@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+
+pub mod bench;
+pub mod error;
+pub mod fsck;
+pub mod inspect;
+pub mod manage;
+pub mod size;
+pub mod view;
+
+pub use error::{CliError, EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS};
+pub use view::SegmentView;
