@@ -26,7 +26,7 @@ use crate::layout::{
     header_check, BlockHeader, BLOCK_ALIGN, BLOCK_HEADER_SIZE, MIN_BLOCK, MIN_PAYLOAD,
 };
 use crate::size_class::{class_at_least, class_of};
-use crate::state::{self, ACKED, ALLOCATED, COALESCING, FREE};
+use crate::state::{self, ACKED, ALLOCATED, CACHED, COALESCING, FREE};
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
 /// Block size (header included) for a payload of `payload` bytes.
@@ -49,6 +49,17 @@ pub fn block_size_for<A: Arena>(arena: &A, payload: u64) -> Result<u32, AllocErr
 #[inline]
 pub fn allocate<A: Arena>(arena: &A, payload: u64, type_tag: u32) -> Result<u32, AllocError> {
     let size = block_size_for(arena, payload)?;
+    allocate_sized(arena, size, payload, type_tag)
+}
+
+/// [`allocate`] with the block size already computed by [`block_size_for`].
+#[inline]
+pub fn allocate_sized<A: Arena>(
+    arena: &A,
+    size: u32,
+    payload: u64,
+    type_tag: u32,
+) -> Result<u32, AllocError> {
     let offset = match take_free_block(arena, size)? {
         Some(offset) => offset,
         None => match carve(arena, size) {
@@ -73,6 +84,7 @@ fn allocate_slow<A: Arena>(
     payload: u64,
     type_tag: u32,
 ) -> Result<u32, AllocError> {
+    arena.flush_local_cache();
     crate::consolidate::consolidate_or_wait(arena)?;
     if let Some(offset) = take_free_block(arena, size)? {
         return finish(arena, offset, size, payload, type_tag);
@@ -160,8 +172,10 @@ fn fits<A: Arena>(arena: &A, offset: u32, size: u32) -> bool {
     size >= MIN_BLOCK && offset as u64 + size as u64 <= arena.arena_end() as u64
 }
 
+/// Hands a block this participant holds exclusively (popped, carved or
+/// cached) to the caller: next generation, owner, tag, ALLOCATED.
 #[inline]
-fn mark_allocated<A: Arena>(arena: &A, hdr: &BlockHeader, payload: u64, type_tag: u32) {
+pub fn mark_allocated<A: Arena>(arena: &A, hdr: &BlockHeader, payload: u64, type_tag: u32) {
     let generation = state::generation_of(hdr.state.load(Relaxed)).wrapping_add(1);
     hdr.owner.store(arena.owner().0, Relaxed);
     hdr.type_tag.store(type_tag, Relaxed);
@@ -270,6 +284,22 @@ pub fn checked_header<A: Arena>(arena: &A, offset: u32) -> Result<(&BlockHeader,
 /// Frees the block whose header is at `offset`. With `generation`, the block
 /// must still be that generation (a stale handle is refused).
 pub fn free<A: Arena>(arena: &A, offset: u32, generation: Option<u32>) -> Result<(), BlockError> {
+    let (hdr, size) = retire(arena, offset, generation, ACKED)?;
+    release_block(arena, hdr, offset, size);
+    Ok(())
+}
+
+/// The double-free check: moves a live block (ALLOCATED or a user state) to
+/// `into` (ACKED, or CACHED for a thread cache) with one CAS on the state
+/// word, so exactly one of two racing frees wins and a stale generation never
+/// matches. Returns the header and block size; the caller then owns the block.
+#[inline]
+pub fn retire<A: Arena>(
+    arena: &A,
+    offset: u32,
+    generation: Option<u32>,
+    into: u32,
+) -> Result<(&BlockHeader, u32), BlockError> {
     let (hdr, size) = checked_header(arena, offset)?;
     // Acquire: pairs with mark_allocated's Release.
     let mut word = hdr.state.load(Acquire);
@@ -285,7 +315,7 @@ pub fn free<A: Arena>(arena: &A, offset: u32, generation: Option<u32>) -> Result
             }
         }
         match st {
-            FREE | ACKED => return Err(BlockError::DoubleFree { offset }),
+            FREE | ACKED | CACHED => return Err(BlockError::DoubleFree { offset }),
             COALESCING => return Err(BlockError::NotLive { offset, state: st }),
             s if state::is_reserved(s) => {
                 return Err(BlockError::ReservedState { offset, state: s })
@@ -293,23 +323,21 @@ pub fn free<A: Arena>(arena: &A, offset: u32, generation: Option<u32>) -> Result
             _ => {}
         }
         // AcqRel: Acquire so the payload writes of whoever set this state
-        // happen before the block is reused; Release for symmetry with
-        // recovery, which Acquires the state before reading the owner.
+        // happen before the block is reused; Release so a recoverer that
+        // Acquires the new state sees this participant's earlier writes.
         match hdr
             .state
-            .compare_exchange(word, state::pack(gen, ACKED), AcqRel, Acquire)
+            .compare_exchange(word, state::pack(gen, into), AcqRel, Acquire)
         {
-            Ok(_) => break,
+            Ok(_) => return Ok((hdr, size)),
             Err(actual) => word = actual,
         }
     }
-    release_block(arena, hdr, offset, size);
-    Ok(())
 }
 
-/// Returns a block this participant holds exclusively (ACKED or COALESCING)
-/// to the free index.
-pub(crate) fn release_block<A: Arena>(arena: &A, hdr: &BlockHeader, offset: u32, size: u32) {
+/// Returns a block this participant holds exclusively (ACKED, COALESCING or
+/// CACHED) to the free index.
+pub fn release_block<A: Arena>(arena: &A, hdr: &BlockHeader, offset: u32, size: u32) {
     let gen = state::generation_of(hdr.state.load(Relaxed));
     hdr.owner.store(OwnerId::SEGMENT.0, Relaxed);
     // Relaxed: the push's Release publishes FREE. Storing FREE after the push

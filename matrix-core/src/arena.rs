@@ -55,6 +55,10 @@ pub trait Arena {
     /// Whether the process holding `slot` is still alive.
     fn is_alive(&self, slot: &ParticipantSlot) -> bool;
 
+    /// Gives the calling thread's cached blocks back to the free index, so a
+    /// consolidation can merge them. Views without thread caches do nothing.
+    fn flush_local_cache(&self) {}
+
     /// The acting participant's slot.
     fn my_slot(&self) -> Option<&ParticipantSlot> {
         self.owner()

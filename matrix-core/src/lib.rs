@@ -24,6 +24,8 @@ mod sync;
 
 pub mod alloc;
 pub mod arena;
+#[cfg(not(loom))]
+mod cache;
 pub mod consolidate;
 pub mod error;
 pub mod free_index;

@@ -2,6 +2,7 @@
 
 use crate::alloc;
 use crate::arena::{Arena, OwnerId};
+use crate::cache;
 use crate::consolidate::{self, ConsolidationReport};
 use crate::error::{AllocError, BlockError, SegmentError};
 use crate::layout::{BlockHeader, ParticipantSlot, SegmentHeader, ARENA_START, BLOCK_HEADER_SIZE};
@@ -9,29 +10,44 @@ use crate::participant::{self, ParticipantInfo};
 use crate::recover::{self, RecoveryReport, RepairError};
 use crate::relative_ptr::RelativePtr;
 use crate::segment::{self, CreateOptions, Mapping};
+use crate::state;
+use crate::sync::Ordering::Relaxed;
 use crate::walk::{self, ArenaStats, ChainWalk};
+use std::sync::Arc;
 
 /// One process's attachment to a segment: the mapping plus a participant slot.
 ///
 /// All allocator operations go through it. It is `Send + Sync`: every shared
-/// word is atomic, and the mapping stays put until the last reference drops.
+/// word is atomic, and the mapping stays put until the attachment drops.
 /// Dropping it detaches the participant; blocks it still owns are reclaimed
 /// by the next [`recover`](Self::recover) anywhere (give a block to the
 /// segment with [`set_owner`](Self::set_owner) to keep it).
+///
+/// Handles are per process: a child made by `fork()` must open its own.
 pub struct AtomicMatrix {
+    inner: Arc<Attachment>,
+}
+
+/// The state behind an [`AtomicMatrix`]; thread caches hold weak references to it.
+pub(crate) struct Attachment {
     mapping: Mapping,
     base: *mut u8,
     arena_end: u32,
     slot: usize,
     owner: OwnerId,
+    /// Process-unique id, the key of thread caches.
+    pub(crate) id: u64,
 }
 
 // SAFETY: the mapping is shared memory accessed only through atomics (or
 // through unsafe payload accessors whose callers take on synchronization);
 // `base` is fixed for the mapping's life and nothing here is thread-local.
-unsafe impl Send for AtomicMatrix {}
+unsafe impl Send for Attachment {}
 // SAFETY: as for Send; no method takes `&self` and mutates non-atomic state.
-unsafe impl Sync for AtomicMatrix {}
+unsafe impl Sync for Attachment {}
+
+// Process-local id source, not shared memory.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl AtomicMatrix {
     fn attach(mapping: Mapping) -> Result<Self, SegmentError> {
@@ -52,14 +68,21 @@ impl AtomicMatrix {
             }
             Err(e) => return Err(e),
         };
+        cache::install_fork_hook();
         let arena_end = seg.arena_end.load(crate::sync::Ordering::Acquire);
         let base = mapping.map.as_mut_ptr();
-        Ok(Self {
+        // Relaxed: a unique number is all that is needed.
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let inner = Attachment {
             mapping,
             base,
             arena_end,
             slot: claimed.0,
             owner: claimed.1,
+            id,
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
         })
     }
 
@@ -97,17 +120,17 @@ impl AtomicMatrix {
 
     /// The segment name (`None` for an anonymous arena).
     pub fn name(&self) -> Option<&str> {
-        self.mapping.name.as_deref()
+        self.inner.mapping.name.as_deref()
     }
 
     /// This process's mapping base. Offsets resolve against it.
     pub fn base_ptr(&self) -> *const u8 {
-        self.base
+        self.inner.base
     }
 
     /// Segment size in bytes.
     pub fn segment_size(&self) -> u32 {
-        self.mapping.len() as u32
+        self.inner.mapping.len() as u32
     }
 
     /// Offset of the first block.
@@ -117,26 +140,45 @@ impl AtomicMatrix {
 
     /// The owner id this attachment stamps on its blocks.
     pub fn owner_id(&self) -> OwnerId {
-        self.owner
+        self.inner.owner
     }
 
     /// The segment header.
     pub fn header(&self) -> &SegmentHeader {
-        self.mapping.header()
+        self.inner.mapping.header()
     }
 
     /// Allocates a block with room for `payload` bytes, tagged with
     /// `type_tag` (0 = untyped); returns the payload offset.
     #[inline]
     pub fn allocate(&self, payload: u64, type_tag: u32) -> Result<RelativePtr<u8>, AllocError> {
-        alloc::allocate(self, payload, type_tag).map(|h| RelativePtr::new(h + BLOCK_HEADER_SIZE))
+        let arena = &*self.inner;
+        let size = alloc::block_size_for(arena, payload)?;
+        let offset = match cache::take(arena, size) {
+            Some(offset) => {
+                let hdr = arena.header(offset).expect("cached offsets are in bounds");
+                alloc::mark_allocated(arena, hdr, payload, type_tag);
+                offset
+            }
+            None => alloc::allocate_sized(arena, size, payload, type_tag)?,
+        };
+        Ok(RelativePtr::new(offset + BLOCK_HEADER_SIZE))
     }
 
     /// Frees the block whose *header* is at `header_offset`; with
     /// `generation`, only if it is still that generation.
     #[inline]
     pub fn free(&self, header_offset: u32, generation: Option<u32>) -> Result<(), BlockError> {
-        alloc::free(self, header_offset, generation)
+        let arena = &*self.inner;
+        let (hdr, size) = alloc::retire(arena, header_offset, generation, state::CACHED)?;
+        // Relaxed: the block is ours alone now; recovery reads the owner after
+        // Acquiring CACHED, and a kill between the CAS and this store leaves
+        // one block under the previous owner (see the recovery docs).
+        hdr.owner.store(arena.owner.0, Relaxed);
+        if !cache::put(&self.inner, header_offset, size) {
+            alloc::release_block(arena, hdr, header_offset, size);
+        }
+        Ok(())
     }
 
     /// The validated header at `header_offset` (genuine, in bounds, sane size).
@@ -157,7 +199,13 @@ impl AtomicMatrix {
 
     /// Merges adjacent free blocks (unless a consolidation is already running).
     pub fn consolidate(&self) -> Result<ConsolidationReport, AllocError> {
-        consolidate::consolidate(self)
+        cache::flush_current(&self.inner);
+        consolidate::consolidate(&*self.inner)
+    }
+
+    /// Returns the calling thread's cached blocks to the free index.
+    pub fn flush_thread_cache(&self) {
+        cache::flush_current(&self.inner);
     }
 
     /// Reclaims the blocks of dead or detached participants.
@@ -167,7 +215,8 @@ impl AtomicMatrix {
 
     /// Rebuilds the free index from the chain; needs every other participant dead.
     pub fn repair(&self, reclaim_user_states: bool) -> Result<RecoveryReport, RepairError> {
-        recover::repair(self, reclaim_user_states)
+        cache::flush_current(&self.inner);
+        recover::repair(&*self.inner, reclaim_user_states)
     }
 
     /// Walks every block of the chain.
@@ -188,11 +237,41 @@ impl AtomicMatrix {
 
 impl Drop for AtomicMatrix {
     fn drop(&mut self) {
-        participant::detach(self.mapping.header(), self.slot);
+        cache::flush_current(&self.inner);
+        participant::detach(self.inner.mapping.header(), self.inner.slot);
     }
 }
 
 impl Arena for AtomicMatrix {
+    #[inline]
+    fn segment(&self) -> &SegmentHeader {
+        self.inner.segment()
+    }
+    #[inline]
+    fn arena_start(&self) -> u32 {
+        ARENA_START
+    }
+    #[inline]
+    fn arena_end(&self) -> u32 {
+        self.inner.arena_end
+    }
+    #[inline]
+    fn header(&self, offset: u32) -> Option<&BlockHeader> {
+        self.inner.header(offset)
+    }
+    #[inline]
+    fn owner(&self) -> OwnerId {
+        self.inner.owner
+    }
+    fn is_alive(&self, slot: &ParticipantSlot) -> bool {
+        participant::holder_alive(slot)
+    }
+    fn flush_local_cache(&self) {
+        cache::flush_current(&self.inner);
+    }
+}
+
+impl Arena for Attachment {
     #[inline]
     fn segment(&self) -> &SegmentHeader {
         self.mapping.header()
@@ -221,6 +300,9 @@ impl Arena for AtomicMatrix {
     }
     fn is_alive(&self, slot: &ParticipantSlot) -> bool {
         participant::holder_alive(slot)
+    }
+    fn flush_local_cache(&self) {
+        cache::flush_current(self);
     }
 }
 

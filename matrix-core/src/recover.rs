@@ -19,7 +19,7 @@ use crate::arena::{Arena, OwnerId};
 use crate::error::{BlockError, SegmentError};
 use crate::layout::{header_check, slot_state, ParticipantSlot, MIN_BLOCK};
 use crate::size_class::{class_of, FL_COUNT, SL_COUNT};
-use crate::state::{self, ACKED, ALLOCATED, COALESCING, FREE};
+use crate::state::{self, ACKED, ALLOCATED, CACHED, COALESCING, FREE};
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use crate::walk::walk;
 
@@ -114,7 +114,7 @@ fn reclaim_blocks_of<A: Arena>(
         let word = hdr.state.load(Acquire);
         let st = state::state_of(word);
         let take = match st {
-            ACKED | COALESCING => true,
+            ACKED | COALESCING | CACHED => true,
             ALLOCATED => true,
             s if s >= state::USER_STATE_MIN => {
                 if !reclaim_user_states {
@@ -254,6 +254,7 @@ pub fn repair<A: Arena>(
     let owner_dead = |owner: OwnerId| owner != me && owner != OwnerId::SEGMENT;
     let reclaimable = |info: &crate::walk::BlockInfo| match info.state {
         FREE | ACKED | COALESCING => true,
+        CACHED => owner_dead(info.owner),
         ALLOCATED => owner_dead(info.owner),
         s if s >= state::USER_STATE_MIN => reclaim_user_states && owner_dead(info.owner),
         _ => false,

@@ -8,11 +8,12 @@
 //!
 //! | state | value | meaning | who may enter it | from |
 //! |---|---|---|---|---|
-//! | `FREE` | 0 | in a bucket of the free index (or in the hands of the thread that just popped it) | `free`, split (new remainder), consolidation, recovery | `ACKED`, `COALESCING`, fresh header |
-//! | `ALLOCATED` | 1 | owned by a participant; payload belongs to the user | `allocate` (bumps the generation) | `FREE` (after a pop) |
+//! | `FREE` | 0 | in a bucket of the free index (or in the hands of the thread that just popped it) | `free`, split (new remainder), consolidation, recovery, cache flush | `ACKED`, `COALESCING`, `CACHED`, fresh header |
+//! | `ALLOCATED` | 1 | owned by a participant; payload belongs to the user | `allocate` (bumps the generation) | `FREE` (after a pop), `CACHED` (by the caching thread) |
 //! | `ACKED` | 2 | being returned by `free` | `free`, recovery | `ALLOCATED`, user states |
 //! | `COALESCING` | 3 | held by a consolidator | consolidation | `FREE` (after a pop) |
-//! | reserved | 4–48 | future internal states; never entered | nobody | — |
+//! | `CACHED` | 4 | freed into the freeing thread's cache; reused by that thread without touching the free index | `free` (thread-cache path) | `ALLOCATED`, user states |
+//! | reserved | 5–48 | future internal states; never entered | nobody | — |
 //! | user | ≥ 49 | user lifecycle; never reclaimed automatically | `set_state` / `transition_state` | `ALLOCATED`, user states |
 
 /// In a bucket of the free index.
@@ -23,7 +24,9 @@ pub const ALLOCATED: u32 = 1;
 pub const ACKED: u32 = 2;
 /// Held by a consolidator.
 pub const COALESCING: u32 = 3;
-/// The lowest state a user lifecycle may use; 4–48 are reserved.
+/// Free, held in the freeing thread's cache (owner = its participant).
+pub const CACHED: u32 = 4;
+/// The lowest state a user lifecycle may use; 5–48 are reserved.
 pub const USER_STATE_MIN: u32 = 49;
 
 /// Whether `state` is one a live (not free) block may be in: allocated or user.
@@ -32,10 +35,16 @@ pub const fn is_live(state: u32) -> bool {
     state == ALLOCATED || state >= USER_STATE_MIN
 }
 
-/// Whether `state` is reserved for future internal use (4–48).
+/// Whether `state` is reserved for future internal use (5–48).
 #[inline]
 pub const fn is_reserved(state: u32) -> bool {
-    state > COALESCING && state < USER_STATE_MIN
+    state > CACHED && state < USER_STATE_MIN
+}
+
+/// Whether `state` means "free memory" (in the index or in a thread cache).
+#[inline]
+pub const fn is_free(state: u32) -> bool {
+    state == FREE || state == CACHED
 }
 
 /// Packs a generation and a state into one state word.
@@ -63,6 +72,7 @@ pub fn state_name(state: u32) -> &'static str {
         ALLOCATED => "ALLOCATED",
         ACKED => "ACKED",
         COALESCING => "COALESCING",
+        CACHED => "CACHED",
         s if is_reserved(s) => "RESERVED",
         _ => "USER",
     }

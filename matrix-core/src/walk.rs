@@ -161,13 +161,15 @@ impl<A: Arena> Iterator for ChainWalk<'_, A> {
 pub struct ArenaStats {
     /// Arena bytes (segment minus its header).
     pub total_bytes: u64,
-    /// Bytes in blocks that are not FREE (headers included).
+    /// Bytes in blocks that are neither FREE nor CACHED (headers included).
     pub used_bytes: u64,
-    /// Bytes in FREE blocks plus the wilderness.
+    /// Bytes in FREE and CACHED blocks plus the wilderness.
     pub free_bytes: u64,
+    /// Bytes in blocks held in thread caches (part of `free_bytes`).
+    pub cached_bytes: u64,
     /// FREE blocks, plus one for a non-empty wilderness.
     pub free_blocks: u64,
-    /// Blocks that are not FREE.
+    /// Blocks that are neither FREE nor CACHED.
     pub used_blocks: u64,
     /// Largest payload one allocation could get right now.
     pub largest_free: u32,
@@ -195,6 +197,9 @@ pub fn stats<A: Arena>(arena: &A) -> Result<ArenaStats, BlockError> {
             s.free_bytes += info.size as u64;
             s.free_blocks += 1;
             largest_block = largest_block.max(info.size as u64);
+        } else if info.state == state::CACHED {
+            s.free_bytes += info.size as u64;
+            s.cached_bytes += info.size as u64;
         } else {
             s.used_bytes += info.size as u64;
             s.used_blocks += 1;

@@ -221,7 +221,12 @@ fn child_killed_mid_workload_costs_at_most_what_it_held() {
         h.recover().unwrap();
         // Every byte the child held is back; at most one block it was
         // popping may sit FREE outside the index until a repair.
-        assert_eq!(h.stats().unwrap().used_bytes, held, "round {round}");
+        let s = h.stats().unwrap();
+        assert_eq!(s.used_bytes, held, "round {round}");
+        assert_eq!(
+            s.cached_bytes, 0,
+            "the dead child's thread cache was reclaimed"
+        );
     }
     let repaired = h.matrix().repair(false).unwrap();
     assert_eq!(repaired.participants, 0, "{repaired:?}");
