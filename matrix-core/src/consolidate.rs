@@ -22,7 +22,7 @@ use crate::alloc::release_block;
 use crate::arena::Arena;
 use crate::error::AllocError;
 use crate::free_index;
-use crate::layout::{header_check, MIN_BLOCK};
+use crate::layout::{header_check, BLOCK_ALIGN, MIN_BLOCK};
 use crate::size_class::{SizeClass, FL_COUNT, SL_COUNT};
 use crate::state::{self, COALESCING};
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
@@ -38,6 +38,8 @@ pub struct ConsolidationReport {
     pub blocks_out: usize,
     /// Bytes returned to the wilderness.
     pub bytes_to_wilderness: u64,
+    /// Free blocks with impossible sizes, taken out of circulation.
+    pub damaged_blocks: usize,
 }
 
 /// Runs a consolidation unless one is already running.
@@ -119,6 +121,15 @@ fn run<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocError> {
                 hdr.state
                     .store(state::pack(state::generation_of(word), COALESCING), Relaxed);
                 let size = hdr.size.load(Relaxed);
+                if size < MIN_BLOCK
+                    || size % BLOCK_ALIGN != 0
+                    || offset as u64 + size as u64 > arena.arena_end() as u64
+                {
+                    // A damaged header: keep it out of circulation (it stays
+                    // COALESCING under our name; `matrix fsck` reports it).
+                    report.damaged_blocks += 1;
+                    continue;
+                }
                 held.push((offset, size));
                 if held.len() > max_blocks {
                     break 'buckets;
@@ -129,6 +140,18 @@ fn run<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocError> {
     }
     report.blocks_in = held.len();
     held.sort_unstable_by_key(|&(offset, _)| offset);
+    // Free blocks never overlap; if damaged sizes say otherwise, the later
+    // block is taken out of circulation rather than handed out twice.
+    let mut end = 0u64;
+    held.retain(|&(offset, size)| {
+        let ok = offset as u64 >= end;
+        if ok {
+            end = offset as u64 + size as u64;
+        } else {
+            report.damaged_blocks += 1;
+        }
+        ok
+    });
 
     let mut i = 0;
     while i < held.len() {
