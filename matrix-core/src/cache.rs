@@ -10,7 +10,7 @@
 //! Cached blocks stay owned by their participant (the header says CACHED and
 //! names the owner), so `recover()` reclaims them if the process dies, and
 //! `stats()` counts them as free. A cache is bounded (32 blocks per class
-//! below 32 KiB; four larger blocks, each at most 1/128 of the arena), and is
+//! below 32 KiB; four larger blocks, each at most 1/64 of the arena), and is
 //! flushed back to
 //! the free index when it overflows, when its thread consolidates or misses,
 //! and when the thread exits. Blocks cached by *other* threads cannot be
@@ -226,7 +226,7 @@ fn park(cache: &mut ThreadCache, arena: &Attachment, offset: u32, size: u32) -> 
         }
         true
     } else {
-        if (size as u64) * 4 > cache.byte_cap {
+        if (size as u64) * 2 > cache.byte_cap {
             return false;
         }
         cache.large.push((offset, size));
