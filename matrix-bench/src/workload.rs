@@ -1,0 +1,350 @@
+//! The workloads, generic over [`BenchAlloc`].
+//!
+//! | kind      | threads | one op                                   |
+//! |-----------|---------|------------------------------------------|
+//! | `pair64`  | 1       | alloc(64), write, read, free             |
+//! | `size`    | 1       | the same pair at `--size` bytes          |
+//! | `mixed`   | 1 or 2  | one alloc (32–544 B) or one free of a random live block, 70 % / 30 %, live set ≤ `--live` per thread |
+//! | `handoff` | 2       | A allocates 32–544 B and queues it, B pops and frees: one block handed over |
+//!
+//! `mixed` first fills each thread's live set up to its cap (untimed), so
+//! the timed part runs at the steady state; `pair64`, `size` and `handoff`
+//! run `warmup` untimed ops first. With several threads the time is the wall
+//! time from the first thread's start to the last thread's end, and ns/op
+//! divides it by the ops of all threads (the inverse of throughput).
+
+use crate::contenders::BenchAlloc;
+use crate::touch::Touch;
+use crossbeam_queue::ArrayQueue;
+use serde::{Deserialize, Serialize};
+use std::sync::Barrier;
+use std::time::Instant;
+
+/// The seed every `mixed` and `handoff` run starts from (xor the thread id).
+pub const SEED: u64 = 0x6D61_7472_6978_2D62;
+/// Smallest and largest request of `mixed` and `handoff`.
+pub const MIXED_SIZES: std::ops::RangeInclusive<usize> = 32..=544;
+/// Bounded queue between the two `handoff` threads.
+pub const QUEUE_CAPACITY: usize = 1024;
+
+/// What a workload does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// alloc(64) + free pairs.
+    Pair64,
+    /// alloc + free pairs at one size.
+    Size,
+    /// Random sizes and frees over a bounded live set.
+    Mixed,
+    /// Blocks allocated on one thread, freed on another.
+    Handoff,
+}
+
+impl Kind {
+    /// The command-line name.
+    pub fn key(self) -> &'static str {
+        match self {
+            Kind::Pair64 => "pair64",
+            Kind::Size => "size",
+            Kind::Mixed => "mixed",
+            Kind::Handoff => "handoff",
+        }
+    }
+
+    /// Parses a [`key`](Self::key).
+    pub fn parse(text: &str) -> Option<Kind> {
+        [Kind::Pair64, Kind::Size, Kind::Mixed, Kind::Handoff]
+            .into_iter()
+            .find(|k| k.key() == text)
+    }
+}
+
+/// One workload with all its parameters: what a child process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Spec {
+    /// What it does.
+    pub kind: Kind,
+    /// Threads sharing the allocator.
+    pub threads: usize,
+    /// Block size of `pair64` (64) and `size`.
+    pub size: usize,
+    /// Segment / pool size in bytes.
+    pub arena: u64,
+    /// Live-set cap per thread (`mixed`).
+    pub live: usize,
+    /// Timed ops, all threads together.
+    pub ops: u64,
+    /// Untimed ops before the timed part (`pair64`, `size`, `handoff`).
+    pub warmup: u64,
+}
+
+/// What a child reports.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Timed ops.
+    pub ops: u64,
+    /// Wall time of the timed part.
+    pub elapsed_ns: u64,
+    /// Free blocks left after freeing every block and one consolidation
+    /// (ours only).
+    pub free_blocks_after: Option<u64>,
+}
+
+impl Outcome {
+    /// Nanoseconds per op.
+    pub fn ns_per_op(&self) -> f64 {
+        self.elapsed_ns as f64 / self.ops.max(1) as f64
+    }
+}
+
+/// Runs a single-threaded workload. Panics if `spec` needs threads.
+pub fn run_local<A: BenchAlloc>(alloc: &A, spec: &Spec, touch: Touch) -> Outcome {
+    assert_eq!(
+        spec.threads,
+        1,
+        "{} with {} threads needs a thread-safe allocator",
+        spec.kind.key(),
+        spec.threads
+    );
+    let (start, end) = match spec.kind {
+        Kind::Pair64 | Kind::Size => pairs(alloc, spec.size, spec.warmup, spec.ops, touch),
+        Kind::Mixed => mixed_thread(alloc, spec.live, 0, spec.ops, touch, None),
+        Kind::Handoff => panic!("handoff needs two threads"),
+    };
+    finish(alloc, spec, start, end)
+}
+
+/// Runs any workload on an allocator that threads may share.
+pub fn run_shared<A: BenchAlloc + Sync>(alloc: &A, spec: &Spec, touch: Touch) -> Outcome {
+    match (spec.kind, spec.threads) {
+        (Kind::Handoff, _) => {
+            if spec.warmup > 0 {
+                handoff(alloc, spec.warmup, touch);
+            }
+            let (start, end) = handoff(alloc, spec.ops, touch);
+            finish(alloc, spec, start, end)
+        }
+        (Kind::Mixed, threads) if threads > 1 => {
+            let (start, end) = mixed_threads(alloc, spec, touch);
+            finish(alloc, spec, start, end)
+        }
+        _ => run_local(alloc, spec, touch),
+    }
+}
+
+fn finish<A: BenchAlloc>(alloc: &A, spec: &Spec, start: Instant, end: Instant) -> Outcome {
+    let elapsed_ns =
+        u64::try_from(end.saturating_duration_since(start).as_nanos()).unwrap_or(u64::MAX);
+    let free_blocks_after = if spec.kind == Kind::Mixed {
+        alloc.after_free_all()
+    } else {
+        None
+    };
+    Outcome {
+        ops: spec.ops,
+        elapsed_ns,
+        free_blocks_after,
+    }
+}
+
+/// A live block and what was written into it.
+struct Live<H> {
+    handle: H,
+    size: u32,
+    seed: u64,
+}
+
+#[inline(always)]
+fn pair<A: BenchAlloc>(alloc: &A, size: usize, touch: Touch, seed: u64) {
+    let handle = alloc.alloc(size);
+    let ptr = alloc.payload(handle);
+    // SAFETY: `handle` is a live block of `size` bytes that only this thread
+    // knows; it is freed exactly once, right here.
+    unsafe {
+        touch.put(ptr, size, seed);
+        touch.check(ptr, size, seed);
+        alloc.free(handle, size);
+    }
+}
+
+fn pairs<A: BenchAlloc>(
+    alloc: &A,
+    size: usize,
+    warmup: u64,
+    ops: u64,
+    touch: Touch,
+) -> (Instant, Instant) {
+    for seed in 0..warmup {
+        pair(alloc, size, touch, seed);
+    }
+    let start = Instant::now();
+    for seed in warmup..warmup + ops {
+        pair(alloc, size, touch, seed);
+    }
+    (start, Instant::now())
+}
+
+/// One step of the mixed workload: 70 % alloc (unless the live set is at
+/// its cap), 30 % free of a uniformly chosen live block.
+#[inline(always)]
+fn mixed_step<A: BenchAlloc>(
+    alloc: &A,
+    rng: &mut fastrand::Rng,
+    live: &mut Vec<Live<A::Handle>>,
+    cap: usize,
+    touch: Touch,
+    next_seed: &mut u64,
+) {
+    let roll = rng.u32(0..100);
+    if live.is_empty() || (roll < 70 && live.len() < cap) {
+        let size = rng.usize(MIXED_SIZES);
+        let handle = alloc.alloc(size);
+        *next_seed += 1;
+        // SAFETY: a fresh block of `size` bytes owned by this thread.
+        unsafe { touch.put(alloc.payload(handle), size, *next_seed) };
+        live.push(Live {
+            handle,
+            size: size as u32,
+            seed: *next_seed,
+        });
+    } else {
+        let victim = live.swap_remove(rng.usize(..live.len()));
+        release(alloc, victim, touch);
+    }
+}
+
+#[inline(always)]
+fn release<A: BenchAlloc>(alloc: &A, block: Live<A::Handle>, touch: Touch) {
+    let size = block.size as usize;
+    // SAFETY: the block left the live set, so this is its only owner, and
+    // it was touched with this seed when allocated; freed exactly once.
+    unsafe {
+        touch.check(alloc.payload(block.handle), size, block.seed);
+        alloc.free(block.handle, size);
+    }
+}
+
+/// One thread of `mixed`: fill the live set to `cap` (untimed), wait for
+/// the others, run `ops` timed steps, free everything left (untimed).
+fn mixed_thread<A: BenchAlloc>(
+    alloc: &A,
+    cap: usize,
+    thread: u64,
+    ops: u64,
+    touch: Touch,
+    start_line: Option<&Barrier>,
+) -> (Instant, Instant) {
+    let mut rng = fastrand::Rng::with_seed(SEED ^ thread);
+    let mut live = Vec::with_capacity(cap);
+    let mut next_seed = thread << 48;
+    while live.len() < cap {
+        mixed_step(alloc, &mut rng, &mut live, cap, touch, &mut next_seed);
+    }
+    if let Some(barrier) = start_line {
+        barrier.wait();
+    }
+    let start = Instant::now();
+    for _ in 0..ops {
+        mixed_step(alloc, &mut rng, &mut live, cap, touch, &mut next_seed);
+    }
+    let end = Instant::now();
+    for block in live.drain(..) {
+        release(alloc, block, touch);
+    }
+    (start, end)
+}
+
+fn mixed_threads<A: BenchAlloc + Sync>(alloc: &A, spec: &Spec, touch: Touch) -> (Instant, Instant) {
+    let threads = spec.threads;
+    let barrier = Barrier::new(threads);
+    let per_thread = spec.ops / threads as u64;
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads as u64)
+            .map(|t| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    mixed_thread(alloc, spec.live, t, per_thread, touch, Some(barrier))
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a mixed thread panicked"))
+            .collect()
+    });
+    let start = spans
+        .iter()
+        .map(|s| s.0)
+        .min()
+        .expect("at least one thread");
+    let end = spans
+        .iter()
+        .map(|s| s.1)
+        .max()
+        .expect("at least one thread");
+    (start, end)
+}
+
+/// Thread A allocates and queues `ops` blocks, thread B pops and frees
+/// them. Returns A's start and B's end.
+fn handoff<A: BenchAlloc + Sync>(alloc: &A, ops: u64, touch: Touch) -> (Instant, Instant) {
+    let queue: ArrayQueue<Live<A::Handle>> = ArrayQueue::new(QUEUE_CAPACITY);
+    let barrier = Barrier::new(2);
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(|| {
+            let mut rng = fastrand::Rng::with_seed(SEED);
+            barrier.wait();
+            let start = Instant::now();
+            for seed in 0..ops {
+                let size = rng.usize(MIXED_SIZES);
+                let handle = alloc.alloc(size);
+                // SAFETY: a fresh block owned by this thread until queued.
+                unsafe { touch.put(alloc.payload(handle), size, seed) };
+                let mut block = Live {
+                    handle,
+                    size: size as u32,
+                    seed,
+                };
+                let mut waits = 0u32;
+                while let Err(back) = queue.push(block) {
+                    block = back;
+                    wait_a_little(&mut waits);
+                }
+            }
+            start
+        });
+        let consumer = scope.spawn(|| {
+            barrier.wait();
+            let mut done = 0;
+            let mut waits = 0u32;
+            while done < ops {
+                match queue.pop() {
+                    Some(block) => {
+                        release(alloc, block, touch);
+                        done += 1;
+                        waits = 0;
+                    }
+                    None => wait_a_little(&mut waits),
+                }
+            }
+            Instant::now()
+        });
+        let start = producer.join().expect("the handoff producer panicked");
+        let end = consumer.join().expect("the handoff consumer panicked");
+        (start, end)
+    })
+}
+
+/// The wait of a handoff thread on a full or empty queue: spin briefly,
+/// then yield, so that on a busy 2-core machine a descheduled partner gets
+/// the CPU back instead of watching this thread spin.
+#[inline]
+fn wait_a_little(waits: &mut u32) {
+    *waits += 1;
+    if *waits < 64 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
