@@ -11,7 +11,7 @@
 //! | every free-list entry is a FREE block of the chain, filed under its size class, listed once; lists end | corruption |
 //! | every non-empty bucket has its bitmap bits set | corruption |
 //! | every FREE block is in a free list | leak (repair) |
-//! | no block is held (ALLOCATED, ACKED, COALESCING) by a dead, detached or vanished participant | leak (recover / repair) |
+//! | no block is held (ALLOCATED, ACKED, COALESCING, CACHED) by a dead, detached or vanished participant | leak (recover / repair) |
 //! | no carve intent or consolidation is left by a dead participant | leak (recover) |
 //! | user-state blocks of departed participants, dead slots that hold nothing | note |
 //!
@@ -22,7 +22,7 @@ use crate::view::SegmentView;
 use matrix_core::free_index::bucket_offsets;
 use matrix_core::layout::{slot_state, ParticipantSlot};
 use matrix_core::size_class::{class_of, SizeClass, FL_COUNT, SL_COUNT};
-use matrix_core::state::{self, state_name, ACKED, COALESCING, FREE};
+use matrix_core::state::{self, state_name, ACKED, CACHED, COALESCING, FREE};
 use matrix_core::walk::BlockInfo;
 use matrix_core::{Arena, AtomicMatrix, OwnerId, RecoveryReport};
 use serde::Serialize;
@@ -213,7 +213,7 @@ pub fn check<A: Arena>(arena: &A) -> CheckReport {
         let user = b.state >= state::USER_STATE_MIN;
         match holder_of(arena, b.owner) {
             Holder::Segment | Holder::Live => {
-                if matches!(b.state, ACKED | COALESCING) && b.owner == OwnerId::SEGMENT {
+                if matches!(b.state, ACKED | COALESCING | CACHED) && b.owner == OwnerId::SEGMENT {
                     report.add(
                         Severity::Leak,
                         "unowned-transient-block",
@@ -259,6 +259,7 @@ pub fn check<A: Arena>(arena: &A) -> CheckReport {
             ),
         }
     }
+    let holding: Vec<usize> = held_by.keys().map(|&(slot, _)| slot).collect();
     let mut held: Vec<_> = held_by.into_iter().collect();
     held.sort();
     for ((slot, pid), (blocks, bytes)) in held {
@@ -292,12 +293,12 @@ pub fn check<A: Arena>(arena: &A) -> CheckReport {
                 None,
                 format!("departed participant slot {index} (pid {pid}) left {intents} carve(s) unfinished; recover rebuilds them"),
             );
-        } else {
+        } else if !holding.contains(&index) {
             report.add(
                 Severity::Note,
                 "departed-participant",
                 None,
-                format!("participant slot {index} (pid {pid}) is departed and awaits recovery"),
+                format!("participant slot {index} (pid {pid}) is departed and holds nothing; the next recover() frees the slot"),
             );
         }
     }
@@ -566,4 +567,113 @@ pub fn render_fsck(r: &FsckReport) -> String {
     }
     let _ = writeln!(out, "{}", if r.clean { "clean" } else { "problems found" });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use matrix_core::state::pack;
+    use matrix_core::BLOCK_HEADER_SIZE;
+    use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+
+    fn kinds(r: &CheckReport) -> Vec<&'static str> {
+        r.findings
+            .iter()
+            .filter(|f| f.severity > Severity::Note)
+            .map(|f| f.kind)
+            .collect()
+    }
+
+    /// An arena with live blocks and free blocks in the index.
+    fn busy_arena() -> (AtomicMatrix, Vec<u32>) {
+        let m = AtomicMatrix::anonymous(1 << 20).unwrap();
+        let headers: Vec<u32> = (0..32)
+            .map(|i| m.allocate(32 + i * 24, 0).unwrap().offset() - BLOCK_HEADER_SIZE)
+            .collect();
+        for &h in headers.iter().step_by(2) {
+            m.free(h, None).unwrap();
+        }
+        // Freed blocks wait in this thread's cache; put them in the index.
+        m.flush_thread_cache();
+        (m, headers)
+    }
+
+    #[test]
+    fn a_healthy_arena_is_clean() {
+        let (m, _) = busy_arena();
+        let r = check(&m);
+        assert_eq!(kinds(&r), Vec::<&str>::new(), "{r:#?}");
+        assert_eq!(r.blocks, 32);
+        assert_eq!(r.free_list_entries, 16);
+        assert_eq!(r.live_participants, 1);
+    }
+
+    #[test]
+    fn a_free_block_outside_every_list_is_a_leak() {
+        let (m, headers) = busy_arena();
+        let h = headers[1];
+        let hdr = m.block_header(h).unwrap().0;
+        let generation = state::generation_of(hdr.state.load(Relaxed));
+        hdr.state.store(pack(generation, FREE), Relaxed);
+        assert_eq!(kinds(&check(&m)), ["stranded-free-block"]);
+    }
+
+    #[test]
+    fn a_listed_block_that_is_not_free_is_corruption() {
+        let (m, headers) = busy_arena();
+        let hdr = m.block_header(headers[0]).unwrap().0;
+        let generation = state::generation_of(hdr.state.load(Relaxed));
+        hdr.state.store(pack(generation, state::ALLOCATED), Relaxed);
+        assert_eq!(kinds(&check(&m)), ["listed-block-not-free"]);
+    }
+
+    #[test]
+    fn a_reserved_state_is_corruption() {
+        let (m, headers) = busy_arena();
+        let hdr = m.block_header(headers[3]).unwrap().0;
+        hdr.state.store(pack(0, 7), Relaxed);
+        assert_eq!(kinds(&check(&m)), ["reserved-state"]);
+    }
+
+    #[test]
+    fn a_cleared_bitmap_bit_over_a_non_empty_bucket_is_corruption() {
+        let (m, headers) = busy_arena();
+        let size = m.block_header(headers[0]).unwrap().1;
+        let class = class_of(size);
+        m.header().index.sl_bitmap[class.fl].fetch_and(!(1 << class.sl), SeqCst);
+        assert_eq!(kinds(&check(&m)), ["hidden-bucket"]);
+    }
+
+    #[test]
+    fn a_block_of_a_vanished_owner_is_an_orphan() {
+        let (m, headers) = busy_arena();
+        let hdr = m.block_header(headers[5]).unwrap().0;
+        hdr.owner.store(OwnerId::new(9, 3).0, Relaxed);
+        assert_eq!(kinds(&check(&m)), ["orphaned-block"]);
+    }
+
+    #[test]
+    fn cached_blocks_of_a_live_participant_are_fine() {
+        let m = AtomicMatrix::anonymous(1 << 20).unwrap();
+        let p = m.allocate(64, 0).unwrap();
+        let _keep = m.allocate(64, 0).unwrap();
+        m.free(p.offset() - BLOCK_HEADER_SIZE, None).unwrap();
+        let r = check(&m);
+        assert_eq!(kinds(&r), Vec::<&str>::new(), "{r:#?}");
+        let hdr = m.block_header(p.offset() - BLOCK_HEADER_SIZE).unwrap().0;
+        assert_eq!(
+            state::state_of(hdr.state.load(Relaxed)),
+            CACHED,
+            "the free went to the thread cache"
+        );
+        hdr.owner.store(OwnerId::SEGMENT.0, Relaxed);
+        assert_eq!(kinds(&check(&m)), ["unowned-transient-block"]);
+    }
+
+    #[test]
+    fn a_broken_chain_is_corruption() {
+        let (m, headers) = busy_arena();
+        m.block_header(headers[7]).unwrap().0.size.store(8, Relaxed);
+        assert!(kinds(&check(&m)).contains(&"broken-chain"));
+    }
 }

@@ -173,6 +173,8 @@ pub struct SpaceReport {
     pub free_bytes: u64,
     /// `used_bytes / total_bytes`, in percent.
     pub used_percent: f64,
+    /// Bytes of free blocks parked in participants' thread caches (part of `free_bytes`).
+    pub cached_bytes: u64,
     /// Free blocks (the wilderness counts as one).
     pub free_blocks: u64,
     /// Blocks that are not free.
@@ -354,6 +356,7 @@ pub fn stat(view: &SegmentView) -> Result<StatReport, CliError> {
             used_bytes: s.used_bytes,
             free_bytes: s.free_bytes,
             used_percent: percent(s.used_bytes, s.total_bytes),
+            cached_bytes: s.cached_bytes,
             free_blocks: s.free_blocks,
             used_blocks: s.used_blocks,
             largest_free_payload: s.largest_free,
@@ -430,10 +433,11 @@ pub fn render_stat(r: &StatReport) -> String {
     );
     let _ = writeln!(
         out,
-        "free          {} in {} blocks (wilderness {})",
+        "free          {} in {} blocks (wilderness {}, in thread caches {})",
         format_size(sp.free_bytes),
         sp.free_blocks,
-        format_size(sp.wilderness_bytes)
+        format_size(sp.wilderness_bytes),
+        format_size(sp.cached_bytes)
     );
     let _ = writeln!(
         out,

@@ -2,7 +2,7 @@
 
 use crate::error::CliError;
 use crate::fsck::release_tool_slot;
-use crate::view::{probe, segment_path, Probe, SegmentView};
+use crate::view::{foreign_reason, probe, segment_path, Probe, SegmentView};
 use matrix_core::{AtomicMatrix, CreateOptions, SegmentError};
 
 /// What `matrix create` made.
@@ -57,10 +57,10 @@ pub fn remove(name: &str, force: bool) -> Result<Removed, CliError> {
             })
         }
         Ok(Probe::Segment) => {}
-        Ok(Probe::Foreign) => {
+        Ok(Probe::Foreign(magic)) => {
             return Err(CliError::NotASegment {
                 name: name.to_owned(),
-                why: "it does not start with the matrix magic number; not removed".into(),
+                why: format!("{}; not removed", foreign_reason(magic)),
             })
         }
         Ok(Probe::NotRegular) => {

@@ -65,8 +65,9 @@ pub struct SegmentView {
 pub enum Probe {
     /// Starts with our magic.
     Segment,
-    /// A regular file that does not.
-    Foreign,
+    /// A regular file that does not: its first 8 bytes (little-endian),
+    /// or `None` if it is shorter.
+    Foreign(Option<u64>),
     /// Not a regular file (directory, FIFO, socket, symlink…).
     NotRegular,
 }
@@ -80,16 +81,27 @@ pub fn probe(path: &Path) -> std::io::Result<Probe> {
         return Ok(Probe::NotRegular);
     }
     if meta.len() < 8 {
-        return Ok(Probe::Foreign);
+        return Ok(Probe::Foreign(None));
     }
     let mut file = open_read_only(path)?;
     let mut magic = [0u8; 8];
     file.read_exact(&mut magic)?;
-    Ok(if u64::from_le_bytes(magic) == MAGIC {
+    let magic = u64::from_le_bytes(magic);
+    Ok(if magic == MAGIC {
         Probe::Segment
     } else {
-        Probe::Foreign
+        Probe::Foreign(Some(magic))
     })
+}
+
+/// Why a file with these first bytes is not a segment, in words.
+pub fn foreign_reason(magic: Option<u64>) -> String {
+    match magic {
+        None => "it is shorter than the 8-byte magic number".into(),
+        Some(found) => {
+            format!("it starts with {found:#018x}, not the matrix magic number {MAGIC:#018x}")
+        }
+    }
 }
 
 fn open_read_only(path: &Path) -> std::io::Result<File> {
@@ -159,10 +171,10 @@ impl SegmentView {
                     why: "it is not a regular file".into(),
                 })
             }
-            Probe::Foreign => {
+            Probe::Foreign(magic) => {
                 return Err(CliError::NotASegment {
                     name: name.to_owned(),
-                    why: "it does not start with the matrix magic number".into(),
+                    why: foreign_reason(magic),
                 })
             }
         }

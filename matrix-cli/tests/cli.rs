@@ -1,0 +1,461 @@
+//! The `matrix` binary against real segments in /dev/shm: every command, every
+//! `--json` output parsed, exit codes, and one-line error messages.
+
+mod common;
+
+use common::{matrix, shm_path, unique, ChildGuard, ShmGuard};
+use matrix_handler::{HandlerFunctions, MatrixHandler};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const HOLD_ENV: &str = "MATRIX_CLI_TEST_HOLD";
+/// Blocks the holder child allocates and keeps ALLOCATED.
+const HELD_BLOCKS: u64 = 10;
+/// The user state the holder puts one more block in.
+const HELD_USER_STATE: u32 = 77;
+
+/// Not a test of its own: the body of the child process that
+/// [`spawn_holder`] starts by re-running this test binary. It attaches to
+/// the segment named in `MATRIX_CLI_TEST_HOLD`, allocates, reports "ready"
+/// and waits to be killed (exiting by itself after a minute at most).
+#[test]
+#[ignore = "helper run in a child process by dead_participant_is_found_and_repaired"]
+fn hold_blocks_until_killed() {
+    let Ok(name) = std::env::var(HOLD_ENV) else {
+        return;
+    };
+    let handler = MatrixHandler::open(&name).expect("child: open the segment");
+    for i in 0..HELD_BLOCKS {
+        handler
+            .allocate_raw(100 + i as u32 * 10)
+            .expect("child: allocate");
+    }
+    let block = handler
+        .allocate::<u64>()
+        .expect("child: allocate a typed block");
+    handler
+        .set_state(&block, HELD_USER_STATE)
+        .expect("child: set a user state");
+    println!("ready {}", std::process::id());
+    for _ in 0..600 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts a child that attaches to `name`, holds blocks, and waits to be killed.
+fn spawn_holder(name: &str) -> ChildGuard {
+    let mut child = Command::new(std::env::current_exe().expect("test binary path"))
+        .args([
+            "--exact",
+            "hold_blocks_until_killed",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HOLD_ENV, name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the holder");
+    let stdout = child.stdout.take().expect("piped");
+    let guard = ChildGuard(Some(child));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("ready ") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the holder did not get ready in time");
+    guard
+}
+
+fn find<'a>(list: &'a Value, key: &str, value: &str) -> Option<&'a Value> {
+    list.as_array()?.iter().find(|v| v[key] == value)
+}
+
+#[test]
+fn create_stat_fsck_ls_rm_round_trip() {
+    let name = unique("roundtrip");
+    let _guard = ShmGuard::new(&name);
+
+    matrix(&["create", &name, "--size", "4MiB"])
+        .expect(0)
+        .stdout_has("created /dev/shm/");
+    assert_eq!(std::fs::metadata(shm_path(&name)).unwrap().len(), 4 << 20);
+
+    let stat = matrix(&["stat", &name])
+        .expect(0)
+        .stdout_has("ATMATRX1")
+        .stdout_has("0 alive")
+        .stdout_has("free-block sizes")
+        .stdout
+        .clone();
+    assert!(stat.contains("READY"), "{stat}");
+
+    let json = matrix(&["stat", &name, "--json"]).expect(0).json();
+    assert_eq!(json["name"], name.as_str());
+    assert_eq!(json["header"]["segment_size"], 4 << 20);
+    assert_eq!(json["header"]["magic"], "ATMATRX1");
+    assert_eq!(json["space"]["used_bytes"], 0);
+    assert_eq!(json["participants_alive"], 0);
+    assert_eq!(
+        json["participants_dead"], 0,
+        "the tool left no participant slot behind: {json:#}"
+    );
+    assert_eq!(json["participants"].as_array().unwrap().len(), 0);
+
+    matrix(&["fsck", &name]).expect(0).stdout_has("clean");
+    let fsck = matrix(&["fsck", &name, "--json"]).expect(0).json();
+    assert_eq!(fsck["clean"], true);
+    assert_eq!(fsck["problems"], 0);
+
+    matrix(&["ls"]).expect(0).stdout_has(&name);
+    let ls = matrix(&["ls", "--json"]).expect(0).json();
+    let row = find(&ls, "name", &name).unwrap_or_else(|| panic!("ls --json lacks {name}: {ls:#}"));
+    assert_eq!(row["size_bytes"], 4 << 20);
+    assert_eq!(row["participants_alive"], 0);
+    assert_eq!(row["status"], "ok");
+
+    matrix(&["rm", &name]).expect(0).stdout_has("removed");
+    assert!(!shm_path(&name).exists());
+    matrix(&["rm", &name])
+        .expect(2)
+        .stderr_has("no segment named");
+    matrix(&["stat", &name])
+        .expect(2)
+        .stderr_has("no segment named");
+}
+
+#[test]
+fn stat_reports_blocks_by_state_and_the_histogram() {
+    let name = unique("stat");
+    let _guard = ShmGuard::new(&name);
+    matrix(&["create", &name, "--size", "2MiB"]).expect(0);
+    {
+        let handler = MatrixHandler::open(&name).unwrap();
+        let blocks: Vec<_> = (0..64u32)
+            .map(|i| handler.allocate_raw(48 + i * 16).unwrap())
+            .collect();
+        let typed = handler.allocate::<[u64; 4]>().unwrap();
+        handler.set_state(&typed, 112).unwrap();
+        handler.release_to_segment(&typed).unwrap();
+        for p in blocks.iter().step_by(2) {
+            handler.free_at(p.offset() - 32).unwrap();
+        }
+        for p in blocks.iter().skip(1).step_by(2) {
+            handler
+                .raw_matrix()
+                .set_owner(p.offset() - 32, None, matrix_core::OwnerId::SEGMENT)
+                .unwrap();
+        }
+        // Freed blocks wait in this thread's cache; return them to the index.
+        handler.raw_matrix().flush_thread_cache();
+    }
+    let json = matrix(&["stat", &name, "--json"]).expect(0).json();
+    let states = &json["blocks_by_state"];
+    assert_eq!(find_state(states, 1)["blocks"], 32, "{json:#}");
+    assert_eq!(find_state(states, 112)["blocks"], 1);
+    assert_eq!(find_state(states, 112)["name"], "USER");
+    let free_blocks: u64 = json["free_histogram"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["blocks"].as_u64().unwrap())
+        .sum();
+    assert!(free_blocks >= 1, "{json:#}");
+    assert!(json["space"]["fragmentation"].as_f64().unwrap() > 0.0);
+    let text = matrix(&["stat", &name]).expect(0).stdout.clone();
+    assert!(text.contains("USER 112"), "{text}");
+    assert!(text.contains('#'), "the histogram draws bars:\n{text}");
+}
+
+fn find_state(states: &Value, state: u64) -> &Value {
+    states
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["state"] == state)
+        .unwrap_or_else(|| panic!("no state {state} in {states:#}"))
+}
+
+#[test]
+fn dead_participant_is_found_and_repaired() {
+    let name = unique("dead");
+    let _guard = ShmGuard::new(&name);
+    matrix(&["create", &name, "--size", "4MiB"]).expect(0);
+
+    let mut holder = spawn_holder(&name);
+    let live = matrix(&["stat", &name, "--json"]).expect(0).json();
+    assert_eq!(live["participants_alive"], 1, "{live:#}");
+    let p = &live["participants"][0];
+    assert_eq!(p["alive"], true);
+    assert_eq!(p["blocks"], HELD_BLOCKS + 1);
+    matrix(&["fsck", &name])
+        .expect(0)
+        .stdout_has("1 live participant");
+    matrix(&["rm", &name])
+        .expect(1)
+        .stderr_has("live participant")
+        .stderr_has("--force");
+    assert!(shm_path(&name).exists(), "rm refused, the segment stays");
+
+    holder.kill().expect("the holder was running");
+    let dead = matrix(&["stat", &name, "--json"]).expect(0).json();
+    assert_eq!(dead["participants_alive"], 0);
+    assert_eq!(dead["participants_dead"], 1);
+    matrix(&["ls"]).expect(0).stdout_has(&name);
+    let ls = matrix(&["ls", "--json"]).expect(0).json();
+    assert_eq!(find(&ls, "name", &name).unwrap()["participants_dead"], 1);
+
+    let found = matrix(&["fsck", &name])
+        .expect(1)
+        .stdout_has("held-by-departed")
+        .stdout_has("problems found")
+        .stdout
+        .clone();
+    assert!(
+        found.contains(&format!("{HELD_BLOCKS} block(s)")),
+        "{found}"
+    );
+    let json = matrix(&["fsck", &name, "--json"]).expect(1).json();
+    assert_eq!(json["clean"], false);
+    let kinds: Vec<&str> = json["before"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"held-by-departed"), "{json:#}");
+    assert!(kinds.contains(&"user-state-block-of-departed"), "{json:#}");
+
+    let repaired = matrix(&["fsck", &name, "--repair", "--json"])
+        .expect(0)
+        .json();
+    assert_eq!(repaired["clean"], true, "{repaired:#}");
+    assert_eq!(repaired["repair"]["recovered_participants"], 1);
+    assert_eq!(repaired["repair"]["recovered_blocks"], HELD_BLOCKS);
+    assert_eq!(repaired["repair"]["rebuilt_index"], true);
+
+    let after = matrix(&["stat", &name, "--json"]).expect(0).json();
+    assert_eq!(
+        after["participants"].as_array().unwrap().len(),
+        0,
+        "no slot left behind: {after:#}"
+    );
+    assert_eq!(
+        find_state(&after["blocks_by_state"], HELD_USER_STATE as u64)["blocks"],
+        1,
+        "user-state blocks are kept"
+    );
+    matrix(&["fsck", &name]).expect(0).stdout_has("clean");
+
+    matrix(&["fsck", &name, "--repair", "--reclaim-user-states"])
+        .expect(0)
+        .stdout_has("clean");
+    let empty = matrix(&["stat", &name, "--json"]).expect(0).json();
+    assert_eq!(empty["space"]["used_bytes"], 0, "{empty:#}");
+    matrix(&["rm", &name]).expect(0);
+}
+
+#[test]
+fn rm_force_removes_a_segment_in_use() {
+    let name = unique("force");
+    let _guard = ShmGuard::new(&name);
+    matrix(&["create", &name, "--size", "1MiB"]).expect(0);
+    let _holder = spawn_holder(&name);
+    matrix(&["rm", &name]).expect(1);
+    matrix(&["rm", &name, "--force"])
+        .expect(0)
+        .stdout_has("keep their mapping");
+    assert!(!shm_path(&name).exists());
+}
+
+#[test]
+fn create_refuses_bad_sizes_modes_and_existing_names() {
+    let name = unique("create");
+    let _guard = ShmGuard::new(&name);
+    matrix(&["create", &name, "--size", "12parsecs"])
+        .expect(2)
+        .stderr_has("invalid size");
+    matrix(&["create", &name, "--size", "100B"])
+        .expect(2)
+        .stderr_has("too small");
+    matrix(&["create", &name, "--size", "5GiB"])
+        .expect(2)
+        .stderr_has("too large");
+    matrix(&["create", &name, "--mode", "9"])
+        .expect(2)
+        .stderr_has("octal");
+    assert!(!shm_path(&name).exists(), "failed creates leave no file");
+    matrix(&["create", &name, "--size", "1048576", "--mode", "640"]).expect(0);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(shm_path(&name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o640
+    );
+    matrix(&["create", &name])
+        .expect(2)
+        .stderr_has("already exists");
+}
+
+#[test]
+fn missing_and_invalid_names_are_one_line_errors() {
+    matrix(&["stat"]).expect(2).stderr_has("<NAME>");
+    matrix(&["fsck"]).expect(2);
+    matrix(&["frobnicate"]).expect(2).stderr_has("frobnicate");
+    matrix(&["stat", &unique("missing")])
+        .expect(2)
+        .stderr_has("no segment named");
+    matrix(&["fsck", &unique("missing")])
+        .expect(2)
+        .stderr_has("no segment named");
+    for bad in ["a/b", "..", "sp ace", "", &"x".repeat(201)] {
+        for command in ["stat", "fsck", "rm", "create"] {
+            matrix(&[command, bad])
+                .expect(2)
+                .stderr_has("invalid segment name");
+        }
+    }
+    matrix(&["fsck", "x", "--reclaim-user-states"])
+        .expect(2)
+        .stderr_has("--repair");
+    matrix(&["bench", "--threads", "0"])
+        .expect(2)
+        .stderr_has("--threads");
+}
+
+#[test]
+fn foreign_files_are_skipped_and_never_touched() {
+    let name = unique("foreign");
+    let _guard = ShmGuard::new(&name);
+    let content = b"a file some other program keeps in /dev/shm, long enough to look like anything";
+    std::fs::write(shm_path(&name), content).unwrap();
+    let tiny = unique("tiny");
+    let _tiny_guard = ShmGuard::new(&tiny);
+    std::fs::write(shm_path(&tiny), b"abc").unwrap();
+    let fifo = unique("fifo");
+    let _fifo_guard = ShmGuard::new(&fifo);
+    let path = std::ffi::CString::new(shm_path(&fifo).to_str().unwrap()).unwrap();
+    // SAFETY: plain syscall with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+
+    let ls = matrix(&["ls"]).expect(0).stdout.clone();
+    for skipped in [&name, &tiny, &fifo] {
+        assert!(!ls.contains(skipped.as_str()), "ls listed {skipped}:\n{ls}");
+    }
+    let json = matrix(&["ls", "--json"]).expect(0).json();
+    assert!(find(&json, "name", &name).is_none());
+
+    for command in ["stat", "fsck"] {
+        matrix(&[command, &name])
+            .expect(2)
+            .stderr_has("is not a matrix segment")
+            .stderr_has("magic");
+        matrix(&[command, &tiny])
+            .expect(2)
+            .stderr_has("is not a matrix segment");
+        matrix(&[command, &fifo])
+            .expect(2)
+            .stderr_has("not a regular file");
+    }
+    matrix(&["fsck", &name, "--repair"])
+        .expect(2)
+        .stderr_has("is not a matrix segment");
+    matrix(&["rm", &name]).expect(2).stderr_has("not removed");
+    matrix(&["rm", &name, "--force"])
+        .expect(2)
+        .stderr_has("not removed");
+    matrix(&["rm", &fifo, "--force"])
+        .expect(2)
+        .stderr_has("not removed");
+    assert_eq!(
+        std::fs::read(shm_path(&name)).unwrap(),
+        content,
+        "the foreign file is unchanged"
+    );
+}
+
+#[test]
+fn a_bad_magic_or_version_is_reported_not_repaired() {
+    use std::io::{Seek, SeekFrom, Write};
+    let name = unique("badmagic");
+    let _guard = ShmGuard::new(&name);
+    matrix(&["create", &name, "--size", "1MiB"]).expect(0);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(shm_path(&name))
+        .unwrap();
+    file.write_all(b"NOTMATRX").unwrap();
+    for command in ["stat", "fsck"] {
+        matrix(&[command, &name])
+            .expect(2)
+            .stderr_has("is not a matrix segment")
+            .stderr_has("magic");
+    }
+    matrix(&["fsck", &name, "--repair"]).expect(2);
+    assert!(
+        !matrix(&["ls"]).expect(0).stdout.contains(&name),
+        "ls skips it"
+    );
+
+    // Our magic, another format version: listed with the reason, refused by stat.
+    file.seek(SeekFrom::Start(0)).unwrap();
+    file.write_all(&matrix_core::layout::MAGIC.to_le_bytes())
+        .unwrap();
+    file.write_all(&99u32.to_le_bytes()).unwrap();
+    matrix(&["stat", &name]).expect(2).stderr_has("version 99");
+    let ls = matrix(&["ls", "--json"]).expect(0).json();
+    let row = find(&ls, "name", &name).expect("a segment of another version is listed");
+    assert!(
+        row["status"].as_str().unwrap().contains("version 99"),
+        "{row:#}"
+    );
+    matrix(&["rm", &name]).expect(2).stderr_has("--force");
+    matrix(&["rm", &name, "--force"]).expect(0);
+}
+
+#[test]
+fn bench_runs_and_reports() {
+    let json = matrix(&["bench", "--threads", "2", "--seconds", "0.3", "--json"])
+        .expect(0)
+        .json();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        assert!(row["ops"].as_u64().unwrap() > 0, "{row:#}");
+        assert!(row["ns_per_op"].as_f64().unwrap() > 0.0);
+        assert_eq!(row["threads"], 2);
+    }
+    assert_eq!(rows[0]["allocator"], "matrix");
+    assert_eq!(rows[1]["allocator"], "system");
+    assert_eq!(json["matrix_returned_all_memory"], true);
+    matrix(&[
+        "bench",
+        "--threads",
+        "1",
+        "--seconds",
+        "0.2",
+        "--no-baseline",
+    ])
+    .expect(0)
+    .stdout_has("ALLOCATOR")
+    .stdout_has("matrix")
+    .stdout_has("all memory returned after freeing: yes");
+}
+
+#[test]
+fn help_and_version_exit_zero() {
+    matrix(&["--help"]).expect(0).stdout_has("fsck");
+    matrix(&["--version"]).expect(0).stdout_has("matrix");
+    matrix(&["fsck", "--help"]).expect(0).stdout_has("--repair");
+}
