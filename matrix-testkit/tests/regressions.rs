@@ -1,0 +1,38 @@
+//! Deterministic reproductions of allocator bugs the harnesses found.
+//! Each test names the harness that found it.
+
+use matrix_handler::{HandlerError, HandlerFunctions, MatrixHandler};
+
+/// Found by the shadow model (`StaleToken`): a header re-created at an
+/// offset took its generation from whatever the memory held, so after the
+/// old header was absorbed by a merge and the payload zeroed, the next block
+/// there got the same generation as a block freed long before, and that
+/// block's stale token was accepted.
+#[test]
+fn stale_token_is_refused_after_the_offset_is_recreated_over_zeroed_memory() {
+    let h = MatrixHandler::bootstrap(None, 64 << 10).unwrap();
+    let first = h.allocate_slice::<u8>(64).unwrap();
+    let second = h.allocate_slice::<u8>(64).unwrap();
+    let stale = second.token();
+    h.free(first).unwrap();
+    h.free(second).unwrap();
+    h.consolidate().unwrap(); // both merge and return to the wilderness
+
+    // One block over both old headers, its payload zeroed by the user.
+    let mut wide = h.allocate_slice::<u8>(160).unwrap();
+    h.write_slice(&mut wide, &[0u8; 160]).unwrap();
+    h.free(wide).unwrap();
+    h.consolidate().unwrap();
+
+    let again_first = h.allocate_slice::<u8>(64).unwrap();
+    let again_second = h.allocate_slice::<u8>(64).unwrap();
+    assert_eq!(again_second.offset(), stale.offset(), "the layout repeats");
+    let result = h.block_from_token::<u8>(stale);
+    assert!(
+        matches!(result, Err(HandlerError::Block(_))),
+        "stale token accepted: {result:?} (generation {} reused)",
+        stale.generation()
+    );
+    h.free(again_first).unwrap();
+    h.free(again_second).unwrap();
+}
