@@ -176,7 +176,7 @@ fn fits<A: Arena>(arena: &A, offset: u32, size: u32) -> bool {
 /// cached) to the caller: next generation, owner, tag, ALLOCATED.
 #[inline]
 pub fn mark_allocated<A: Arena>(arena: &A, hdr: &BlockHeader, payload: u64, type_tag: u32) {
-    let generation = state::generation_of(hdr.state.load(Relaxed)).wrapping_add(1);
+    let generation = arena.next_generation();
     hdr.owner.store(arena.owner().0, Relaxed);
     hdr.type_tag.store(type_tag, Relaxed);
     hdr.requested
@@ -187,8 +187,8 @@ pub fn mark_allocated<A: Arena>(arena: &A, hdr: &BlockHeader, payload: u64, type
 }
 
 /// Writes a complete FREE header for a new block at `offset`. The generation
-/// continues from whatever the memory held, so a handle to an earlier block
-/// at this offset is unlikely to match the next allocation here.
+/// field keeps whatever the memory held; the next allocation replaces it with
+/// a fresh one from [`Arena::next_generation`].
 pub(crate) fn write_free_header(hdr: &BlockHeader, offset: u32, size: u32) {
     let generation = state::generation_of(hdr.state.load(Relaxed));
     hdr.size.store(size, Relaxed);

@@ -8,7 +8,7 @@
 use crate::layout::{
     BlockHeader, ParticipantSlot, SegmentHeader, BLOCK_ALIGN, BLOCK_HEADER_SIZE, MAX_PARTICIPANTS,
 };
-use crate::sync::{AtomicU32, Ordering};
+use crate::sync::{AtomicU32, Ordering, Ordering::Relaxed};
 
 /// An owner id: `generation << 8 | (slot + 1)`; 0 means "owned by the segment".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -58,6 +58,17 @@ pub trait Arena {
     /// Gives the calling thread's cached blocks back to the free index, so a
     /// consolidation can merge them. Views without thread caches do nothing.
     fn flush_local_cache(&self) {}
+
+    /// A generation for a block being allocated, never handed out before in
+    /// this segment (modulo 2^32). A re-created header cannot continue the
+    /// generation of the header that was there before (a merge absorbed it
+    /// and the payload overwrote it), so the value comes from the segment.
+    #[inline]
+    fn next_generation(&self) -> u32 {
+        // Relaxed: only the uniqueness of the RMW is needed; the block's
+        // state store (Release) publishes the value.
+        self.segment().generations.fetch_add(1, Relaxed).wrapping_add(1)
+    }
 
     /// The acting participant's slot.
     fn my_slot(&self) -> Option<&ParticipantSlot> {

@@ -237,7 +237,10 @@ pub struct SegmentHeader {
     pub counters: Counters,
     /// Owner id of the running consolidator (0 = none).
     pub consolidator: AtomicU32,
-    _pad0: AtomicU32,
+    /// Source of block generations: every allocation takes the next value,
+    /// so a generation never repeats at any offset (until 2^32 allocations
+    /// later), whatever the memory under a re-created header held.
+    pub generations: AtomicU32,
     /// Completed consolidations; allocators use it to avoid consolidation storms.
     pub consolidation_epoch: AtomicU64,
     /// Start of the wilderness: `[arena_start, top)` is tiled by blocks.
@@ -268,7 +271,7 @@ impl SegmentHeader {
                 repairs: AtomicU64::new(0),
             },
             consolidator: AtomicU32::new(0),
-            _pad0: AtomicU32::new(0),
+            generations: AtomicU32::new(0),
             consolidation_epoch: AtomicU64::new(0),
             top: CachePadded::new(AtomicU32::new(0)),
             index: FreeIndex::new(),
