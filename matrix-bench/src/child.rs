@@ -41,17 +41,52 @@ pub fn run(contender: Contender, spec: &Spec, verify: bool, shm_name: &str) -> O
     let touch = Touch::new(verify);
     let arena = usize::try_from(spec.arena).expect("arena size fits usize");
     let outcome = match contender {
-        Contender::Ours => run_shared(&Ours::create(shm_name, spec.arena), spec, touch),
-        Contender::Rlsf => run_local(&RlsfLocal::new(arena), spec, touch),
-        Contender::RlsfMutex => run_shared(&RlsfMutex::new(arena), spec, touch),
-        Contender::System => run_shared(&System, spec, touch),
-        Contender::Peer => run_shared(&Peer::create(shm_name, arena), spec, touch),
+        Contender::Ours => {
+            let ours = Ours::create(shm_name, spec.arena);
+            crash_if_asked(contender);
+            run_shared(&ours, spec, touch)
+        }
+        Contender::Rlsf => {
+            let rlsf = RlsfLocal::new(arena);
+            crash_if_asked(contender);
+            run_local(&rlsf, spec, touch)
+        }
+        Contender::RlsfMutex => {
+            let rlsf = RlsfMutex::new(arena);
+            crash_if_asked(contender);
+            run_shared(&rlsf, spec, touch)
+        }
+        Contender::System => {
+            crash_if_asked(contender);
+            run_shared(&System, spec, touch)
+        }
+        Contender::Peer => {
+            let peer = Peer::create(shm_name, arena);
+            crash_if_asked(contender);
+            run_shared(&peer, spec, touch)
+        }
     };
     let json = serde_json::to_string(&outcome).expect("an Outcome serializes");
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{RESULT_TAG}{json}");
     let _ = out.flush();
     outcome
+}
+
+/// Environment variable naming a contender whose runs die of SIGSEGV right
+/// after their allocator is set up: how the tests check that a crash is
+/// reported, and that the crashed run's segment is removed.
+pub const CRASH_ENV: &str = "MATRIX_BENCH_CRASH";
+
+fn crash_if_asked(contender: Contender) {
+    if std::env::var(CRASH_ENV).is_ok_and(|v| v == contender.key()) {
+        // SAFETY: restoring the default action has no memory-safety
+        // preconditions (std's handler only serves stack overflows, and a
+        // raised signal would return from it without ending the process).
+        unsafe { libc::signal(libc::SIGSEGV, libc::SIG_DFL) };
+        // SAFETY: with the default action, SIGSEGV ends the process here.
+        unsafe { libc::raise(libc::SIGSEGV) };
+    }
 }
 
 /// Reports a panic on stdout, where the parent reads it, and exits.

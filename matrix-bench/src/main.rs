@@ -21,6 +21,7 @@ mod machine;
 mod plan;
 mod report;
 mod runner;
+mod targets;
 mod touch;
 mod workload;
 

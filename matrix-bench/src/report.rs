@@ -3,9 +3,9 @@
 
 use crate::contenders::Contender;
 use crate::machine::Machine;
-use crate::plan::{contenders_of, thousands, Budget, Mode, Plan, Section, ARENA};
+use crate::plan::{contenders_of, thousands, Budget, Mode, Plan, Section};
 use crate::runner::{CellResults, Failure, Samples};
-use matrix_core::{layout::ARENA_START, SegmentHeader, BLOCK_HEADER_SIZE};
+use crate::targets::{MemoryFacts, Target};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -38,42 +38,6 @@ pub fn stat(samples: &[f64]) -> Option<Stat> {
         min: sorted[0],
         max: sorted[n - 1],
     })
-}
-
-/// The memory facts of the segment format.
-#[derive(Clone, Debug, Serialize)]
-pub struct MemoryFacts {
-    /// In-band header of every block.
-    pub block_header_bytes: u32,
-    /// `size_of::<SegmentHeader>()`: bitmaps, bucket heads, participants, counters.
-    pub segment_header_bytes: usize,
-    /// Offset of the first block.
-    pub arena_start: u32,
-    /// `arena_start` as a percentage of a 64 MiB segment.
-    pub metadata_percent_of_64_mib: f64,
-}
-
-impl MemoryFacts {
-    /// Reads them from `matrix-core`.
-    pub fn of_this_build() -> MemoryFacts {
-        MemoryFacts {
-            block_header_bytes: BLOCK_HEADER_SIZE,
-            segment_header_bytes: std::mem::size_of::<SegmentHeader>(),
-            arena_start: ARENA_START,
-            metadata_percent_of_64_mib: ARENA_START as f64 * 100.0 / ARENA as f64,
-        }
-    }
-}
-
-/// One issue-5 target and whether this run meets it.
-#[derive(Clone, Debug, Serialize)]
-pub struct Target {
-    /// What is asked.
-    pub target: String,
-    /// What was measured.
-    pub figure: String,
-    /// Met, missed, or not measurable in this run (None).
-    pub holds: Option<bool>,
 }
 
 /// A contender's figures on one row, for JSON.
@@ -142,11 +106,11 @@ pub struct Report<'a> {
 }
 
 impl Report<'_> {
-    fn samples(&self, cell: usize, who: Contender) -> Option<&Samples> {
+    pub(crate) fn samples(&self, cell: usize, who: Contender) -> Option<&Samples> {
         self.results.get(cell).and_then(|r| r.get(&who))
     }
 
-    fn median(&self, cell: usize, who: Contender) -> Option<f64> {
+    pub(crate) fn median(&self, cell: usize, who: Contender) -> Option<f64> {
         self.samples(cell, who)
             .filter(|s| s.failure.is_none())
             .and_then(|s| stat(&s.ns_per_op))
@@ -158,7 +122,7 @@ impl Report<'_> {
         Some(self.median(cell, Contender::Ours)? / self.median(cell, who)?)
     }
 
-    fn cell_of(&self, label: &str) -> Option<usize> {
+    pub(crate) fn cell_of(&self, label: &str) -> Option<usize> {
         self.plan
             .rows
             .iter()
@@ -321,173 +285,6 @@ impl Report<'_> {
         let _ = writeln!(out);
     }
 
-    /// Ours' slowest row ÷ fastest row in a section.
-    fn flatness(&self, section: Section) -> Option<f64> {
-        let medians: Vec<f64> = self
-            .plan
-            .rows
-            .iter()
-            .filter(|r| r.section == section)
-            .filter_map(|r| self.median(r.cell, Contender::Ours))
-            .collect();
-        if medians.len() < 2 {
-            return None;
-        }
-        let max = medians.iter().copied().fold(f64::MIN, f64::max);
-        let min = medians.iter().copied().fold(f64::MAX, f64::min);
-        Some(max / min)
-    }
-
-    /// Per live-set size of the scaling rows, ours' slowest ÷ fastest arena.
-    fn arena_flatness(&self) -> Vec<(usize, f64)> {
-        let mut by_live: std::collections::BTreeMap<usize, Vec<f64>> = Default::default();
-        for row in self
-            .plan
-            .rows
-            .iter()
-            .filter(|r| r.section == Section::Scaling)
-        {
-            if let Some(m) = self.median(row.cell, Contender::Ours) {
-                by_live
-                    .entry(self.plan.cells[row.cell].live)
-                    .or_default()
-                    .push(m);
-            }
-        }
-        by_live
-            .into_iter()
-            .filter(|(_, m)| m.len() > 1)
-            .map(|(live, m)| {
-                let max = m.iter().copied().fold(f64::MIN, f64::max);
-                let min = m.iter().copied().fold(f64::MAX, f64::min);
-                (live, max / min)
-            })
-            .collect()
-    }
-
-    /// The issue-5 targets, checked against this run.
-    pub fn targets(&self) -> Vec<Target> {
-        let mut targets = Vec::new();
-        let mut ratio_target = |label: &str, who: Contender, limit: f64| {
-            let ratio = self.cell_of(label).and_then(|cell| self.ratio(cell, who));
-            targets.push(Target {
-                target: format!("{label}: ours ≤ {limit} × {}", who.label()),
-                figure: ratio.map_or("—".to_owned(), |r| format!("{r:.2}×")),
-                holds: ratio.map(|r| r <= limit),
-            });
-        };
-        ratio_target("pair64", Contender::Rlsf, 1.0);
-        ratio_target("mixed, 1 thread", Contender::Rlsf, 1.0);
-        ratio_target("mixed, 2 threads", Contender::RlsfMutex, 0.35);
-        ratio_target("handoff", Contender::RlsfMutex, 0.35);
-        let sizes: Vec<_> = self
-            .plan
-            .rows
-            .iter()
-            .filter(|r| r.section == Section::Sizes)
-            .collect();
-        let size_ratios: Vec<(String, Option<f64>)> = sizes
-            .iter()
-            .map(|r| (r.label.clone(), self.ratio(r.cell, Contender::Rlsf)))
-            .collect();
-        if !size_ratios.is_empty() {
-            let worst = size_ratios
-                .iter()
-                .filter_map(|(_, r)| *r)
-                .fold(f64::MIN, f64::max);
-            let all = size_ratios.iter().all(|(_, r)| r.is_some());
-            let figure = size_ratios
-                .iter()
-                .map(|(l, r)| format!("{l} {}", r.map_or("—".to_owned(), |r| format!("{r:.2}×"))))
-                .collect::<Vec<_>>()
-                .join(", ");
-            targets.push(Target {
-                target: "sizes: ours ≤ 1.2 × rlsf at every size".to_owned(),
-                figure,
-                holds: all.then_some(worst <= 1.2),
-            });
-            let flat = self.flatness(Section::Sizes);
-            targets.push(Target {
-                target: "sizes: flat, ours' slowest ÷ fastest size ≤ 1.3".to_owned(),
-                figure: flat.map_or("—".to_owned(), |f| format!("{f:.2}")),
-                holds: flat.map(|f| f <= 1.3),
-            });
-        }
-        let mut peer = Vec::new();
-        for row in &self.plan.rows {
-            if let Some(r) = self.ratio(row.cell, Contender::Peer) {
-                peer.push((row.label.as_str(), r));
-            }
-        }
-        let crashed = self
-            .plan
-            .rows
-            .iter()
-            .filter(|r| {
-                self.samples(r.cell, Contender::Peer)
-                    .is_some_and(|s| s.failure.is_some())
-            })
-            .count();
-        let worst_peer = peer
-            .iter()
-            .copied()
-            .fold(None, |acc: Option<(&str, f64)>, p| match acc {
-                Some(a) if a.1 >= p.1 => Some(a),
-                _ => Some(p),
-            });
-        targets.push(Target {
-            target: "vs atomic-matrix where it survives: ours ≤ 0.2 ×".to_owned(),
-            figure: match worst_peer {
-                Some((label, r)) => {
-                    format!(
-                        "worst {r:.2}× ({label}) over {} rows; it failed on {crashed} rows",
-                        peer.len()
-                    )
-                }
-                None => format!("no row survived; it failed on {crashed} rows"),
-            },
-            holds: worst_peer.map(|(_, r)| r <= 0.2),
-        });
-        let facts = MemoryFacts::of_this_build();
-        targets.push(Target {
-            target: "header 32 B per block".to_owned(),
-            figure: format!("{} B", facts.block_header_bytes),
-            holds: Some(facts.block_header_bytes == 32),
-        });
-        targets.push(Target {
-            target: "allocator metadata ≤ 1 % of a 64 MiB segment".to_owned(),
-            figure: format!(
-                "{} B = {:.3} %",
-                facts.arena_start, facts.metadata_percent_of_64_mib
-            ),
-            holds: Some(facts.metadata_percent_of_64_mib <= 1.0),
-        });
-        let counts: Vec<u64> = self
-            .plan
-            .cells
-            .iter()
-            .enumerate()
-            .filter(|(_, spec)| spec.kind == crate::workload::Kind::Mixed)
-            .filter_map(|(cell, _)| self.samples(cell, Contender::Ours))
-            .flat_map(|s| s.free_blocks_after.iter().copied())
-            .collect();
-        targets.push(Target {
-            target: "after each mixed run, free all + one consolidation leave one free block"
-                .to_owned(),
-            figure: format!(
-                "{} runs, free blocks {}",
-                counts.len(),
-                match (counts.iter().min(), counts.iter().max()) {
-                    (Some(a), Some(b)) if a == b => format!("{a}"),
-                    (Some(a), Some(b)) => format!("{a}–{b}"),
-                    _ => "—".to_owned(),
-                }
-            ),
-            holds: (!counts.is_empty()).then(|| counts.iter().all(|&c| c == 1)),
-        });
-        targets
-    }
-
     /// The JSON document.
     pub fn json(&self) -> String {
         let rows = self
@@ -596,12 +393,5 @@ mod tests {
         assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
         assert_eq!(stat(&[4.0, 1.0, 2.0, 3.0]).unwrap().median, 2.5);
         assert!(stat(&[]).is_none());
-    }
-
-    #[test]
-    fn metadata_is_measured_against_64_mib() {
-        let facts = MemoryFacts::of_this_build();
-        assert_eq!(facts.block_header_bytes, 32);
-        assert!(facts.arena_start as usize >= facts.segment_header_bytes);
     }
 }

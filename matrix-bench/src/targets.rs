@@ -1,0 +1,307 @@
+//! The issue-5 targets, checked against a finished run, and the memory
+//! facts of the segment format they include.
+
+use crate::contenders::Contender;
+use crate::plan::{Section, ARENA};
+use crate::report::Report;
+use matrix_core::{layout::ARENA_START, SegmentHeader, BLOCK_HEADER_SIZE};
+use serde::Serialize;
+
+/// The memory facts of the segment format.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemoryFacts {
+    /// In-band header of every block.
+    pub block_header_bytes: u32,
+    /// `size_of::<SegmentHeader>()`: bitmaps, bucket heads, participants, counters.
+    pub segment_header_bytes: usize,
+    /// Offset of the first block.
+    pub arena_start: u32,
+    /// `arena_start` as a percentage of a 64 MiB segment.
+    pub metadata_percent_of_64_mib: f64,
+}
+
+impl MemoryFacts {
+    /// Reads them from `matrix-core`.
+    pub fn of_this_build() -> MemoryFacts {
+        MemoryFacts {
+            block_header_bytes: BLOCK_HEADER_SIZE,
+            segment_header_bytes: std::mem::size_of::<SegmentHeader>(),
+            arena_start: ARENA_START,
+            metadata_percent_of_64_mib: ARENA_START as f64 * 100.0 / ARENA as f64,
+        }
+    }
+}
+
+/// One issue-5 target and whether this run meets it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    /// What is asked.
+    pub target: String,
+    /// What was measured.
+    pub figure: String,
+    /// Met, missed, or not measurable in this run (None).
+    pub holds: Option<bool>,
+}
+
+impl Report<'_> {
+    /// Ours' slowest row ÷ fastest row in a section.
+    fn flatness(&self, section: Section) -> Option<f64> {
+        let medians: Vec<f64> = self
+            .plan
+            .rows
+            .iter()
+            .filter(|r| r.section == section)
+            .filter_map(|r| self.median(r.cell, Contender::Ours))
+            .collect();
+        if medians.len() < 2 {
+            return None;
+        }
+        let max = medians.iter().copied().fold(f64::MIN, f64::max);
+        let min = medians.iter().copied().fold(f64::MAX, f64::min);
+        Some(max / min)
+    }
+
+    /// Per live-set size of the scaling rows, ours' slowest ÷ fastest arena.
+    pub(crate) fn arena_flatness(&self) -> Vec<(usize, f64)> {
+        let mut by_live: std::collections::BTreeMap<usize, Vec<f64>> = Default::default();
+        for row in self
+            .plan
+            .rows
+            .iter()
+            .filter(|r| r.section == Section::Scaling)
+        {
+            if let Some(m) = self.median(row.cell, Contender::Ours) {
+                by_live
+                    .entry(self.plan.cells[row.cell].live)
+                    .or_default()
+                    .push(m);
+            }
+        }
+        by_live
+            .into_iter()
+            .filter(|(_, m)| m.len() > 1)
+            .map(|(live, m)| {
+                let max = m.iter().copied().fold(f64::MIN, f64::max);
+                let min = m.iter().copied().fold(f64::MAX, f64::min);
+                (live, max / min)
+            })
+            .collect()
+    }
+
+    /// The issue-5 targets, checked against this run.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut targets = Vec::new();
+        let mut ratio_target = |label: &str, who: Contender, limit: f64| {
+            let ratio = self.cell_of(label).and_then(|cell| self.ratio(cell, who));
+            targets.push(Target {
+                target: format!("{label}: ours ≤ {limit} × {}", who.label()),
+                figure: ratio.map_or("—".to_owned(), |r| format!("{r:.2}×")),
+                holds: ratio.map(|r| r <= limit),
+            });
+        };
+        ratio_target("pair64", Contender::Rlsf, 1.0);
+        ratio_target("mixed, 1 thread", Contender::Rlsf, 1.0);
+        ratio_target("mixed, 2 threads", Contender::RlsfMutex, 0.35);
+        ratio_target("handoff", Contender::RlsfMutex, 0.35);
+        let sizes: Vec<_> = self
+            .plan
+            .rows
+            .iter()
+            .filter(|r| r.section == Section::Sizes)
+            .collect();
+        let size_ratios: Vec<(String, Option<f64>)> = sizes
+            .iter()
+            .map(|r| (r.label.clone(), self.ratio(r.cell, Contender::Rlsf)))
+            .collect();
+        if !size_ratios.is_empty() {
+            let worst = size_ratios
+                .iter()
+                .filter_map(|(_, r)| *r)
+                .fold(f64::MIN, f64::max);
+            let all = size_ratios.iter().all(|(_, r)| r.is_some());
+            let figure = size_ratios
+                .iter()
+                .map(|(l, r)| format!("{l} {}", r.map_or("—".to_owned(), |r| format!("{r:.2}×"))))
+                .collect::<Vec<_>>()
+                .join(", ");
+            targets.push(Target {
+                target: "sizes: ours ≤ 1.2 × rlsf at every size".to_owned(),
+                figure,
+                holds: all.then_some(worst <= 1.2),
+            });
+            let flat = self.flatness(Section::Sizes);
+            targets.push(Target {
+                target: "sizes: flat, ours' slowest ÷ fastest size ≤ 1.3".to_owned(),
+                figure: flat.map_or("—".to_owned(), |f| format!("{f:.2}")),
+                holds: flat.map(|f| f <= 1.3),
+            });
+        }
+        let mut peer = Vec::new();
+        for row in &self.plan.rows {
+            if let Some(r) = self.ratio(row.cell, Contender::Peer) {
+                peer.push((row.label.as_str(), r));
+            }
+        }
+        let crashed = self
+            .plan
+            .rows
+            .iter()
+            .filter(|r| {
+                self.samples(r.cell, Contender::Peer)
+                    .is_some_and(|s| s.failure.is_some())
+            })
+            .count();
+        let worst_peer = peer
+            .iter()
+            .copied()
+            .fold(None, |acc: Option<(&str, f64)>, p| match acc {
+                Some(a) if a.1 >= p.1 => Some(a),
+                _ => Some(p),
+            });
+        targets.push(Target {
+            target: "vs atomic-matrix where it survives: ours ≤ 0.2 ×".to_owned(),
+            figure: match worst_peer {
+                Some((label, r)) => {
+                    format!(
+                        "worst {r:.2}× ({label}) over {} rows; it failed on {crashed} rows",
+                        peer.len()
+                    )
+                }
+                None => format!("no row survived; it failed on {crashed} rows"),
+            },
+            holds: worst_peer.map(|(_, r)| r <= 0.2),
+        });
+        let facts = MemoryFacts::of_this_build();
+        targets.push(Target {
+            target: "header 32 B per block".to_owned(),
+            figure: format!("{} B", facts.block_header_bytes),
+            holds: Some(facts.block_header_bytes == 32),
+        });
+        targets.push(Target {
+            target: "allocator metadata ≤ 1 % of a 64 MiB segment".to_owned(),
+            figure: format!(
+                "{} B = {:.3} %",
+                facts.arena_start, facts.metadata_percent_of_64_mib
+            ),
+            holds: Some(facts.metadata_percent_of_64_mib <= 1.0),
+        });
+        let counts: Vec<u64> = self
+            .plan
+            .cells
+            .iter()
+            .enumerate()
+            .filter(|(_, spec)| spec.kind == crate::workload::Kind::Mixed)
+            .filter_map(|(cell, _)| self.samples(cell, Contender::Ours))
+            .flat_map(|s| s.free_blocks_after.iter().copied())
+            .collect();
+        targets.push(Target {
+            target: "after each mixed run, free all + one consolidation leave one free block"
+                .to_owned(),
+            figure: format!(
+                "{} runs, free blocks {}",
+                counts.len(),
+                match (counts.iter().min(), counts.iter().max()) {
+                    (Some(a), Some(b)) if a == b => format!("{a}"),
+                    (Some(a), Some(b)) => format!("{a}–{b}"),
+                    _ => "—".to_owned(),
+                }
+            ),
+            holds: (!counts.is_empty()).then(|| counts.iter().all(|&c| c == 1)),
+        });
+        targets
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::Machine;
+    use crate::plan::{Mode, Plan};
+    use crate::runner::{CellResults, Failure, Samples};
+
+    fn samples(ns: f64) -> Samples {
+        Samples {
+            ns_per_op: vec![ns, ns * 1.1, ns * 0.9],
+            free_blocks_after: vec![1],
+            failure: None,
+        }
+    }
+
+    /// Every cell: ours `ours(spec)` ns, rlsf 20, rlsf + Mutex 40, the peer crashed.
+    fn report_targets(ours: impl Fn(&crate::workload::Spec) -> f64) -> Vec<Target> {
+        let plan = Plan::new(Mode::Quick, 64 << 30, 64 << 30);
+        let results: Vec<CellResults> = plan
+            .cells
+            .iter()
+            .map(|spec| {
+                let mut cell = CellResults::new();
+                cell.insert(Contender::Ours, samples(ours(spec)));
+                cell.insert(Contender::Rlsf, samples(20.0));
+                cell.insert(Contender::RlsfMutex, samples(40.0));
+                let crashed = Samples {
+                    failure: Some(Failure::Crashed("SIGSEGV".into())),
+                    ..Samples::default()
+                };
+                cell.insert(Contender::Peer, crashed);
+                cell
+            })
+            .collect();
+        let machine = Machine::detect();
+        let report = Report {
+            command: "test",
+            mode: Mode::Quick,
+            machine: &machine,
+            plan: &plan,
+            results: &results,
+            elapsed_s: 0.0,
+        };
+        report.targets()
+    }
+
+    fn holds(targets: &[Target], prefix: &str) -> Option<bool> {
+        targets
+            .iter()
+            .find(|t| t.target.starts_with(prefix))
+            .expect(prefix)
+            .holds
+    }
+
+    #[test]
+    fn targets_hold_and_miss_by_their_ratios() {
+        let fast = report_targets(|_| 10.0);
+        assert_eq!(holds(&fast, "pair64"), Some(true));
+        assert_eq!(
+            holds(&fast, "mixed, 2 threads"),
+            Some(true),
+            "10 / 40 = 0.25 <= 0.35"
+        );
+        assert_eq!(holds(&fast, "sizes: flat"), Some(true));
+        assert_eq!(
+            holds(&fast, "vs atomic-matrix"),
+            None,
+            "it crashed everywhere: nothing to compare"
+        );
+        assert_eq!(holds(&fast, "after each mixed run"), Some(true));
+
+        let uneven = report_targets(|spec| if spec.size == 1 << 20 { 30.0 } else { 16.0 });
+        assert_eq!(holds(&uneven, "pair64"), Some(true), "16 / 20");
+        assert_eq!(
+            holds(&uneven, "mixed, 2 threads"),
+            Some(false),
+            "16 / 40 = 0.4 > 0.35"
+        );
+        assert_eq!(
+            holds(&uneven, "sizes: ours"),
+            Some(false),
+            "30 / 20 at 1 MiB"
+        );
+        assert_eq!(holds(&uneven, "sizes: flat"), Some(false), "30 / 16");
+    }
+
+    #[test]
+    fn metadata_is_measured_against_64_mib() {
+        let facts = MemoryFacts::of_this_build();
+        assert_eq!(facts.block_header_bytes, 32);
+        assert!(facts.arena_start as usize >= facts.segment_header_bytes);
+    }
+}
