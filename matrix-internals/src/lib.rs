@@ -1,1 +1,18 @@
-//! matrix-internals (in progress).
+#![doc = include_str!("../README.md")]
+
+mod shm;
+mod sync;
+
+pub mod iter;
+pub mod tables;
+pub mod workers;
+
+pub use iter::{blocks, in_state, sum_by_state, Blocks, StateTotals, WalkError};
+pub use tables::{MapError, Registry, RegistryEntry, RegistryError, ShmHashMap, TypeFingerprint};
+pub use workers::{
+    PanicReport, PoolReport, PopError, PushError, QueueError, QueueRecovery, WorkQueue, WorkerPool,
+};
+
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub use shm::fault;

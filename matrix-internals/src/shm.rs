@@ -1,0 +1,190 @@
+//! Small helpers every structure of the crate shares: resolving a validated
+//! payload offset to a shared struct, telling a live participant from a dead
+//! one, and sleeping on a shared word with a futex.
+
+use crate::sync::{AtomicU32, Ordering::Acquire};
+use matrix_core::layout::slot_state;
+use matrix_core::state;
+use matrix_core::{participant, AtomicMatrix, BlockError, OwnerId, BLOCK_HEADER_SIZE};
+use matrix_handler::{HandlerError, HandlerFunctions};
+use std::time::Duration;
+
+/// Checks that a live block starts at `payload_offset` with at least
+/// `bytes` of payload, and returns its payload capacity.
+///
+/// Every structure resolves its shared memory only inside a region checked
+/// here, so a garbage offset read from the segment is an error, never an
+/// out-of-bounds access.
+pub(crate) fn checked_region(
+    handler: &impl HandlerFunctions,
+    payload_offset: u32,
+    bytes: u64,
+) -> Result<u32, HandlerError> {
+    let header = payload_offset
+        .checked_sub(BLOCK_HEADER_SIZE)
+        .ok_or(HandlerError::InvalidOffset(payload_offset))?;
+    let (hdr, size) = handler.matrix().block_header(header)?;
+    // Acquire: pairs with the Release that published the block's state.
+    let st = state::state_of(hdr.state.load(Acquire));
+    if !state::is_live(st) {
+        return Err(BlockError::NotLive {
+            offset: header,
+            state: st,
+        }
+        .into());
+    }
+    let payload = size - BLOCK_HEADER_SIZE;
+    if (payload as u64) < bytes {
+        return Err(BlockError::TooSmall {
+            offset: header,
+            payload,
+            needed: bytes,
+        }
+        .into());
+    }
+    if payload_offset as u64 + payload as u64 > handler.segment_size() as u64 {
+        return Err(HandlerError::InvalidOffset(payload_offset));
+    }
+    Ok(payload)
+}
+
+/// A reference to the `T` at `offset` bytes into the mapping.
+///
+/// # Safety
+/// - `offset .. offset + size_of::<T>()` lies inside a region validated by
+///   [`checked_region`] for this mapping, and `offset` is aligned for `T`.
+/// - `T` is made only of atomics and integers, so any bit pattern another
+///   process left there is a valid `T`, and shared access is data-race free.
+#[inline]
+pub(crate) unsafe fn shared<T>(handler: &impl HandlerFunctions, offset: u64) -> &T {
+    debug_assert!(offset + std::mem::size_of::<T>() as u64 <= handler.segment_size() as u64);
+    debug_assert_eq!(offset % std::mem::align_of::<T>() as u64, 0);
+    // SAFETY: forwarded to the caller: in bounds of the live mapping, which
+    // `handler` keeps alive at least as long as the returned borrow; aligned;
+    // every bit pattern is a valid T.
+    unsafe { &*(handler.base_ptr().add(offset as usize) as *const T) }
+}
+
+/// Whether the participant `owner` (an owner id stamped into a shared word)
+/// may still be running: its slot is active, still at that generation, and
+/// its process is alive. The caller itself is always alive.
+///
+/// Reads `/proc`, so it belongs on cold paths only.
+pub(crate) fn owner_alive(matrix: &AtomicMatrix, owner: u32) -> bool {
+    let id = OwnerId(owner);
+    if id == matrix.owner_id() {
+        return true;
+    }
+    let Some(index) = id.slot() else { return false };
+    let Some(slot) = matrix.header().participants.get(index) else {
+        return false;
+    };
+    // Acquire: pairs with the Release that made the slot ACTIVE, so pid and
+    // generation read below belong to that claim.
+    let st = slot.state.load(Acquire);
+    if st != slot_state::ACTIVE && st != slot_state::CLAIMING {
+        return false;
+    }
+    (slot.generation.load(Acquire) & 0x00FF_FFFF) == id.generation()
+        && participant::holder_alive(slot)
+}
+
+/// Sleeps in the kernel while `word` holds `expected`, for at most
+/// `timeout`. Returns early on a wake, a signal, or when the word already
+/// differs. Not private: the word is shared with other processes.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: FUTEX_WAIT reads the aligned u32 behind `word` (an atomic in a
+    // live mapping) and the timespec on our stack; it writes nothing.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wakes up to `count` sleepers on `word`, in any process.
+pub(crate) fn futex_wake(word: &AtomicU32, count: i32) {
+    // SAFETY: FUTEX_WAKE only uses the address of `word` as a key.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            count,
+            std::ptr::null::<u32>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// FNV-1a over bytes, for stable type ids and name hashes.
+pub(crate) const fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01B3);
+        i += 1;
+    }
+    hash
+}
+
+/// Test-only crash points: with the `fault-injection` feature, a process can
+/// arm one point (by number) and SIGKILL itself when it gets there.
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub mod fault {
+    use crate::sync::{AtomicU32, Ordering::Relaxed};
+
+    /// A consumer has claimed a queue slot and not yet adopted its block.
+    pub const POP_CLAIMED: u32 = 1;
+    /// A consumer has adopted the block but not yet released the slot.
+    pub const POP_ADOPTED: u32 = 2;
+    /// A producer has claimed a slot and not yet written it.
+    pub const PUSH_CLAIMED: u32 = 3;
+    /// A producer has written the slot and given the block to the segment,
+    /// and not yet published it.
+    pub const PUSH_WRITTEN: u32 = 4;
+    /// A registry creator is inside its creation closure.
+    pub const REGISTRY_CREATING: u32 = 5;
+
+    static ARMED: AtomicU32 = AtomicU32::new(0);
+
+    /// Kill this process the next time `point` is reached (0 disarms).
+    pub fn arm(point: u32) {
+        // Relaxed: read by this process's own threads only; no data depends on it.
+        ARMED.store(point, Relaxed);
+    }
+
+    /// Called at crash point `point`.
+    #[inline]
+    pub(crate) fn at(point: u32) {
+        // Relaxed: see `arm`.
+        if ARMED.load(Relaxed) == point {
+            // SAFETY: raising a signal on ourselves has no memory effects.
+            unsafe { libc::raise(libc::SIGKILL) };
+        }
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+pub(crate) mod fault {
+    #[inline(always)]
+    pub(crate) fn at(_point: u32) {}
+    pub(crate) const POP_CLAIMED: u32 = 1;
+    pub(crate) const POP_ADOPTED: u32 = 2;
+    pub(crate) const PUSH_CLAIMED: u32 = 3;
+    pub(crate) const PUSH_WRITTEN: u32 = 4;
+    pub(crate) const REGISTRY_CREATING: u32 = 5;
+}

@@ -1,0 +1,15 @@
+//! Finding shared objects by name, and a shared hash map.
+//!
+//! - [`Registry`]: name (up to 63 bytes) → payload offset + [`TypeFingerprint`].
+//!   The segment's root registry ([`Registry::root`]) is where
+//!   [`WorkQueue`](crate::workers::WorkQueue)s and named maps are found.
+//! - [`ShmHashMap`]: a fixed-capacity hash map of plain-old-data keys and
+//!   values living in one block.
+
+mod fingerprint;
+mod hashmap;
+mod registry;
+
+pub use fingerprint::{type_id, TypeFingerprint, MAX_NAME_LEN};
+pub use hashmap::{MapError, ShmHashMap};
+pub use registry::{Registry, RegistryEntry, RegistryError, MAX_REGISTRY_CAPACITY, ROOT_CAPACITY};

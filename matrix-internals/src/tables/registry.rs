@@ -1,0 +1,702 @@
+//! [`Registry`]: names → shared objects, so another process finds them.
+//!
+//! ```text
+//!  payload of the registry block
+//!  +------------------+----------+----------+-----+------------------+
+//!  | RegistryHeader   | entry 0  | entry 1  | ... | entry cap-1      |
+//!  | magic, capacity, | version  |          |     |                  |
+//!  | lock (owner id), | state    |  104 B   |     |                  |
+//!  | lock waiters     | name[64] |  each    |     |                  |
+//!  +------------------+ offset,  +----------+-----+------------------+
+//!                       size, align, type id
+//! ```
+//!
+//! Lookups are lock-free: each entry is a seqlock (`version` odd while a
+//! writer changes it), and a reader copies the entry and re-checks the
+//! version. Changes (create, remove) are rare and serialize on one word,
+//! `lock`, holding the owner id of the participant making them; that is what
+//! makes `find_or_create` create exactly one object when several processes
+//! race on one name. A waiter sleeps on the word with a futex and checks
+//! every few milliseconds whether the holder is still alive; if it died, the
+//! waiter takes the lock over and rolls the dead holder's half-made entry
+//! back (or forward, when the object was complete and already given to the
+//! segment).
+//!
+//! Entry states: `EMPTY` → `CREATING` (name written, creation closure
+//! running, under the lock) → `READY` (visible to lookups) → `EMPTY`
+//! (removed).
+//!
+//! The root registry's offset lives in the segment header
+//! (`root_registry`); [`Registry::root`] creates it on first use.
+
+use super::fingerprint::{name_from_words, name_problem, name_words, TypeFingerprint};
+use crate::shm::{self, checked_region, fault, owner_alive};
+use crate::sync::{fence, AtomicU32, AtomicU64, Ordering::*};
+use crossbeam_utils::Backoff;
+use matrix_core::{state, OwnerId, BLOCK_HEADER_SIZE};
+use matrix_handler::{Block, HandlerError, HandlerFunctions, Pod};
+use std::fmt;
+use std::time::Duration;
+
+const REGISTRY_MAGIC: u64 = u64::from_le_bytes(*b"MXREGIS1");
+/// Entries of the root registry.
+pub const ROOT_CAPACITY: u32 = 128;
+/// Most entries one registry may have.
+pub const MAX_REGISTRY_CAPACITY: u32 = 1 << 16;
+/// How long a lock waiter sleeps before it checks the holder's pulse.
+const HOLDER_CHECK: Duration = Duration::from_millis(10);
+
+const EMPTY: u32 = 0;
+const CREATING: u32 = 1;
+const READY: u32 = 2;
+
+#[repr(C)]
+struct RegistryHeader {
+    magic: AtomicU64,
+    capacity: AtomicU32,
+    /// Owner id of the participant changing entries; 0 = nobody.
+    lock: AtomicU32,
+    /// Processes sleeping on `lock`.
+    lock_waiters: AtomicU32,
+    _reserved: [u32; 3],
+}
+
+#[repr(C)]
+struct Entry {
+    /// Seqlock: odd while the lock holder rewrites the entry.
+    version: AtomicU32,
+    state: AtomicU32,
+    /// Owner id of the participant that created the entry.
+    creator: AtomicU32,
+    name_len: AtomicU32,
+    /// Payload offset of the object.
+    offset: AtomicU32,
+    size: AtomicU32,
+    align: AtomicU32,
+    _reserved: u32,
+    type_id: AtomicU64,
+    name: [AtomicU64; 8],
+}
+
+const HEADER_BYTES: u64 = std::mem::size_of::<RegistryHeader>() as u64;
+const ENTRY_BYTES: u64 = std::mem::size_of::<Entry>() as u64;
+const _: () = assert!(HEADER_BYTES == 32 && ENTRY_BYTES == 104);
+const _: () =
+    assert!(std::mem::align_of::<Entry>() == 8 && std::mem::align_of::<RegistryHeader>() == 8);
+
+/// What a registry holds under one name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryEntry {
+    /// The name.
+    pub name: String,
+    /// Payload offset of the object.
+    pub offset: u32,
+    /// Its type fingerprint.
+    pub fingerprint: TypeFingerprint,
+    /// Owner id of the participant that created it.
+    pub creator: OwnerId,
+}
+
+/// Why a registry operation failed. A failed operation changes nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegistryError {
+    /// The name is empty, longer than 63 bytes, or not printable ASCII.
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No object is registered under the name.
+    NotFound {
+        /// The name looked up.
+        name: String,
+    },
+    /// The name is registered with another type.
+    TypeMismatch {
+        /// The name.
+        name: String,
+        /// The fingerprint asked for.
+        expected: TypeFingerprint,
+        /// The fingerprint registered.
+        found: TypeFingerprint,
+    },
+    /// Every entry is in use.
+    Full {
+        /// Entries of this registry.
+        capacity: u32,
+    },
+    /// The offset does not hold a registry (bad magic, capacity or size).
+    NotARegistry {
+        /// The payload offset given.
+        offset: u32,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// The creation closure failed; nothing was registered.
+    CreateFailed(HandlerError),
+    /// A block operation on the registry itself failed.
+    Handler(HandlerError),
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegistryError::InvalidName { name, reason } => {
+                write!(
+                    f,
+                    "invalid registry name {name:?}: {reason} (use 1 to 63 printable ASCII bytes)"
+                )
+            }
+            RegistryError::NotFound { name } => write!(f, "nothing is registered under {name:?}"),
+            RegistryError::TypeMismatch {
+                name,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{name:?} is registered as type {found}, not the requested {expected}: \
+                 open it with its own type or register another name"
+            ),
+            RegistryError::Full { capacity } => {
+                write!(f, "the registry is full ({capacity} entries): remove a name or use another registry")
+            }
+            RegistryError::NotARegistry { offset, what } => {
+                write!(f, "no registry at offset {offset}: {what}")
+            }
+            RegistryError::CreateFailed(e) => write!(f, "creating the object failed: {e}"),
+            RegistryError::Handler(e) => write!(f, "registry block: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RegistryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RegistryError::CreateFailed(e) | RegistryError::Handler(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<HandlerError> for RegistryError {
+    fn from(e: HandlerError) -> Self {
+        RegistryError::Handler(e)
+    }
+}
+
+/// A consistent copy of one entry.
+#[derive(Clone, Copy)]
+struct Snapshot {
+    state: u32,
+    creator: u32,
+    name_len: u32,
+    name: [u64; 8],
+    offset: u32,
+    fingerprint: TypeFingerprint,
+}
+
+impl Snapshot {
+    fn is(&self, words: &[u64; 8], len: usize) -> bool {
+        self.state == READY && self.name_len as usize == len && &self.name == words
+    }
+
+    fn entry(&self) -> RegistryEntry {
+        RegistryEntry {
+            name: name_from_words(&self.name, self.name_len as usize),
+            offset: self.offset,
+            fingerprint: self.fingerprint,
+            creator: OwnerId(self.creator),
+        }
+    }
+}
+
+enum Lookup {
+    Found(Snapshot),
+    Missing,
+    /// An entry was being rewritten; only a locked lookup is conclusive.
+    Busy,
+}
+
+/// A name → object table living in a block of the segment.
+///
+/// Generic over any [`HandlerFunctions`]; it borrows the handler, so it is
+/// cheap to make one whenever a name must be resolved.
+pub struct Registry<'h, H: HandlerFunctions> {
+    handler: &'h H,
+    offset: u32,
+    capacity: u32,
+}
+
+impl<'h, H: HandlerFunctions> Registry<'h, H> {
+    /// The segment's root registry, created on first use.
+    ///
+    /// Creation races are settled by one CAS on the segment header's
+    /// `root_registry` word; the loser frees its block. A creator killed
+    /// between giving its block to the segment and that CAS leaks the one
+    /// block (a few KiB), never the word.
+    pub fn root(handler: &'h H) -> Result<Self, RegistryError> {
+        let word = &handler.matrix().header().root_registry;
+        loop {
+            // Acquire: pairs with the AcqRel CAS below that published the
+            // root, so its initialized header is visible before we read it.
+            let offset = word.load(Acquire);
+            if offset != 0 {
+                return Self::open_at(handler, offset);
+            }
+            let made = Self::create(handler, ROOT_CAPACITY)?;
+            // AcqRel: Release publishes the initialized registry; Acquire (on
+            // failure too) sees the winner's.
+            match word.compare_exchange(0, made.offset, AcqRel, Acquire) {
+                Ok(_) => return Ok(made),
+                Err(_) => {
+                    handler.free_at(made.offset - BLOCK_HEADER_SIZE)?;
+                }
+            }
+        }
+    }
+
+    /// A new, empty registry with room for `capacity` names, owned by the
+    /// segment (it outlives its creator; free it with `free_at` when done).
+    /// Pass its [`offset`](Self::offset) to other processes, or register it
+    /// in the root registry.
+    pub fn create(handler: &'h H, capacity: u32) -> Result<Self, RegistryError> {
+        if capacity == 0 || capacity > MAX_REGISTRY_CAPACITY {
+            return Err(RegistryError::NotARegistry {
+                offset: 0,
+                what: "capacity must be 1 to 65536",
+            });
+        }
+        let bytes = HEADER_BYTES + capacity as u64 * ENTRY_BYTES;
+        let offset = handler.allocate_raw(bytes as u32)?.offset();
+        // SAFETY: the block was just allocated for us with `bytes` bytes of
+        // payload; nobody else knows its offset yet.
+        unsafe {
+            std::ptr::write_bytes(
+                handler.base_ptr().add(offset as usize) as *mut u8,
+                0,
+                bytes as usize,
+            )
+        };
+        let registry = Registry {
+            handler,
+            offset,
+            capacity,
+        };
+        let hdr = registry.header();
+        hdr.capacity.store(capacity, Relaxed);
+        // Release: whoever Acquires the magic sees the zeroed entries and capacity.
+        hdr.magic.store(REGISTRY_MAGIC, Release);
+        handler
+            .matrix()
+            .set_owner(offset - BLOCK_HEADER_SIZE, None, OwnerId::SEGMENT)
+            .map_err(HandlerError::from)?;
+        Ok(registry)
+    }
+
+    /// Opens the registry whose payload starts at `offset`, checking that it
+    /// is one.
+    pub fn open_at(handler: &'h H, offset: u32) -> Result<Self, RegistryError> {
+        let not = |what| RegistryError::NotARegistry { offset, what };
+        checked_region(handler, offset, HEADER_BYTES)
+            .map_err(|_| not("no live block of a registry's size there"))?;
+        if offset % 8 != 0 {
+            return Err(not("misaligned"));
+        }
+        // SAFETY: checked_region validated HEADER_BYTES of live payload at
+        // this 8-aligned offset; the header holds only atomics and integers.
+        let hdr: &RegistryHeader = unsafe { shm::shared(handler, offset as u64) };
+        // Acquire: pairs with the Release that stored the magic last.
+        if hdr.magic.load(Acquire) != REGISTRY_MAGIC {
+            return Err(not("wrong magic"));
+        }
+        let capacity = hdr.capacity.load(Relaxed);
+        if capacity == 0 || capacity > MAX_REGISTRY_CAPACITY {
+            return Err(not("impossible capacity"));
+        }
+        checked_region(
+            handler,
+            offset,
+            HEADER_BYTES + capacity as u64 * ENTRY_BYTES,
+        )
+        .map_err(|_| not("block smaller than its recorded capacity"))?;
+        Ok(Registry {
+            handler,
+            offset,
+            capacity,
+        })
+    }
+
+    /// Payload offset of the registry block.
+    pub fn offset(&self) -> u32 {
+        self.offset
+    }
+
+    /// How many names it can hold.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    fn header(&self) -> &RegistryHeader {
+        // SAFETY: `offset` was validated for the header and all entries at
+        // construction; the handler keeps the mapping alive.
+        unsafe { shm::shared(self.handler, self.offset as u64) }
+    }
+
+    fn entry(&self, index: u32) -> &Entry {
+        debug_assert!(index < self.capacity);
+        let at = self.offset as u64 + HEADER_BYTES + index as u64 * ENTRY_BYTES;
+        // SAFETY: index < capacity, and the region for `capacity` entries
+        // was validated at construction; 8-aligned (offset 16-aligned, sizes
+        // multiples of 8).
+        unsafe { shm::shared(self.handler, at) }
+    }
+
+    /// Copies an entry; `None` if a writer kept it busy through every try.
+    fn read(&self, e: &Entry) -> Option<Snapshot> {
+        for _ in 0..64 {
+            // Acquire: pairs with the writer's final Release version store.
+            let v1 = e.version.load(Acquire);
+            if v1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Relaxed: the fields are validated by the version re-check below.
+            let snap = Snapshot {
+                state: e.state.load(Relaxed),
+                creator: e.creator.load(Relaxed),
+                name_len: e.name_len.load(Relaxed).min(63),
+                name: std::array::from_fn(|i| e.name[i].load(Relaxed)),
+                offset: e.offset.load(Relaxed),
+                fingerprint: TypeFingerprint {
+                    size: e.size.load(Relaxed),
+                    align: e.align.load(Relaxed),
+                    type_id: e.type_id.load(Relaxed),
+                },
+            };
+            // Acquire fence: orders the field loads before the re-check
+            // (pairs with the writer's Release fence after making it odd).
+            fence(Acquire);
+            if e.version.load(Relaxed) == v1 {
+                return Some(snap);
+            }
+        }
+        None
+    }
+
+    /// Rewrites an entry under the lock, as a seqlock writer.
+    fn write(&self, e: &Entry, change: impl FnOnce(&Entry)) {
+        let v = e.version.load(Relaxed);
+        // Relaxed + Release fence: readers that see a field written below
+        // also see the odd version (their Acquire fence pairs with this one).
+        e.version.store(v | 1, Relaxed);
+        fence(Release);
+        change(e);
+        // Release: readers that see the even version see the whole change.
+        e.version.store((v | 1).wrapping_add(1), Release);
+    }
+
+    fn lookup(&self, words: &[u64; 8], len: usize) -> Lookup {
+        let mut busy = false;
+        for i in 0..self.capacity {
+            match self.read(self.entry(i)) {
+                Some(s) if s.is(words, len) => return Lookup::Found(s),
+                Some(_) => {}
+                None => busy = true,
+            }
+        }
+        if busy {
+            Lookup::Busy
+        } else {
+            Lookup::Missing
+        }
+    }
+
+    fn validated(name: &str) -> Result<[u64; 8], RegistryError> {
+        match name_problem(name) {
+            Some(reason) => Err(RegistryError::InvalidName {
+                name: name.to_owned(),
+                reason,
+            }),
+            None => Ok(name_words(name)),
+        }
+    }
+
+    fn checked(name: &str, s: Snapshot, expected: TypeFingerprint) -> Result<u32, RegistryError> {
+        if s.fingerprint != expected {
+            return Err(RegistryError::TypeMismatch {
+                name: name.to_owned(),
+                expected,
+                found: s.fingerprint,
+            });
+        }
+        Ok(s.offset)
+    }
+
+    /// The entry registered under `name`, whatever its type.
+    pub fn lookup_entry(&self, name: &str) -> Result<RegistryEntry, RegistryError> {
+        let words = Self::validated(name)?;
+        let found = match self.lookup(&words, name.len()) {
+            Lookup::Found(s) => Some(s),
+            Lookup::Missing => None,
+            Lookup::Busy => {
+                let _guard = self.lock();
+                match self.lookup(&words, name.len()) {
+                    Lookup::Found(s) => Some(s),
+                    _ => None,
+                }
+            }
+        };
+        found
+            .map(|s| s.entry())
+            .ok_or_else(|| RegistryError::NotFound {
+                name: name.to_owned(),
+            })
+    }
+
+    /// The payload offset registered under `name`, if its type is `expected`.
+    pub fn find(&self, name: &str, expected: TypeFingerprint) -> Result<u32, RegistryError> {
+        let entry = self.lookup_entry(name)?;
+        if entry.fingerprint != expected {
+            return Err(RegistryError::TypeMismatch {
+                name: name.to_owned(),
+                expected,
+                found: entry.fingerprint,
+            });
+        }
+        Ok(entry.offset)
+    }
+
+    /// Finds `name`, or creates it with `create` (which allocates and
+    /// initializes the object and returns its payload offset). Returns the
+    /// offset and whether this call created it.
+    ///
+    /// Run by several processes at once, exactly one runs `create`; the
+    /// others wait for it and get its object. The created block is given to
+    /// the segment (`release_to_segment`), so it outlives its creator.
+    /// `create` runs under the registry's lock: it must not use this
+    /// registry itself.
+    pub fn find_or_create(
+        &self,
+        name: &str,
+        expected: TypeFingerprint,
+        create: impl FnOnce() -> Result<u32, HandlerError>,
+    ) -> Result<(u32, bool), RegistryError> {
+        let words = Self::validated(name)?;
+        if let Lookup::Found(s) = self.lookup(&words, name.len()) {
+            return Self::checked(name, s, expected).map(|o| (o, false));
+        }
+        let _guard = self.lock();
+        if let Lookup::Found(s) = self.lookup(&words, name.len()) {
+            return Self::checked(name, s, expected).map(|o| (o, false));
+        }
+        let e = (0..self.capacity)
+            .map(|i| self.entry(i))
+            .find(|e| self.read(e).is_some_and(|s| s.state == EMPTY))
+            .ok_or(RegistryError::Full {
+                capacity: self.capacity,
+            })?;
+        let me = self.handler.matrix().owner_id().0;
+        self.write(e, |e| {
+            e.creator.store(me, Relaxed);
+            e.name_len.store(name.len() as u32, Relaxed);
+            for (w, v) in e.name.iter().zip(words) {
+                w.store(v, Relaxed);
+            }
+            e.offset.store(0, Relaxed);
+            e.size.store(expected.size, Relaxed);
+            e.align.store(expected.align, Relaxed);
+            e.type_id.store(expected.type_id, Relaxed);
+            e.state.store(CREATING, Relaxed);
+        });
+        // Empties the entry again if creation fails or panics.
+        let undo = Undo {
+            registry: self,
+            entry: e,
+        };
+        fault::at(fault::REGISTRY_CREATING);
+        let offset = create().map_err(RegistryError::CreateFailed)?;
+        self.write(e, |e| e.offset.store(offset, Relaxed));
+        let header = offset
+            .checked_sub(BLOCK_HEADER_SIZE)
+            .ok_or(HandlerError::InvalidOffset(offset));
+        header
+            .and_then(|h| {
+                self.handler
+                    .matrix()
+                    .set_owner(h, None, OwnerId::SEGMENT)
+                    .map_err(HandlerError::from)
+            })
+            .map_err(RegistryError::CreateFailed)?;
+        std::mem::forget(undo);
+        self.write(e, |e| e.state.store(READY, Relaxed));
+        Ok((offset, true))
+    }
+
+    /// [`find_or_create`](Self::find_or_create) for a plain-old-data object
+    /// in its own block: `init` gives its first value.
+    pub fn find_or_create_pod<T: Pod>(
+        &self,
+        name: &str,
+        type_id: u64,
+        init: impl FnOnce() -> T,
+    ) -> Result<(Block<T>, bool), RegistryError> {
+        let (offset, created) =
+            self.find_or_create(name, TypeFingerprint::of::<T>(type_id), || {
+                let mut block = self.handler.allocate::<T>()?;
+                self.handler.write_pod(&mut block, init())?;
+                Ok(block.offset())
+            })?;
+        Ok((self.handler.block_at::<T>(offset)?, created))
+    }
+
+    /// The plain-old-data object registered under `name` as a `T`.
+    pub fn find_pod<T: Pod>(&self, name: &str, type_id: u64) -> Result<Block<T>, RegistryError> {
+        let offset = self.find(name, TypeFingerprint::of::<T>(type_id))?;
+        Ok(self.handler.block_at::<T>(offset)?)
+    }
+
+    /// Removes `name` and returns what it held. The object itself is left
+    /// alone: free it (`free_at(entry.offset - 32)`) once no process uses it.
+    pub fn remove(&self, name: &str) -> Result<RegistryEntry, RegistryError> {
+        let words = Self::validated(name)?;
+        let _guard = self.lock();
+        for i in 0..self.capacity {
+            let e = self.entry(i);
+            if let Some(s) = self.read(e).filter(|s| s.is(&words, name.len())) {
+                self.write(e, |e| {
+                    e.state.store(EMPTY, Relaxed);
+                    e.name_len.store(0, Relaxed);
+                });
+                return Ok(s.entry());
+            }
+        }
+        Err(RegistryError::NotFound {
+            name: name.to_owned(),
+        })
+    }
+
+    /// Every registered name (weakly consistent under concurrent changes).
+    pub fn entries(&self) -> Vec<RegistryEntry> {
+        (0..self.capacity)
+            .filter_map(|i| self.read(self.entry(i)))
+            .filter(|s| s.state == READY)
+            .map(|s| s.entry())
+            .collect()
+    }
+
+    /// Takes the registry lock; see the module docs.
+    fn lock(&self) -> LockGuard<'_> {
+        let hdr = self.header();
+        let matrix = self.handler.matrix();
+        let me = matrix.owner_id().0;
+        let backoff = Backoff::new();
+        loop {
+            // Acquire: pairs with the unlock's Release, so the previous
+            // holder's entry writes are visible.
+            let holder = match hdr.lock.compare_exchange(0, me, Acquire, Relaxed) {
+                Ok(_) => return LockGuard { hdr },
+                Err(holder) => holder,
+            };
+            if !backoff.is_completed() {
+                backoff.snooze();
+                continue;
+            }
+            if holder != 0 && !owner_alive(matrix, holder) {
+                // Acquire: as above; the dead holder's writes are visible.
+                if hdr
+                    .lock
+                    .compare_exchange(holder, me, Acquire, Relaxed)
+                    .is_ok()
+                {
+                    self.roll_back_dead_holder();
+                    return LockGuard { hdr };
+                }
+                continue;
+            }
+            // Relaxed + SeqCst fence: with the unlock's store + fence, either
+            // it sees this waiter or the futex sees the word changed.
+            hdr.lock_waiters.fetch_add(1, Relaxed);
+            fence(SeqCst);
+            shm::futex_wait(&hdr.lock, holder, HOLDER_CHECK);
+            hdr.lock_waiters.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Repairs what a lock holder killed mid-change left behind: a torn
+    /// entry gets an even version again; a `CREATING` entry is published if
+    /// its object was complete and given to the segment, else emptied (its
+    /// block, still owned by the dead creator, goes back with `recover()`).
+    fn roll_back_dead_holder(&self) {
+        for i in 0..self.capacity {
+            let e = self.entry(i);
+            let v = e.version.load(Relaxed);
+            if v & 1 == 1 {
+                // Release: readers that see the even version see the fields as they are.
+                e.version.store(v.wrapping_add(1), Release);
+            }
+            if e.state.load(Relaxed) != CREATING {
+                continue;
+            }
+            let offset = e.offset.load(Relaxed);
+            let complete = offset != 0 && self.given_to_segment(offset);
+            self.write(e, |e| {
+                e.state.store(if complete { READY } else { EMPTY }, Relaxed)
+            });
+        }
+    }
+
+    fn given_to_segment(&self, offset: u32) -> bool {
+        let Some(header) = offset.checked_sub(BLOCK_HEADER_SIZE) else {
+            return false;
+        };
+        match self.handler.matrix().block_header(header) {
+            // Acquire: pairs with the Release stores of state and owner.
+            Ok((hdr, _)) => {
+                state::is_live(state::state_of(hdr.state.load(Acquire)))
+                    && hdr.owner.load(Acquire) == OwnerId::SEGMENT.0
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl<H: HandlerFunctions> fmt::Debug for Registry<'_, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("offset", &self.offset)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+/// Empties a `CREATING` entry whose creation did not finish.
+struct Undo<'r, 'h, H: HandlerFunctions> {
+    registry: &'r Registry<'h, H>,
+    entry: &'r Entry,
+}
+
+impl<H: HandlerFunctions> Drop for Undo<'_, '_, H> {
+    fn drop(&mut self) {
+        self.registry
+            .write(self.entry, |e| e.state.store(EMPTY, Relaxed));
+    }
+}
+
+/// Releases the registry lock on drop (also when a creation closure panics).
+struct LockGuard<'a> {
+    hdr: &'a RegistryHeader,
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        // Release: the entry writes made under the lock are visible to the
+        // next holder's Acquire.
+        self.hdr.lock.store(0, Release);
+        // SeqCst fence: pairs with the waiter's fence (see `lock`).
+        fence(SeqCst);
+        if self.hdr.lock_waiters.load(Relaxed) != 0 {
+            shm::futex_wake(&self.hdr.lock, i32::MAX);
+        }
+    }
+}

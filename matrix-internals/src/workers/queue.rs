@@ -1,0 +1,1069 @@
+//! [`WorkQueue`]: a bounded MPMC queue of blocks, shared by processes.
+//!
+//! A ring of `capacity` slots (a power of two) after a header, in one block
+//! of the segment. Each slot has a *stamp* word, `seq << 32 | claimant`, and
+//! a *value* word, the block token (`generation << 32 | payload offset`).
+//! Positions count up forever in `head` / `tail`; position `p` uses slot
+//! `p % capacity`, and its stamps are (`2p` and `2p + 1` wrap in 32 bits):
+//!
+//! ```text
+//!   (2p,   0)  EMPTY    waiting for the producer of position p
+//!   (2p,   o)  WRITING  producer o claimed it, is writing it
+//!   (2p+1, 0)  FULL     holds a message for the consumer of position p
+//!   (2p+1, o)  READING  consumer o claimed it, is taking the block
+//!   (2(p+capacity), 0)  EMPTY for the next lap
+//!
+//!   push: CAS EMPTY -> WRITING(me); tail += 1; value = token;
+//!         block owner -> segment; stamp = FULL
+//!   pop:  CAS FULL -> READING(me);  head += 1; block owner segment -> me;
+//!         value = 0; stamp = EMPTY(next lap)
+//! ```
+//!
+//! This is the bounded ring with per-slot sequence numbers (Vyukov's), with
+//! the claim made on the slot itself instead of on `head`/`tail`, so that
+//! every in-flight operation is recorded in shared memory with the owner id
+//! of the participant doing it. `head` and `tail` are hints that anyone may
+//! advance past a claimed slot; they never decide ownership.
+//!
+//! # Ownership and crashes
+//!
+//! While a block is in the queue its owner is the segment; the consumer
+//! adopts it. A participant killed at any instruction leaves at most one
+//! slot claimed with its id, and [`WorkQueue::recover`] (or a blocked
+//! `pop_timeout` / `push_timeout` that notices the dead claimant) finishes
+//! the job:
+//!
+//! | killed while | slot | what recovery does |
+//! |---|---|---|
+//! | WRITING, before the block went to the segment | `(2p, dead)` | publishes an empty *hole* (consumers skip it); the block is still the dead producer's, `recover()` of the handler frees it |
+//! | WRITING, after the block went to the segment | `(2p, dead)` | publishes the message: the push completes |
+//! | READING, before adopting | `(2p+1, dead)` | adopts the block, frees the slot, pushes the block again: nothing is lost |
+//! | READING, after adopting | `(2p+1, dead)` | frees the slot; the block is the dead consumer's, `recover()` of the handler frees it |
+//!
+//! A dead producer never wedges other producers (they skip its claimed
+//! slot); until recovery runs, consumers stop at its slot and the ring fills
+//! behind it. A blocked `pop_timeout` / `push_timeout` checks the claimant of
+//! the slot it waits on every few milliseconds and repairs it if it died.
+//!
+//! # Waiting
+//!
+//! `pop_timeout` / `push_timeout` spin briefly, then sleep with a futex on an
+//! event word of the header (not private: it works across processes). A
+//! waiter counts itself in, then re-checks; the other side publishes, then
+//! looks at the count and, if anyone waits, bumps the word and wakes. A
+//! SeqCst fence on each side makes sure one of the two sees the other.
+//!
+//! # Closing
+//!
+//! `close()` sets a flag. A producer checks it *after* claiming its slot
+//! (SeqCst both), and turns its claim into a hole if the queue is closed;
+//! a consumer reports `Closed` only if, after seeing the flag, the slot at
+//! `head` is still EMPTY. So every push that succeeded is popped before any
+//! consumer hears `Closed`.
+
+use crate::shm::{self, checked_region, fault, owner_alive};
+use crate::sync::{fence, AtomicU32, AtomicU64, Ordering::*};
+use crate::tables::{Registry, RegistryError, TypeFingerprint};
+use crossbeam_utils::Backoff;
+use matrix_core::{state, OwnerId, BLOCK_HEADER_SIZE};
+use matrix_handler::{layout_tag, Block, BlockToken, HandlerError, HandlerFunctions};
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+const QUEUE_MAGIC: u64 = u64::from_le_bytes(*b"MXQUEUE1");
+/// Largest capacity of one queue.
+pub const MAX_QUEUE_CAPACITY: u32 = 1 << 24;
+/// How often a blocked call checks the claimant of the slot it waits on.
+const CLAIMANT_CHECK: Duration = Duration::from_millis(10);
+
+/// The shared header. Hot words sit 128 bytes apart so producers (tail) and
+/// consumers (head) do not share a cache line.
+#[repr(C)]
+struct QueueHeader {
+    magic: AtomicU64,
+    capacity: AtomicU32,
+    /// `layout_tag::<T>()` of the element type.
+    elem_tag: AtomicU32,
+    /// Non-zero once closed.
+    closed: AtomicU32,
+    _pad0: [u32; 27],
+    tail: AtomicU64,
+    _pad1: [u64; 15],
+    head: AtomicU64,
+    _pad2: [u64; 15],
+    /// Bumped when a message is published while consumers sleep.
+    not_empty: AtomicU32,
+    consumers_waiting: AtomicU32,
+    _pad3: [u64; 15],
+    /// Bumped when a slot is freed while producers sleep.
+    not_full: AtomicU32,
+    producers_waiting: AtomicU32,
+    _pad4: [u64; 15],
+}
+
+#[repr(C)]
+struct Slot {
+    stamp: AtomicU64,
+    value: AtomicU64,
+}
+
+const HEADER_BYTES: u64 = std::mem::size_of::<QueueHeader>() as u64;
+const SLOT_BYTES: u64 = std::mem::size_of::<Slot>() as u64;
+const _: () = assert!(HEADER_BYTES == 640 && SLOT_BYTES == 16);
+const _: () =
+    assert!(std::mem::align_of::<QueueHeader>() == 8 && std::mem::align_of::<Slot>() == 8);
+
+/// Registry type id of every queue (the element type is checked separately).
+const QUEUE_TYPE_ID: u64 = crate::tables::type_id("matrix-internals::WorkQueue v1");
+
+#[inline]
+fn stamp(seq: u32, who: u32) -> u64 {
+    ((seq as u64) << 32) | who as u64
+}
+#[inline]
+fn seq_of(stamp: u64) -> u32 {
+    (stamp >> 32) as u32
+}
+#[inline]
+fn who_of(stamp: u64) -> u32 {
+    stamp as u32
+}
+#[inline]
+fn empty_seq(pos: u64) -> u32 {
+    pos.wrapping_mul(2) as u32
+}
+#[inline]
+fn full_seq(pos: u64) -> u32 {
+    empty_seq(pos).wrapping_add(1)
+}
+
+/// Moves a position hint past `pos` (no-op if someone already did).
+#[inline]
+fn advance(word: &AtomicU64, pos: u64) {
+    // Release: a participant that Acquires the new value also sees the
+    // claim of slot `pos` we observed, so no claim can overtake it (the
+    // close argument relies on claims happening in position order).
+    let _ = word.compare_exchange(pos, pos + 1, Release, Relaxed);
+}
+
+/// Why a queue could not be created or opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueueError {
+    /// `create` found the name taken.
+    AlreadyExists {
+        /// The name.
+        name: String,
+    },
+    /// The capacity is 0 or above [`MAX_QUEUE_CAPACITY`].
+    InvalidCapacity {
+        /// The capacity asked for.
+        requested: u32,
+    },
+    /// The offset does not hold a queue of this element type.
+    NotAQueue {
+        /// Payload offset.
+        offset: u32,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// Looking the name up failed (missing, wrong type, registry full…).
+    Registry(RegistryError),
+    /// Allocating or validating a block failed.
+    Handler(HandlerError),
+}
+
+impl fmt::Display for QueueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueueError::AlreadyExists { name } => {
+                write!(f, "a queue named {name:?} already exists: open it instead")
+            }
+            QueueError::InvalidCapacity { requested } => {
+                write!(
+                    f,
+                    "queue capacity {requested} is not in 1..={MAX_QUEUE_CAPACITY}"
+                )
+            }
+            QueueError::NotAQueue { offset, what } => {
+                write!(f, "no queue at offset {offset}: {what}")
+            }
+            QueueError::Registry(e) => write!(f, "queue name: {e}"),
+            QueueError::Handler(e) => write!(f, "queue block: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for QueueError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            QueueError::Registry(e) => Some(e),
+            QueueError::Handler(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<RegistryError> for QueueError {
+    fn from(e: RegistryError) -> Self {
+        QueueError::Registry(e)
+    }
+}
+
+impl From<HandlerError> for QueueError {
+    fn from(e: HandlerError) -> Self {
+        QueueError::Handler(e)
+    }
+}
+
+/// Why a push did not happen; every variant gives the block back.
+pub enum PushError<T> {
+    /// Every slot is taken.
+    Full(Block<T>),
+    /// The queue is closed.
+    Closed(Block<T>),
+    /// `push_timeout` waited its whole timeout.
+    Timeout(Block<T>),
+    /// The block is not a live, current block of this segment.
+    Refused(Block<T>, HandlerError),
+}
+
+impl<T> PushError<T> {
+    /// The block that was not pushed.
+    pub fn into_block(self) -> Block<T> {
+        match self {
+            PushError::Full(b)
+            | PushError::Closed(b)
+            | PushError::Timeout(b)
+            | PushError::Refused(b, _) => b,
+        }
+    }
+}
+
+impl<T> fmt::Debug for PushError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PushError::Full(b) => f.debug_tuple("Full").field(b).finish(),
+            PushError::Closed(b) => f.debug_tuple("Closed").field(b).finish(),
+            PushError::Timeout(b) => f.debug_tuple("Timeout").field(b).finish(),
+            PushError::Refused(b, e) => f.debug_tuple("Refused").field(b).field(e).finish(),
+        }
+    }
+}
+
+impl<T> fmt::Display for PushError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PushError::Full(_) => write!(f, "the queue is full"),
+            PushError::Closed(_) => write!(f, "the queue is closed"),
+            PushError::Timeout(_) => write!(f, "the queue stayed full until the timeout"),
+            PushError::Refused(_, e) => write!(f, "the block cannot be queued: {e}"),
+        }
+    }
+}
+
+impl<T> std::error::Error for PushError<T> {}
+
+/// Why a pop returned no block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PopError {
+    /// Nothing to take right now.
+    Empty,
+    /// Closed, and everything pushed has been taken.
+    Closed,
+    /// `pop_timeout` waited its whole timeout.
+    Timeout,
+    /// The slot held a token that is not a live block of the queue's type
+    /// (the segment was damaged); the slot was skipped.
+    Corrupted {
+        /// The token found.
+        token: BlockToken,
+        /// Why it was refused.
+        error: HandlerError,
+    },
+}
+
+impl fmt::Display for PopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PopError::Empty => write!(f, "the queue is empty"),
+            PopError::Closed => write!(f, "the queue is closed and drained"),
+            PopError::Timeout => write!(f, "the queue stayed empty until the timeout"),
+            PopError::Corrupted { token, error } => {
+                write!(f, "skipped a damaged queue entry {:#x}: {error}", token.0)
+            }
+        }
+    }
+}
+
+impl std::error::Error for PopError {}
+
+/// What [`WorkQueue::recover`] repaired.
+#[derive(Debug)]
+pub struct QueueRecovery<T> {
+    /// Pushes of dead producers that were complete and are now delivered.
+    pub pushes_completed: u32,
+    /// Pushes of dead producers that never handed their block over; their
+    /// slots became holes.
+    pub pushes_abandoned: u32,
+    /// Blocks a dead consumer had claimed but not adopted, delivered again.
+    pub redelivered: u32,
+    /// Slots of dead consumers that had already adopted their block (the
+    /// handler's `recover()` reclaims those blocks).
+    pub pops_finished: u32,
+    /// Blocks a dead consumer had claimed but not adopted, in a queue that
+    /// is closed (so they cannot be delivered again): they are now owned
+    /// by the caller.
+    pub unplaced: Vec<Block<T>>,
+}
+
+impl<T> Default for QueueRecovery<T> {
+    fn default() -> Self {
+        QueueRecovery {
+            pushes_completed: 0,
+            pushes_abandoned: 0,
+            redelivered: 0,
+            pops_finished: 0,
+            unplaced: Vec::new(),
+        }
+    }
+}
+
+/// A bounded multi-producer multi-consumer queue of `Block<T>`, living in
+/// the segment and shared by threads and processes; see the module docs.
+///
+/// The handle owns a handler (`SharedHandler`s are cheap to clone) and is
+/// `Clone` when the handler is.
+pub struct WorkQueue<T, H: HandlerFunctions> {
+    handler: H,
+    offset: u32,
+    capacity: u32,
+    owner: u32,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T, H: HandlerFunctions + Clone> Clone for WorkQueue<T, H> {
+    fn clone(&self) -> Self {
+        WorkQueue {
+            handler: self.handler.clone(),
+            ..*self
+        }
+    }
+}
+
+impl<T, H: HandlerFunctions> fmt::Debug for WorkQueue<T, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkQueue")
+            .field("type", &std::any::type_name::<T>())
+            .field("offset", &self.offset)
+            .field("capacity", &self.capacity)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+fn fingerprint<T>() -> TypeFingerprint {
+    TypeFingerprint {
+        size: HEADER_BYTES as u32,
+        align: 8,
+        type_id: QUEUE_TYPE_ID ^ layout_tag::<T>() as u64,
+    }
+}
+
+impl<T, H: HandlerFunctions> WorkQueue<T, H> {
+    /// Creates a queue of `capacity` slots (rounded up to a power of two)
+    /// registered under `name` in the root registry. Fails if the name exists.
+    pub fn create(handler: H, name: &str, capacity: u32) -> Result<Self, QueueError> {
+        match Self::open_or_create(handler, name, capacity)? {
+            (queue, true) => Ok(queue),
+            (_, false) => Err(QueueError::AlreadyExists {
+                name: name.to_owned(),
+            }),
+        }
+    }
+
+    /// Opens the queue registered under `name` (refused if it was created
+    /// for another element type).
+    pub fn open(handler: H, name: &str) -> Result<Self, QueueError> {
+        let offset = Registry::root(&handler)?.find(name, fingerprint::<T>())?;
+        Self::open_at(handler, offset)
+    }
+
+    /// Opens `name`, or creates it with `capacity` slots; the flag says
+    /// whether this call created it. Exactly one of several racing
+    /// processes creates it.
+    pub fn open_or_create(
+        handler: H,
+        name: &str,
+        capacity: u32,
+    ) -> Result<(Self, bool), QueueError> {
+        let slots = Self::checked_capacity(capacity)?;
+        let (offset, created) =
+            Registry::root(&handler)?.find_or_create(name, fingerprint::<T>(), || {
+                Self::allocate_ring(&handler, slots)
+            })?;
+        Ok((Self::open_at(handler, offset)?, created))
+    }
+
+    /// Creates an unnamed queue; hand [`offset`](Self::offset) to others and
+    /// [`open_at`](Self::open_at) it there. The block belongs to the segment.
+    pub fn create_unnamed(handler: H, capacity: u32) -> Result<Self, QueueError> {
+        let slots = Self::checked_capacity(capacity)?;
+        let offset = Self::allocate_ring(&handler, slots)?;
+        handler
+            .matrix()
+            .set_owner(offset - BLOCK_HEADER_SIZE, None, OwnerId::SEGMENT)
+            .map_err(HandlerError::from)?;
+        Self::open_at(handler, offset)
+    }
+
+    /// Opens the queue whose payload starts at `offset`, validating the
+    /// block, the header and the element type.
+    pub fn open_at(handler: H, offset: u32) -> Result<Self, QueueError> {
+        let not = |what| QueueError::NotAQueue { offset, what };
+        checked_region(&handler, offset, HEADER_BYTES)
+            .map_err(|_| not("no live block of a queue's size there"))?;
+        // SAFETY: HEADER_BYTES of live payload validated just above; payload
+        // offsets are 16-aligned; the header holds only atomics and integers.
+        let hdr: &QueueHeader = unsafe { shm::shared(&handler, offset as u64) };
+        // Acquire: pairs with the Release store of the magic at the end of
+        // initialization.
+        if hdr.magic.load(Acquire) != QUEUE_MAGIC {
+            return Err(not("wrong magic"));
+        }
+        let capacity = hdr.capacity.load(Relaxed);
+        if !capacity.is_power_of_two() || capacity > MAX_QUEUE_CAPACITY {
+            return Err(not("impossible capacity"));
+        }
+        if hdr.elem_tag.load(Relaxed) != layout_tag::<T>() {
+            return Err(not("created for another element type"));
+        }
+        checked_region(
+            &handler,
+            offset,
+            HEADER_BYTES + capacity as u64 * SLOT_BYTES,
+        )
+        .map_err(|_| not("block smaller than its recorded capacity"))?;
+        let owner = handler.matrix().owner_id().0;
+        Ok(WorkQueue {
+            handler,
+            offset,
+            capacity,
+            owner,
+            _type: PhantomData,
+        })
+    }
+
+    fn checked_capacity(capacity: u32) -> Result<u32, QueueError> {
+        if capacity == 0 || capacity > MAX_QUEUE_CAPACITY {
+            return Err(QueueError::InvalidCapacity {
+                requested: capacity,
+            });
+        }
+        Ok(capacity.next_power_of_two())
+    }
+
+    /// Allocates and initializes a ring; returns its payload offset (the
+    /// block is still the caller's).
+    fn allocate_ring(handler: &H, capacity: u32) -> Result<u32, HandlerError> {
+        let bytes = HEADER_BYTES + capacity as u64 * SLOT_BYTES;
+        let offset = handler.allocate_raw(bytes as u32)?.offset();
+        // SAFETY: freshly allocated payload of `bytes` bytes, known to nobody else yet.
+        unsafe {
+            std::ptr::write_bytes(
+                handler.base_ptr().add(offset as usize) as *mut u8,
+                0,
+                bytes as usize,
+            )
+        };
+        for i in 0..capacity as u64 {
+            // SAFETY: slot i < capacity lies in the payload just allocated; 8-aligned.
+            let slot: &Slot =
+                unsafe { shm::shared(handler, offset as u64 + HEADER_BYTES + i * SLOT_BYTES) };
+            // Relaxed: published by the magic's Release below.
+            slot.stamp.store(stamp(empty_seq(i), 0), Relaxed);
+        }
+        // SAFETY: as above, the header at the start of the payload.
+        let hdr: &QueueHeader = unsafe { shm::shared(handler, offset as u64) };
+        hdr.capacity.store(capacity, Relaxed);
+        hdr.elem_tag.store(layout_tag::<T>(), Relaxed);
+        // Release: a process that Acquires the magic sees the whole ring.
+        hdr.magic.store(QUEUE_MAGIC, Release);
+        Ok(offset)
+    }
+
+    /// Payload offset of the queue block.
+    pub fn offset(&self) -> u32 {
+        self.offset
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.capacity as usize
+    }
+
+    /// Messages in the queue (claimed positions not yet taken; exact at
+    /// quiescence, an estimate under concurrency; holes count until skipped).
+    pub fn len(&self) -> usize {
+        let q = self.header();
+        // Relaxed: an estimate; head is read first so the result is not negative
+        // except by a racing pop, which the saturation absorbs.
+        let head = q.head.load(Relaxed);
+        let tail = q.tail.load(Relaxed);
+        (tail.saturating_sub(head) as usize).min(self.capacity as usize)
+    }
+
+    /// Whether [`len`](Self::len) is 0.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        // Acquire: pairs with close()'s store; a hint only.
+        self.header().closed.load(Acquire) != 0
+    }
+
+    /// The handler this queue works through.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    #[inline]
+    fn header(&self) -> &QueueHeader {
+        // SAFETY: validated at open_at for the header and every slot; the
+        // handler we own keeps the mapping alive.
+        unsafe { shm::shared(&self.handler, self.offset as u64) }
+    }
+
+    #[inline]
+    fn slot(&self, pos: u64) -> &Slot {
+        let index = pos & (self.capacity as u64 - 1);
+        // SAFETY: index < capacity, validated at open_at; 8-aligned.
+        unsafe {
+            shm::shared(
+                &self.handler,
+                self.offset as u64 + HEADER_BYTES + index * SLOT_BYTES,
+            )
+        }
+    }
+
+    /// Pushes `block` if a slot is free. Gives it back when the queue is
+    /// full or closed. On success the block belongs to the segment until a
+    /// consumer adopts it.
+    #[inline]
+    pub fn try_push(&self, block: Block<T>) -> Result<(), PushError<T>> {
+        // Relaxed: an early exit only; the authoritative check follows the claim.
+        if self.header().closed.load(Relaxed) != 0 {
+            return Err(PushError::Closed(block));
+        }
+        match self.claim_for_push() {
+            Some((slot, pos)) => self.finish_push(slot, pos, block),
+            None => Err(PushError::Full(block)),
+        }
+    }
+
+    fn claim_for_push(&self) -> Option<(&Slot, u64)> {
+        let q = self.header();
+        // Acquire: pairs with `advance`'s Release.
+        let mut pos = q.tail.load(Acquire);
+        loop {
+            let slot = self.slot(pos);
+            // Acquire: pairs with the consumer's Release that emptied the
+            // slot, so its clearing of `value` happens before our write.
+            let s = slot.stamp.load(Acquire);
+            let want = empty_seq(pos);
+            let diff = seq_of(s).wrapping_sub(want) as i32;
+            if diff == 0 && who_of(s) == 0 {
+                // SeqCst: the claim is ordered before our load of `closed`
+                // and against close() + a consumer's drain check (module docs).
+                if slot
+                    .stamp
+                    .compare_exchange_weak(s, stamp(want, self.owner), SeqCst, Relaxed)
+                    .is_ok()
+                {
+                    advance(&q.tail, pos);
+                    return Some((slot, pos));
+                }
+            } else if diff < 0 {
+                // The slot still holds the previous lap: full, unless tail moved.
+                // Acquire: as above.
+                let now = q.tail.load(Acquire);
+                if now == pos {
+                    return None;
+                }
+                pos = now;
+            } else {
+                // Claimed for `pos` already (diff == 0) or beyond: help the hint on.
+                advance(&q.tail, pos);
+                // Acquire: as above.
+                pos = q.tail.load(Acquire);
+            }
+        }
+    }
+
+    fn finish_push(&self, slot: &Slot, pos: u64, block: Block<T>) -> Result<(), PushError<T>> {
+        fault::at(fault::PUSH_CLAIMED);
+        let want = empty_seq(pos);
+        // SeqCst: after our SeqCst claim; see the module docs on closing.
+        if self.header().closed.load(SeqCst) != 0 {
+            self.publish_full(slot, want);
+            return Err(PushError::Closed(block));
+        }
+        // Relaxed: published by publish_full's Release; a recoverer that
+        // sees the block owned by the segment (AcqRel CAS below) sees it too.
+        slot.value.store(block.token().0, Relaxed);
+        if let Err(e) = self.handler.release_to_segment(&block) {
+            slot.value.store(0, Relaxed);
+            self.publish_full(slot, want);
+            return Err(PushError::Refused(block, e));
+        }
+        fault::at(fault::PUSH_WRITTEN);
+        self.publish_full(slot, want);
+        Ok(())
+    }
+
+    /// Marks the claimed slot FULL (a message, or a hole when `value` is 0).
+    #[inline]
+    fn publish_full(&self, slot: &Slot, want: u32) {
+        // Release: the value and the block's new owner are visible to the
+        // consumer whose claim Acquires this stamp.
+        slot.stamp.store(stamp(want.wrapping_add(1), 0), Release);
+        let q = self.header();
+        self.notify(&q.not_empty, &q.consumers_waiting);
+    }
+
+    /// Wakes a sleeper of the other side if there is one.
+    #[inline]
+    fn notify(&self, event: &AtomicU32, waiting: &AtomicU32) {
+        // SeqCst fence: pairs with the waiter's fence between counting itself
+        // in and re-checking the ring; one of the two sees the other.
+        fence(SeqCst);
+        // Relaxed: ordered by the fence.
+        if waiting.load(Relaxed) != 0 {
+            self.wake(event, 1);
+        }
+    }
+
+    #[cold]
+    fn wake(&self, event: &AtomicU32, count: i32) {
+        // Release: a waiter that Acquires the new value sees what we published.
+        event.fetch_add(1, Release);
+        shm::futex_wake(event, count);
+    }
+
+    /// Takes a block if one is there. The block is adopted: it now belongs
+    /// to this participant (and dies with it unless passed on).
+    #[inline]
+    pub fn try_pop(&self) -> Result<Block<T>, PopError> {
+        loop {
+            let (slot, pos) = self.claim_for_pop()?;
+            if let Some(result) = self.take(slot, pos) {
+                return result;
+            }
+        }
+    }
+
+    fn claim_for_pop(&self) -> Result<(&Slot, u64), PopError> {
+        let q = self.header();
+        // Acquire: pairs with `advance`'s Release.
+        let mut pos = q.head.load(Acquire);
+        loop {
+            let slot = self.slot(pos);
+            // Acquire: pairs with publish_full's Release.
+            let s = slot.stamp.load(Acquire);
+            let want = full_seq(pos);
+            let diff = seq_of(s).wrapping_sub(want) as i32;
+            if diff == 0 && who_of(s) == 0 {
+                // Acquire: pairs with publish_full's Release (value, owner).
+                if slot
+                    .stamp
+                    .compare_exchange_weak(s, stamp(want, self.owner), Acquire, Relaxed)
+                    .is_ok()
+                {
+                    advance(&q.head, pos);
+                    return Ok((slot, pos));
+                }
+            } else if diff < 0 {
+                // Acquire: as above.
+                let now = q.head.load(Acquire);
+                if now != pos {
+                    pos = now;
+                    continue;
+                }
+                if s == stamp(empty_seq(pos), 0) && self.closed_and_drained(slot, s) {
+                    return Err(PopError::Closed);
+                }
+                return Err(PopError::Empty);
+            } else {
+                advance(&q.head, pos);
+                // Acquire: as above.
+                pos = q.head.load(Acquire);
+            }
+        }
+    }
+
+    /// With the slot at `head` seen EMPTY: closed, and no push can still land?
+    fn closed_and_drained(&self, slot: &Slot, seen: u64) -> bool {
+        // SeqCst (both): if we see the flag and then still see the slot
+        // EMPTY, a later claim of it is SeqCst-after our load, and its own
+        // SeqCst load of the flag sees it set: that push turns into a hole.
+        self.header().closed.load(SeqCst) != 0 && slot.stamp.load(SeqCst) == seen
+    }
+
+    /// Takes the block out of a slot we claimed; `None` for a hole.
+    fn take(&self, slot: &Slot, pos: u64) -> Option<Result<Block<T>, PopError>> {
+        // Relaxed: our claim Acquired the publishing stamp.
+        let token = BlockToken(slot.value.load(Relaxed));
+        if token.0 == 0 {
+            self.release_slot(slot, pos);
+            return None;
+        }
+        fault::at(fault::POP_CLAIMED);
+        let taken = self.adopt(token);
+        fault::at(fault::POP_ADOPTED);
+        // Relaxed: published by release_slot's Release.
+        slot.value.store(0, Relaxed);
+        self.release_slot(slot, pos);
+        Some(taken)
+    }
+
+    /// Validates the token and moves the block from the segment to us.
+    fn adopt(&self, token: BlockToken) -> Result<Block<T>, PopError> {
+        let corrupted = |error| PopError::Corrupted { token, error };
+        let block = self
+            .handler
+            .block_from_token::<T>(token)
+            .map_err(corrupted)?;
+        self.handler
+            .matrix()
+            .set_owner(
+                block.header_offset(),
+                Some(OwnerId::SEGMENT),
+                OwnerId(self.owner),
+            )
+            .map_err(|e| corrupted(e.into()))?;
+        Ok(block)
+    }
+
+    /// Marks the slot EMPTY for the next lap.
+    #[inline]
+    fn release_slot(&self, slot: &Slot, pos: u64) {
+        // Release: our reads of the slot and clearing of `value` happen
+        // before the next producer's Acquire of this stamp.
+        slot.stamp
+            .store(stamp(empty_seq(pos + self.capacity as u64), 0), Release);
+        let q = self.header();
+        self.notify(&q.not_full, &q.producers_waiting);
+    }
+
+    /// Pushes, sleeping while the queue is full, for at most `timeout`.
+    pub fn push_timeout(&self, block: Block<T>, timeout: Duration) -> Result<(), PushError<T>> {
+        let deadline = Instant::now().checked_add(timeout);
+        let q = self.header();
+        let backoff = Backoff::new();
+        let mut block = block;
+        loop {
+            match self.try_push(block) {
+                Err(PushError::Full(b)) => block = b,
+                other => return other,
+            }
+            if !backoff.is_completed() {
+                backoff.snooze();
+                continue;
+            }
+            let Some(budget) = remaining(deadline) else {
+                return Err(PushError::Timeout(block));
+            };
+            let seen = self.announce(&q.not_full, &q.producers_waiting);
+            // The re-check after announcing (see `notify`).
+            match self.try_push(block) {
+                Err(PushError::Full(b)) => block = b,
+                other => {
+                    q.producers_waiting.fetch_sub(1, Relaxed);
+                    return other;
+                }
+            }
+            // Acquire: pairs with `advance`'s Release.
+            let pos = q.tail.load(Acquire);
+            // A producer never takes a block over (may_take = false).
+            let _ = self.sleep(&q.not_full, seen, budget, pos, false);
+            // Relaxed: the count is only read after a SeqCst fence.
+            q.producers_waiting.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Pops, sleeping while the queue is empty, for at most `timeout`.
+    pub fn pop_timeout(&self, timeout: Duration) -> Result<Block<T>, PopError> {
+        let deadline = Instant::now().checked_add(timeout);
+        let q = self.header();
+        let backoff = Backoff::new();
+        loop {
+            match self.try_pop() {
+                Err(PopError::Empty) => {}
+                other => return other,
+            }
+            if !backoff.is_completed() {
+                backoff.snooze();
+                continue;
+            }
+            let Some(budget) = remaining(deadline) else {
+                return Err(PopError::Timeout);
+            };
+            let seen = self.announce(&q.not_empty, &q.consumers_waiting);
+            // The re-check after announcing (see `notify`).
+            match self.try_pop() {
+                Err(PopError::Empty) => {}
+                other => {
+                    q.consumers_waiting.fetch_sub(1, Relaxed);
+                    return other;
+                }
+            }
+            // Acquire: pairs with `advance`'s Release.
+            let pos = q.head.load(Acquire);
+            let rescued = self.sleep(&q.not_empty, seen, budget, pos, true);
+            // Relaxed: the count is only read after a SeqCst fence.
+            q.consumers_waiting.fetch_sub(1, Relaxed);
+            if let Some(block) = rescued {
+                return Ok(block);
+            }
+        }
+    }
+
+    /// Counts a sleeper in and returns the event value to sleep on; the
+    /// caller must re-check the ring before sleeping.
+    #[cold]
+    fn announce(&self, event: &AtomicU32, waiting: &AtomicU32) -> u32 {
+        // Relaxed + SeqCst fence: pairs with the fence in `notify`: either
+        // the other side sees this count, or our re-check sees its publish.
+        waiting.fetch_add(1, Relaxed);
+        fence(SeqCst);
+        // Acquire: pairs with `wake`'s Release bump.
+        event.load(Acquire)
+    }
+
+    /// Sleeps on `event` while it holds `seen`. If the slot of position
+    /// `pos` (the one we wait on) is claimed by someone, sleeps at most
+    /// [`CLAIMANT_CHECK`]; if that claimant died, repairs the slot instead
+    /// (and returns a block recovery handed to us, see [`heal`](Self::heal)).
+    #[cold]
+    fn sleep(
+        &self,
+        event: &AtomicU32,
+        seen: u32,
+        budget: Duration,
+        pos: u64,
+        may_take: bool,
+    ) -> Option<Block<T>> {
+        // Acquire: pairs with the claimant's CAS.
+        let who = who_of(self.slot(pos).stamp.load(Acquire));
+        if who == 0 || who == self.owner {
+            shm::futex_wait(event, seen, budget);
+        } else if owner_alive(self.handler.matrix(), who) {
+            shm::futex_wait(event, seen, budget.min(CLAIMANT_CHECK));
+        } else {
+            return self.heal(
+                pos & (self.capacity as u64 - 1),
+                &mut QueueRecovery::default(),
+                may_take,
+            );
+        }
+        None
+    }
+
+    /// Closes the queue: pushes fail from now on, pops drain what is left
+    /// and then report [`PopError::Closed`]. Wakes every sleeper.
+    pub fn close(&self) {
+        let q = self.header();
+        // SeqCst: see the module docs on closing.
+        q.closed.store(1, SeqCst);
+        self.wake(&q.not_empty, i32::MAX);
+        self.wake(&q.not_full, i32::MAX);
+    }
+
+    /// Wakes every consumer sleeping in `pop_timeout` (in any process); they
+    /// re-check the queue and sleep again if nothing changed.
+    pub fn wake_consumers(&self) {
+        self.wake(&self.header().not_empty, i32::MAX);
+    }
+
+    /// Finishes what dead participants left half done in the ring (see the
+    /// table in the module docs). Run it after the handler's `recover()`
+    /// or before; the two never contend for a block.
+    pub fn recover(&self) -> QueueRecovery<T> {
+        let mut report = QueueRecovery::default();
+        for index in 0..self.capacity as u64 {
+            if let Some(block) = self.heal(index, &mut report, true) {
+                report.unplaced.push(block);
+            }
+        }
+        report
+    }
+
+    /// Repairs slot `index` if a dead participant claimed it.
+    ///
+    /// A block a dead consumer claimed but never adopted is delivered again
+    /// *in place*: the slot goes straight from READING(p) to FULL(p +
+    /// capacity), the next lap of the same slot, with the block still owned
+    /// by the segment; producers reaching that position skip it like any
+    /// claimed slot. Only if the queue is closed (consumers may already
+    /// have drained up to an earlier position) is the block adopted and
+    /// returned instead, when `may_take`; otherwise the slot is left for
+    /// another recoverer.
+    fn heal(&self, index: u64, report: &mut QueueRecovery<T>, may_take: bool) -> Option<Block<T>> {
+        // SAFETY: index < capacity (callers mask it); validated at open_at.
+        let slot: &Slot = unsafe {
+            shm::shared(
+                &self.handler,
+                self.offset as u64 + HEADER_BYTES + index * SLOT_BYTES,
+            )
+        };
+        // Acquire: pairs with the claimant's CAS.
+        let s = slot.stamp.load(Acquire);
+        let who = who_of(s);
+        if who == 0 || owner_alive(self.handler.matrix(), who) {
+            return None;
+        }
+        let seq = seq_of(s);
+        // Acquire: the dead claimant's stores to `value` and to the block's
+        // owner were made before it died and are visible once its death is
+        // (the /proc check above); Acquire orders our reads after that.
+        let token = BlockToken(slot.value.load(Acquire));
+        let in_custody = token.0 != 0 && self.in_custody(token);
+        if seq % 2 == 0 {
+            // A producer died mid-push: deliver if it handed the block over.
+            // AcqRel: one recoverer takes the slot; it sees what the claim published.
+            if slot
+                .stamp
+                .compare_exchange(s, stamp(seq, self.owner), AcqRel, Relaxed)
+                .is_err()
+            {
+                return None;
+            }
+            if in_custody {
+                report.pushes_completed += 1;
+            } else {
+                // Relaxed: published by publish_full's Release.
+                slot.value.store(0, Relaxed);
+                report.pushes_abandoned += 1;
+            }
+            self.publish_full(slot, seq);
+            return None;
+        }
+        // A consumer died mid-pop.
+        let next_lap_empty = seq.wrapping_sub(1).wrapping_add(2 * self.capacity);
+        if in_custody && !self.is_closed() {
+            let next_lap_full = next_lap_empty.wrapping_add(1);
+            // SeqCst: this publishes a message for position p + capacity, so
+            // it is ordered against close() like a producer's claim.
+            if slot
+                .stamp
+                .compare_exchange(s, stamp(next_lap_full, 0), SeqCst, Relaxed)
+                .is_err()
+            {
+                return None;
+            }
+            // SeqCst: as a producer's check after its claim.
+            if self.header().closed.load(SeqCst) == 0 {
+                report.redelivered += 1;
+                let q = self.header();
+                self.notify(&q.not_empty, &q.consumers_waiting);
+                return None;
+            }
+            // Closed meanwhile: take it back unless a consumer already has.
+            // Acquire: as any consumer's claim.
+            if slot
+                .stamp
+                .compare_exchange(
+                    stamp(next_lap_full, 0),
+                    stamp(next_lap_full, self.owner),
+                    Acquire,
+                    Relaxed,
+                )
+                .is_err()
+            {
+                return None;
+            }
+            return self.hand_back(
+                slot,
+                token,
+                next_lap_empty.wrapping_add(2 * self.capacity),
+                report,
+            );
+        }
+        if in_custody && !may_take {
+            return None;
+        }
+        // AcqRel: as for a producer's slot above.
+        if slot
+            .stamp
+            .compare_exchange(s, stamp(seq, self.owner), AcqRel, Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        if in_custody {
+            return self.hand_back(slot, token, next_lap_empty, report);
+        }
+        report.pops_finished += 1;
+        // Relaxed: published by the Release in finish_slot.
+        slot.value.store(0, Relaxed);
+        self.finish_slot(slot, next_lap_empty);
+        None
+    }
+
+    /// Adopts the block of a slot we took over and empties the slot.
+    fn hand_back(
+        &self,
+        slot: &Slot,
+        token: BlockToken,
+        empty: u32,
+        report: &mut QueueRecovery<T>,
+    ) -> Option<Block<T>> {
+        let block = self.adopt(token).ok();
+        if block.is_none() {
+            report.pops_finished += 1;
+        }
+        // Relaxed: published by the Release in finish_slot.
+        slot.value.store(0, Relaxed);
+        self.finish_slot(slot, empty);
+        block
+    }
+
+    /// Stores an EMPTY stamp with sequence `empty` into a slot we hold.
+    fn finish_slot(&self, slot: &Slot, empty: u32) {
+        // Release: as in release_slot.
+        slot.stamp.store(stamp(empty, 0), Release);
+        let q = self.header();
+        self.notify(&q.not_full, &q.producers_waiting);
+    }
+
+    /// Whether the token names a live block of that generation owned by the
+    /// segment, i.e. one that is in the queue's hands.
+    fn in_custody(&self, token: BlockToken) -> bool {
+        let Some(header) = token.offset().checked_sub(BLOCK_HEADER_SIZE) else {
+            return false;
+        };
+        match self.handler.matrix().block_header(header) {
+            Ok((hdr, _)) => {
+                // Acquire: pairs with the Release stores of state and owner.
+                let word = hdr.state.load(Acquire);
+                state::is_live(state::state_of(word))
+                    && state::generation_of(word) == token.generation()
+                    && hdr.owner.load(Acquire) == OwnerId::SEGMENT.0
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Time left until `deadline` (`None` when it has passed; no deadline
+/// means an hour at a time).
+fn remaining(deadline: Option<Instant>) -> Option<Duration> {
+    match deadline {
+        None => Some(Duration::from_secs(3600)),
+        Some(d) => d
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero()),
+    }
+}
