@@ -176,7 +176,19 @@ fn fits<A: Arena>(arena: &A, offset: u32, size: u32) -> bool {
 /// cached) to the caller: next generation, owner, tag, ALLOCATED.
 #[inline]
 pub fn mark_allocated<A: Arena>(arena: &A, hdr: &BlockHeader, payload: u64, type_tag: u32) {
-    let generation = arena.next_generation();
+    mark_allocated_as(arena, hdr, payload, type_tag, arena.next_generation());
+}
+
+/// [`mark_allocated`] with a generation the caller already took from
+/// [`Arena::next_generation`] (or a range reserved from it).
+#[inline]
+pub fn mark_allocated_as<A: Arena>(
+    arena: &A,
+    hdr: &BlockHeader,
+    payload: u64,
+    type_tag: u32,
+    generation: u32,
+) {
     hdr.owner.store(arena.owner().0, Relaxed);
     hdr.type_tag.store(type_tag, Relaxed);
     hdr.requested

@@ -67,7 +67,10 @@ pub trait Arena {
     fn next_generation(&self) -> u32 {
         // Relaxed: only the uniqueness of the RMW is needed; the block's
         // state store (Release) publishes the value.
-        self.segment().generations.fetch_add(1, Relaxed).wrapping_add(1)
+        self.segment()
+            .generations
+            .fetch_add(1, Relaxed)
+            .wrapping_add(1)
     }
 
     /// The acting participant's slot.

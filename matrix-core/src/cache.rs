@@ -62,8 +62,14 @@ struct Bin {
     offsets: [u32; BIN_CAPACITY],
 }
 
+/// Generations a thread reserves from the segment counter at a time.
+const GENERATION_BATCH: u32 = 1024;
+
 struct ThreadCache {
     id: u64,
+    /// Next generation of this thread's reserved range, and how many are left.
+    generation_next: u32,
+    generations_left: u32,
     fork_epoch: u64,
     attachment: Weak<Attachment>,
     bins: Box<[Bin; SMALL_LEVELS * SL_COUNT]>,
@@ -87,6 +93,8 @@ impl ThreadCache {
         let arena_len = (attachment.arena_end() - attachment.arena_start()) as u64;
         ThreadCache {
             id: attachment.id,
+            generation_next: 0,
+            generations_left: 0,
             fork_epoch: FORK_EPOCH.load(Relaxed),
             attachment: Arc::downgrade(attachment),
             bins: Box::new(
@@ -122,6 +130,26 @@ impl ThreadCache {
             self.bytes -= s as u64;
             Some(offset)
         }
+    }
+
+    /// A segment-unique generation: from this thread's reserved range, which
+    /// is refilled with one RMW on the shared counter per 1,024 allocations.
+    #[inline]
+    fn generation(&mut self, arena: &Attachment) -> u32 {
+        if self.generations_left == 0 {
+            // Relaxed: only the uniqueness of the RMW matters; each block's
+            // state store (Release) publishes the value it is given.
+            self.generation_next = arena
+                .segment()
+                .generations
+                .fetch_add(GENERATION_BATCH, Relaxed)
+                .wrapping_add(1);
+            self.generations_left = GENERATION_BATCH;
+        }
+        let g = self.generation_next;
+        self.generation_next = g.wrapping_add(1);
+        self.generations_left -= 1;
+        g
     }
 
     fn release_one(&mut self, arena: &Attachment, offset: u32) {
@@ -178,10 +206,41 @@ fn with_cache<R>(id: u64, f: impl FnOnce(&mut ThreadCache) -> R) -> Option<R> {
         .flatten()
 }
 
-/// Takes a cached block of at least `size` bytes, if this thread has one.
+/// Takes a cached block of at least `size` bytes, if this thread has one,
+/// with the generation to give it. Registers this thread's cache on first use.
 #[inline]
-pub(crate) fn take(arena: &Attachment, size: u32) -> Option<u32> {
-    with_cache(arena.id, |cache| cache.take(arena, size)).flatten()
+pub(crate) fn take(arena: &Arc<Attachment>, size: u32) -> Option<(u32, u32)> {
+    match with_cache(arena.id, |cache| {
+        let offset = cache.take(arena, size)?;
+        Some((offset, cache.generation(arena)))
+    }) {
+        Some(found) => found,
+        None => {
+            register(ThreadCache::new(arena));
+            None
+        }
+    }
+}
+
+/// A generation for an allocation on this thread (see `ThreadCache::generation`).
+#[inline]
+pub(crate) fn next_generation(arena: &Attachment) -> u32 {
+    with_cache(arena.id, |cache| cache.generation(arena)).unwrap_or_else(|| {
+        // No cache on this thread (e.g. during its teardown): one RMW.
+        arena
+            .segment()
+            .generations
+            .fetch_add(1, Relaxed)
+            .wrapping_add(1)
+    })
+}
+
+fn register(cache: ThreadCache) {
+    let _ = CACHES.try_with(|caches| {
+        if let Ok(mut caches) = caches.try_borrow_mut() {
+            caches.push(cache);
+        }
+    });
 }
 
 /// Parks a block this thread just moved to CACHED; returns `false` if the
@@ -193,11 +252,7 @@ pub(crate) fn put(arena: &Arc<Attachment>, offset: u32, size: u32) -> bool {
         None => {
             let mut cache = ThreadCache::new(arena);
             let done = park(&mut cache, arena, offset, size);
-            let _ = CACHES.try_with(|caches| {
-                if let Ok(mut caches) = caches.try_borrow_mut() {
-                    caches.push(cache);
-                }
-            });
+            register(cache);
             done
         }
     }

@@ -154,10 +154,10 @@ impl AtomicMatrix {
     pub fn allocate(&self, payload: u64, type_tag: u32) -> Result<RelativePtr<u8>, AllocError> {
         let arena = &*self.inner;
         let size = alloc::block_size_for(arena, payload)?;
-        let offset = match cache::take(arena, size) {
-            Some(offset) => {
+        let offset = match cache::take(&self.inner, size) {
+            Some((offset, generation)) => {
                 let hdr = arena.header(offset).expect("cached offsets are in bounds");
-                alloc::mark_allocated(arena, hdr, payload, type_tag);
+                alloc::mark_allocated_as(arena, hdr, payload, type_tag, generation);
                 offset
             }
             None => alloc::allocate_sized(arena, size, payload, type_tag)?,
@@ -269,6 +269,10 @@ impl Arena for AtomicMatrix {
     fn flush_local_cache(&self) {
         cache::flush_current(&self.inner);
     }
+    #[inline]
+    fn next_generation(&self) -> u32 {
+        cache::next_generation(&self.inner)
+    }
 }
 
 impl Arena for Attachment {
@@ -303,6 +307,10 @@ impl Arena for Attachment {
     }
     fn flush_local_cache(&self) {
         cache::flush_current(self);
+    }
+    #[inline]
+    fn next_generation(&self) -> u32 {
+        cache::next_generation(self)
     }
 }
 
