@@ -61,6 +61,7 @@ by_file() {
                  loc = $0; sub(/^ *[0-9,]+ \( *[0-9.]+%\) +/, "", loc)
                  file = loc; sub(/:.*/, "", file)
                  sub(/^\/rustc\/[0-9a-f]+\/library\//, "std:", file)
+                 sub(/^.*\/registry\/src\/[^\/]+\//, "", file)
                  cost[file] += ir
              }
              END { for (f in cost) print f, cost[f] }'
@@ -76,6 +77,6 @@ for workload in $WORKLOADS; do
         echo '|---|---:|'
         join -a1 -e0 -o 0,1.2,2.2 <(by_file "$out/$tag.out" | sort) <(by_file "$out/$tag.zero.out" | sort) |
             awk -v n="$OPS" '{ printf "%s %.1f\n", $1, ($2 - $3) / n }' |
-            sort -k2 -g -r | head -n "$TOP" | awk '{ printf "| %s | %s |\n", $1, $2 }'
+            sort -k2 -g -r | awk -v top="$TOP" 'NR <= top { printf "| %s | %s |\n", $1, $2 }'
     done
 done

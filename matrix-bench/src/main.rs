@@ -38,7 +38,7 @@ use workload::{Kind, Spec};
 #[derive(Parser, Debug)]
 #[command(name = "matrix-bench", version)]
 struct Args {
-    /// Short runs and 3 repetitions (under 2 minutes).
+    /// Short runs and 5 repetitions (under 2 minutes).
     #[arg(long)]
     quick: bool,
     /// Also write the results as JSON to FILE.
@@ -54,7 +54,7 @@ struct Args {
     /// Only the rows whose label contains TEXT (e.g. "mixed", "MiB arena").
     #[arg(long, value_name = "TEXT")]
     rows: Option<String>,
-    /// Repetitions (default: 3 with --quick, 7 otherwise, 1 with --verify).
+    /// Repetitions (default: 5 with --quick, 9 otherwise, 1 with --verify).
     #[arg(long, value_name = "N")]
     reps: Option<usize>,
 

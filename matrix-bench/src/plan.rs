@@ -25,7 +25,7 @@ const WORST_BLOCK: u64 = 640;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
-    /// `--quick`: short runs, few repetitions (under 2 minutes).
+    /// `--quick`: short runs, 5 repetitions (under 2 minutes).
     Quick,
     /// The default: the numbers for the README (under 15 minutes).
     Full,
@@ -54,14 +54,14 @@ impl Mode {
     pub fn budget(self) -> Budget {
         match self {
             Mode::Quick => Budget {
-                reps: 3,
+                reps: 5,
                 pairs: 1_000_000,
                 mixed: 1_000_000,
                 handoff: 500_000,
                 timeout_s: 30,
             },
             Mode::Full => Budget {
-                reps: 7,
+                reps: 9,
                 pairs: 5_000_000,
                 mixed: 4_000_000,
                 handoff: 2_000_000,
@@ -69,9 +69,9 @@ impl Mode {
             },
             Mode::Verify => Budget {
                 reps: 1,
-                pairs: 200_000,
-                mixed: 400_000,
-                handoff: 200_000,
+                pairs: 500_000,
+                mixed: 2_000_000,
+                handoff: 1_000_000,
                 timeout_s: 120,
             },
         }

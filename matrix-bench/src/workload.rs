@@ -336,13 +336,17 @@ fn handoff<A: BenchAlloc + Sync>(alloc: &A, ops: u64, touch: Touch) -> (Instant,
     })
 }
 
-/// The wait of a handoff thread on a full or empty queue: spin briefly,
-/// then yield, so that on a busy 2-core machine a descheduled partner gets
-/// the CPU back instead of watching this thread spin.
+/// Spins a handoff thread makes on a full or empty queue before it yields.
+const SPINS_BEFORE_YIELD: u32 = 1 << 14;
+
+/// The wait of a handoff thread on a full or empty queue: spin (both
+/// threads stay in lock-step, so the allocator sees the cross-thread
+/// traffic it is measured on), and yield only after tens of microseconds,
+/// when the partner was evidently descheduled on a busy 2-core machine.
 #[inline]
 fn wait_a_little(waits: &mut u32) {
     *waits += 1;
-    if *waits < 64 {
+    if *waits < SPINS_BEFORE_YIELD {
         std::hint::spin_loop();
     } else {
         std::thread::yield_now();
