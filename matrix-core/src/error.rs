@@ -37,6 +37,11 @@ pub enum SegmentError {
         /// The segment name.
         name: String,
     },
+    /// The name exists in `/dev/shm` but is not a regular file.
+    NotAFile {
+        /// The segment name.
+        name: String,
+    },
     /// The file is smaller than a segment header: not one of ours.
     TooSmallForHeader {
         /// The file's size.
@@ -141,6 +146,7 @@ impl fmt::Display for SegmentError {
                 "segment {name:?} already exists: open it, or remove it first (matrix rm)"
             ),
             NotFound { name } => write!(f, "no segment named {name:?} in /dev/shm"),
+            NotAFile { name } => write!(f, "{name:?} in /dev/shm is not a regular file"),
             TooSmallForHeader { file_size, header_size } => write!(
                 f,
                 "not a matrix segment: the file has {file_size} B, a segment header needs {header_size} B"

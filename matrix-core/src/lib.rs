@@ -34,6 +34,8 @@ pub mod layout;
 mod matrix;
 pub mod name;
 #[cfg(not(loom))]
+pub mod observer;
+#[cfg(not(loom))]
 pub mod participant;
 pub mod recover;
 pub mod relative_ptr;
@@ -49,8 +51,10 @@ pub use error::{AllocError, BlockError, SegmentError};
 pub use layout::{BlockHeader, SegmentHeader, BLOCK_HEADER_SIZE, MIN_PAYLOAD};
 #[cfg(not(loom))]
 pub use matrix::AtomicMatrix;
+#[cfg(not(loom))]
+pub use observer::Observer;
 pub use recover::{RecoveryReport, RepairError};
 pub use relative_ptr::RelativePtr;
 #[cfg(not(loom))]
-pub use segment::{unlink, CreateOptions};
+pub use segment::{unlink, CreateOptions, ScratchName};
 pub use walk::{ArenaStats, BlockInfo};

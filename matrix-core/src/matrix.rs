@@ -51,26 +51,19 @@ static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 
 impl AtomicMatrix {
     fn attach(mapping: Mapping) -> Result<Self, SegmentError> {
-        let seg = mapping.header();
+        let seg = mapping.segment_header();
         let claimed = match participant::claim(seg) {
             Ok(c) => c,
             Err(SegmentError::TooManyParticipants { .. }) => {
                 // Slots of dead processes are reclaimed, then claimed again.
-                let base = mapping.map.as_mut_ptr();
-                let guest = Guest {
-                    seg,
-                    base,
-                    end: seg.arena_end.load(crate::sync::Ordering::Acquire),
-                    len: mapping.len(),
-                };
-                let _ = recover::recover(&guest, false);
+                let _ = recover::recover(&mapping, false);
                 participant::claim(seg)?
             }
             Err(e) => return Err(e),
         };
         cache::install_fork_hook();
-        let arena_end = seg.arena_end.load(crate::sync::Ordering::Acquire);
-        let base = mapping.map.as_mut_ptr();
+        let arena_end = mapping.arena_end();
+        let base = mapping.base();
         // Relaxed: a unique number is all that is needed.
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let inner = Attachment {
@@ -145,7 +138,7 @@ impl AtomicMatrix {
 
     /// The segment header.
     pub fn header(&self) -> &SegmentHeader {
-        self.inner.mapping.header()
+        self.inner.mapping.segment_header()
     }
 
     /// Allocates a block with room for `payload` bytes, tagged with
@@ -238,7 +231,7 @@ impl AtomicMatrix {
 impl Drop for AtomicMatrix {
     fn drop(&mut self) {
         cache::flush_current(&self.inner);
-        participant::detach(self.inner.mapping.header(), self.inner.slot);
+        participant::detach(self.inner.mapping.segment_header(), self.inner.slot);
     }
 }
 
@@ -278,7 +271,7 @@ impl Arena for AtomicMatrix {
 impl Arena for Attachment {
     #[inline]
     fn segment(&self) -> &SegmentHeader {
-        self.mapping.header()
+        self.mapping.segment_header()
     }
     #[inline]
     fn arena_start(&self) -> u32 {
@@ -290,13 +283,7 @@ impl Arena for Attachment {
     }
     #[inline]
     fn header(&self, offset: u32) -> Option<&BlockHeader> {
-        if !self.in_bounds(offset) {
-            return None;
-        }
-        // SAFETY: `in_bounds` keeps `offset + 32 <= arena_end <= mapping
-        // length` and `offset` 16-aligned; BlockHeader holds only atomics, for
-        // which any bit pattern is valid; the mapping outlives `&self`.
-        Some(unsafe { &*(self.base.add(offset as usize) as *const BlockHeader) })
+        self.mapping.header(offset)
     }
     #[inline]
     fn owner(&self) -> OwnerId {
@@ -311,38 +298,5 @@ impl Arena for Attachment {
     #[inline]
     fn next_generation(&self) -> u32 {
         cache::next_generation(self)
-    }
-}
-
-/// A participant-less view used while attaching (recovering dead slots to make room).
-struct Guest<'a> {
-    seg: &'a SegmentHeader,
-    base: *mut u8,
-    end: u32,
-    len: usize,
-}
-
-impl Arena for Guest<'_> {
-    fn segment(&self) -> &SegmentHeader {
-        self.seg
-    }
-    fn arena_start(&self) -> u32 {
-        ARENA_START
-    }
-    fn arena_end(&self) -> u32 {
-        self.end.min(self.len as u32)
-    }
-    fn header(&self, offset: u32) -> Option<&BlockHeader> {
-        if !self.in_bounds(offset) {
-            return None;
-        }
-        // SAFETY: as in AtomicMatrix::header; `arena_end` is capped by the mapping length.
-        Some(unsafe { &*(self.base.add(offset as usize) as *const BlockHeader) })
-    }
-    fn owner(&self) -> OwnerId {
-        OwnerId::SEGMENT
-    }
-    fn is_alive(&self, slot: &ParticipantSlot) -> bool {
-        participant::holder_alive(slot)
     }
 }

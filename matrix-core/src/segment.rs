@@ -9,14 +9,15 @@
 //! fingerprint, recorded size = file size, and the arena bounds. Open never
 //! truncates or resizes.
 
+use crate::arena::{Arena, OwnerId};
 use crate::error::SegmentError;
 use crate::layout::{
-    init, layout_fingerprint, SegmentHeader, ARENA_START, BLOCK_ALIGN, FORMAT_VERSION, MAGIC,
-    MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
+    init, layout_fingerprint, BlockHeader, ParticipantSlot, SegmentHeader, ARENA_START,
+    BLOCK_ALIGN, FORMAT_VERSION, MAGIC, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
 };
 use crate::name::validate_name;
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::{MmapMut, MmapOptions, MmapRaw};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -44,21 +45,94 @@ impl Default for CreateOptions {
     }
 }
 
-/// A mapping of a whole segment.
+enum Map {
+    /// Shared, writable: what participants and repair tools use.
+    Shared(MmapRaw),
+    /// Private copy-on-write mapping of a read-only descriptor: observers
+    /// that only look. Pages never written show the live segment.
+    Private(MmapMut),
+}
+
+/// A mapping of a whole, validated segment. It is itself an [`Arena`] acting
+/// as the segment (owner 0), which is how participant-less code (observers,
+/// recovery while attaching) walks and recovers.
 pub(crate) struct Mapping {
-    pub(crate) map: MmapRaw,
+    _map: Map,
+    base: *mut u8,
+    len: usize,
+    arena_end: u32,
     pub(crate) name: Option<String>,
 }
 
+// SAFETY: the mapping is shared memory accessed only through atomics; `base`
+// is fixed for the mapping's life and nothing here is thread-local.
+unsafe impl Send for Mapping {}
+// SAFETY: as for Send; `&self` methods only load/store atomics.
+unsafe impl Sync for Mapping {}
+
 impl Mapping {
-    pub(crate) fn header(&self) -> &SegmentHeader {
+    fn new(map: Map, name: Option<String>) -> Self {
+        let (base, len) = match &map {
+            Map::Shared(m) => (m.as_mut_ptr(), m.len()),
+            Map::Private(m) => (m.as_ptr() as *mut u8, m.len()),
+        };
+        let arena_end = (len as u32) & !(BLOCK_ALIGN - 1);
+        Mapping {
+            _map: map,
+            base,
+            len,
+            arena_end,
+            name,
+        }
+    }
+
+    /// The segment header at offset 0.
+    pub(crate) fn segment_header(&self) -> &SegmentHeader {
         // SAFETY: every mapping is at least MIN_SEGMENT_SIZE long (checked at
         // create/open), page-aligned, and SegmentHeader holds only atomics,
         // for which any bit pattern is valid; it lives as long as `self`.
-        unsafe { &*(self.map.as_ptr() as *const SegmentHeader) }
+        unsafe { &*(self.base as *const SegmentHeader) }
     }
+
+    /// This process's base address of the mapping.
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.base
+    }
+
+    /// Mapping length in bytes.
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.len
+    }
+}
+
+impl Arena for Mapping {
+    #[inline]
+    fn segment(&self) -> &SegmentHeader {
+        self.segment_header()
+    }
+    #[inline]
+    fn arena_start(&self) -> u32 {
+        ARENA_START
+    }
+    #[inline]
+    fn arena_end(&self) -> u32 {
+        self.arena_end
+    }
+    #[inline]
+    fn header(&self, offset: u32) -> Option<&BlockHeader> {
+        if !self.in_bounds(offset) {
+            return None;
+        }
+        // SAFETY: `in_bounds` keeps `offset + 32 <= arena_end <= len` and
+        // `offset` 16-aligned; BlockHeader holds only atomics, for which any
+        // bit pattern is valid; the mapping outlives `&self`.
+        Some(unsafe { &*(self.base.add(offset as usize) as *const BlockHeader) })
+    }
+    fn owner(&self) -> OwnerId {
+        OwnerId::SEGMENT
+    }
+    fn is_alive(&self, slot: &ParticipantSlot) -> bool {
+        crate::participant::holder_alive(slot)
     }
 }
 
@@ -107,11 +181,8 @@ pub(crate) fn create(
         .map_err(|e| cleanup(SegmentError::io("size segment file", e)))?;
     reserve(&file, size).map_err(cleanup)?;
     let map = map_file(&file).map_err(cleanup)?;
-    let mapping = Mapping {
-        map,
-        name: Some(name.to_owned()),
-    };
-    format(mapping.header(), size);
+    let mapping = Mapping::new(Map::Shared(map), Some(name.to_owned()));
+    format(mapping.segment_header(), size);
     Ok(mapping)
 }
 
@@ -141,11 +212,8 @@ pub(crate) fn anonymous(size: u64) -> Result<Mapping, SegmentError> {
         .len(size as usize)
         .map_anon()
         .map_err(|e| SegmentError::io("map anonymous arena", e))?;
-    let mapping = Mapping {
-        map: MmapRaw::from(map),
-        name: None,
-    };
-    format(mapping.header(), size);
+    let mapping = Mapping::new(Map::Shared(MmapRaw::from(map)), None);
+    format(mapping.segment_header(), size);
     Ok(mapping)
 }
 
@@ -186,13 +254,15 @@ pub(crate) fn format(seg: &SegmentHeader, size: u64) {
 /// How long `open` waits for a live formatter.
 const FORMAT_WAIT: Duration = Duration::from_secs(2);
 
-/// Opens and validates an existing named segment.
-pub(crate) fn open(name: &str) -> Result<Mapping, SegmentError> {
+/// Opens `/dev/shm/<name>` without following a symlink, checks that it is a
+/// regular file whose size could hold a segment, and returns it with its size.
+fn open_file(name: &str, writable: bool) -> Result<(File, u64), SegmentError> {
     let path = segment_path(name)?;
     let file = OpenOptions::new()
         .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .write(writable)
+        // O_NONBLOCK: a FIFO planted under the name must not block us.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(&path)
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => SegmentError::NotFound {
@@ -200,10 +270,15 @@ pub(crate) fn open(name: &str) -> Result<Mapping, SegmentError> {
             },
             _ => SegmentError::io("open segment file", e),
         })?;
-    let file_size = file
+    let meta = file
         .metadata()
-        .map_err(|e| SegmentError::io("stat segment file", e))?
-        .len();
+        .map_err(|e| SegmentError::io("stat segment file", e))?;
+    if !meta.is_file() {
+        return Err(SegmentError::NotAFile {
+            name: name.to_owned(),
+        });
+    }
+    let file_size = meta.len();
     if file_size < MIN_SEGMENT_SIZE {
         return Err(SegmentError::TooSmallForHeader {
             file_size,
@@ -216,12 +291,34 @@ pub(crate) fn open(name: &str) -> Result<Mapping, SegmentError> {
             maximum: MAX_SEGMENT_SIZE,
         });
     }
-    let mapping = Mapping {
-        map: map_file(&file)?,
-        name: Some(name.to_owned()),
+    Ok((file, file_size))
+}
+
+/// Opens and validates an existing named segment for a participant.
+pub(crate) fn open(name: &str) -> Result<Mapping, SegmentError> {
+    let (file, file_size) = open_file(name, true)?;
+    let mapping = Mapping::new(Map::Shared(map_file(&file)?), Some(name.to_owned()));
+    wait_ready(mapping.segment_header())?;
+    validate(mapping.segment_header(), file_size)?;
+    Ok(mapping)
+}
+
+/// Opens and validates a segment for an observer: `writable` maps it shared
+/// (for repairs), otherwise it is a private view of a read-only descriptor,
+/// so nothing the observer does can reach the file.
+pub(crate) fn open_observer(name: &str, writable: bool) -> Result<Mapping, SegmentError> {
+    let (file, file_size) = open_file(name, writable)?;
+    let map = if writable {
+        Map::Shared(map_file(&file)?)
+    } else {
+        // SAFETY: other processes change the file while it is mapped; the
+        // observer reads it only through atomics (segment and block headers).
+        let map = unsafe { MmapOptions::new().map_copy(&file) };
+        Map::Private(map.map_err(|e| SegmentError::io("map segment", e))?)
     };
-    wait_ready(mapping.header())?;
-    validate(mapping.header(), file_size)?;
+    let mapping = Mapping::new(map, Some(name.to_owned()));
+    wait_ready(mapping.segment_header())?;
+    validate(mapping.segment_header(), file_size)?;
     Ok(mapping)
 }
 
@@ -329,32 +426,13 @@ pub(crate) fn validate(seg: &SegmentHeader, file_size: u64) -> Result<(), Segmen
 /// Re-formats a segment whose creator died while formatting it. Refuses a
 /// segment that is ready or whose formatter is alive.
 pub(crate) fn reformat_abandoned(name: &str) -> Result<Mapping, SegmentError> {
-    let path = segment_path(name)?;
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => SegmentError::NotFound {
-                name: name.to_owned(),
-            },
-            _ => SegmentError::io("open segment file", e),
-        })?;
-    let size = file
-        .metadata()
-        .map_err(|e| SegmentError::io("stat segment file", e))?
-        .len();
-    check_size(size)?;
-    let mapping = Mapping {
-        map: map_file(&file)?,
-        name: Some(name.to_owned()),
-    };
-    match wait_ready(mapping.header()) {
+    let (file, size) = open_file(name, true)?;
+    let mapping = Mapping::new(Map::Shared(map_file(&file)?), Some(name.to_owned()));
+    match wait_ready(mapping.segment_header()) {
         Err(SegmentError::FormatterDied { pid }) => {
             // AcqRel-free takeover: claim the formatting by CAS so two
             // re-formatters cannot interleave.
-            let seg = mapping.header();
+            let seg = mapping.segment_header();
             if seg
                 .formatter_pid
                 .compare_exchange(pid, std::process::id(), Acquire, Relaxed)
@@ -384,4 +462,60 @@ pub fn unlink(name: &str) -> Result<(), SegmentError> {
         },
         _ => SegmentError::io("remove segment file", e),
     })
+}
+
+/// A unique segment name, removed from `/dev/shm` when dropped — also when a
+/// test panics. For tests and scratch segments:
+/// `ScratchName::new("orders")` gives `matrix-scratch-<pid>-<n>-orders`.
+pub struct ScratchName(String);
+
+impl ScratchName {
+    /// A fresh name carrying `label` (characters outside the name alphabet
+    /// become `_`).
+    pub fn new(label: &str) -> Self {
+        // Process-local counter, not shared memory.
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        // Relaxed: only uniqueness is needed.
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let label: String = label
+            .chars()
+            .take(64)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        ScratchName(format!(
+            "matrix-scratch-{}-{}-{}",
+            std::process::id(),
+            n,
+            label
+        ))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Its path in `/dev/shm`.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(SHM_DIR).join(&self.0)
+    }
+}
+
+impl std::ops::Deref for ScratchName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for ScratchName {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.path());
+    }
 }

@@ -17,26 +17,26 @@ fn write_at(path: &std::path::Path, offset: u64, bytes: &[u8]) {
 #[test]
 fn create_open_unlink_round_trip() {
     let g = SegmentGuard::new("roundtrip");
-    let a = AtomicMatrix::create(g.name(), 1 << 20).unwrap();
+    let a = AtomicMatrix::create(g.as_str(), 1 << 20).unwrap();
     let mode = std::fs::metadata(g.path()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let p = a.allocate(100, 0).unwrap();
-    let b = AtomicMatrix::open(g.name()).unwrap();
+    let b = AtomicMatrix::open(g.as_str()).unwrap();
     assert_eq!(b.segment_size(), 1 << 20);
     assert_eq!(b.stats().unwrap().used_blocks, 1);
     b.free(p.offset() - 32, None).unwrap();
     assert_eq!(a.stats().unwrap().used_blocks, 0);
-    matrix_core::unlink(g.name()).unwrap();
+    matrix_core::unlink(g.as_str()).unwrap();
     assert_eq!(
-        AtomicMatrix::open(g.name()).err(),
+        AtomicMatrix::open(g.as_str()).err(),
         Some(SegmentError::NotFound {
-            name: g.name().into()
+            name: g.as_str().into()
         })
     );
     assert_eq!(
-        matrix_core::unlink(g.name()),
+        matrix_core::unlink(g.as_str()),
         Err(SegmentError::NotFound {
-            name: g.name().into()
+            name: g.as_str().into()
         })
     );
 }
@@ -62,15 +62,15 @@ fn bad_names_are_refused() {
 fn bad_sizes_are_refused() {
     let g = SegmentGuard::new("sizes");
     assert!(matches!(
-        AtomicMatrix::create(g.name(), 0),
+        AtomicMatrix::create(g.as_str(), 0),
         Err(SegmentError::SizeTooSmall { requested: 0, .. })
     ));
     assert!(matches!(
-        AtomicMatrix::create(g.name(), MIN_SEGMENT_SIZE - 1),
+        AtomicMatrix::create(g.as_str(), MIN_SEGMENT_SIZE - 1),
         Err(SegmentError::SizeTooSmall { .. })
     ));
     assert!(matches!(
-        AtomicMatrix::create(g.name(), 1 << 32),
+        AtomicMatrix::create(g.as_str(), 1 << 32),
         Err(SegmentError::SizeTooLarge {
             requested: 4294967296,
             maximum: 4294967295
@@ -86,11 +86,11 @@ fn bad_sizes_are_refused() {
 #[test]
 fn create_is_exclusive() {
     let g = SegmentGuard::new("exclusive");
-    let _a = AtomicMatrix::create(g.name(), 1 << 20).unwrap();
+    let _a = AtomicMatrix::create(g.as_str(), 1 << 20).unwrap();
     assert_eq!(
-        AtomicMatrix::create(g.name(), 1 << 20).err(),
+        AtomicMatrix::create(g.as_str(), 1 << 20).err(),
         Some(SegmentError::AlreadyExists {
-            name: g.name().into()
+            name: g.as_str().into()
         })
     );
 }
@@ -100,21 +100,21 @@ fn create_does_not_follow_symlinks() {
     let g = SegmentGuard::new("symlink");
     let target = std::env::temp_dir().join(format!("matrix-symlink-target-{}", std::process::id()));
     std::os::unix::fs::symlink(&target, g.path()).unwrap();
-    assert!(AtomicMatrix::create(g.name(), 1 << 20).is_err());
-    assert!(AtomicMatrix::open(g.name()).is_err());
+    assert!(AtomicMatrix::create(g.as_str(), 1 << 20).is_err());
+    assert!(AtomicMatrix::open(g.as_str()).is_err());
     assert!(!target.exists());
 }
 
 #[test]
 fn open_validates_every_header_field() {
     let g = SegmentGuard::new("validate");
-    drop(AtomicMatrix::create(g.name(), 1 << 20).unwrap());
+    drop(AtomicMatrix::create(g.as_str(), 1 << 20).unwrap());
     let original = std::fs::read(g.path()).unwrap();
     let restore = || std::fs::write(g.path(), &original).unwrap();
 
     write_at(&g.path(), 0, &0xDEAD_BEEFu64.to_le_bytes());
     assert_eq!(
-        AtomicMatrix::open(g.name()).err(),
+        AtomicMatrix::open(g.as_str()).err(),
         Some(SegmentError::WrongMagic {
             expected: MAGIC,
             found: 0xDEAD_BEEF
@@ -124,7 +124,7 @@ fn open_validates_every_header_field() {
 
     write_at(&g.path(), 8, &(FORMAT_VERSION + 1).to_le_bytes());
     assert_eq!(
-        AtomicMatrix::open(g.name()).err(),
+        AtomicMatrix::open(g.as_str()).err(),
         Some(SegmentError::WrongVersion {
             expected: FORMAT_VERSION,
             found: FORMAT_VERSION + 1
@@ -134,7 +134,7 @@ fn open_validates_every_header_field() {
 
     write_at(&g.path(), 16, &7u64.to_le_bytes());
     assert_eq!(
-        AtomicMatrix::open(g.name()).err(),
+        AtomicMatrix::open(g.as_str()).err(),
         Some(SegmentError::WrongFingerprint {
             expected: layout_fingerprint(),
             found: 7
@@ -150,7 +150,7 @@ fn open_validates_every_header_field() {
         .set_len((1 << 20) + 4096)
         .unwrap();
     assert_eq!(
-        AtomicMatrix::open(g.name()).err(),
+        AtomicMatrix::open(g.as_str()).err(),
         Some(SegmentError::SizeMismatch {
             recorded: 1 << 20,
             actual: (1 << 20) + 4096
@@ -165,7 +165,7 @@ fn open_validates_every_header_field() {
         .unwrap()
         .set_len(1 << 20)
         .unwrap();
-    AtomicMatrix::open(g.name()).unwrap();
+    AtomicMatrix::open(g.as_str()).unwrap();
 }
 
 #[test]
@@ -173,12 +173,12 @@ fn foreign_and_tiny_files_are_not_segments() {
     let g = SegmentGuard::new("foreign");
     std::fs::write(g.path(), b"hello").unwrap();
     assert!(matches!(
-        AtomicMatrix::open(g.name()),
+        AtomicMatrix::open(g.as_str()),
         Err(SegmentError::TooSmallForHeader { file_size: 5, .. })
     ));
     std::fs::write(g.path(), vec![0xAB; MIN_SEGMENT_SIZE as usize + 100]).unwrap();
     assert!(matches!(
-        AtomicMatrix::open(g.name()),
+        AtomicMatrix::open(g.as_str()),
         Err(SegmentError::WrongMagic { .. })
     ));
     // Nothing was written to the foreign file.
@@ -188,7 +188,7 @@ fn foreign_and_tiny_files_are_not_segments() {
 #[test]
 fn dead_formatter_is_detected_and_reformat_recovers() {
     let g = SegmentGuard::new("formatter");
-    drop(AtomicMatrix::create(g.name(), 1 << 20).unwrap());
+    drop(AtomicMatrix::create(g.as_str(), 1 << 20).unwrap());
     // Simulate a creator that died mid-format: state FORMATTING, pid of a reaped child.
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let dead_pid = child.id();
@@ -197,13 +197,52 @@ fn dead_formatter_is_detected_and_reformat_recovers() {
     let pid_offset = std::mem::offset_of!(matrix_core::SegmentHeader, formatter_pid) as u64;
     write_at(&g.path(), pid_offset, &dead_pid.to_le_bytes());
     assert_eq!(
-        AtomicMatrix::open(g.name()).err(),
+        AtomicMatrix::open(g.as_str()).err(),
         Some(SegmentError::FormatterDied { pid: dead_pid })
     );
-    let m = AtomicMatrix::reformat_abandoned(g.name()).unwrap();
+    let m = AtomicMatrix::reformat_abandoned(g.as_str()).unwrap();
     m.allocate(64, 0).unwrap();
     drop(m);
-    AtomicMatrix::open(g.name()).unwrap();
+    AtomicMatrix::open(g.as_str()).unwrap();
     // A ready segment is not "abandoned".
-    assert!(AtomicMatrix::reformat_abandoned(g.name()).is_err());
+    assert!(AtomicMatrix::reformat_abandoned(g.as_str()).is_err());
+}
+
+#[test]
+fn observers_look_without_participating() {
+    use matrix_core::Observer;
+    let g = SegmentGuard::new("observer");
+    let m = AtomicMatrix::create(g.as_str(), 1 << 20).unwrap();
+    let p = m.allocate(1000, 0).unwrap();
+    let o = Observer::open(g.as_str()).unwrap();
+    assert_eq!(o.participants().len(), 1, "the observer took no slot");
+    assert_eq!(o.stats().unwrap(), m.stats().unwrap());
+    assert_eq!(o.blocks().count(), 1);
+    // Its view follows the live segment.
+    m.free(p.offset() - 32, None).unwrap();
+    m.consolidate().unwrap();
+    assert_eq!(o.stats().unwrap().used_bytes, 0);
+    drop(o);
+    assert_eq!(m.participants().len(), 1);
+    // Foreign and missing files are refused the same way as by open.
+    std::fs::write(g.path().with_extension("x"), b"nope").unwrap();
+    let foreign = format!("{}.x", g.as_str());
+    assert!(matches!(
+        Observer::open(&foreign),
+        Err(SegmentError::TooSmallForHeader { .. })
+    ));
+    std::fs::remove_file(g.path().with_extension("x")).unwrap();
+    assert!(matches!(
+        Observer::open("no-such-segment-here"),
+        Err(SegmentError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn a_directory_under_the_name_is_not_a_segment() {
+    let g = SegmentGuard::new("dir");
+    std::fs::create_dir(g.path()).unwrap();
+    let r = AtomicMatrix::open(g.as_str());
+    std::fs::remove_dir(g.path()).unwrap();
+    assert!(r.is_err());
 }

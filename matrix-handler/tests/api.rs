@@ -21,16 +21,16 @@ struct Tick {
 #[test]
 fn create_open_bootstrap_unlink() {
     let g = SegmentGuard::new("entry");
-    let a = MatrixHandler::create(g.name(), 1 << 20).unwrap();
-    let b = MatrixHandler::open(g.name()).unwrap();
-    let c = MatrixHandler::bootstrap(Some(g.name()), 1 << 20).unwrap();
+    let a = MatrixHandler::create(g.as_str(), 1 << 20).unwrap();
+    let b = MatrixHandler::open(g.as_str()).unwrap();
+    let c = MatrixHandler::bootstrap(Some(g.as_str()), 1 << 20).unwrap();
     let mut block = a.allocate::<u64>().unwrap();
     a.write_pod(&mut block, 42).unwrap();
     let seen = b.block_at::<u64>(block.offset()).unwrap();
     assert_eq!(c.read_pod(&seen).unwrap(), 42);
-    matrix_handler::unlink(g.name()).unwrap();
+    matrix_handler::unlink(g.as_str()).unwrap();
     assert!(matches!(
-        MatrixHandler::open(g.name()),
+        MatrixHandler::open(g.as_str()),
         Err(HandlerError::Segment(SegmentError::NotFound { .. }))
     ));
     assert!(matches!(

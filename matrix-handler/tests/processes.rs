@@ -148,8 +148,8 @@ fn child_role() {
 #[test]
 fn two_processes_mix_and_free_each_others_blocks() {
     let g = SegmentGuard::new("twoproc");
-    let h = MatrixHandler::create(g.name(), 32 << 20).unwrap();
-    let mut child = spawn("mixer", g.name());
+    let h = MatrixHandler::create(g.as_str(), 32 << 20).unwrap();
+    let mut child = spawn("mixer", g.as_str());
     {
         let mut stdin = child.0.stdin.take().unwrap();
         for _ in 0..1000 {
@@ -191,10 +191,10 @@ fn kill_and_reap(child: &mut ChildGuard) {
 #[test]
 fn sigkilled_child_blocks_are_recovered() {
     let g = SegmentGuard::new("sigkill");
-    let h = MatrixHandler::create(g.name(), 8 << 20).unwrap();
+    let h = MatrixHandler::create(g.as_str(), 8 << 20).unwrap();
     let mine: Vec<_> = (0..100).map(|_| h.allocate_raw(100).unwrap()).collect();
     let held = h.stats().unwrap().used_bytes;
-    let mut child = spawn("holder", g.name());
+    let mut child = spawn("holder", g.as_str());
     assert_eq!(protocol_lines(&mut child).next().as_deref(), Some("ready"));
     kill_and_reap(&mut child);
     assert!(h.stats().unwrap().used_bytes > held);
@@ -210,11 +210,11 @@ fn sigkilled_child_blocks_are_recovered() {
 #[test]
 fn child_killed_mid_workload_costs_at_most_what_it_held() {
     let g = SegmentGuard::new("midwork");
-    let h = MatrixHandler::create(g.name(), 16 << 20).unwrap();
+    let h = MatrixHandler::create(g.as_str(), 16 << 20).unwrap();
     let mine: Vec<_> = (0..50).map(|_| h.allocate_raw(200).unwrap()).collect();
     let held = h.stats().unwrap().used_bytes;
     for round in 0..10 {
-        let mut child = spawn("churner", g.name());
+        let mut child = spawn("churner", g.as_str());
         assert_eq!(protocol_lines(&mut child).next().as_deref(), Some("ready"));
         std::thread::sleep(std::time::Duration::from_millis(20 + round * 7));
         kill_and_reap(&mut child);
