@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 /// Unique segment names removed on drop (also on panic).
+#[allow(unused_imports)]
 pub use matrix_core::ScratchName as SegmentGuard;
 
 use matrix_core::free_index::bucket_offsets;
