@@ -2,7 +2,7 @@
 
 use crate::error::CliError;
 use crate::size::format_size;
-use crate::view::{probe, Probe, SegmentView, SHM_DIR};
+use crate::view::{probe, slot_live, Probe, SegmentView, SHM_DIR};
 use matrix_core::layout::{init, slot_state, MAGIC};
 use matrix_core::state::{state_name, FREE};
 use matrix_core::{Arena, OwnerId};
@@ -56,7 +56,7 @@ pub fn list_segments() -> Result<Vec<LsEntry>, CliError> {
             participants_dead: None,
             status: "ok".into(),
         };
-        match SegmentView::open(&name) {
+        match crate::view::open(&name) {
             Ok(view) => {
                 let (alive, dead) = participant_counts(&view);
                 row.participants_alive = Some(alive);
@@ -118,7 +118,7 @@ pub fn participant_counts(view: &SegmentView) -> (usize, usize) {
     for slot in view.segment().participants.iter() {
         match slot.state.load(Acquire) {
             slot_state::EMPTY => {}
-            _ if view.slot_live(slot) => alive += 1,
+            _ if slot_live(slot) => alive += 1,
             _ => dead += 1,
         }
     }
@@ -341,7 +341,7 @@ pub fn stat(view: &SegmentView) -> Result<StatReport, CliError> {
                 state: slot_state_name(slot.state.load(Acquire)).into(),
                 pid: slot.pid.load(Acquire),
                 owner_id: owner.0,
-                alive: view.slot_live(slot),
+                alive: slot_live(slot),
                 blocks,
                 bytes,
             }

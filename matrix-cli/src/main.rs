@@ -7,7 +7,7 @@ use matrix_cli::bench::{self, BenchOptions};
 use matrix_cli::error::{CliError, EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS};
 use matrix_cli::fsck::{self, FsckReport};
 use matrix_cli::size::{format_size, parse_size};
-use matrix_cli::{inspect, manage, SegmentView};
+use matrix_cli::{inspect, manage, view};
 use std::io::{IsTerminal, Write};
 
 /// Inspect, check, repair and benchmark AtomicMatrix shared-memory segments in /dev/shm.
@@ -114,7 +114,7 @@ fn run(command: Command) -> Result<(i32, String), CliError> {
             ))
         }
         Command::Stat { name, json } => {
-            let report = inspect::stat(&SegmentView::open(&name)?)?;
+            let report = inspect::stat(&view::open(&name)?)?;
             Ok((
                 EXIT_OK,
                 if json {
@@ -130,10 +130,10 @@ fn run(command: Command) -> Result<(i32, String), CliError> {
             reclaim_user_states,
             json,
         } => {
-            let before = fsck::check(&SegmentView::open(&name)?);
+            let before = fsck::check(&view::open(&name)?);
             let (repair, after) = if repair {
                 let summary = fsck::repair(&name, reclaim_user_states)?;
-                (Some(summary), Some(fsck::check(&SegmentView::open(&name)?)))
+                (Some(summary), Some(fsck::check(&view::open(&name)?)))
             } else {
                 (None, None)
             };

@@ -2,7 +2,7 @@
 
 use crate::error::CliError;
 use crate::fsck::release_tool_slot;
-use crate::view::{foreign_reason, probe, segment_path, Probe, SegmentView};
+use crate::view::{foreign_reason, live_participant_pids, probe, segment_path, Probe, SegmentView};
 use matrix_core::{AtomicMatrix, CreateOptions, SegmentError};
 
 /// What `matrix create` made.
@@ -72,7 +72,7 @@ pub fn remove(name: &str, force: bool) -> Result<Removed, CliError> {
     }
     let live = match SegmentView::open(name) {
         Ok(view) => {
-            let pids = view.live_participant_pids();
+            let pids = live_participant_pids(&view);
             if !pids.is_empty() && !force {
                 return Err(CliError::InUse {
                     name: name.to_owned(),
