@@ -311,6 +311,10 @@ pub struct QueueRecovery<T> {
     /// Slots of dead consumers that had already adopted their block (the
     /// handler's `recover()` reclaims those blocks).
     pub pops_finished: u32,
+    /// Slots of dead consumers left for later because the queue was full
+    /// (they are finished when a producer reaches them, or by another
+    /// `recover()`).
+    pub deferred: u32,
     /// Blocks a dead consumer had claimed but not adopted, in a queue that
     /// is closed (so they cannot be delivered again): they are now owned
     /// by the caller.
@@ -324,6 +328,7 @@ impl<T> Default for QueueRecovery<T> {
             pushes_abandoned: 0,
             redelivered: 0,
             pops_finished: 0,
+            deferred: 0,
             unplaced: Vec::new(),
         }
     }
@@ -952,64 +957,122 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
         }
         // A consumer died mid-pop.
         let next_lap_empty = seq.wrapping_sub(1).wrapping_add(2 * self.capacity);
-        if in_custody && !self.is_closed() {
-            let next_lap_full = next_lap_empty.wrapping_add(1);
-            // SeqCst: this publishes a message for position p + capacity, so
-            // it is ordered against close() like a producer's claim.
+        if !in_custody {
+            // It had adopted the block (or the slot was a hole): just free the slot.
+            // AcqRel: as for a producer's slot above.
             if slot
                 .stamp
-                .compare_exchange(s, stamp(next_lap_full, 0), SeqCst, Relaxed)
+                .compare_exchange(s, stamp(seq, self.owner), AcqRel, Relaxed)
                 .is_err()
             {
                 return None;
             }
-            // SeqCst: as a producer's check after its claim.
-            if self.header().closed.load(SeqCst) == 0 {
-                report.redelivered += 1;
-                let q = self.header();
-                self.notify(&q.not_empty, &q.consumers_waiting);
-                return None;
-            }
-            // Closed meanwhile: take it back unless a consumer already has.
-            // Acquire: as any consumer's claim.
-            if slot
-                .stamp
-                .compare_exchange(
-                    stamp(next_lap_full, 0),
-                    stamp(next_lap_full, self.owner),
-                    Acquire,
-                    Relaxed,
-                )
-                .is_err()
-            {
-                return None;
-            }
-            return self.hand_back(
-                slot,
-                token,
-                next_lap_empty.wrapping_add(2 * self.capacity),
-                report,
-            );
-        }
-        if in_custody && !may_take {
+            report.pops_finished += 1;
+            // Relaxed: published by the Release in finish_slot.
+            slot.value.store(0, Relaxed);
+            self.finish_slot(slot, next_lap_empty);
             return None;
         }
+        if self.is_closed() {
+            return self.take_back(slot, s, token, next_lap_empty, report, may_take);
+        }
+        // Acquire: pairs with `advance`'s Release.
+        let tail = self.header().tail.load(Acquire);
+        if empty_seq(tail) == next_lap_empty {
+            // The tail waits on this very slot (it cannot pass it): deliver
+            // the block again in place, as position p + capacity.
+            return self.redeliver_in_place(slot, s, next_lap_empty, report);
+        }
+        // Deliver it again at the tail, like a producer; the block stays
+        // the segment's throughout.
+        let Some((target, pos)) = self.claim_for_push() else {
+            // Full, and not because of this slot: a later heal (a producer
+            // that reaches this slot, or recover()) finishes it.
+            report.deferred += 1;
+            return None;
+        };
+        let target_empty = empty_seq(pos);
         // AcqRel: as for a producer's slot above.
         if slot
             .stamp
             .compare_exchange(s, stamp(seq, self.owner), AcqRel, Relaxed)
             .is_err()
         {
+            self.publish_full(target, target_empty); // a hole: another recoverer has it
             return None;
         }
-        if in_custody {
-            return self.hand_back(slot, token, next_lap_empty, report);
+        // SeqCst: as a producer's check after its claim.
+        if self.header().closed.load(SeqCst) != 0 {
+            self.publish_full(target, target_empty);
+            // Release: gives the slot back to its dead claimant for a recoverer
+            // that may take the block.
+            slot.stamp.store(s, Release);
+            return self.take_back(slot, s, token, next_lap_empty, report, may_take);
         }
-        report.pops_finished += 1;
-        // Relaxed: published by the Release in finish_slot.
+        // Relaxed (both): published by the Release stores of the stamps that follow.
         slot.value.store(0, Relaxed);
+        target.value.store(token.0, Relaxed);
+        self.publish_full(target, target_empty);
         self.finish_slot(slot, next_lap_empty);
+        report.redelivered += 1;
         None
+    }
+
+    /// Moves a dead consumer's READING slot straight to FULL for the next
+    /// lap of the same slot. Only done while the tail waits on this slot, so
+    /// every earlier position is claimed and the message leaves no gap: a
+    /// close() racing with it still drains it.
+    fn redeliver_in_place(
+        &self,
+        slot: &Slot,
+        s: u64,
+        next_lap_empty: u32,
+        report: &mut QueueRecovery<T>,
+    ) -> Option<Block<T>> {
+        // Release: the message (value, block owner) is visible to the
+        // consumer that Acquires this stamp; one recoverer wins.
+        if slot
+            .stamp
+            .compare_exchange(
+                s,
+                stamp(next_lap_empty.wrapping_add(1), 0),
+                Release,
+                Relaxed,
+            )
+            .is_err()
+        {
+            return None;
+        }
+        report.redelivered += 1;
+        let q = self.header();
+        self.notify(&q.not_empty, &q.consumers_waiting);
+        None
+    }
+
+    /// On a closed queue, adopts a dead consumer's unadopted block and
+    /// returns it (if `may_take`): consumers may already have drained past
+    /// where it could be delivered again.
+    fn take_back(
+        &self,
+        slot: &Slot,
+        s: u64,
+        token: BlockToken,
+        empty: u32,
+        report: &mut QueueRecovery<T>,
+        may_take: bool,
+    ) -> Option<Block<T>> {
+        if !may_take {
+            return None;
+        }
+        // AcqRel: as for a producer's slot above.
+        if slot
+            .stamp
+            .compare_exchange(s, stamp(seq_of(s), self.owner), AcqRel, Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        self.hand_back(slot, token, empty, report)
     }
 
     /// Adopts the block of a slot we took over and empties the slot.

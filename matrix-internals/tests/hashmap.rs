@@ -1,0 +1,320 @@
+//! ShmHashMap: API, full map, two threads checked for single-key
+//! linearizability against a sequential model, and reopening from another
+//! process.
+
+mod common;
+
+use common::{spawn, watchdog, SegmentGuard, ROLE, SEGMENT};
+use matrix_handler::{HandlerFunctions, MatrixHandler};
+use matrix_internals::tables::MapError;
+use matrix_internals::ShmHashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+#[test]
+fn insert_get_remove_update_iterate() {
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let m = ShmHashMap::<u64, [u32; 3], _>::create(h.share(), 100).unwrap();
+    assert_eq!(m.capacity(), 100);
+    assert!(m.is_empty());
+    for k in 0..50u64 {
+        assert_eq!(m.insert(&k, [k as u32, 1, 2]).unwrap(), None);
+    }
+    assert_eq!(m.len(), 50);
+    assert_eq!(m.insert(&7, [70, 0, 0]).unwrap(), Some([7, 1, 2]));
+    assert_eq!(m.get(&7), Some([70, 0, 0]));
+    assert_eq!(m.get(&500), None);
+    assert_eq!(m.update(&7, |[a, b, c]| [a + 1, b, c]), Some([71, 0, 0]));
+    assert_eq!(
+        m.update(&500, |v| v),
+        None,
+        "update of a missing key does nothing"
+    );
+    assert_eq!(m.get(&500), None);
+    assert_eq!(m.remove(&7), Some([71, 0, 0]));
+    assert_eq!(m.remove(&7), None);
+    assert!(!m.contains_key(&7));
+    assert_eq!(m.get_or_insert(&7, [1, 1, 1]).unwrap(), [1, 1, 1]);
+    assert_eq!(m.get_or_insert(&7, [2, 2, 2]).unwrap(), [1, 1, 1]);
+    assert_eq!(m.len(), 50);
+    let all: HashMap<u64, [u32; 3]> = m.iter().collect();
+    assert_eq!(all.len(), 50);
+    assert_eq!(all[&7], [1, 1, 1]);
+    assert_eq!(all[&8], [8, 1, 2]);
+    // Reopened by offset, with the wrong types refused.
+    let again = ShmHashMap::<u64, [u32; 3], _>::open_at(h.share(), m.offset()).unwrap();
+    assert_eq!(again.get(&8), Some([8, 1, 2]));
+    assert!(matches!(
+        ShmHashMap::<u64, u64, _>::open_at(h.share(), m.offset()),
+        Err(MapError::NotAMap { .. })
+    ));
+    assert!(matches!(
+        ShmHashMap::<u32, [u32; 3], _>::open_at(h.share(), m.offset()),
+        Err(MapError::NotAMap { .. })
+    ));
+    assert!(matches!(
+        ShmHashMap::<u64, u64, _>::create(h.share(), 0),
+        Err(MapError::InvalidCapacity { .. })
+    ));
+}
+
+#[test]
+fn large_keys_and_values() {
+    #[derive(Clone, Copy, PartialEq, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+    #[repr(C)]
+    struct Quote {
+        bid: f64,
+        ask: f64,
+        size: [u32; 6],
+    }
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let m = ShmHashMap::<[u8; 13], Quote, _>::create(h.share(), 10).unwrap();
+    let key = *b"EURUSD.SPOT.1";
+    let q = Quote {
+        bid: 1.0841,
+        ask: 1.0843,
+        size: [1, 2, 3, 4, 5, 6],
+    };
+    m.insert(&key, q).unwrap();
+    assert_eq!(m.get(&key), Some(q));
+    assert_eq!(m.get(b"EURUSD.SPOT.2"), None);
+    assert_eq!(m.iter().collect::<Vec<_>>(), vec![(key, q)]);
+}
+
+#[test]
+fn a_full_map_refuses_new_keys() {
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let m = ShmHashMap::<u32, u32, _>::create(h.share(), 8).unwrap();
+    for k in 0..8 {
+        m.insert(&k, k).unwrap();
+    }
+    assert_eq!(m.insert(&8, 8), Err(MapError::Full { capacity: 8 }));
+    assert_eq!(m.get(&8), None);
+    // Existing keys still update, and a removed key keeps its slot.
+    assert_eq!(m.insert(&3, 33).unwrap(), Some(3));
+    assert_eq!(m.remove(&5), Some(5));
+    assert_eq!(
+        m.insert(&9, 9),
+        Err(MapError::Full { capacity: 8 }),
+        "removed keys keep their slot"
+    );
+    assert_eq!(m.insert(&5, 55).unwrap(), None);
+    assert_eq!(m.len(), 8);
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Insert(u64),
+    Get,
+    Remove,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Op {
+    kind: Kind,
+    result: Option<u64>,
+    start: u64,
+    end: u64,
+}
+
+/// Whether two threads' histories on one key have a linearization: a
+/// breadth-first search over (ops taken from thread 0, from thread 1) and
+/// the model value. An op may be linearized next only if the other thread's
+/// next op did not finish before it started.
+fn linearizable(a: &[Op], b: &[Op]) -> bool {
+    let threads = [a, b];
+    let mut level: HashMap<(usize, usize), HashSet<Option<u64>>> =
+        HashMap::from([((0, 0), HashSet::from([None]))]);
+    for _ in 0..a.len() + b.len() {
+        let mut next: HashMap<(usize, usize), HashSet<Option<u64>>> = HashMap::new();
+        for (&(i0, i1), states) in &level {
+            let idx = [i0, i1];
+            for t in 0..2 {
+                let Some(op) = threads[t].get(idx[t]) else {
+                    continue;
+                };
+                if let Some(other) = threads[1 - t].get(idx[1 - t]) {
+                    if other.end < op.start {
+                        continue;
+                    }
+                }
+                for &state in states {
+                    if op.result != state {
+                        continue;
+                    }
+                    let after = match op.kind {
+                        Kind::Insert(v) => Some(v),
+                        Kind::Get => state,
+                        Kind::Remove => None,
+                    };
+                    let cell = if t == 0 { (i0 + 1, i1) } else { (i0, i1 + 1) };
+                    next.entry(cell).or_default().insert(after);
+                }
+            }
+        }
+        if next.is_empty() {
+            return false;
+        }
+        level = next;
+    }
+    true
+}
+
+#[test]
+fn the_linearizability_check_rejects_an_impossible_history() {
+    let op = |kind, result, start, end| Op {
+        kind,
+        result,
+        start,
+        end,
+    };
+    // Thread 0 inserts 1 and finishes before thread 1 reads; a read of
+    // nothing afterwards is impossible.
+    let a = [op(Kind::Insert(1), None, 0, 1)];
+    let b = [op(Kind::Get, None, 2, 3)];
+    assert!(!linearizable(&a, &b));
+    // Overlapping, the read may come first.
+    let b = [op(Kind::Get, None, 0, 3)];
+    assert!(linearizable(&a, &b));
+    // A removal returning a value nobody inserted.
+    let b = [op(Kind::Remove, Some(9), 0, 3)];
+    assert!(!linearizable(&a, &b));
+}
+
+#[test]
+fn two_threads_of_random_ops_are_linearizable_per_key() {
+    let _dog = watchdog(Duration::from_secs(120));
+    const KEYS: u64 = 8;
+    let ops_per_thread: usize = std::env::var("MATRIX_MAP_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let m = ShmHashMap::<u64, u64, _>::create(h.share(), 64).unwrap();
+    let clock = AtomicU64::new(0);
+    let start = std::sync::Barrier::new(2);
+    let histories: Vec<Vec<(u64, Op)>> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..2u64)
+            .map(|t| {
+                let (m, clock, start) = (m.clone(), &clock, &start);
+                s.spawn(move || {
+                    start.wait();
+                    let mut rng = fastrand::Rng::with_seed(t + 11);
+                    let mut log = Vec::with_capacity(ops_per_thread);
+                    for n in 0..ops_per_thread as u64 {
+                        let key = rng.u64(0..KEYS);
+                        let kind = match rng.u32(0..100) {
+                            0..=39 => Kind::Insert((t << 32) | n),
+                            40..=74 => Kind::Get,
+                            _ => Kind::Remove,
+                        };
+                        let start = clock.fetch_add(1, Ordering::SeqCst);
+                        let result = match kind {
+                            Kind::Insert(v) => m.insert(&key, v).unwrap(),
+                            Kind::Get => m.get(&key),
+                            Kind::Remove => m.remove(&key),
+                        };
+                        let end = clock.fetch_add(1, Ordering::SeqCst);
+                        log.push((
+                            key,
+                            Op {
+                                kind,
+                                result,
+                                start,
+                                end,
+                            },
+                        ));
+                    }
+                    log
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    // How many of thread 0's ops overlapped one of thread 1's (for the log).
+    let spans1: Vec<(u64, u64)> = histories[1].iter().map(|(_, o)| (o.start, o.end)).collect();
+    let overlapping = histories[0]
+        .iter()
+        .filter(|(_, o)| {
+            let i = spans1.partition_point(|&(_, e)| e < o.start);
+            spans1.get(i).is_some_and(|&(s, _)| s < o.end)
+        })
+        .count();
+    println!("{overlapping} of {ops_per_thread} ops of thread 0 overlapped an op of thread 1");
+    for key in 0..KEYS {
+        let of = |t: usize| {
+            histories[t]
+                .iter()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, op)| *op)
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (of(0), of(1));
+        assert!(
+            linearizable(&a, &b),
+            "key {key}: no linearization of {} + {} ops",
+            a.len(),
+            b.len()
+        );
+    }
+    // At quiescence the map and its length agree.
+    assert_eq!(m.iter().count(), m.len());
+}
+
+#[test]
+fn child_role() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    // SAFETY: plain syscall: die with the parent test process.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let h = MatrixHandler::open(&std::env::var(SEGMENT).unwrap()).unwrap();
+    match role.as_str() {
+        "reader" => {
+            let m = ShmHashMap::<u64, [u64; 2], _>::open(h.share(), "prices").unwrap();
+            let ok = (0..1000u64).all(|k| m.get(&k) == Some([k, k * k]));
+            println!("@@checked {ok} {}", m.len());
+            for k in 1000..1100u64 {
+                m.insert(&k, [k, 7]).unwrap();
+            }
+            assert!(
+                ShmHashMap::<u64, u64, _>::open(h.share(), "prices").is_err(),
+                "wrong value type refused"
+            );
+            println!("@@wrote");
+        }
+        other => panic!("unknown role {other}"),
+    }
+    std::process::exit(0);
+}
+
+#[test]
+fn keys_and_values_survive_a_reopen_from_another_process() {
+    let _dog = watchdog(Duration::from_secs(60));
+    let g = SegmentGuard::new("map-reopen");
+    let h = MatrixHandler::create(g.name(), 4 << 20).unwrap();
+    let (m, created) =
+        ShmHashMap::<u64, [u64; 2], _>::open_or_create(h.share(), "prices", 2000).unwrap();
+    assert!(created);
+    for k in 0..1000u64 {
+        m.insert(&k, [k, k * k]).unwrap();
+    }
+    drop(m);
+    let mut child = spawn("child_role", "reader", g.name(), &[]);
+    assert_eq!(child.line().as_deref(), Some("checked true 1000"));
+    assert_eq!(child.line().as_deref(), Some("wrote"));
+    assert!(child.wait_success(Duration::from_secs(20)));
+    let (m, created) =
+        ShmHashMap::<u64, [u64; 2], _>::open_or_create(h.share(), "prices", 2000).unwrap();
+    assert!(!created);
+    assert_eq!(m.len(), 1100);
+    assert!((1000..1100u64).all(|k| m.get(&k) == Some([k, 7])));
+    assert_eq!(m.get(&5), Some([5, 25]));
+    let (hdr, _) = h.matrix().block_header(m.offset() - 32).unwrap();
+    assert_eq!(
+        hdr.owner.load(Ordering::Acquire),
+        0,
+        "the map block belongs to the segment"
+    );
+}
