@@ -4,4 +4,4 @@
 //! test), so they must be `std`'s atomics, whose layout equals the integer
 //! they wrap.
 
-pub(crate) use std::sync::atomic::{AtomicU32, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
