@@ -25,6 +25,8 @@ pub struct Machine {
     /// 1-minute load average when the run started: other work on the
     /// machine shows up as noise in the figures.
     pub load_at_start: String,
+    /// 1-minute load average when the run ended (set by the caller).
+    pub load_at_end: String,
 }
 
 impl Machine {
@@ -56,6 +58,7 @@ impl Machine {
             memory_bytes: meminfo("MemTotal:").unwrap_or(0),
             shm_free_bytes: shm_free_bytes(),
             load_at_start: load_average(),
+            load_at_end: String::new(),
             source: source_revision(),
         }
     }
@@ -72,7 +75,7 @@ impl Machine {
             self.libc,
             self.memory_bytes as f64 / (1u64 << 30) as f64,
             self.load_at_start,
-            load_average(),
+            self.load_at_end,
             self.source
         )
     }

@@ -173,7 +173,7 @@ fn parent(args: &Args) -> i32 {
         (false, false) => Mode::Full,
     };
     let budget = mode.budget();
-    let machine = machine::Machine::detect();
+    let mut machine = machine::Machine::detect();
     let mem_available = machine::meminfo("MemAvailable:").unwrap_or(machine.memory_bytes);
     let mut plan = Plan::new(mode, machine.shm_free_bytes, mem_available);
     if let Some(filter) = &args.rows {
@@ -210,6 +210,7 @@ fn parent(args: &Args) -> i32 {
     };
     let reps = args.reps.unwrap_or(budget.reps).max(1);
     let results = runner.run(&plan, reps);
+    machine.load_at_end = machine::load_average();
     let command = command_line();
     let report = Report {
         command: &command,
