@@ -1,0 +1,266 @@
+//! Runs every example with small arguments and checks its exit code and the
+//! lines that prove it did its job. `cargo test` builds the examples before
+//! running tests; run on its own (`--test run_examples`), this test builds
+//! them first.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// Longest any example may run before the test kills it and fails.
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+const EXAMPLES: [&str; 3] = ["pipeline", "lifecycle", "crash_recover"];
+
+/// `target/<profile>/examples/<name>`, next to this test's `deps/` directory.
+fn example_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps/<test>");
+    profile_dir.join("examples").join(name)
+}
+
+/// Builds the examples if this test was built without them.
+fn ensure_built() {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        if EXAMPLES.iter().all(|e| example_path(e).exists()) {
+            return;
+        }
+        let release = example_path("x").to_string_lossy().contains("/release/");
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.args(["build", "-p", "matrix-examples", "--examples"]);
+        if release {
+            cargo.arg("--release");
+        }
+        let status = run_to_end(cargo).status;
+        assert!(status.success(), "building the examples failed: {status}");
+    });
+}
+
+/// Kills and reaps the child when dropped.
+struct Reaper(Option<Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Finished {
+    #[track_caller]
+    fn has(&self, text: &str) -> &Self {
+        assert!(
+            self.stdout.contains(text),
+            "output lacks {text:?}:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+fn run_to_end(mut command: Command) -> Finished {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    wait(Reaper(Some(child)), None)
+}
+
+/// Waits for the child (at most [`TIMEOUT`]), optionally sending `signal`
+/// once `signal_after` has passed; collects its output.
+fn wait(mut reaper: Reaper, signal: Option<(Duration, i32)>) -> Finished {
+    let child = reaper.0.as_mut().expect("running");
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let mut signalled = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waitpid") {
+            reaper.0 = None;
+            break status;
+        }
+        if let Some((after, sig)) = signal {
+            if !signalled && start.elapsed() >= after {
+                // SAFETY: plain kill(2) on our own child's pid.
+                unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+                signalled = true;
+            }
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "the example did not finish in time"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Finished {
+        status,
+        stdout: out.join().expect("reader"),
+        stderr: err.join().expect("reader"),
+    }
+}
+
+fn example(name: &str, args: &[&str]) -> Finished {
+    ensure_built();
+    let mut command = Command::new(example_path(name));
+    command.args(args);
+    run_to_end(command)
+}
+
+/// The segment an example announced, which must be gone after it exits.
+#[track_caller]
+fn assert_segment_removed(stdout: &str) {
+    let name = stdout
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("/dev/shm/"))
+        .unwrap_or_else(|| panic!("no segment named in the output:\n{stdout}"));
+    let name = name.trim_end_matches([':', ',', ')']);
+    assert!(
+        !PathBuf::from("/dev/shm").join(name).exists(),
+        "/dev/shm/{name} was left behind"
+    );
+}
+
+#[test]
+fn pipeline_streams_and_verifies() {
+    let run = example(
+        "pipeline",
+        &[
+            "--seconds",
+            "0.5",
+            "--min-size",
+            "32",
+            "--max-size",
+            "512",
+            "--consumers",
+            "2",
+        ],
+    );
+    assert!(run.status.success(), "{}\n{}", run.stdout, run.stderr);
+    run.has("throughput")
+        .has("messages/s")
+        .has("p50")
+        .has("p99.9")
+        .has("verified   every message received exactly once")
+        .has(" 0 lost, 0 duplicated; checksums match (0 errors")
+        .has("allocator  before:")
+        .has("after:")
+        .has("used before = after: yes")
+        .has("removed    /dev/shm/");
+    assert_segment_removed(&run.stdout);
+}
+
+#[test]
+fn pipeline_with_three_consumers_and_a_rate() {
+    let run = example(
+        "pipeline",
+        &[
+            "--seconds",
+            "0.3",
+            "--consumers",
+            "3",
+            "--rate",
+            "20000",
+            "--capacity",
+            "16",
+        ],
+    );
+    assert!(run.status.success(), "{}\n{}", run.stdout, run.stderr);
+    run.has("#2 ").has(" 0 lost, 0 duplicated; checksums match");
+    assert_segment_removed(&run.stdout);
+}
+
+#[test]
+fn pipeline_removes_its_segment_on_ctrl_c() {
+    ensure_built();
+    let mut command = Command::new(example_path("pipeline"));
+    command
+        .args(["--seconds", "60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = command.spawn().expect("spawn");
+    let run = wait(
+        Reaper(Some(child)),
+        Some((Duration::from_millis(1500), libc::SIGINT)),
+    );
+    assert_eq!(
+        run.status.code(),
+        Some(130),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    run.has("interrupted")
+        .has(" 0 lost, 0 duplicated")
+        .has("removed");
+    assert_segment_removed(&run.stdout);
+}
+
+#[test]
+fn pipeline_refuses_bad_arguments() {
+    for args in [
+        &["--min-size", "8"][..],
+        &["--max-size", "16"],
+        &["--consumers", "0"],
+        &["--seconds", "0"],
+    ] {
+        let run = example("pipeline", args);
+        assert_eq!(run.status.code(), Some(1), "{args:?}: {}", run.stdout);
+        assert!(
+            run.stderr.starts_with("pipeline: "),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn lifecycle_moves_every_order_through_its_states() {
+    let run = example("lifecycle", &["--orders", "500", "--consumers", "2"]);
+    assert!(run.status.success(), "{}\n{}", run.stdout, run.stderr);
+    run.has("set_state(3) refused")
+        .has("500 orders")
+        .has("READY -> CLAIMED -> DONE -> ARCHIVED -> freed")
+        .has("verified: every order processed exactly once (500 = 500)")
+        .has("after: used        0 B");
+    assert_segment_removed(&run.stdout);
+}
+
+#[test]
+fn crash_recover_reclaims_a_killed_worker() {
+    let run = example("crash_recover", &["--blocks", "500", "--max-size", "256"]);
+    assert!(run.status.success(), "{}\n{}", run.stdout, run.stderr);
+    run.has("with SIGKILL")
+        .has("recover(): 1 participant(s), 500 block(s)")
+        .has("left alone: block at")
+        .has("survivor block at")
+        .has("verified: all memory back");
+    assert_segment_removed(&run.stdout);
+}
