@@ -549,8 +549,8 @@ fn producer(args: &Args) -> Result<i32> {
                 handler.write_pod(&mut result_block, r)?;
             }
         }
-        if c.rate > 0 {
-            let due = start + seq * 1_000_000_000 / c.rate;
+        if let Some(interval) = (seq * 1_000_000_000).checked_div(c.rate) {
+            let due = start + interval;
             while monotonic_ns() < due {
                 std::hint::spin_loop();
             }
