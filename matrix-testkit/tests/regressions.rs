@@ -36,3 +36,25 @@ fn stale_token_is_refused_after_the_offset_is_recreated_over_zeroed_memory() {
     h.free(again_first).unwrap();
     h.free(again_second).unwrap();
 }
+
+/// Found by the hostile-segment harness (`SlBitmap(0) = 0x10000`): a garbage
+/// bit above the 16 second-level classes made the bucket search index past
+/// the bucket table and panic.
+#[test]
+fn garbage_bitmap_bits_are_ignored_not_followed() {
+    use matrix_core::size_class::{FL_COUNT, SL_COUNT};
+    use std::sync::atomic::Ordering::SeqCst;
+    let h = MatrixHandler::bootstrap(None, 64 << 10).unwrap();
+    let index = &h.matrix().header().index;
+    for fl in 0..FL_COUNT {
+        index.sl_bitmap[fl].fetch_or(!0u32 << SL_COUNT, SeqCst);
+    }
+    index.fl_bitmap.fetch_or(!0u32, SeqCst);
+    for n in [0usize, 100, 1000, 10_000] {
+        let b = h.allocate_slice::<u8>(n).expect("the index is empty, the wilderness serves");
+        h.free(b).unwrap();
+    }
+    h.consolidate().unwrap();
+    let b = h.allocate_slice::<u8>(100).unwrap();
+    h.free(b).unwrap();
+}
