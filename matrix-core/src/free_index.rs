@@ -20,7 +20,7 @@
 use crate::arena::Arena;
 use crate::error::AllocError;
 use crate::layout::{BlockHeader, FreeIndex, NIL};
-use crate::size_class::{SizeClass, FL_COUNT};
+use crate::size_class::{SizeClass, FL_COUNT, SL_COUNT};
 use crate::sync::Ordering::{Acquire, Relaxed, SeqCst};
 
 #[inline]
@@ -99,11 +99,15 @@ pub(crate) fn pop<A: Arena>(
     }
 }
 
+/// The bits of a second-level bitmap that name buckets. Any other bit is
+/// garbage (a corrupt segment) and must never become a bucket index.
+const SL_MASK: u32 = if SL_COUNT >= 32 { !0 } else { (1u32 << SL_COUNT) - 1 };
+
 /// The first bucket at or after `from` whose bit is set (a hint).
 #[inline]
 pub(crate) fn find_nonempty(index: &FreeIndex, from: SizeClass) -> Option<SizeClass> {
     // Relaxed: bits are hints; a stale answer costs one failed pop.
-    let sl_map = index.sl_bitmap[from.fl].load(Relaxed) & (!0u32 << from.sl);
+    let sl_map = index.sl_bitmap[from.fl].load(Relaxed) & (!0u32 << from.sl) & SL_MASK;
     if sl_map != 0 {
         return Some(SizeClass {
             fl: from.fl,
@@ -117,7 +121,7 @@ pub(crate) fn find_nonempty(index: &FreeIndex, from: SizeClass) -> Option<SizeCl
         if fl >= FL_COUNT {
             return None;
         }
-        let sl_map = index.sl_bitmap[fl].load(Relaxed);
+        let sl_map = index.sl_bitmap[fl].load(Relaxed) & SL_MASK;
         if sl_map != 0 {
             return Some(SizeClass {
                 fl,
