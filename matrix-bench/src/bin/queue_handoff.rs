@@ -1,0 +1,400 @@
+//! Queue hand-off between two processes: messages/s and one-way latency of
+//! `matrix_internals::WorkQueue` (a 64-byte block per message, allocated by
+//! the producer process, freed by the consumer process), side by side with
+//! `crossbeam_queue::ArrayQueue` between two threads (a 64-byte `Box` per
+//! message, allocated by the producer thread, freed by the consumer thread).
+//!
+//! ```text
+//! cargo run --release -p matrix-bench --bin queue_handoff [-- --messages N --samples M]
+//! ```
+//!
+//! Throughput: the producer pushes N messages as fast as it can; the rate
+//! is N over the time from the first push to the consumer's last pop.
+//! Latency: M paced messages (the next is sent once the previous was taken),
+//! each stamped with CLOCK_MONOTONIC just before the push and read by the
+//! consumer right after its pop; the clock is system-wide, so the two
+//! processes compare stamps directly. "Spinning" consumers poll `try_pop`;
+//! the "sleeping" consumer blocks in `pop_timeout` (futex) between messages.
+
+use crossbeam_queue::ArrayQueue;
+use matrix_handler::{HandlerFunctions, MatrixHandler};
+use matrix_internals::{PopError, WorkQueue};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// 64 bytes: the send stamp, the sequence number, padding.
+type Msg = [u64; 8];
+const QUEUE: &str = "handoff";
+const CAPACITY: u32 = 1024;
+const ROLE: &str = "QUEUE_HANDOFF_CONSUMER";
+const WAIT: Duration = Duration::from_secs(30);
+/// Throughput is measured this many times; the median is reported.
+const ROUNDS: usize = 3;
+/// The sleeping consumer is measured on this fraction of the samples (each
+/// costs a futex sleep and wake).
+const SLEEPING_SHARE: u64 = 5;
+
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn spin_for(ns: u64) {
+    let until = now_ns() + ns;
+    while now_ns() < until {
+        std::hint::spin_loop();
+    }
+}
+
+struct Args {
+    messages: u64,
+    samples: u64,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        messages: 1_000_000,
+        samples: 100_000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| usage(&flag))
+        };
+        match flag.as_str() {
+            "--messages" => a.messages = value(),
+            "--samples" => a.samples = value(),
+            _ => usage(&flag),
+        }
+    }
+    a
+}
+
+fn usage(flag: &str) -> ! {
+    eprintln!(
+        "queue_handoff: bad argument {flag:?}\nusage: queue_handoff [--messages N] [--samples M]"
+    );
+    std::process::exit(2)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Latency percentiles of a sample, in ns.
+fn percentiles(mut lat: Vec<u64>) -> (u64, u64) {
+    lat.sort_unstable();
+    let at = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+    (at(0.50), at(0.99))
+}
+
+// ---------------------------------------------------------------- consumer process
+
+fn consumer(segment: &str, messages: u64, samples: u64) {
+    // SAFETY: plain syscall: die with the benchmark's parent process.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let h = MatrixHandler::open(segment).expect("open the benchmark segment");
+    let q = WorkQueue::<Msg, _>::open(h.share(), QUEUE).expect("open the queue");
+    println!("@@ready");
+    // Throughput.
+    for _ in 0..ROUNDS {
+        let mut got = 0;
+        while got < messages {
+            match q.try_pop() {
+                Ok(b) => {
+                    std::hint::black_box(h.read_pod(&b).unwrap());
+                    h.free(b).unwrap();
+                    got += 1;
+                }
+                Err(PopError::Empty) => std::hint::spin_loop(),
+                Err(e) => panic!("consumer: {e}"),
+            }
+        }
+        println!("@@tput {}", now_ns());
+    }
+    // Latency, spinning then sleeping.
+    for sleeping in [false, true] {
+        let samples = if sleeping {
+            samples / SLEEPING_SHARE
+        } else {
+            samples
+        };
+        let mut lat = Vec::with_capacity(samples as usize);
+        while (lat.len() as u64) < samples {
+            let popped = if sleeping {
+                q.pop_timeout(WAIT)
+            } else {
+                q.try_pop()
+            };
+            match popped {
+                Ok(b) => {
+                    let stamp = h.read_pod(&b).unwrap()[0];
+                    lat.push(now_ns().saturating_sub(stamp));
+                    h.free(b).unwrap();
+                }
+                Err(PopError::Empty) => std::hint::spin_loop(),
+                Err(e) => panic!("consumer: {e}"),
+            }
+        }
+        let (p50, p99) = percentiles(lat);
+        println!("@@lat {p50} {p99}");
+    }
+}
+
+// ---------------------------------------------------------------- producer side
+
+struct Row {
+    transport: &'static str,
+    payload: &'static str,
+    rate: Option<f64>,
+    p50: u64,
+    p99: u64,
+}
+
+struct Consumer {
+    child: Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl Consumer {
+    fn line(&mut self) -> String {
+        for line in self.lines.by_ref().map_while(Result::ok) {
+            if let Some(i) = line.find("@@") {
+                return line[i + 2..].to_owned();
+            }
+        }
+        panic!("the consumer process exited early");
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct SegmentName(String);
+
+impl Drop for SegmentName {
+    fn drop(&mut self) {
+        let _ = matrix_handler::unlink(&self.0);
+    }
+}
+
+fn send(h: &MatrixHandler, q: &WorkQueue<Msg, matrix_handler::SharedHandler>, seq: u64) {
+    let mut b = h
+        .allocate::<Msg>()
+        .expect("the arena holds the ring and every in-flight block");
+    let mut m = [0u64; 8];
+    m[1] = seq;
+    m[0] = now_ns();
+    h.write_pod(&mut b, m).unwrap();
+    q.push_timeout(b, WAIT).expect("push");
+}
+
+fn matrix_rows(a: &Args) -> Vec<Row> {
+    let name = SegmentName(format!("matrix-bench-handoff-{}", std::process::id()));
+    let h = MatrixHandler::create(&name.0, 64 << 20).expect("create the benchmark segment");
+    let q = WorkQueue::<Msg, _>::create(h.share(), QUEUE, CAPACITY).expect("create the queue");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(ROLE, format!("{} {} {}", name.0, a.messages, a.samples))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the consumer process");
+    let stdout = child.stdout.take().unwrap();
+    let mut c = Consumer {
+        child,
+        lines: BufReader::new(stdout).lines(),
+    };
+    assert_eq!(c.line(), "ready");
+
+    let mut rates = Vec::new();
+    for _ in 0..ROUNDS {
+        let start = now_ns();
+        for seq in 0..a.messages {
+            send(&h, &q, seq);
+        }
+        let end: u64 = c.line().strip_prefix("tput ").unwrap().parse().unwrap();
+        rates.push(a.messages as f64 / ((end - start) as f64 / 1e9));
+    }
+    let rate = median(rates);
+
+    let mut rows = Vec::new();
+    for (transport, gap_ns, samples) in [
+        (
+            "matrix WorkQueue, 2 processes, spinning consumer",
+            2_000,
+            a.samples,
+        ),
+        (
+            "matrix WorkQueue, 2 processes, sleeping consumer (futex)",
+            50_000,
+            a.samples / SLEEPING_SHARE,
+        ),
+    ] {
+        for seq in 0..samples {
+            send(&h, &q, seq);
+            while !q.is_empty() {
+                std::hint::spin_loop();
+            }
+            spin_for(gap_ns);
+        }
+        let line = c.line();
+        let mut it = line
+            .strip_prefix("lat ")
+            .unwrap()
+            .split(' ')
+            .map(|v| v.parse::<u64>().unwrap());
+        let (p50, p99) = (it.next().unwrap(), it.next().unwrap());
+        let rate = rows.is_empty().then_some(rate);
+        rows.push(Row {
+            transport,
+            payload: "64 B block",
+            rate,
+            p50,
+            p99,
+        });
+    }
+    assert!(
+        c.child.wait().unwrap().success(),
+        "the consumer process failed"
+    );
+    rows
+}
+
+fn crossbeam_row(a: &Args) -> Row {
+    let q: ArrayQueue<Box<Msg>> = ArrayQueue::new(CAPACITY as usize);
+    let (messages, samples) = (a.messages, a.samples);
+    std::thread::scope(|s| {
+        let consumer = s.spawn(|| {
+            let mut ends = Vec::new();
+            for _ in 0..ROUNDS {
+                let mut got = 0;
+                while got < messages {
+                    match q.pop() {
+                        Some(b) => {
+                            drop(std::hint::black_box(b));
+                            got += 1;
+                        }
+                        None => std::hint::spin_loop(),
+                    }
+                }
+                ends.push(now_ns());
+            }
+            let mut lat = Vec::with_capacity(samples as usize);
+            while (lat.len() as u64) < samples {
+                match q.pop() {
+                    Some(b) => {
+                        lat.push(now_ns().saturating_sub(b[0]));
+                        drop(b);
+                    }
+                    None => std::hint::spin_loop(),
+                }
+            }
+            (ends, percentiles(lat))
+        });
+        let push = |seq: u64| {
+            let mut m = Box::new([0u64; 8]);
+            m[1] = seq;
+            m[0] = now_ns();
+            while let Err(back) = q.push(m) {
+                m = back;
+                std::hint::spin_loop();
+            }
+        };
+        let mut starts = Vec::new();
+        for _ in 0..ROUNDS {
+            starts.push(now_ns());
+            for seq in 0..messages {
+                push(seq);
+            }
+            while !q.is_empty() {
+                std::hint::spin_loop();
+            }
+            // Let the consumer's round end before the next round starts.
+            spin_for(1_000_000);
+        }
+        for seq in 0..samples {
+            push(seq);
+            while !q.is_empty() {
+                std::hint::spin_loop();
+            }
+            spin_for(2_000);
+        }
+        let (ends, (p50, p99)) = consumer.join().unwrap();
+        let rates = starts
+            .iter()
+            .zip(&ends)
+            .map(|(s, e)| messages as f64 / ((e - s) as f64 / 1e9))
+            .collect();
+        Row {
+            transport: "crossbeam ArrayQueue, 2 threads, spinning consumer",
+            payload: "64 B Box",
+            rate: Some(median(rates)),
+            p50,
+            p99,
+        }
+    })
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("{cpu}, {cores} cores")
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var(ROLE) {
+        let mut it = spec.split(' ');
+        let segment = it.next().unwrap().to_owned();
+        let nums: Vec<u64> = it.map(|v| v.parse().unwrap()).collect();
+        consumer(&segment, nums[0], nums[1]);
+        return;
+    }
+    let a = args();
+    eprintln!(
+        "queue hand-off: {ROUNDS} rounds of {} messages for throughput (median shown), {} paced samples for latency",
+        a.messages, a.samples
+    );
+    let mut rows = matrix_rows(&a);
+    rows.push(crossbeam_row(&a));
+    println!(
+        "Queue hand-off, one producer → one consumer, capacity {CAPACITY} — {}",
+        machine()
+    );
+    println!();
+    println!("| transport | payload per message | messages/s | one-way p50 | one-way p99 |");
+    println!("|---|---|---:|---:|---:|");
+    for r in rows {
+        let rate = r
+            .rate
+            .map_or("—".to_owned(), |r| format!("{:.2} M", r / 1e6));
+        println!(
+            "| {} | {} | {} | {:.2} µs | {:.2} µs |",
+            r.transport,
+            r.payload,
+            rate,
+            r.p50 as f64 / 1e3,
+            r.p99 as f64 / 1e3
+        );
+    }
+}
