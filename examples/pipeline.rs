@@ -74,8 +74,8 @@ struct Args {
     /// Consumer processes
     #[arg(long, default_value_t = 2)]
     consumers: u32,
-    /// Queue slots
-    #[arg(long, default_value_t = 1024)]
+    /// Queue slots (a short queue keeps latency low; the producer waits when it is full)
+    #[arg(long, default_value_t = 64)]
     capacity: u32,
     /// Messages per second the producer aims at (0: as fast as it can)
     #[arg(long, default_value_t = 0)]

@@ -150,6 +150,21 @@ impl ChildRole {
     /// returns the rest of it; earlier lines are skipped. Fails if the child
     /// closes its stdout first or `timeout` passes.
     pub fn wait_for_line(&mut self, prefix: &str, timeout: Duration) -> Result<String, String> {
+        self.read_until(prefix, timeout, false)
+    }
+
+    /// As [`wait_for_line`](Self::wait_for_line), printing the earlier lines
+    /// on this process's stdout (the child's narration).
+    pub fn relay_until(&mut self, prefix: &str, timeout: Duration) -> Result<String, String> {
+        self.read_until(prefix, timeout, true)
+    }
+
+    fn read_until(
+        &mut self,
+        prefix: &str,
+        timeout: Duration,
+        relay: bool,
+    ) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -157,6 +172,9 @@ impl ChildRole {
                 Ok(line) => {
                     if let Some(rest) = line.strip_prefix(prefix) {
                         return Ok(rest.trim().to_owned());
+                    }
+                    if relay {
+                        println!("{line}");
                     }
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {

@@ -12,7 +12,13 @@ use std::time::{Duration, Instant};
 /// Longest any example may run before the test kills it and fails.
 const TIMEOUT: Duration = Duration::from_secs(180);
 
-const EXAMPLES: [&str; 3] = ["pipeline", "lifecycle", "crash_recover"];
+const EXAMPLES: [&str; 5] = [
+    "pipeline",
+    "lifecycle",
+    "crash_recover",
+    "registry",
+    "hashmap",
+];
 
 /// `target/<profile>/examples/<name>`, next to this test's `deps/` directory.
 fn example_path(name: &str) -> PathBuf {
@@ -262,5 +268,39 @@ fn crash_recover_reclaims_a_killed_worker() {
         .has("left alone: block at")
         .has("survivor block at")
         .has("verified: all memory back");
+    assert_segment_removed(&run.stdout);
+}
+
+#[test]
+fn registry_finds_objects_by_name_across_processes() {
+    let run = example("registry", &["--races", "50"]);
+    assert!(run.status.success(), "{}\n{}", run.stdout, run.stderr);
+    run.has("created true")
+        .has("child: app.config = max order 5000")
+        .has("as another type is refused")
+        .has("race: 50 names")
+        .has("every name has exactly one creator (verified)")
+        .has("says max_order_size = 5000");
+    assert_segment_removed(&run.stdout);
+    let too_many = example("registry", &["--races", "1000"]);
+    assert_eq!(too_many.status.code(), Some(1));
+    assert!(
+        too_many.stderr.contains("--races must be at most"),
+        "{}",
+        too_many.stderr
+    );
+}
+
+#[test]
+fn hashmap_updates_from_several_processes_add_up() {
+    let run = example(
+        "hashmap",
+        &["--workers", "3", "--trades", "20000", "--symbols", "64"],
+    );
+    assert!(run.status.success(), "{}\n{}", run.stdout, run.stderr);
+    run.has("3 workers applied 60000 trades")
+        .has("verified: map totals")
+        .has("no update lost or doubled")
+        .has("get(SYM000) -> None");
     assert_segment_removed(&run.stdout);
 }
