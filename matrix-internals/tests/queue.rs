@@ -513,3 +513,22 @@ fn a_full_queue_behind_a_dead_consumer_is_healed_by_a_blocked_producer() {
     );
     h.recover().unwrap();
 }
+
+#[test]
+fn destroy_frees_the_queue_its_blocks_and_its_name() {
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let before = h.stats().unwrap().used_blocks;
+    let q = WorkQueue::<Msg, _>::create(h.share(), "gone", 8).unwrap();
+    for i in 0..5 {
+        q.try_push(msg(&h, 0, i)).unwrap();
+    }
+    assert_eq!(q.destroy(Some("gone")).unwrap(), 5);
+    assert!(matches!(
+        WorkQueue::<Msg, _>::open(h.share(), "gone"),
+        Err(QueueError::Registry(RegistryError::NotFound { .. }))
+    ));
+    // Only the root registry remains.
+    assert_eq!(h.stats().unwrap().used_blocks, before + 1);
+    // The name is free again.
+    WorkQueue::<Msg, _>::create(h.share(), "gone", 8).unwrap();
+}

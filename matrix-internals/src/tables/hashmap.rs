@@ -226,13 +226,21 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
         "ShmHashMap keys and values are limited to 512 bytes each"
     );
 
+    /// The layout of (K, V): sizes and alignments. Like the handler's
+    /// `layout_tag`, it is the same in every build, so separately built
+    /// programs sharing a map agree; types of identical layout are not
+    /// told apart.
     fn types() -> u64 {
-        let k = TypeFingerprint::derived::<K>();
-        let v = TypeFingerprint::derived::<V>();
-        MAP_TYPE_ID
-            ^ k.type_id.rotate_left(7)
-            ^ v.type_id.rotate_left(29)
-            ^ ((k.size as u64) << 32 | v.size as u64)
+        use std::mem::{align_of, size_of};
+        let layout = [
+            size_of::<K>(),
+            align_of::<K>(),
+            size_of::<V>(),
+            align_of::<V>(),
+        ];
+        layout.iter().fold(MAP_TYPE_ID, |h, &x| {
+            (h ^ x as u64).wrapping_mul(0x0000_0100_0000_01B3)
+        })
     }
 
     fn fingerprint() -> TypeFingerprint {

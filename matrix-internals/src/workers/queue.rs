@@ -167,6 +167,9 @@ pub enum QueueError {
         /// What is wrong.
         what: &'static str,
     },
+    /// `destroy` found a slot claimed by a live participant: the queue is
+    /// still in use.
+    InUse,
     /// Looking the name up failed (missing, wrong type, registry full…).
     Registry(RegistryError),
     /// Allocating or validating a block failed.
@@ -188,6 +191,10 @@ impl fmt::Display for QueueError {
             QueueError::NotAQueue { offset, what } => {
                 write!(f, "no queue at offset {offset}: {what}")
             }
+            QueueError::InUse => write!(
+                f,
+                "the queue is still in use: a live participant is pushing or popping"
+            ),
             QueueError::Registry(e) => write!(f, "queue name: {e}"),
             QueueError::Handler(e) => write!(f, "queue block: {e}"),
         }
@@ -890,6 +897,42 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
     /// re-check the queue and sleep again if nothing changed.
     pub fn wake_consumers(&self) {
         self.wake(&self.header().not_empty, i32::MAX);
+    }
+
+    /// Removes the queue: closes it, frees the blocks still in it, removes
+    /// `name` from the root registry (if given and it names this queue) and
+    /// frees the ring. Returns how many queued blocks were freed.
+    ///
+    /// Call it once no other participant uses the queue: handles elsewhere
+    /// would be left pointing at freed memory (still mapped, so it is not
+    /// undefined behaviour, but their operations would act on whatever
+    /// reuses it).
+    pub fn destroy(self, name: Option<&str>) -> Result<usize, QueueError> {
+        self.close();
+        let mut freed = 0;
+        for block in self.recover().unplaced {
+            self.handler.free(block)?;
+            freed += 1;
+        }
+        loop {
+            match self.try_pop() {
+                Ok(block) => {
+                    self.handler.free(block)?;
+                    freed += 1;
+                }
+                Err(PopError::Closed) => break,
+                Err(PopError::Corrupted { .. }) => {}
+                Err(_) => return Err(QueueError::InUse),
+            }
+        }
+        if let Some(name) = name {
+            let registry = Registry::root(&self.handler)?;
+            if registry.find(name, fingerprint::<T>())? == self.offset {
+                registry.remove(name)?;
+            }
+        }
+        self.handler.free_at(self.offset - BLOCK_HEADER_SIZE)?;
+        Ok(freed)
     }
 
     /// Finishes what dead participants left half done in the ring (see the
