@@ -338,7 +338,7 @@ fn exercise(h: &MatrixHandler, known: &[u32], seed: u64, out: &mut Outcomes) {
                     }
                     let overlaps = fresh
                         .iter()
-                        .any(|o| start < o.offset() as u64 + o.len().max(1) as u64 && o.header_offset() as u64 <= end);
+                        .any(|o| start < o.offset() as u64 + o.len().max(1) as u64 && (o.header_offset() as u64) < end);
                     if overlaps {
                         out.overlaps += 1;
                     }
