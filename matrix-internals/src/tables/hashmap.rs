@@ -38,7 +38,7 @@
 
 use crate::shm::{self, checked_region, owner_alive};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering::*};
-use crate::tables::{Registry, RegistryError, TypeFingerprint};
+use crate::tables::{MapError, Registry, TypeFingerprint};
 use crossbeam_utils::Backoff;
 use matrix_core::{OwnerId, BLOCK_HEADER_SIZE};
 use matrix_handler::{HandlerError, HandlerFunctions, Pod};
@@ -77,73 +77,6 @@ struct MapHeader {
 
 const HEADER_BYTES: u64 = std::mem::size_of::<MapHeader>() as u64;
 const _: () = assert!(HEADER_BYTES == 64 && std::mem::align_of::<MapHeader>() == 8);
-
-/// Why a map operation failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MapError {
-    /// A new key does not fit: the map already holds `capacity` distinct
-    /// keys (removed keys keep their slot; see the module docs).
-    Full {
-        /// Keys the map may hold.
-        capacity: u32,
-    },
-    /// The capacity is 0 or above the maximum.
-    InvalidCapacity {
-        /// The capacity asked for.
-        requested: u32,
-    },
-    /// The offset does not hold a map of these key and value types.
-    NotAMap {
-        /// Payload offset.
-        offset: u32,
-        /// What is wrong.
-        what: &'static str,
-    },
-    /// Finding or registering the name failed.
-    Registry(RegistryError),
-    /// Allocating or validating the block failed.
-    Handler(HandlerError),
-}
-
-impl fmt::Display for MapError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MapError::Full { capacity } => write!(
-                f,
-                "the map is full: it holds {capacity} distinct keys (removed keys keep their slot); \
-                 create a larger map"
-            ),
-            MapError::InvalidCapacity { requested } => {
-                write!(f, "map capacity {requested} is not in 1..={MAX_MAP_CAPACITY}")
-            }
-            MapError::NotAMap { offset, what } => write!(f, "no map at offset {offset}: {what}"),
-            MapError::Registry(e) => write!(f, "map name: {e}"),
-            MapError::Handler(e) => write!(f, "map block: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for MapError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            MapError::Registry(e) => Some(e),
-            MapError::Handler(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<RegistryError> for MapError {
-    fn from(e: RegistryError) -> Self {
-        MapError::Registry(e)
-    }
-}
-
-impl From<HandlerError> for MapError {
-    fn from(e: HandlerError) -> Self {
-        MapError::Handler(e)
-    }
-}
 
 /// A fixed-capacity lock-free hash map of `K` → `V` in a block of the
 /// segment; see the module docs.

@@ -6,10 +6,13 @@
 //! - [`ShmHashMap`]: a fixed-capacity hash map of plain-old-data keys and
 //!   values living in one block.
 
+mod error;
 mod fingerprint;
 mod hashmap;
 mod registry;
 
+pub use error::{MapError, RegistryError};
+
 pub use fingerprint::{type_id, TypeFingerprint, MAX_NAME_LEN};
-pub use hashmap::{MapError, ShmHashMap};
-pub use registry::{Registry, RegistryEntry, RegistryError, MAX_REGISTRY_CAPACITY, ROOT_CAPACITY};
+pub use hashmap::{ShmHashMap, MAX_MAP_CAPACITY};
+pub use registry::{Registry, RegistryEntry, MAX_REGISTRY_CAPACITY, ROOT_CAPACITY};

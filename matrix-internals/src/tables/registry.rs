@@ -30,6 +30,7 @@
 //! (`root_registry`); [`Registry::root`] creates it on first use.
 
 use super::fingerprint::{name_from_words, name_problem, name_words, TypeFingerprint};
+use super::RegistryError;
 use crate::shm::{self, checked_region, fault, owner_alive};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering::*};
 use crossbeam_utils::Backoff;
@@ -95,94 +96,6 @@ pub struct RegistryEntry {
     pub fingerprint: TypeFingerprint,
     /// Owner id of the participant that created it.
     pub creator: OwnerId,
-}
-
-/// Why a registry operation failed. A failed operation changes nothing.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RegistryError {
-    /// The name is empty, longer than 63 bytes, or not printable ASCII.
-    InvalidName {
-        /// The name given.
-        name: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// No object is registered under the name.
-    NotFound {
-        /// The name looked up.
-        name: String,
-    },
-    /// The name is registered with another type.
-    TypeMismatch {
-        /// The name.
-        name: String,
-        /// The fingerprint asked for.
-        expected: TypeFingerprint,
-        /// The fingerprint registered.
-        found: TypeFingerprint,
-    },
-    /// Every entry is in use.
-    Full {
-        /// Entries of this registry.
-        capacity: u32,
-    },
-    /// The offset does not hold a registry (bad magic, capacity or size).
-    NotARegistry {
-        /// The payload offset given.
-        offset: u32,
-        /// What is wrong.
-        what: &'static str,
-    },
-    /// The creation closure failed; nothing was registered.
-    CreateFailed(HandlerError),
-    /// A block operation on the registry itself failed.
-    Handler(HandlerError),
-}
-
-impl fmt::Display for RegistryError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RegistryError::InvalidName { name, reason } => {
-                write!(
-                    f,
-                    "invalid registry name {name:?}: {reason} (use 1 to 63 printable ASCII bytes)"
-                )
-            }
-            RegistryError::NotFound { name } => write!(f, "nothing is registered under {name:?}"),
-            RegistryError::TypeMismatch {
-                name,
-                expected,
-                found,
-            } => write!(
-                f,
-                "{name:?} is registered as type {found}, not the requested {expected}: \
-                 open it with its own type or register another name"
-            ),
-            RegistryError::Full { capacity } => {
-                write!(f, "the registry is full ({capacity} entries): remove a name or use another registry")
-            }
-            RegistryError::NotARegistry { offset, what } => {
-                write!(f, "no registry at offset {offset}: {what}")
-            }
-            RegistryError::CreateFailed(e) => write!(f, "creating the object failed: {e}"),
-            RegistryError::Handler(e) => write!(f, "registry block: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for RegistryError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            RegistryError::CreateFailed(e) | RegistryError::Handler(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<HandlerError> for RegistryError {
-    fn from(e: HandlerError) -> Self {
-        RegistryError::Handler(e)
-    }
 }
 
 /// A consistent copy of one entry.

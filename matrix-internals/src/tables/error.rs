@@ -1,0 +1,161 @@
+//! Error types of the tables.
+
+use super::hashmap::MAX_MAP_CAPACITY;
+use super::TypeFingerprint;
+use matrix_handler::HandlerError;
+use std::fmt;
+
+/// Why a registry operation failed. A failed operation changes nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegistryError {
+    /// The name is empty, longer than 63 bytes, or not printable ASCII.
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No object is registered under the name.
+    NotFound {
+        /// The name looked up.
+        name: String,
+    },
+    /// The name is registered with another type.
+    TypeMismatch {
+        /// The name.
+        name: String,
+        /// The fingerprint asked for.
+        expected: TypeFingerprint,
+        /// The fingerprint registered.
+        found: TypeFingerprint,
+    },
+    /// Every entry is in use.
+    Full {
+        /// Entries of this registry.
+        capacity: u32,
+    },
+    /// The offset does not hold a registry (bad magic, capacity or size).
+    NotARegistry {
+        /// The payload offset given.
+        offset: u32,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// The creation closure failed; nothing was registered.
+    CreateFailed(HandlerError),
+    /// A block operation on the registry itself failed.
+    Handler(HandlerError),
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegistryError::InvalidName { name, reason } => {
+                write!(
+                    f,
+                    "invalid registry name {name:?}: {reason} (use 1 to 63 printable ASCII bytes)"
+                )
+            }
+            RegistryError::NotFound { name } => write!(f, "nothing is registered under {name:?}"),
+            RegistryError::TypeMismatch {
+                name,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{name:?} is registered as type {found}, not the requested {expected}: \
+                 open it with its own type or register another name"
+            ),
+            RegistryError::Full { capacity } => {
+                write!(f, "the registry is full ({capacity} entries): remove a name or use another registry")
+            }
+            RegistryError::NotARegistry { offset, what } => {
+                write!(f, "no registry at offset {offset}: {what}")
+            }
+            RegistryError::CreateFailed(e) => write!(f, "creating the object failed: {e}"),
+            RegistryError::Handler(e) => write!(f, "registry block: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RegistryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RegistryError::CreateFailed(e) | RegistryError::Handler(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<HandlerError> for RegistryError {
+    fn from(e: HandlerError) -> Self {
+        RegistryError::Handler(e)
+    }
+}
+
+/// Why a map operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// A new key does not fit: the map already holds `capacity` distinct
+    /// keys (removed keys keep their slot; see the module docs).
+    Full {
+        /// Keys the map may hold.
+        capacity: u32,
+    },
+    /// The capacity is 0 or above the maximum.
+    InvalidCapacity {
+        /// The capacity asked for.
+        requested: u32,
+    },
+    /// The offset does not hold a map of these key and value types.
+    NotAMap {
+        /// Payload offset.
+        offset: u32,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// Finding or registering the name failed.
+    Registry(RegistryError),
+    /// Allocating or validating the block failed.
+    Handler(HandlerError),
+}
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MapError::Full { capacity } => write!(
+                f,
+                "the map is full: it holds {capacity} distinct keys (removed keys keep their slot); \
+                 create a larger map"
+            ),
+            MapError::InvalidCapacity { requested } => {
+                write!(f, "map capacity {requested} is not in 1..={MAX_MAP_CAPACITY}")
+            }
+            MapError::NotAMap { offset, what } => write!(f, "no map at offset {offset}: {what}"),
+            MapError::Registry(e) => write!(f, "map name: {e}"),
+            MapError::Handler(e) => write!(f, "map block: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for MapError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            MapError::Registry(e) => Some(e),
+            MapError::Handler(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<RegistryError> for MapError {
+    fn from(e: RegistryError) -> Self {
+        MapError::Registry(e)
+    }
+}
+
+impl From<HandlerError> for MapError {
+    fn from(e: HandlerError) -> Self {
+        MapError::Handler(e)
+    }
+}
