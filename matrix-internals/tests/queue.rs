@@ -532,3 +532,49 @@ fn destroy_frees_the_queue_its_blocks_and_its_name() {
     // The name is free again.
     WorkQueue::<Msg, _>::create(h.share(), "gone", 8).unwrap();
 }
+
+#[test]
+fn random_single_thread_ops_match_a_fifo_model() {
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let q = WorkQueue::<Msg, _>::create(h.share(), "model", 8).unwrap();
+    let mut model = std::collections::VecDeque::new();
+    let mut rng = fastrand::Rng::with_seed(9);
+    let mut closed = false;
+    for n in 0..20_000u64 {
+        match rng.u32(0..100) {
+            0..=49 => match q.try_push(msg(&h, 1, n)) {
+                Ok(()) => {
+                    assert!(!closed && model.len() < 8);
+                    model.push_back(n);
+                }
+                Err(PushError::Full(b)) => {
+                    assert!(!closed && model.len() == 8);
+                    h.free(b).unwrap();
+                }
+                Err(PushError::Closed(b)) => {
+                    assert!(closed);
+                    h.free(b).unwrap();
+                }
+                Err(e) => panic!("{e}"),
+            },
+            50..=97 => match q.try_pop() {
+                Ok(b) => {
+                    assert_eq!(h.read_pod(&b).unwrap()[1], model.pop_front().unwrap());
+                    h.free(b).unwrap();
+                }
+                Err(PopError::Empty) => assert!(!closed && model.is_empty()),
+                Err(PopError::Closed) => assert!(closed && model.is_empty()),
+                Err(e) => panic!("{e}"),
+            },
+            _ => {
+                // Close once, late in the run.
+                if n > 15_000 && rng.u32(0..10) == 0 {
+                    q.close();
+                    closed = true;
+                }
+            }
+        }
+        assert_eq!(q.len(), model.len());
+        assert_eq!(q.is_closed(), closed);
+    }
+}

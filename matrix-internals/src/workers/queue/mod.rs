@@ -37,13 +37,19 @@
 //! |---|---|---|
 //! | WRITING, before the block went to the segment | `(2p, dead)` | publishes an empty *hole* (consumers skip it); the block is still the dead producer's, `recover()` of the handler frees it |
 //! | WRITING, after the block went to the segment | `(2p, dead)` | publishes the message: the push completes |
-//! | READING, before adopting | `(2p+1, dead)` | adopts the block, frees the slot, pushes the block again: nothing is lost |
+//! | READING, before adopting | `(2p+1, dead)` | delivers the block again, still owned by the segment: claims a slot at the tail like a producer, or — when the tail waits on this very slot — turns it into FULL for its next lap. On a closed queue it hands the block to the caller of `recover()` instead (consumers may have drained past any place it could go). Nothing is lost. |
 //! | READING, after adopting | `(2p+1, dead)` | frees the slot; the block is the dead consumer's, `recover()` of the handler frees it |
 //!
 //! A dead producer never wedges other producers (they skip its claimed
 //! slot); until recovery runs, consumers stop at its slot and the ring fills
-//! behind it. A blocked `pop_timeout` / `push_timeout` checks the claimant of
-//! the slot it waits on every few milliseconds and repairs it if it died.
+//! behind it. A dead consumer's slot stops producers one lap later. A
+//! blocked `pop_timeout` / `push_timeout` checks the claimant of the slot it
+//! waits on every few milliseconds and repairs it if it died; `try_push` /
+//! `try_pop` never do (they never read `/proc`).
+//!
+//! A recoverer itself killed while moving a block to the tail can strand
+//! that one block (owned by the segment, in no slot): recovery is built for
+//! one death at a time, not for the recoverer's own.
 //!
 //! # Waiting
 //!

@@ -25,14 +25,14 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
 
     /// Repairs slot `index` if a dead participant claimed it.
     ///
-    /// A block a dead consumer claimed but never adopted is delivered again
-    /// *in place*: the slot goes straight from READING(p) to FULL(p +
-    /// capacity), the next lap of the same slot, with the block still owned
-    /// by the segment; producers reaching that position skip it like any
-    /// claimed slot. Only if the queue is closed (consumers may already
-    /// have drained up to an earlier position) is the block adopted and
-    /// returned instead, when `may_take`; otherwise the slot is left for
-    /// another recoverer.
+    /// A block a dead consumer claimed but never adopted is delivered again,
+    /// still owned by the segment: at the tail (claimed like a producer), or
+    /// *in place* when the tail waits on this very slot (READING(p) goes
+    /// straight to FULL(p + capacity), the slot's next lap). If the queue is
+    /// full for another reason the slot is left for later (`deferred`). Only
+    /// if the queue is closed (consumers may already have drained past any
+    /// place it could go) is the block adopted and returned instead, when
+    /// `may_take`; otherwise the slot is left for a recoverer that may.
     pub(super) fn heal(
         &self,
         index: u64,
