@@ -115,12 +115,17 @@ pub fn in_state<H: HandlerFunctions>(
     blocks(handler).filter(move |r| r.as_ref().map_or(true, |b| b.state == state && !b.carving))
 }
 
-/// The blocks owned by `owner` (`OwnerId::SEGMENT` for blocks given to the segment).
+/// The live blocks (allocated or in a user state) owned by `owner`;
+/// `OwnerId::SEGMENT` selects the blocks given to the segment.
 pub fn owned_by<H: HandlerFunctions>(
     handler: &H,
     owner: OwnerId,
 ) -> impl Iterator<Item = Result<BlockInfo, WalkError>> + '_ {
-    blocks(handler).filter(move |r| r.as_ref().map_or(true, |b| b.owner == owner && !b.carving))
+    blocks(handler).filter(move |r| {
+        r.as_ref().map_or(true, |b| {
+            b.owner == owner && !b.carving && matrix_core::state::is_live(b.state)
+        })
+    })
 }
 
 /// The blocks in `state` that were allocated for a `T`, as typed handles

@@ -158,6 +158,10 @@ pub mod fault {
     pub const PUSH_WRITTEN: u32 = 4;
     /// A registry creator is inside its creation closure.
     pub const REGISTRY_CREATING: u32 = 5;
+    /// A map writer holds a value lock and has written the spare buffer.
+    pub const MAP_WRITING: u32 = 6;
+    /// A map inserter has claimed an empty slot and not yet written its key.
+    pub const MAP_KEY_CLAIMED: u32 = 7;
 
     static ARMED: AtomicU32 = AtomicU32::new(0);
 
@@ -187,4 +191,6 @@ pub(crate) mod fault {
     pub(crate) const PUSH_CLAIMED: u32 = 3;
     pub(crate) const PUSH_WRITTEN: u32 = 4;
     pub(crate) const REGISTRY_CREATING: u32 = 5;
+    pub(crate) const MAP_WRITING: u32 = 6;
+    pub(crate) const MAP_KEY_CLAIMED: u32 = 7;
 }

@@ -284,6 +284,14 @@ fn child_role() {
             );
             println!("@@wrote");
         }
+        "dying-writer" => {
+            let m = ShmHashMap::<u64, [u64; 2], _>::open(h.share(), "prices").unwrap();
+            let point: u32 = std::env::var("CRASH_AT").unwrap().parse().unwrap();
+            matrix_internals::fault::arm(point);
+            let key: u64 = std::env::var("KEY").unwrap().parse().unwrap();
+            let _ = m.insert(&key, [9, 9]);
+            println!("@@survived");
+        }
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
@@ -317,4 +325,60 @@ fn keys_and_values_survive_a_reopen_from_another_process() {
         0,
         "the map block belongs to the segment"
     );
+}
+
+/// A map with keys 0..10 (value `[k, k * k]`) whose `insert(key, [9, 9])`
+/// was killed at crash point `point` in another process.
+fn after_a_killed_insert(point: u32, key: u64, test: &str) -> (SegmentGuard, MatrixHandler) {
+    let g = SegmentGuard::new(test);
+    let h = MatrixHandler::create(g.name(), 1 << 20).unwrap();
+    let (m, _) = ShmHashMap::<u64, [u64; 2], _>::open_or_create(h.share(), "prices", 64).unwrap();
+    for k in 0..10u64 {
+        m.insert(&k, [k, k * k]).unwrap();
+    }
+    let env = [("CRASH_AT", point.to_string()), ("KEY", key.to_string())];
+    let mut child = spawn("child_role", "dying-writer", g.name(), &env);
+    assert_eq!(child.line(), None, "killed at the crash point");
+    assert!(!child.wait_success(Duration::from_secs(20)));
+    (g, h)
+}
+
+#[test]
+fn a_writer_killed_holding_a_value_lock_leaves_the_old_value() {
+    let _dog = watchdog(Duration::from_secs(60));
+    let (_g, h) = after_a_killed_insert(matrix_internals::fault::MAP_WRITING, 5, "map-dead-writer");
+    let m = ShmHashMap::<u64, [u64; 2], _>::open(h.share(), "prices").unwrap();
+    assert_eq!(
+        m.get(&5),
+        Some([5, 25]),
+        "readers see the committed value, untorn"
+    );
+    assert_eq!(
+        m.insert(&5, [1, 1]).unwrap(),
+        Some([5, 25]),
+        "the dead holder's lock is taken over"
+    );
+    assert_eq!(m.get(&5), Some([1, 1]));
+    assert_eq!(m.update(&5, |[a, b]| [a + 1, b]), Some([2, 1]));
+    assert_eq!(m.len(), 10);
+}
+
+#[test]
+fn an_inserter_killed_after_claiming_a_slot_does_not_block_the_key() {
+    let _dog = watchdog(Duration::from_secs(60));
+    let (_g, h) = after_a_killed_insert(
+        matrix_internals::fault::MAP_KEY_CLAIMED,
+        500,
+        "map-dead-claim",
+    );
+    let m = ShmHashMap::<u64, [u64; 2], _>::open(h.share(), "prices").unwrap();
+    assert_eq!(m.get(&500), None);
+    assert_eq!(
+        m.insert(&500, [1, 2]).unwrap(),
+        None,
+        "the dead claim is taken over"
+    );
+    assert_eq!(m.get(&500), Some([1, 2]));
+    assert_eq!(m.len(), 11);
+    assert_eq!(m.iter().filter(|(k, _)| *k == 500).count(), 1);
 }

@@ -256,6 +256,11 @@ fn four_processes_race_find_or_create_and_one_creates() {
     );
     let r = Registry::root(&h).unwrap();
     assert_eq!(r.entries().len(), 1);
+    // The racers also raced to create the root registry: one root and one
+    // object belong to the segment, the losers' blocks were freed.
+    h.recover().unwrap();
+    let given = matrix_internals::iter::owned_by(&h, matrix_core::OwnerId::SEGMENT).count();
+    assert_eq!(given, 2);
     let b = r.find_pod::<[u64; 4]>("race", COUNTER).unwrap();
     assert_eq!(b.offset(), results[0].1);
     // The creator exited; its object belongs to the segment and survives recovery.

@@ -36,7 +36,7 @@
 //! Release store that commits them, get at its first load of `value_ctl`.
 //! Keys compare by their bytes.
 
-use crate::shm::{self, checked_region, owner_alive};
+use crate::shm::{self, checked_region, fault, owner_alive};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering::*};
 use crate::tables::{MapError, Registry, TypeFingerprint};
 use crossbeam_utils::Backoff;
@@ -394,6 +394,7 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
                         Relaxed,
                     ) {
                         Ok(_) => {
+                            fault::at(fault::MAP_KEY_CLAIMED);
                             self.write_key(index, key, tag);
                             return Ok(Some(index));
                         }
@@ -623,6 +624,7 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
             Some(v) => {
                 let other = current ^ 1;
                 self.write_buffer(index, other, &v);
+                fault::at(fault::MAP_WRITING);
                 version | other << 1 | PRESENT
             }
             None if old.is_some() => version | current << 1,
