@@ -2,7 +2,7 @@
 
 use crate::error::CliError;
 use crate::size::format_size;
-use crate::view::{probe, slot_live, Probe, SegmentView, SHM_DIR};
+use crate::view::{peek_init, probe, slot_live, Probe, SegmentView, SHM_DIR};
 use matrix_core::layout::{init, slot_state, MAGIC};
 use matrix_core::state::{state_name, FREE};
 use matrix_core::{Arena, OwnerId};
@@ -56,6 +56,29 @@ pub fn list_segments() -> Result<Vec<LsEntry>, CliError> {
             participants_dead: None,
             status: "ok".into(),
         };
+        // A segment still being formatted (or abandoned mid-format) is
+        // reported as it is; opening it would wait for the formatter.
+        match peek_init(&path) {
+            Ok((init::READY, _)) => {}
+            Ok((state, pid)) => {
+                let who = if crate::view::process_alive(pid) {
+                    "alive"
+                } else {
+                    "dead"
+                };
+                row.status = format!(
+                    "not ready: init state {}, formatter pid {pid} ({who})",
+                    init_state_name(state)
+                );
+                out.push(row);
+                continue;
+            }
+            Err(e) => {
+                row.status = format!("unreadable: {e}");
+                out.push(row);
+                continue;
+            }
+        }
         match crate::view::open(&name) {
             Ok(view) => {
                 let (alive, dead) = participant_counts(&view);

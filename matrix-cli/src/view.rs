@@ -77,6 +77,26 @@ pub fn probe(path: &Path) -> std::io::Result<Probe> {
     })
 }
 
+/// The init state and formatter pid of a segment file, read with `pread`
+/// through a read-only descriptor (no mapping, no waiting).
+pub fn peek_init(path: &Path) -> std::io::Result<(u32, u32)> {
+    use matrix_core::layout::SegmentHeader;
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let word = |offset: usize| -> std::io::Result<u32> {
+        let mut bytes = [0u8; 4];
+        file.read_exact_at(&mut bytes, offset as u64)?;
+        Ok(u32::from_le_bytes(bytes))
+    };
+    Ok((
+        word(std::mem::offset_of!(SegmentHeader, init_state))?,
+        word(std::mem::offset_of!(SegmentHeader, formatter_pid))?,
+    ))
+}
+
 /// Why a file with these first bytes is not a segment, in words.
 pub fn foreign_reason(magic: Option<u64>) -> String {
     match magic {
@@ -122,6 +142,11 @@ pub fn open(name: &str) -> Result<SegmentView, CliError> {
 pub fn open_writable(name: &str) -> Result<SegmentView, CliError> {
     check_is_segment(name)?;
     Ok(SegmentView::open_writable(name)?)
+}
+
+/// Whether `pid` names a running, non-zombie process.
+pub fn process_alive(pid: u32) -> bool {
+    pid != 0 && matrix_core::participant::process_start_time(pid).is_some_and(|(_, zombie)| !zombie)
 }
 
 /// Whether the participant in `slot` counts as live: claimed (or being

@@ -459,3 +459,33 @@ fn help_and_version_exit_zero() {
     matrix(&["--version"]).expect(0).stdout_has("matrix");
     matrix(&["fsck", "--help"]).expect(0).stdout_has("--repair");
 }
+
+#[test]
+fn a_segment_abandoned_while_formatting_is_reported_not_waited_for() {
+    use matrix_core::layout::SegmentHeader;
+    let name = unique("abandoned");
+    let _guard = ShmGuard::new(&name);
+    let mut child = Command::new("true").spawn().expect("spawn `true`");
+    let dead_pid = child.id();
+    child.wait().expect("reap `true`");
+    let mut bytes = vec![0u8; 1 << 20];
+    bytes[..8].copy_from_slice(&matrix_core::layout::MAGIC.to_le_bytes());
+    let state = std::mem::offset_of!(SegmentHeader, init_state);
+    bytes[state..state + 4].copy_from_slice(&matrix_core::layout::init::FORMATTING.to_le_bytes());
+    let pid = std::mem::offset_of!(SegmentHeader, formatter_pid);
+    bytes[pid..pid + 4].copy_from_slice(&dead_pid.to_le_bytes());
+    std::fs::write(shm_path(&name), &bytes).unwrap();
+
+    let ls = matrix(&["ls", "--json"]).expect(0).json();
+    let row = find(&ls, "name", &name).expect("a segment being formatted is listed");
+    let status = row["status"].as_str().unwrap();
+    assert!(
+        status.contains("FORMATTING") && status.contains(&format!("pid {dead_pid} (dead)")),
+        "{row:#}"
+    );
+    matrix(&["stat", &name])
+        .expect(2)
+        .stderr_has("died while formatting");
+    matrix(&["rm", &name]).expect(2).stderr_has("--force");
+    matrix(&["rm", &name, "--force"]).expect(0);
+}
