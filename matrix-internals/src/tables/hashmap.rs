@@ -242,6 +242,7 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
         {
             return Err(not("created for other key or value types"));
         }
+        // Relaxed: ordered after the magic's Acquire load above.
         let (capacity, slots) = (hdr.capacity.load(Relaxed), hdr.slots.load(Relaxed));
         if capacity == 0
             || capacity > MAX_MAP_CAPACITY
@@ -297,6 +298,7 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
         hdr.key_size.store(std::mem::size_of::<K>() as u32, Relaxed);
         hdr.value_size
             .store(std::mem::size_of::<V>() as u32, Relaxed);
+        // Relaxed (all of these): published by the magic's Release store.
         hdr.types.store(Self::types(), Relaxed);
         // Release: a process that Acquires the magic sees the whole map.
         hdr.magic.store(MAP_MAGIC, Release);

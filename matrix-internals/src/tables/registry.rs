@@ -197,6 +197,7 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
             capacity,
         };
         let hdr = registry.header();
+        // Relaxed: published by the magic's Release store.
         hdr.capacity.store(capacity, Relaxed);
         // Release: whoever Acquires the magic sees the zeroed entries and capacity.
         hdr.magic.store(REGISTRY_MAGIC, Release);
@@ -410,6 +411,7 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
                 capacity: self.capacity,
             })?;
         let me = self.handler.matrix().owner_id().0;
+        // Relaxed (all fields): inside a seqlock write; see `write`.
         self.write(e, |e| {
             e.creator.store(me, Relaxed);
             e.name_len.store(name.len() as u32, Relaxed);
@@ -429,6 +431,7 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
         };
         fault::at(fault::REGISTRY_CREATING);
         let offset = create().map_err(RegistryError::CreateFailed)?;
+        // Relaxed: inside a seqlock write.
         self.write(e, |e| e.offset.store(offset, Relaxed));
         let header = offset
             .checked_sub(BLOCK_HEADER_SIZE)
@@ -442,6 +445,7 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
             })
             .map_err(RegistryError::CreateFailed)?;
         std::mem::forget(undo);
+        // Relaxed: inside a seqlock write.
         self.write(e, |e| e.state.store(READY, Relaxed));
         Ok((offset, true))
     }
@@ -477,6 +481,7 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
         for i in 0..self.capacity {
             let e = self.entry(i);
             if let Some(s) = self.read(e).filter(|s| s.is(&words, name.len())) {
+                // Relaxed: inside a seqlock write.
                 self.write(e, |e| {
                     e.state.store(EMPTY, Relaxed);
                     e.name_len.store(0, Relaxed);
@@ -553,6 +558,7 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
             }
             let offset = e.offset.load(Relaxed);
             let complete = offset != 0 && self.given_to_segment(offset);
+            // Relaxed: inside a seqlock write.
             self.write(e, |e| {
                 e.state.store(if complete { READY } else { EMPTY }, Relaxed)
             });
@@ -591,6 +597,7 @@ struct Undo<'r, 'h, H: HandlerFunctions> {
 
 impl<H: HandlerFunctions> Drop for Undo<'_, '_, H> {
     fn drop(&mut self) {
+        // Relaxed: inside a seqlock write.
         self.registry
             .write(self.entry, |e| e.state.store(EMPTY, Relaxed));
     }

@@ -264,6 +264,7 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
         if !capacity.is_power_of_two() || capacity > MAX_QUEUE_CAPACITY {
             return Err(not("impossible capacity"));
         }
+        // Relaxed: ordered after the magic's Acquire load above.
         if hdr.elem_tag.load(Relaxed) != layout_tag::<T>() {
             return Err(not("created for another element type"));
         }
