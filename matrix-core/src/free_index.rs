@@ -29,9 +29,11 @@ fn bump(word: u64, offset: u32) -> u64 {
 }
 
 /// Pushes the block at `offset` (state already stored by the caller) onto
-/// the bucket of `class`.
+/// the bucket of `class`. Public for model checkers (loom models in
+/// `tests/loom_*.rs`); the allocator's own callers are `alloc` and
+/// `consolidate`.
 #[inline]
-pub(crate) fn push(index: &FreeIndex, hdr: &BlockHeader, offset: u32, class: SizeClass) {
+pub fn push(index: &FreeIndex, hdr: &BlockHeader, offset: u32, class: SizeClass) {
     let head = &index.heads[class.fl][class.sl];
     let mut current = head.load(Relaxed);
     loop {
@@ -50,11 +52,13 @@ pub(crate) fn push(index: &FreeIndex, hdr: &BlockHeader, offset: u32, class: Siz
 
 #[inline]
 fn set_bits(index: &FreeIndex, class: SizeClass) {
+    crate::sync::seqcst_store_load();
     let sl_bit = 1u32 << class.sl;
     // SeqCst loads pair with the SeqCst clear + re-check in `clear_if_empty`.
     if index.sl_bitmap[class.fl].load(SeqCst) & sl_bit == 0 {
         index.sl_bitmap[class.fl].fetch_or(sl_bit, SeqCst);
     }
+    crate::sync::seqcst_store_load();
     let fl_bit = 1u32 << class.fl;
     if index.fl_bitmap.load(SeqCst) & fl_bit == 0 {
         index.fl_bitmap.fetch_or(fl_bit, SeqCst);
@@ -62,9 +66,10 @@ fn set_bits(index: &FreeIndex, class: SizeClass) {
 }
 
 /// Pops the head of `class` if its block holds at least `min_size` bytes.
-/// Returns the block's offset; the caller owns it from then on.
+/// Returns the block's offset; the caller owns it from then on. Public for
+/// model checkers.
 #[inline]
-pub(crate) fn pop<A: Arena>(
+pub fn pop<A: Arena>(
     arena: &A,
     class: SizeClass,
     min_size: u32,
@@ -103,9 +108,10 @@ pub(crate) fn pop<A: Arena>(
 /// garbage (a corrupt segment) and must never become a bucket index.
 const SL_MASK: u32 = if SL_COUNT >= 32 { !0 } else { (1u32 << SL_COUNT) - 1 };
 
-/// The first bucket at or after `from` whose bit is set (a hint).
+/// The first bucket at or after `from` whose bit is set (a hint). Public
+/// for model checkers.
 #[inline]
-pub(crate) fn find_nonempty(index: &FreeIndex, from: SizeClass) -> Option<SizeClass> {
+pub fn find_nonempty(index: &FreeIndex, from: SizeClass) -> Option<SizeClass> {
     // Relaxed: bits are hints; a stale answer costs one failed pop.
     let sl_map = index.sl_bitmap[from.fl].load(Relaxed) & (!0u32 << from.sl) & SL_MASK;
     if sl_map != 0 {
@@ -135,7 +141,8 @@ pub(crate) fn find_nonempty(index: &FreeIndex, from: SizeClass) -> Option<SizeCl
 }
 
 /// Clears the bit of `class` if its bucket is empty, then re-checks.
-pub(crate) fn clear_if_empty(index: &FreeIndex, class: SizeClass) {
+/// Public for model checkers.
+pub fn clear_if_empty(index: &FreeIndex, class: SizeClass) {
     let head = &index.heads[class.fl][class.sl];
     if head.load(SeqCst) as u32 != NIL {
         return;
@@ -143,6 +150,7 @@ pub(crate) fn clear_if_empty(index: &FreeIndex, class: SizeClass) {
     let sl_bit = 1u32 << class.sl;
     // SeqCst clear, then SeqCst re-load of the head: see the module docs.
     let before = index.sl_bitmap[class.fl].fetch_and(!sl_bit, SeqCst);
+    crate::sync::seqcst_store_load();
     if head.load(SeqCst) as u32 != NIL {
         set_bits(index, class);
     } else if before & !sl_bit == 0 {
@@ -156,6 +164,7 @@ fn clear_level_if_empty(index: &FreeIndex, fl: usize) {
         return;
     }
     index.fl_bitmap.fetch_and(!fl_bit, SeqCst);
+    crate::sync::seqcst_store_load();
     if index.sl_bitmap[fl].load(SeqCst) != 0 {
         index.fl_bitmap.fetch_or(fl_bit, SeqCst);
     }

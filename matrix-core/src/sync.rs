@@ -20,3 +20,15 @@ pub(crate) fn spin_hint() {
     #[cfg(loom)]
     loom::thread::yield_now();
 }
+
+/// Orders a SeqCst read-modify-write before a following SeqCst load of
+/// another word, under loom only. The memory model already gives this order
+/// (all SeqCst operations take part in one total order) and the hardware
+/// does too, so normal builds need nothing; loom does not model SeqCst loads
+/// (it treats them as Acquire, tokio-rs/loom#180) but does model SeqCst
+/// fences, so under loom a fence stands in for the guarantee.
+#[inline(always)]
+pub(crate) fn seqcst_store_load() {
+    #[cfg(loom)]
+    loom::sync::atomic::fence(Ordering::SeqCst);
+}
