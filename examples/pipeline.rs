@@ -460,7 +460,7 @@ fn coordinator(args: &Args) -> Result<i32> {
     };
     println!(
         "{verdict}   every message received exactly once: {} sent, {} received, {} lost, {} duplicated; \
-         checksums {} ({} errors, {} bytes checked)",
+         checksums {} ({} errors, {} checked)",
         with_commas(p.sent),
         with_commas(received),
         lost,
