@@ -9,12 +9,12 @@
 //! freed after the clock stops.
 
 use crate::error::CliError;
+use crate::sync::{AtomicU64, Ordering::Relaxed};
 use indicatif::{ProgressBar, ProgressStyle};
 use matrix_core::{AtomicMatrix, BLOCK_HEADER_SIZE};
 use serde::Serialize;
 use std::alloc::Layout;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// Smallest request of the workload.

@@ -22,6 +22,7 @@
 //! Corruption and leaks are problems (exit code 1); notes are not.
 
 use crate::error::CliError;
+use crate::sync::Ordering::{Acquire, Relaxed};
 use matrix_core::layout::{slot_state, ParticipantSlot};
 use matrix_core::state::{self, state_name, FREE};
 use matrix_core::{Arena, AtomicMatrix, OwnerId, RecoveryReport};
@@ -29,7 +30,6 @@ use matrix_testkit::{Violation, ViolationKind};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering::Acquire;
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -103,11 +103,14 @@ impl CheckReport {
 /// Whether a participant slot's holder is gone (or the slot is detached or
 /// being recovered by a dead recoverer), i.e. what it holds awaits recovery.
 fn slot_departed<A: Arena>(arena: &A, slot: &ParticipantSlot) -> bool {
+    // Acquire: pairs with the Release that set the state (claim's ACTIVE,
+    // detach's DETACHED), so the pid `is_alive` reads is the holder's.
     match slot.state.load(Acquire) {
         slot_state::EMPTY => false,
         slot_state::ACTIVE | slot_state::CLAIMING => !arena.is_alive(slot),
         slot_state::DETACHED => true,
         slot_state::RECOVERING => {
+            // Acquire: pairs with recover's Release store of the recoverer.
             let recoverer = OwnerId(slot.recoverer.load(Acquire));
             recoverer
                 .slot()
@@ -137,15 +140,17 @@ fn holder_of<A: Arena>(arena: &A, owner: OwnerId) -> Holder {
         return Holder::Vanished;
     };
     let slot = &arena.segment().participants[index];
+    // Acquire: pairs with claim's Release of ACTIVE, which publishes the
+    // generation and pid (read Relaxed after it).
     if slot.state.load(Acquire) == slot_state::EMPTY
-        || OwnerId::new(index, slot.generation.load(Acquire)) != owner
+        || OwnerId::new(index, slot.generation.load(Relaxed)) != owner
     {
         return Holder::Vanished;
     }
     if slot_departed(arena, slot) {
         Holder::Departed {
             slot: index,
-            pid: slot.pid.load(Acquire),
+            pid: slot.pid.load(Relaxed),
         }
     } else {
         Holder::Live
@@ -308,13 +313,16 @@ fn check_once<A: Arena>(arena: &A) -> CheckReport {
 
     // 3. Departed participant slots: unfinished carves, empty slots.
     for (index, slot) in seg.participants.iter().enumerate() {
+        // Acquire: pairs with claim's Release of ACTIVE (pid published before it).
         if slot.state.load(Acquire) == slot_state::EMPTY || !slot_departed(arena, slot) {
             continue;
         }
-        let pid = slot.pid.load(Acquire);
+        // Relaxed: published with the state Acquired above.
+        let pid = slot.pid.load(Relaxed);
         let intents = slot
             .carve_intents
             .iter()
+            // Acquire: pairs with the carver's stores of its intent.
             .filter(|e| e.load(Acquire) > 1)
             .count();
         if intents > 0 {
@@ -341,6 +349,7 @@ fn check_once<A: Arena>(arena: &A) -> CheckReport {
     }
 
     // 4. A consolidation left running by a participant that is gone.
+    // Acquire: pairs with the consolidator's Release when it lets go.
     let consolidator = OwnerId(seg.consolidator.load(Acquire));
     if consolidator != OwnerId::SEGMENT {
         let message = match holder_of(arena, consolidator) {
@@ -525,7 +534,7 @@ mod tests {
     use matrix_core::size_class::class_of;
     use matrix_core::state::{pack, CACHED};
     use matrix_core::BLOCK_HEADER_SIZE;
-    use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+    use std::sync::atomic::Ordering::SeqCst;
 
     fn kinds(r: &CheckReport) -> Vec<&'static str> {
         r.findings

@@ -2,6 +2,7 @@
 
 use crate::error::CliError;
 use crate::size::format_size;
+use crate::sync::Ordering::{Acquire, Relaxed};
 use crate::view::{peek_init, probe, slot_live, Probe, SegmentView, SHM_DIR};
 use matrix_core::layout::{init, slot_state, MAGIC};
 use matrix_core::state::{state_name, FREE};
@@ -9,7 +10,6 @@ use matrix_core::{Arena, OwnerId};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering::Acquire;
 
 /// One line of `matrix ls`.
 #[derive(Debug, Clone, Serialize)]
@@ -139,6 +139,8 @@ pub fn participant_counts(view: &SegmentView) -> (usize, usize) {
     let mut alive = 0;
     let mut dead = 0;
     for slot in view.segment().participants.iter() {
+        // Acquire: pairs with claim's Release of ACTIVE, so `slot_live`
+        // checks the pid published with it.
         match slot.state.load(Acquire) {
             slot_state::EMPTY => {}
             _ if slot_live(slot) => alive += 1,
@@ -299,7 +301,9 @@ fn init_state_name(state: u32) -> String {
 /// Reads the header fields.
 pub fn header_report(view: &SegmentView) -> HeaderReport {
     let seg = view.segment();
-    let magic = seg.magic.load(Acquire);
+    // Relaxed: every field is shown as it is; nothing else is read on the
+    // strength of these values (the view was validated when opened).
+    let magic = seg.magic.load(Relaxed);
     let text: String = magic
         .to_le_bytes()
         .iter()
@@ -311,21 +315,21 @@ pub fn header_report(view: &SegmentView) -> HeaderReport {
         } else {
             format!("{magic:#018x}")
         },
-        version: seg.version.load(Acquire),
-        fingerprint: format!("{:#018x}", seg.fingerprint.load(Acquire)),
-        init_state: init_state_name(seg.init_state.load(Acquire)),
-        segment_size: seg.segment_size.load(Acquire),
-        arena_start: seg.arena_start.load(Acquire),
-        arena_end: seg.arena_end.load(Acquire),
-        top: seg.top.load(Acquire),
-        formatter_pid: seg.formatter_pid.load(Acquire),
-        root_registry: seg.root_registry.load(Acquire),
-        consolidator: seg.consolidator.load(Acquire),
-        consolidation_epoch: seg.consolidation_epoch.load(Acquire),
-        consolidations: seg.counters.consolidations.load(Acquire),
-        recoveries: seg.counters.recoveries.load(Acquire),
-        out_of_memory: seg.counters.out_of_memory.load(Acquire),
-        repairs: seg.counters.repairs.load(Acquire),
+        version: seg.version.load(Relaxed),
+        fingerprint: format!("{:#018x}", seg.fingerprint.load(Relaxed)),
+        init_state: init_state_name(seg.init_state.load(Relaxed)),
+        segment_size: seg.segment_size.load(Relaxed),
+        arena_start: seg.arena_start.load(Relaxed),
+        arena_end: seg.arena_end.load(Relaxed),
+        top: seg.top.load(Relaxed),
+        formatter_pid: seg.formatter_pid.load(Relaxed),
+        root_registry: seg.root_registry.load(Relaxed),
+        consolidator: seg.consolidator.load(Relaxed),
+        consolidation_epoch: seg.consolidation_epoch.load(Relaxed),
+        consolidations: seg.counters.consolidations.load(Relaxed),
+        recoveries: seg.counters.recoveries.load(Relaxed),
+        out_of_memory: seg.counters.out_of_memory.load(Relaxed),
+        repairs: seg.counters.repairs.load(Relaxed),
     }
 }
 
@@ -355,14 +359,17 @@ pub fn stat(view: &SegmentView) -> Result<StatReport, CliError> {
         .participants
         .iter()
         .enumerate()
-        .filter(|(_, slot)| slot.state.load(Acquire) != slot_state::EMPTY)
-        .map(|(index, slot)| {
-            let owner = OwnerId::new(index, slot.generation.load(Acquire));
+        // Acquire: pairs with claim's Release of ACTIVE, which publishes the
+        // generation and pid read (Relaxed) below.
+        .map(|(index, slot)| (index, slot, slot.state.load(Acquire)))
+        .filter(|&(_, _, state)| state != slot_state::EMPTY)
+        .map(|(index, slot, state)| {
+            let owner = OwnerId::new(index, slot.generation.load(Relaxed));
             let (blocks, bytes) = by_owner.get(&owner.0).copied().unwrap_or_default();
             ParticipantReport {
                 slot: index,
-                state: slot_state_name(slot.state.load(Acquire)).into(),
-                pid: slot.pid.load(Acquire),
+                state: slot_state_name(state).into(),
+                pid: slot.pid.load(Relaxed),
                 owner_id: owner.0,
                 alive: slot_live(slot),
                 blocks,

@@ -6,6 +6,7 @@ pub mod fsck;
 pub mod inspect;
 pub mod manage;
 pub mod size;
+mod sync;
 pub mod view;
 
 pub use error::{CliError, EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS};

@@ -20,13 +20,13 @@
 //! short-lived `AtomicMatrix` left behind.
 
 use crate::error::CliError;
+use crate::sync::Ordering::Acquire;
 use matrix_core::layout::{slot_state, ParticipantSlot, MAGIC};
 use matrix_core::participant::holder_alive;
 use matrix_core::{Arena, SegmentError};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering::Acquire;
 
 /// A validated, participant-less view of a segment.
 pub use matrix_core::Observer as SegmentView;
@@ -152,6 +152,8 @@ pub fn process_alive(pid: u32) -> bool {
 /// Whether the participant in `slot` counts as live: claimed (or being
 /// claimed) and its process still running.
 pub fn slot_live(slot: &ParticipantSlot) -> bool {
+    // Acquire: pairs with claim's Release of ACTIVE, so `holder_alive`
+    // checks the pid and start time published with it.
     matches!(
         slot.state.load(Acquire),
         slot_state::ACTIVE | slot_state::CLAIMING
@@ -165,6 +167,7 @@ pub fn live_participant_pids<A: Arena>(arena: &A) -> Vec<u32> {
         .participants
         .iter()
         .filter(|s| slot_live(s))
-        .map(|s| s.pid.load(Acquire))
+        // Relaxed: `slot_live` Acquired the state the pid was published with.
+        .map(|s| s.pid.load(crate::sync::Ordering::Relaxed))
         .collect()
 }
