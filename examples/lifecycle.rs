@@ -142,6 +142,8 @@ fn producer(args: &Args) -> Result<()> {
     let mut per_consumer = vec![0u64; args.consumers as usize];
     for order in orders {
         let deadline = Instant::now() + PATIENCE;
+        // Acquire: pairs with the Release half of the consumer's AcqRel
+        // transition to DONE, so the total it wrote is visible.
         while handler.get_state(&order, Acquire) != DONE {
             if Instant::now() > deadline {
                 return Err(format!("order {} never reached DONE", order.offset()).into());
@@ -154,6 +156,8 @@ fn producer(args: &Args) -> Result<()> {
             return Err(format!("order {} came back wrong: {value:?}", value.id).into());
         }
         per_consumer[value.processed_by as usize - 1] += 1;
+        // AcqRel: the producer is the only one moving DONE on; Acquire keeps
+        // the read above before it, Release orders it before the free.
         handler.transition_state(&order, DONE, ARCHIVED, AcqRel)?;
         let token = order.token();
         handler.free(order)?;
@@ -215,11 +219,14 @@ fn consumer(index: &str, name: &str, mailbox: &str) -> Result<()> {
             let Ok(mut order) = handler.block_from_token::<Order>(token) else {
                 return false; // already archived and freed by the producer
             };
+            // Acquire: pairs with the producer's Release in set_state(READY).
             match handler.get_state(&order, Acquire) {
                 STATE_ALLOCATED => return true, // not READY yet
                 READY => {}
                 _ => return false, // another consumer has it
             }
+            // AcqRel: Acquire the order bytes published with READY; the one
+            // consumer whose CAS wins owns the order from here.
             match handler.transition_state(&order, READY, CLAIMED, AcqRel) {
                 Ok(_) => {}
                 Err(HandlerError::TransitionFailed(_)) => {
@@ -234,10 +241,14 @@ fn consumer(index: &str, name: &str, mailbox: &str) -> Result<()> {
             };
             value.total_cents = value.price_cents * value.quantity as u64;
             value.processed_by = me + 1;
-            if handler.write_pod(&mut order, value).is_ok()
-                && handler
-                    .transition_state(&order, CLAIMED, DONE, AcqRel)
-                    .is_ok()
+            if handler.write_pod(&mut order, value).is_err() {
+                return false;
+            }
+            // AcqRel: its Release publishes the total to the producer's
+            // Acquire of DONE.
+            if handler
+                .transition_state(&order, CLAIMED, DONE, AcqRel)
+                .is_ok()
             {
                 claimed += 1;
             }

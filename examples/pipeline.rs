@@ -41,7 +41,7 @@ use matrix_handler::{
     AllocError, Block, BlockToken, HandlerError, HandlerFunctions, MatrixHandler, Pod,
 };
 use matrix_internals::{PopError, PushError, WorkQueue};
-use std::sync::atomic::Ordering::Acquire;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 use std::time::{Duration, Instant};
 
 /// Registry name of the message queue.
@@ -277,7 +277,7 @@ fn coordinator(args: &Args) -> Result<i32> {
         child.wait_for_line("ready", PATIENCE)?;
     }
 
-    // Go: the Release in set_state publishes the control fields.
+    // Go.
     let started = Instant::now();
     let control_value = Control {
         deadline_ns: monotonic_ns() + (args.seconds * 1e9) as u64,
@@ -287,12 +287,9 @@ fn coordinator(args: &Args) -> Result<i32> {
         max_words,
     };
     handler.write_pod(&mut control, control_value)?;
-    handler.transition_state(
-        &control,
-        WAITING,
-        RUNNING,
-        std::sync::atomic::Ordering::AcqRel,
-    )?;
+    // AcqRel: its Release publishes the control fields to the children's
+    // Acquire of RUNNING (in wait_for_start).
+    handler.transition_state(&control, WAITING, RUNNING, AcqRel)?;
 
     let bar = ProgressBar::with_draw_target(
         Some((args.seconds * 1000.0) as u64),
@@ -308,12 +305,8 @@ fn coordinator(args: &Args) -> Result<i32> {
     loop {
         if interrupted() && !interrupted_run {
             interrupted_run = true;
-            let _ = handler.transition_state(
-                &control,
-                RUNNING,
-                STOP,
-                std::sync::atomic::Ordering::AcqRel,
-            );
+            // AcqRel: nothing rides on it but the flag; the usual pairing.
+            let _ = handler.transition_state(&control, RUNNING, STOP, AcqRel);
         }
         if let Some(status) = producer.exited() {
             if !status.success() {
@@ -350,8 +343,8 @@ fn coordinator(args: &Args) -> Result<i32> {
         std::thread::sleep(Duration::from_millis(100));
     }
     if failure.is_some() {
-        let _ =
-            handler.transition_state(&control, RUNNING, STOP, std::sync::atomic::Ordering::AcqRel);
+        // AcqRel: as above; the close below wakes whoever sleeps.
+        let _ = handler.transition_state(&control, RUNNING, STOP, AcqRel);
         queue.close();
     }
     for (i, child) in consumers.iter_mut().enumerate() {
@@ -541,7 +534,8 @@ fn producer(args: &Args) -> Result<i32> {
             let now = monotonic_ns();
             if now >= c.deadline_ns
                 || seq >= MESSAGE_CAP
-                || handler.get_state(&control, Acquire) == STOP
+                // Relaxed: a stop flag; nothing is read on the strength of it.
+                || handler.get_state(&control, Relaxed) == STOP
             {
                 break;
             }
@@ -599,7 +593,8 @@ fn producer(args: &Args) -> Result<i32> {
             match queue.push_timeout(block, Duration::from_millis(100)) {
                 Ok(()) => break,
                 Err(PushError::Timeout(b) | PushError::Full(b)) => {
-                    if handler.get_state(&control, Acquire) == STOP {
+                    // Relaxed: a stop flag, as above.
+                    if handler.get_state(&control, Relaxed) == STOP {
                         handler.free(b)?;
                         break 'stream;
                     }
@@ -666,7 +661,8 @@ fn consumer(args: &Args) -> Result<i32> {
             Err(PopError::Closed) => break,
             Err(PopError::Corrupted { .. }) => r.corrupted += 1,
             Err(PopError::Timeout | PopError::Empty) => {
-                if handler.get_state(&control, Acquire) == STOP && queue.is_closed() {
+                // Relaxed: a stop flag; the queue's own close is the real signal.
+                if handler.get_state(&control, Relaxed) == STOP && queue.is_closed() {
                     break;
                 }
             }

@@ -14,11 +14,13 @@
 //! assert!(h.percentile(100.0) >= 1_500);
 //! ```
 
+mod sync;
+
 use bytemuck::{Pod, Zeroable};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::time::{Duration, Instant};
+use sync::{AtomicBool, AtomicU32, Ordering::Relaxed};
 
 /// A segment name unique to this process: `<prefix>-<pid>-<n>`.
 pub fn unique_name(prefix: &str) -> String {
