@@ -296,23 +296,36 @@ pub fn checked_header<A: Arena>(arena: &A, offset: u32) -> Result<(&BlockHeader,
 /// Frees the block whose header is at `offset`. With `generation`, the block
 /// must still be that generation (a stale handle is refused).
 pub fn free<A: Arena>(arena: &A, offset: u32, generation: Option<u32>) -> Result<(), BlockError> {
-    let (hdr, size) = retire(arena, offset, generation, ACKED)?;
-    release_block(arena, hdr, offset, size);
+    if let Some((hdr, size)) = retire(arena, offset, generation, ACKED)? {
+        release_block(arena, hdr, offset, size);
+    }
     Ok(())
 }
 
 /// The double-free check: moves a live block (ALLOCATED or a user state) to
 /// `into` (ACKED, or CACHED for a thread cache) with one CAS on the state
 /// word, so exactly one of two racing frees wins and a stale generation never
-/// matches. Returns the header and block size; the caller then owns the block.
+/// matches. Then takes the block's owner word, so a recovery of the block's
+/// previous (dead) owner cannot return the block a second time.
+///
+/// Returns the header and block size when the caller now holds the block,
+/// or `None` when a recoverer claimed the owner word first: the block was
+/// already the dead owner's to reclaim, and the recoverer returns it.
+///
+/// ```text
+///  freer:     state live -> ACKED/CACHED,  then owner prev -> me  (CAS)
+///  recoverer: owner dead -> RECLAIMING (CAS), then state -> ACKED, release
+///  whoever wins the owner word returns the block; the other leaves it.
+/// ```
 #[inline]
 pub fn retire<A: Arena>(
     arena: &A,
     offset: u32,
     generation: Option<u32>,
     into: u32,
-) -> Result<(&BlockHeader, u32), BlockError> {
+) -> Result<Option<(&BlockHeader, u32)>, BlockError> {
     let (hdr, size) = checked_header(arena, offset)?;
+    let me = arena.owner().0;
     // Acquire: pairs with mark_allocated's Release.
     let mut word = hdr.state.load(Acquire);
     loop {
@@ -334,6 +347,14 @@ pub fn retire<A: Arena>(
             }
             _ => {}
         }
+        // The owner as it stands with `word`, read before the state CAS: if
+        // anyone (a recoverer) changes it afterwards, our owner CAS fails.
+        // Acquire: pairs with the Release of whoever stored it
+        // (mark_allocated, set_owner, a recoverer's claim).
+        let prev = hdr.owner.load(Acquire);
+        if prev == OwnerId::RECLAIMING.0 {
+            return Ok(None); // the dead owner's recoverer returns it
+        }
         // AcqRel: Acquire so the payload writes of whoever set this state
         // happen before the block is reused; Release so a recoverer that
         // Acquires the new state sees this participant's earlier writes.
@@ -341,7 +362,17 @@ pub fn retire<A: Arena>(
             .state
             .compare_exchange(word, state::pack(gen, into), AcqRel, Acquire)
         {
-            Ok(_) => return Ok((hdr, size)),
+            Ok(_) if prev == me => return Ok(Some((hdr, size))),
+            Ok(_) => {
+                // AcqRel: the word a recoverer claims with a CAS, so exactly
+                // one of us holds the block; Release so a recoverer reading
+                // this owner after Acquiring the state sees it is held.
+                return Ok(hdr
+                    .owner
+                    .compare_exchange(prev, me, AcqRel, Relaxed)
+                    .ok()
+                    .map(|_| (hdr, size)));
+            }
             Err(actual) => word = actual,
         }
     }
@@ -351,7 +382,9 @@ pub fn retire<A: Arena>(
 /// CACHED) to the free index.
 pub fn release_block<A: Arena>(arena: &A, hdr: &BlockHeader, offset: u32, size: u32) {
     let gen = state::generation_of(hdr.state.load(Relaxed));
-    hdr.owner.store(OwnerId::SEGMENT.0, Relaxed);
+    // Release: a `set_owner` that Acquires this owner also sees the block
+    // is no longer live (the ACKED/COALESCING/CACHED state stored before).
+    hdr.owner.store(OwnerId::SEGMENT.0, Release);
     // Relaxed: the push's Release publishes FREE. Storing FREE after the push
     // could overwrite the ALLOCATED of whoever pops it next.
     hdr.state.store(state::pack(gen, FREE), Relaxed);
@@ -366,12 +399,21 @@ pub fn set_owner<A: Arena>(
     to: OwnerId,
 ) -> Result<OwnerId, BlockError> {
     let (hdr, _) = checked_header(arena, offset)?;
-    let st = state::state_of(hdr.state.load(Acquire));
-    if !state::is_live(st) {
-        return Err(BlockError::NotLive { offset, state: st });
-    }
-    let mut current = hdr.owner.load(Relaxed);
     loop {
+        // The owner first, then the state: a recoverer claims the owner word
+        // before it frees the block, so a live state read after this owner
+        // means the CAS below can only succeed on a block still live.
+        // Acquire: pairs with the Release of the last owner change.
+        let current = hdr.owner.load(Acquire);
+        // Acquire: pairs with the Release of the last state change.
+        let st = state::state_of(hdr.state.load(Acquire));
+        if !state::is_live(st) {
+            return Err(BlockError::NotLive { offset, state: st });
+        }
+        if current == OwnerId::RECLAIMING.0 {
+            // A recoverer claimed the block of its dead owner first.
+            return Err(BlockError::NotLive { offset, state: ACKED });
+        }
         if let Some(f) = from {
             if f.0 != current {
                 return Err(BlockError::Corrupted {
@@ -380,10 +422,10 @@ pub fn set_owner<A: Arena>(
                 });
             }
         }
-        // AcqRel: ownership hand-over orders with the recovery that reads it.
-        match hdr.owner.compare_exchange(current, to.0, AcqRel, Relaxed) {
-            Ok(prev) => return Ok(OwnerId(prev)),
-            Err(actual) => current = actual,
+        // AcqRel: ownership hand-over orders with the recovery that claims
+        // the same word with a CAS.
+        if hdr.owner.compare_exchange(current, to.0, AcqRel, Relaxed).is_ok() {
+            return Ok(OwnerId(current));
         }
     }
 }

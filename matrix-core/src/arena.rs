@@ -18,6 +18,12 @@ impl OwnerId {
     /// Blocks owned by the segment itself (never reclaimed by recovery).
     pub const SEGMENT: OwnerId = OwnerId(0);
 
+    /// Written into a block's owner word by a recoverer that has claimed the
+    /// block of a dead participant: no participant id ever equals it, so a
+    /// live participant freeing or adopting the block at the same time loses
+    /// its CAS on the owner word and leaves the block to the recoverer.
+    pub const RECLAIMING: OwnerId = OwnerId(u32::MAX);
+
     /// The owner id of `slot` at `generation`.
     pub const fn new(slot: usize, generation: u32) -> Self {
         OwnerId(((generation & 0x00FF_FFFF) << 8) | (slot as u32 + 1))

@@ -11,7 +11,6 @@ use crate::recover::{self, RecoveryReport, RepairError};
 use crate::relative_ptr::RelativePtr;
 use crate::segment::{self, CreateOptions, Mapping};
 use crate::state;
-use crate::sync::Ordering::Relaxed;
 use crate::walk::{self, ArenaStats, ChainWalk};
 use std::sync::Arc;
 
@@ -163,11 +162,12 @@ impl AtomicMatrix {
     #[inline]
     pub fn free(&self, header_offset: u32, generation: Option<u32>) -> Result<(), BlockError> {
         let arena = &*self.inner;
-        let (hdr, size) = alloc::retire(arena, header_offset, generation, state::CACHED)?;
-        // Relaxed: the block is ours alone now; recovery reads the owner after
-        // Acquiring CACHED, and a kill between the CAS and this store leaves
-        // one block under the previous owner (see the recovery docs).
-        hdr.owner.store(arena.owner.0, Relaxed);
+        // `retire` also takes the owner word: a cached block is this
+        // participant's, so recovery reclaims it if this process dies.
+        let Some((hdr, size)) = alloc::retire(arena, header_offset, generation, state::CACHED)?
+        else {
+            return Ok(()); // a recovery of its dead owner returns the block
+        };
         if !cache::put(&self.inner, header_offset, size) {
             alloc::release_block(arena, hdr, header_offset, size);
         }

@@ -8,6 +8,11 @@
 //! reported and reclaimed only on request. A carve the dead participant won
 //! but never wrote a header for is rebuilt from its recorded intent.
 //!
+//! Each block is claimed through its owner word before anything else
+//! (`dead -> RECLAIMING`, a CAS): a live participant that is freeing the
+//! block (`alloc::retire`) or adopting it (`alloc::set_owner`) CASes the
+//! same word, so exactly one of them returns or keeps it — never both.
+//!
 //! The one window recovery cannot close online: a participant killed between
 //! a successful pop and marking the block (a few instructions) leaves that
 //! one block FREE but in no bucket. Its bytes stay in the chain, and
@@ -116,6 +121,10 @@ fn reclaim_blocks_of<A: Arena>(
         let take = match st {
             ACKED | COALESCING | CACHED => true,
             ALLOCATED => true,
+            // A FREE block carrying the dead owner: it had popped the block
+            // and stored its owner but not yet its state (mark_allocated, a
+            // consolidation's pop). Free blocks in the index carry owner 0.
+            FREE => true,
             s if s >= state::USER_STATE_MIN => {
                 if !reclaim_user_states {
                     report.user_state_blocks.push((info.offset, s));
@@ -124,25 +133,64 @@ fn reclaim_blocks_of<A: Arena>(
             }
             _ => false,
         };
-        if !take || hdr.owner.load(Acquire) != dead.0 {
+        if !take {
             continue;
         }
-        // AcqRel: claim the block against any other recoverer or a live
-        // participant that adopts it at the same time.
-        let claimed = hdr.state.compare_exchange(
+        // Claim the owner word first. AcqRel: a live participant freeing
+        // (`retire`) or adopting (`set_owner`) the block CASes the same word,
+        // so exactly one of us holds the block; Acquire so its state is read
+        // after the claim.
+        if hdr
+            .owner
+            .compare_exchange(dead.0, OwnerId::RECLAIMING.0, AcqRel, Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        if !to_acked(hdr, reclaim_user_states) {
+            // Turned into a user state meanwhile and those are not ours:
+            // give the owner word back. Release: pairs with the next reader.
+            hdr.owner.store(dead.0, Release);
+            continue;
+        }
+        let size = hdr.size.load(Acquire);
+        release_block(arena, hdr, info.offset, size);
+        report.blocks += 1;
+        report.bytes += size as u64;
+    }
+    Ok(())
+}
+
+/// Moves a block whose owner word this recoverer holds to ACKED (a live
+/// participant's `retire` may have moved it to ACKED or CACHED already; it
+/// then lost the owner word and leaves the return to us). `false` for a
+/// user state that must not be reclaimed.
+fn to_acked(hdr: &crate::layout::BlockHeader, reclaim_user_states: bool) -> bool {
+    // Acquire: pairs with the Release of the last state change.
+    let mut word = hdr.state.load(Acquire);
+    loop {
+        let st = state::state_of(word);
+        match st {
+            ACKED | COALESCING => return true,
+            s if s >= state::USER_STATE_MIN && !reclaim_user_states => return false,
+            // FREE: the dead participant popped it and died before marking
+            // it; it is in no list, and ours now.
+            ALLOCATED | CACHED | FREE => {}
+            s if s >= state::USER_STATE_MIN => {}
+            _ => return false,
+        }
+        // AcqRel: Acquire the holder's payload writes before the block is
+        // reused; Release for the next reader of the state.
+        match hdr.state.compare_exchange(
             word,
             state::pack(state::generation_of(word), ACKED),
             AcqRel,
-            Relaxed,
-        );
-        if claimed.is_ok() {
-            let size = hdr.size.load(Acquire);
-            release_block(arena, hdr, info.offset, size);
-            report.blocks += 1;
-            report.bytes += size as u64;
+            Acquire,
+        ) {
+            Ok(_) => return true,
+            Err(actual) => word = actual,
         }
     }
-    Ok(())
 }
 
 /// Rebuilds the header of a carve the dead participant won but never wrote.

@@ -9,10 +9,10 @@ mod loom_common;
 use loom::sync::Arc;
 use loom::thread;
 use loom_common::{block_at, check};
-use matrix_core::alloc::{allocate, free};
+use matrix_core::alloc::{allocate, free, retire, set_owner};
 use matrix_core::recover::recover;
-use matrix_core::state::FREE;
-use matrix_core::ModelArena;
+use matrix_core::state::{ALLOCATED, CACHED, FREE};
+use matrix_core::{Arena, ModelArena, OwnerId};
 
 /// Participant 1 allocates `q` and dies; participant 0 keeps a block so the
 /// chain does not end at `q`. Returns `q`.
@@ -40,5 +40,58 @@ fn recover_racing_a_free_of_the_dead_participants_block() {
         // Returned exactly once (the checker rejects a double push).
         let chain = check(&arena.participant(0));
         assert_eq!(block_at(&chain, q).2, FREE, "free: {freed:?}, report: {report:?}");
+    });
+}
+
+/// The thread-cache path: participant 2 retires `q` into its cache (CACHED)
+/// while participant 0 recovers. Either participant 2 holds it (CACHED,
+/// owned by 2, in no list) or recovery returned it; never both.
+#[test]
+fn recover_racing_a_free_into_a_thread_cache() {
+    loom_common::model(|| {
+        let arena = Arc::new(ModelArena::new(512));
+        let q = dead_owner_block(&arena);
+        let t = {
+            let arena = arena.clone();
+            thread::spawn(move || retire(&arena.participant(2), q, None, CACHED).map(|held| held.is_some()))
+        };
+        recover(&arena.participant(0), false).unwrap();
+        let held = t.join().unwrap();
+        let p0 = arena.participant(0);
+        let chain = check(&p0);
+        let hdr = p0.header(q).unwrap();
+        let owner = hdr.owner.load(loom::sync::atomic::Ordering::SeqCst);
+        match held {
+            Ok(true) => {
+                assert_eq!(block_at(&chain, q).2, CACHED, "held by the cache but not CACHED");
+                assert_eq!(OwnerId(owner), arena.participant(2).owner(), "cached under another owner");
+            }
+            _ => assert_eq!(block_at(&chain, q).2, FREE, "{held:?}"),
+        }
+    });
+}
+
+/// Participant 2 adopts `q` while participant 0 recovers: either the adopt
+/// wins (q stays ALLOCATED, owned by 2) or recovery does (q is FREE and the
+/// adopt is refused); recovery never frees a block someone adopted.
+#[test]
+fn recover_racing_an_adopt() {
+    loom_common::model(|| {
+        let arena = Arc::new(ModelArena::new(512));
+        let q = dead_owner_block(&arena);
+        let t = {
+            let arena = arena.clone();
+            thread::spawn(move || {
+                let p2 = arena.participant(2);
+                set_owner(&p2, q, None, p2.owner())
+            })
+        };
+        recover(&arena.participant(0), false).unwrap();
+        let adopted = t.join().unwrap();
+        let chain = check(&arena.participant(0));
+        match adopted {
+            Ok(_) => assert_eq!(block_at(&chain, q).2, ALLOCATED, "adopted, then reclaimed"),
+            Err(_) => assert_eq!(block_at(&chain, q).2, FREE),
+        }
     });
 }
