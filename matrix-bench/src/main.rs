@@ -16,6 +16,7 @@
 //! `callgrind.sh` profiles.
 
 mod child;
+mod clock;
 mod contenders;
 mod machine;
 mod plan;

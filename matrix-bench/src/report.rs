@@ -172,8 +172,9 @@ impl Report<'_> {
         } else {
             let _ = writeln!(
                 out,
-                "Cells: ns per op, median (min–max); \"ours 0.80×\" = ours' median ÷ that contender's \
-                 (below 1: ours is faster).\n"
+                "Cells: ns per op, median (min–max) over the repetitions; \"ours 0.80×\" = ours' median \
+                 ÷ that contender's (below 1: ours is faster). One-thread rows count the thread's CPU \
+                 time, two-thread rows the wall time over the ops of both threads.\n"
             );
         }
         let sections = [

@@ -305,7 +305,7 @@ mod tests {
     fn a_result_line_is_read_and_a_failure_line_wins() {
         let ok = ExitStatus::from_raw(0);
         let line = format!(
-            "noise\n{RESULT_TAG}{{\"ops\":10,\"elapsed_ns\":250,\"free_blocks_after\":1}}\n"
+            "noise\n{RESULT_TAG}{{\"ops\":10,\"threads\":1,\"elapsed_ns\":900,\"cpu_ns\":250,\"free_blocks_after\":1}}\n"
         );
         let outcome = interpret(ok, &line, "").expect("parsed");
         assert_eq!(outcome.ns_per_op(), 25.0);

@@ -9,16 +9,17 @@
 //!
 //! `mixed` first fills each thread's live set up to its cap (untimed), so
 //! the timed part runs at the steady state; `pair64`, `size` and `handoff`
-//! run `warmup` untimed ops first. With several threads the time is the wall
-//! time from the first thread's start to the last thread's end, and ns/op
-//! divides it by the ops of all threads (the inverse of throughput).
+//! run `warmup` untimed ops first. One thread is timed by its CPU time;
+//! with several threads the time is the wall time from the first thread's
+//! start to the last thread's end, and ns/op divides it by the ops of all
+//! threads (the inverse of throughput). See `clock`.
 
+use crate::clock::{Stamp, Timing};
 use crate::contenders::BenchAlloc;
 use crate::touch::Touch;
 use crossbeam_queue::ArrayQueue;
 use serde::{Deserialize, Serialize};
 use std::sync::Barrier;
-use std::time::Instant;
 
 /// The seed every `mixed` and `handoff` run starts from (xor the thread id).
 pub const SEED: u64 = 0x6D61_7472_6978_2D62;
@@ -84,17 +85,27 @@ pub struct Spec {
 pub struct Outcome {
     /// Timed ops.
     pub ops: u64,
+    /// Threads of the workload.
+    pub threads: usize,
     /// Wall time of the timed part.
     pub elapsed_ns: u64,
+    /// CPU time of the timed part, all threads together.
+    pub cpu_ns: u64,
     /// Free blocks left after freeing every block and one consolidation
     /// (ours only).
     pub free_blocks_after: Option<u64>,
 }
 
 impl Outcome {
-    /// Nanoseconds per op.
+    /// Nanoseconds per op: thread CPU time on one thread, wall time on
+    /// several (see `clock`).
     pub fn ns_per_op(&self) -> f64 {
-        self.elapsed_ns as f64 / self.ops.max(1) as f64
+        let ns = if self.threads == 1 {
+            self.cpu_ns
+        } else {
+            self.elapsed_ns
+        };
+        ns as f64 / self.ops.max(1) as f64
     }
 }
 
@@ -107,12 +118,15 @@ pub fn run_local<A: BenchAlloc>(alloc: &A, spec: &Spec, touch: Touch) -> Outcome
         spec.kind.key(),
         spec.threads
     );
-    let (start, end) = match spec.kind {
+    let timing = match spec.kind {
         Kind::Pair64 | Kind::Size => pairs(alloc, spec.size, spec.warmup, spec.ops, touch),
-        Kind::Mixed => mixed_thread(alloc, spec.live, 0, spec.ops, touch, None),
+        Kind::Mixed => {
+            let (start, end) = mixed_thread(alloc, spec.live, 0, spec.ops, touch, None);
+            Timing::between(start, end)
+        }
         Kind::Handoff => panic!("handoff needs two threads"),
     };
-    finish(alloc, spec, start, end)
+    finish(alloc, spec, timing)
 }
 
 /// Runs any workload on an allocator that threads may share.
@@ -122,20 +136,19 @@ pub fn run_shared<A: BenchAlloc + Sync>(alloc: &A, spec: &Spec, touch: Touch) ->
             if spec.warmup > 0 {
                 handoff(alloc, spec.warmup, touch);
             }
-            let (start, end) = handoff(alloc, spec.ops, touch);
-            finish(alloc, spec, start, end)
+            let timing = handoff(alloc, spec.ops, touch);
+            finish(alloc, spec, timing)
         }
         (Kind::Mixed, threads) if threads > 1 => {
-            let (start, end) = mixed_threads(alloc, spec, touch);
-            finish(alloc, spec, start, end)
+            let timing = mixed_threads(alloc, spec, touch);
+            finish(alloc, spec, timing)
         }
         _ => run_local(alloc, spec, touch),
     }
 }
 
-fn finish<A: BenchAlloc>(alloc: &A, spec: &Spec, start: Instant, end: Instant) -> Outcome {
-    let elapsed_ns =
-        u64::try_from(end.saturating_duration_since(start).as_nanos()).unwrap_or(u64::MAX);
+fn finish<A: BenchAlloc>(alloc: &A, spec: &Spec, timing: Timing) -> Outcome {
+    let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     let free_blocks_after = if spec.kind == Kind::Mixed {
         alloc.after_free_all()
     } else {
@@ -143,7 +156,9 @@ fn finish<A: BenchAlloc>(alloc: &A, spec: &Spec, start: Instant, end: Instant) -
     };
     Outcome {
         ops: spec.ops,
-        elapsed_ns,
+        threads: spec.threads,
+        elapsed_ns: nanos(timing.wall),
+        cpu_ns: nanos(timing.cpu),
         free_blocks_after,
     }
 }
@@ -168,21 +183,15 @@ fn pair<A: BenchAlloc>(alloc: &A, size: usize, touch: Touch, seed: u64) {
     }
 }
 
-fn pairs<A: BenchAlloc>(
-    alloc: &A,
-    size: usize,
-    warmup: u64,
-    ops: u64,
-    touch: Touch,
-) -> (Instant, Instant) {
+fn pairs<A: BenchAlloc>(alloc: &A, size: usize, warmup: u64, ops: u64, touch: Touch) -> Timing {
     for seed in 0..warmup {
         pair(alloc, size, touch, seed);
     }
-    let start = Instant::now();
+    let start = Stamp::now();
     for seed in warmup..warmup + ops {
         pair(alloc, size, touch, seed);
     }
-    (start, Instant::now())
+    Timing::between(start, Stamp::now())
 }
 
 /// One step of the mixed workload: 70 % alloc (unless the live set is at
@@ -234,7 +243,7 @@ fn mixed_thread<A: BenchAlloc>(
     ops: u64,
     touch: Touch,
     start_line: Option<&Barrier>,
-) -> (Instant, Instant) {
+) -> (Stamp, Stamp) {
     let mut rng = fastrand::Rng::with_seed(SEED ^ thread);
     let mut live = Vec::with_capacity(cap);
     let mut next_seed = thread << 48;
@@ -244,22 +253,22 @@ fn mixed_thread<A: BenchAlloc>(
     if let Some(barrier) = start_line {
         barrier.wait();
     }
-    let start = Instant::now();
+    let start = Stamp::now();
     for _ in 0..ops {
         mixed_step(alloc, &mut rng, &mut live, cap, touch, &mut next_seed);
     }
-    let end = Instant::now();
+    let end = Stamp::now();
     for block in live.drain(..) {
         release(alloc, block, touch);
     }
     (start, end)
 }
 
-fn mixed_threads<A: BenchAlloc + Sync>(alloc: &A, spec: &Spec, touch: Touch) -> (Instant, Instant) {
+fn mixed_threads<A: BenchAlloc + Sync>(alloc: &A, spec: &Spec, touch: Touch) -> Timing {
     let threads = spec.threads;
     let barrier = Barrier::new(threads);
     let per_thread = spec.ops / threads as u64;
-    let spans: Vec<(Instant, Instant)> = std::thread::scope(|scope| {
+    let spans: Vec<(Stamp, Stamp)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads as u64)
             .map(|t| {
                 let barrier = &barrier;
@@ -273,29 +282,19 @@ fn mixed_threads<A: BenchAlloc + Sync>(alloc: &A, spec: &Spec, touch: Touch) -> 
             .map(|w| w.join().expect("a mixed thread panicked"))
             .collect()
     });
-    let start = spans
-        .iter()
-        .map(|s| s.0)
-        .min()
-        .expect("at least one thread");
-    let end = spans
-        .iter()
-        .map(|s| s.1)
-        .max()
-        .expect("at least one thread");
-    (start, end)
+    Timing::across(&spans)
 }
 
 /// Thread A allocates and queues `ops` blocks, thread B pops and frees
-/// them. Returns A's start and B's end.
-fn handoff<A: BenchAlloc + Sync>(alloc: &A, ops: u64, touch: Touch) -> (Instant, Instant) {
+/// them. The wall time runs from A's start to B's end.
+fn handoff<A: BenchAlloc + Sync>(alloc: &A, ops: u64, touch: Touch) -> Timing {
     let queue: ArrayQueue<Live<A::Handle>> = ArrayQueue::new(QUEUE_CAPACITY);
     let barrier = Barrier::new(2);
     std::thread::scope(|scope| {
         let producer = scope.spawn(|| {
             let mut rng = fastrand::Rng::with_seed(SEED);
             barrier.wait();
-            let start = Instant::now();
+            let start = Stamp::now();
             for seed in 0..ops {
                 let size = rng.usize(MIXED_SIZES);
                 let handle = alloc.alloc(size);
@@ -312,10 +311,11 @@ fn handoff<A: BenchAlloc + Sync>(alloc: &A, ops: u64, touch: Touch) -> (Instant,
                     wait_a_little(&mut waits);
                 }
             }
-            start
+            (start, Stamp::now())
         });
         let consumer = scope.spawn(|| {
             barrier.wait();
+            let start = Stamp::now();
             let mut done = 0;
             let mut waits = 0u32;
             while done < ops {
@@ -328,11 +328,11 @@ fn handoff<A: BenchAlloc + Sync>(alloc: &A, ops: u64, touch: Touch) -> (Instant,
                     None => wait_a_little(&mut waits),
                 }
             }
-            Instant::now()
+            (start, Stamp::now())
         });
-        let start = producer.join().expect("the handoff producer panicked");
-        let end = consumer.join().expect("the handoff consumer panicked");
-        (start, end)
+        let produced = producer.join().expect("the handoff producer panicked");
+        let consumed = consumer.join().expect("the handoff consumer panicked");
+        Timing::across(&[produced, consumed])
     })
 }
 
