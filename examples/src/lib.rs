@@ -101,10 +101,14 @@ pub fn interrupted() -> bool {
 /// die with SIGKILL if its parent dies first, so no child outlives a killed
 /// example.
 pub fn child_process_setup() {
-    // SAFETY: plain syscalls with constant arguments.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    // SAFETY: plain syscall with constant arguments.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    // SAFETY: plain syscall with constant arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // The parent may have died before the line above took effect.
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } == 1 {
+        std::process::exit(1);
     }
 }
 
