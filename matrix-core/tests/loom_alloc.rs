@@ -90,3 +90,32 @@ fn consolidate_racing_allocate_and_free() {
         }
     });
 }
+
+/// `[a live][b FREE]|wilderness`: one thread consolidates (pops `b` and
+/// retracts it into the wilderness: clears its header, moves `top` back)
+/// while another allocates 16 B (pops `b`, or carves at `top`). Whatever
+/// wins, the chain ends exactly at `top`, with no header left beyond it.
+#[test]
+fn retract_into_the_wilderness_racing_a_carve() {
+    loom_common::model(|| {
+        let arena = Arc::new(ModelArena::new(512));
+        let (a, b) = {
+            let p0 = arena.participant(0);
+            let a = allocate(&p0, 16, 0).unwrap();
+            let b = allocate(&p0, 16, 0).unwrap();
+            free(&p0, b, None).unwrap();
+            (a, b)
+        };
+        let t = {
+            let arena = arena.clone();
+            thread::spawn(move || consolidate(&arena.participant(1)).unwrap())
+        };
+        let got = allocate(&arena.participant(2), 16, 0).unwrap();
+        t.join().unwrap();
+        let p0 = arena.participant(0);
+        let chain = check(&p0);
+        assert_eq!(block_at(&chain, a).2, ALLOCATED);
+        assert_eq!(block_at(&chain, got).2, ALLOCATED);
+        assert!(got >= b, "{got}");
+    });
+}

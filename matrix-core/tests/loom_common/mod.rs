@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use matrix_core::free_index::bucket_offsets;
-use matrix_core::layout::MIN_BLOCK;
+use matrix_core::layout::{header_check, MIN_BLOCK};
 use matrix_core::size_class::{class_of, SizeClass, FL_COUNT, SL_COUNT};
 use matrix_core::state::{self, FREE};
 use matrix_core::walk::walk;
@@ -31,6 +31,10 @@ pub fn check<A: Arena>(arena: &A) -> Vec<Block> {
         chain.push((info.offset, info.size, info.state));
     }
     assert_eq!(end, top, "chain ends at {end}, top is {top}");
+    if let Some(h) = arena.header(top) {
+        let check = h.check.load(loom::sync::atomic::Ordering::SeqCst);
+        assert_ne!(check, header_check(top), "a valid header in the wilderness at {top}");
+    }
     let mut listed = HashSet::new();
     for fl in 0..FL_COUNT {
         for sl in 0..SL_COUNT {
