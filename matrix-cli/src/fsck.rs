@@ -184,7 +184,7 @@ fn classify(v: &Violation) -> (Severity, &'static str) {
 }
 
 /// Passes over a segment in use: a finding is reported only if every pass sees it.
-const CONFIRMING_PASSES: usize = 3;
+pub const CONFIRMING_PASSES: usize = 3;
 
 /// Runs every check over `arena`; see the module docs for the list.
 ///
