@@ -304,3 +304,51 @@ fn hashmap_updates_from_several_processes_add_up() {
         .has("get(SYM000) -> None");
     assert_segment_removed(&run.stdout);
 }
+
+/// Children of `pid`, from `/proc/<pid>/task/<pid>/children`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn pipeline_fails_cleanly_when_a_consumer_dies() {
+    ensure_built();
+    let mut command = Command::new(example_path("pipeline"));
+    command
+        .args(["--seconds", "60", "--consumers", "2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = command.spawn().expect("spawn");
+    let pid = child.id();
+    let reaper = Reaper(Some(child));
+    // Consumers are started first, then the producer.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let consumer = loop {
+        let kids = children_of(pid);
+        if kids.len() == 3 {
+            break kids[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pipeline never started its children"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: plain kill(2) on a pid that is our grandchild (alive: it runs
+    // for 60 s unless killed).
+    unsafe { libc::kill(consumer as libc::pid_t, libc::SIGKILL) };
+    let run = wait(reaper, None);
+    assert_eq!(run.status.code(), Some(1), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("pipeline: consumer 0 stopped early"),
+        "{}",
+        run.stderr
+    );
+    assert_segment_removed(&run.stdout);
+}
