@@ -141,6 +141,7 @@ fn finish<A: Arena>(
     let hdr = arena
         .header(offset)
         .expect("popped offsets were bounds-checked");
+    crate::fault::at(crate::fault::ALLOC_POPPED);
     let block_size = hdr.size.load(Relaxed);
     if block_size < size || block_size % BLOCK_ALIGN != 0 || !fits(arena, offset, block_size) {
         // A damaged block: keep it out of circulation rather than hand it out.
@@ -153,6 +154,7 @@ fn finish<A: Arena>(
         let rest = offset + size;
         let rest_hdr = arena.header(rest).expect("inside a checked block");
         write_free_header(rest_hdr, rest, block_size - size);
+        crate::fault::at(crate::fault::ALLOC_SPLITTING);
         // Release: a walker that reads the new size also sees the complete
         // remainder header written just above.
         hdr.size.store(size, Release);
@@ -245,7 +247,9 @@ fn carve<A: Arena>(arena: &A, size: u32) -> Option<u32> {
         }
     }
     let hdr = arena.header(top)?;
+    crate::fault::at(crate::fault::CARVED);
     write_free_header(hdr, top, size);
+    crate::fault::at(crate::fault::CARVE_WRITTEN);
     Some(top)
 }
 
@@ -362,7 +366,10 @@ pub fn retire<A: Arena>(
             .state
             .compare_exchange(word, state::pack(gen, into), AcqRel, Acquire)
         {
-            Ok(_) if prev == me => return Ok(Some((hdr, size))),
+            Ok(_) if prev == me => {
+                crate::fault::at(crate::fault::RETIRED);
+                return Ok(Some((hdr, size)));
+            }
             Ok(_) => {
                 // AcqRel: the word a recoverer claims with a CAS, so exactly
                 // one of us holds the block; Release so a recoverer reading
@@ -385,9 +392,11 @@ pub fn release_block<A: Arena>(arena: &A, hdr: &BlockHeader, offset: u32, size: 
     // Release: a `set_owner` that Acquires this owner also sees the block
     // is no longer live (the ACKED/COALESCING/CACHED state stored before).
     hdr.owner.store(OwnerId::SEGMENT.0, Release);
+    crate::fault::at(crate::fault::RELEASE_OWNER);
     // Relaxed: the push's Release publishes FREE. Storing FREE after the push
     // could overwrite the ALLOCATED of whoever pops it next.
     hdr.state.store(state::pack(gen, FREE), Relaxed);
+    crate::fault::at(crate::fault::RELEASE_FREE);
     free_index::push(&arena.segment().index, hdr, offset, class_of(size));
 }
 

@@ -110,6 +110,7 @@ fn run<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocError> {
             let class = SizeClass { fl, sl };
             while let Some(offset) = free_index::pop(arena, class, 0)? {
                 let hdr = arena.header(offset).expect("pop checks bounds");
+                crate::fault::at(crate::fault::CONSOLIDATE_POPPED);
                 let word = hdr.state.load(Relaxed);
                 if state::state_of(word) == COALESCING && hdr.owner.load(Relaxed) == me {
                     // Popped twice: the list has a cycle. Stop taking blocks.
@@ -165,6 +166,7 @@ fn run<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocError> {
         if j > i + 1 {
             // Release: a walker reading the new size skips the absorbed headers.
             hdr.size.store(size, Release);
+            crate::fault::at(crate::fault::CONSOLIDATE_MERGING);
             for &(absorbed, _) in &held[i + 1..j] {
                 if let Some(h) = arena.header(absorbed) {
                     // Release: a walker that sees the check gone re-reads the
@@ -193,6 +195,7 @@ fn retract<A: Arena>(arena: &A, start: u32, size: u32) -> bool {
         return false;
     };
     hdr.check.store(0, Release);
+    crate::fault::at(crate::fault::RETRACTING);
     // SeqCst: orders with carvers' intent stores and CAS on `top`.
     if arena
         .segment()

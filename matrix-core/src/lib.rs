@@ -28,6 +28,7 @@ pub mod arena;
 mod cache;
 pub mod consolidate;
 pub mod error;
+pub mod fault;
 pub mod free_index;
 pub mod layout;
 #[cfg(not(loom))]

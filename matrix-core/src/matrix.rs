@@ -149,6 +149,7 @@ impl AtomicMatrix {
         let offset = match cache::take(&self.inner, size) {
             Some((offset, generation)) => {
                 let hdr = arena.header(offset).expect("cached offsets are in bounds");
+                crate::fault::at(crate::fault::CACHE_TAKEN);
                 alloc::mark_allocated_as(arena, hdr, payload, type_tag, generation);
                 offset
             }

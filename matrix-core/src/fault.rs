@@ -1,0 +1,83 @@
+//! Test-only crash points.
+//!
+//! With the `fault-injection` feature a process can arm one point (by
+//! number, and which arrival) and SIGKILL itself when it gets there, so a
+//! test can stop a participant at every window the recovery argument
+//! covers and check what `recover()` and `repair()` make of it. Without the
+//! feature every point is an empty inline function.
+
+/// After a pop, before the block is split or marked (allocate).
+pub const ALLOC_POPPED: u32 = 1;
+/// After the split remainder's header is written, before it is published.
+pub const ALLOC_SPLITTING: u32 = 2;
+/// After `top` moved for a carve, before the block's header is written.
+pub const CARVED: u32 = 3;
+/// After a carved block's header is written, before it is marked.
+pub const CARVE_WRITTEN: u32 = 4;
+/// After the state CAS of a free (ACKED or CACHED), before the block is
+/// returned or cached.
+pub const RETIRED: u32 = 5;
+/// In `release_block`, after the owner is cleared, before FREE is stored.
+pub const RELEASE_OWNER: u32 = 6;
+/// In `release_block`, after FREE is stored, before the push.
+pub const RELEASE_FREE: u32 = 7;
+/// In a consolidation, after a pop, before the block is marked COALESCING.
+pub const CONSOLIDATE_POPPED: u32 = 8;
+/// In a consolidation, after a merged size is stored, before the absorbed
+/// headers are cleared.
+pub const CONSOLIDATE_MERGING: u32 = 9;
+/// In a consolidation, after the header of a run bordering the wilderness
+/// is cleared, before `top` moves back.
+pub const RETRACTING: u32 = 10;
+/// After a thread cache handed out a block, before it is marked.
+pub const CACHE_TAKEN: u32 = 11;
+/// Every point, for tests that iterate over them.
+pub const ALL: [u32; 11] = [
+    ALLOC_POPPED,
+    ALLOC_SPLITTING,
+    CARVED,
+    CARVE_WRITTEN,
+    RETIRED,
+    RELEASE_OWNER,
+    RELEASE_FREE,
+    CONSOLIDATE_POPPED,
+    CONSOLIDATE_MERGING,
+    RETRACTING,
+    CACHE_TAKEN,
+];
+
+#[cfg(feature = "fault-injection")]
+mod armed {
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+    // Process-local test switches, not shared memory: std atomics are right.
+    static POINT: AtomicU32 = AtomicU32::new(0);
+    static SKIP: AtomicU32 = AtomicU32::new(0);
+
+    /// Kill this process at the `(skip + 1)`-th arrival at `point` (0 disarms).
+    pub fn arm(point: u32, skip: u32) {
+        // Relaxed: read by this process's own threads only; no data depends on it.
+        SKIP.store(skip, Relaxed);
+        POINT.store(point, Relaxed);
+    }
+
+    /// Called at crash point `point`.
+    #[inline]
+    pub(crate) fn at(point: u32) {
+        // Relaxed: see `arm`.
+        if POINT.load(Relaxed) == point && SKIP.fetch_sub(1, Relaxed) == 0 {
+            // SAFETY: raising a signal on ourselves has no memory effects.
+            unsafe { libc::raise(libc::SIGKILL) };
+        }
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+pub use armed::arm;
+#[cfg(feature = "fault-injection")]
+pub(crate) use armed::at;
+
+/// Called at crash point `point` (no-op without `fault-injection`).
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) fn at(_point: u32) {}
