@@ -99,7 +99,8 @@ pub enum ViolationKind {
         owner: u32,
     },
     /// ACKED or COALESCING at quiescence, held by a live participant or by
-    /// nobody (owner 0): no operation in flight explains it.
+    /// nobody (owner 0), or CACHED owned by nobody: no operation in flight
+    /// explains it.
     TransientState {
         /// State found.
         state: u32,
@@ -184,8 +185,8 @@ pub struct Violation {
 
 impl Violation {
     /// Whether this is a block stranded by a participant killed inside an
-    /// allocator operation (FREE in no list, or ACKED/COALESCING owned by
-    /// nobody): the one loss the design allows online, reclaimed by
+    /// allocator operation (FREE in no list, or ACKED/COALESCING/CACHED
+    /// owned by nobody): the one loss the design allows online, reclaimed by
     /// `AtomicMatrix::repair`.
     pub fn is_stranding(&self) -> bool {
         matches!(
@@ -535,7 +536,14 @@ fn check_blocks<A: Arena>(arena: &A, listed: &HashMap<u32, SizeClass>, audit: &m
                 }
             }
             CACHED => {
-                if b.owner == OwnerId::SEGMENT || registered(arena, b.owner).is_none() {
+                if b.owner == OwnerId::SEGMENT {
+                    // Being returned from a cache by a participant that died
+                    // between clearing the owner and storing FREE.
+                    violations.push(Violation {
+                        offset: at,
+                        kind: ViolationKind::TransientState { state: CACHED, owner: 0 },
+                    });
+                } else if registered(arena, b.owner).is_none() {
                     violations.push(Violation {
                         offset: at,
                         kind: ViolationKind::UnknownOwner { state: CACHED, owner: b.owner.0 },
