@@ -302,7 +302,9 @@ pub fn repair<A: Arena>(
     let owner_dead = |owner: OwnerId| owner != me && owner != OwnerId::SEGMENT;
     let reclaimable = |info: &crate::walk::BlockInfo| match info.state {
         FREE | ACKED | COALESCING => true,
-        CACHED => owner_dead(info.owner),
+        // Owner 0: a cache flush killed between clearing the owner and
+        // storing FREE; no cache holds it any more.
+        CACHED => owner_dead(info.owner) || info.owner == OwnerId::SEGMENT,
         ALLOCATED => owner_dead(info.owner),
         s if s >= state::USER_STATE_MIN => reclaim_user_states && owner_dead(info.owner),
         _ => false,
