@@ -194,18 +194,31 @@ fn retract<A: Arena>(arena: &A, start: u32, size: u32) -> bool {
     let Some(hdr) = arena.header(start) else {
         return false;
     };
+    // While its header is cleared the run is recorded as an intent, as a
+    // carve is: walkers step over it, and if this participant dies before
+    // `top` moves, recovery rebuilds the header from the intent instead of
+    // finding the chain broken at `start`.
+    let Some(intent) = arena.my_slot().and_then(|slot| {
+        slot.carve_intents
+            .iter()
+            .find(|e| e.load(Relaxed) == 0 && e.compare_exchange(0, 1, Acquire, Relaxed).is_ok())
+    }) else {
+        return false; // no intent entry free: keep the run as a free block
+    };
+    // SeqCst: walkers and recovery read `top`, then the intents (see alloc::carve).
+    intent.store(((size as u64) << 32) | start as u64, SeqCst);
     hdr.check.store(0, Release);
     crate::fault::at(crate::fault::RETRACTING);
     // SeqCst: orders with carvers' intent stores and CAS on `top`.
-    if arena
+    let moved = arena
         .segment()
         .top
         .compare_exchange(start + size, start, SeqCst, Relaxed)
-        .is_ok()
-    {
-        true
-    } else {
+        .is_ok();
+    if !moved {
         hdr.check.store(header_check(start), Release);
-        false
     }
+    // Release: whoever sees the intent gone sees `top` moved or the header back.
+    intent.store(0, Release);
+    moved
 }

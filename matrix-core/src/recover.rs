@@ -193,9 +193,27 @@ fn to_acked(hdr: &crate::layout::BlockHeader, reclaim_user_states: bool) -> bool
     }
 }
 
+/// Offsets where the chain walk lands on a missing header that an intent
+/// explains: carves (or retracts) left unfinished. An intent whose CAS on
+/// `top` never happened, or whose run was reused since, names an offset the
+/// walk passes by (inside a block or beyond `top`), and must not be rebuilt:
+/// that would write a header into someone else's block.
+fn unfinished_intents<A: Arena>(arena: &A) -> std::collections::HashSet<u32> {
+    walk(arena)
+        .map_while(Result::ok)
+        .filter(|b| b.carving)
+        .map(|b| b.offset)
+        .collect()
+}
+
 /// Rebuilds the header of a carve the dead participant won but never wrote.
 fn rebuild_dead_carves<A: Arena>(arena: &A, slot: &ParticipantSlot, report: &mut RecoveryReport) {
     let seg = arena.segment();
+    // SeqCst: pairs with the carver's intent store (see alloc::carve).
+    if slot.carve_intents.iter().all(|e| e.load(SeqCst) <= 1) {
+        return;
+    }
+    let landed = unfinished_intents(arena);
     for e in &slot.carve_intents {
         let v = e.load(SeqCst);
         if v <= 1 {
@@ -218,7 +236,10 @@ fn rebuild_dead_carves<A: Arena>(arena: &A, slot: &ParticipantSlot, report: &mut
         let Some(hdr) = arena.header(offset) else {
             continue;
         };
-        if live_carver || hdr.check.load(Acquire) == header_check(offset) {
+        if live_carver
+            || hdr.check.load(Acquire) == header_check(offset)
+            || !landed.contains(&offset)
+        {
             continue;
         }
         write_free_header(hdr, offset, size);
@@ -276,6 +297,7 @@ pub fn repair<A: Arena>(
     seg.index.fl_bitmap.store(0, Relaxed);
 
     // Rebuild carve holes from dead intents, then walk.
+    let landed = unfinished_intents(arena);
     for slot in seg.participants.iter() {
         for e in &slot.carve_intents {
             let v = e.load(Acquire);
@@ -284,6 +306,7 @@ pub fn repair<A: Arena>(
                 if let Some(hdr) = arena.header(offset) {
                     let top = seg.top.load(Acquire);
                     if hdr.check.load(Acquire) != header_check(offset)
+                        && landed.contains(&offset)
                         && offset < top
                         && offset as u64 + size as u64 <= top as u64
                         && size >= MIN_BLOCK
