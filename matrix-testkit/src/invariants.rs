@@ -99,8 +99,7 @@ pub enum ViolationKind {
         owner: u32,
     },
     /// ACKED or COALESCING at quiescence, held by a live participant or by
-    /// nobody (owner 0), or CACHED owned by nobody: no operation in flight
-    /// explains it.
+    /// nobody (owner 0): no operation in flight explains it.
     TransientState {
         /// State found.
         state: u32,
@@ -191,7 +190,9 @@ impl Violation {
     pub fn is_stranding(&self) -> bool {
         matches!(
             self.kind,
-            ViolationKind::FreeNotListed | ViolationKind::TransientState { owner: 0, .. }
+            ViolationKind::FreeNotListed
+                | ViolationKind::TransientState { owner: 0, .. }
+                | ViolationKind::UnknownOwner { state: CACHED, owner: 0 }
         )
     }
 }
@@ -536,14 +537,10 @@ fn check_blocks<A: Arena>(arena: &A, listed: &HashMap<u32, SizeClass>, audit: &m
                 }
             }
             CACHED => {
-                if b.owner == OwnerId::SEGMENT {
-                    // Being returned from a cache by a participant that died
-                    // between clearing the owner and storing FREE.
-                    violations.push(Violation {
-                        offset: at,
-                        kind: ViolationKind::TransientState { state: CACHED, owner: 0 },
-                    });
-                } else if registered(arena, b.owner).is_none() {
+                // Owner 0: being returned from a cache by a participant that
+                // died between clearing the owner and storing FREE (counted
+                // as stranded, see `Violation::is_stranding`).
+                if b.owner == OwnerId::SEGMENT || registered(arena, b.owner).is_none() {
                     violations.push(Violation {
                         offset: at,
                         kind: ViolationKind::UnknownOwner { state: CACHED, owner: b.owner.0 },
