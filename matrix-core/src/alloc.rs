@@ -421,7 +421,10 @@ pub fn set_owner<A: Arena>(
         }
         if current == OwnerId::RECLAIMING.0 {
             // A recoverer claimed the block of its dead owner first.
-            return Err(BlockError::NotLive { offset, state: ACKED });
+            return Err(BlockError::NotLive {
+                offset,
+                state: ACKED,
+            });
         }
         if let Some(f) = from {
             if f.0 != current {
@@ -433,7 +436,11 @@ pub fn set_owner<A: Arena>(
         }
         // AcqRel: ownership hand-over orders with the recovery that claims
         // the same word with a CAS.
-        if hdr.owner.compare_exchange(current, to.0, AcqRel, Relaxed).is_ok() {
+        if hdr
+            .owner
+            .compare_exchange(current, to.0, AcqRel, Relaxed)
+            .is_ok()
+        {
             return Ok(OwnerId(current));
         }
     }

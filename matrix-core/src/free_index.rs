@@ -106,7 +106,11 @@ pub fn pop<A: Arena>(
 
 /// The bits of a second-level bitmap that name buckets. Any other bit is
 /// garbage (a corrupt segment) and must never become a bucket index.
-const SL_MASK: u32 = if SL_COUNT >= 32 { !0 } else { (1u32 << SL_COUNT) - 1 };
+const SL_MASK: u32 = if SL_COUNT >= 32 {
+    !0
+} else {
+    (1u32 << SL_COUNT) - 1
+};
 
 /// The first bucket at or after `from` whose bit is set (a hint). Public
 /// for model checkers.
