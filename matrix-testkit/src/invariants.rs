@@ -192,7 +192,10 @@ impl Violation {
             self.kind,
             ViolationKind::FreeNotListed
                 | ViolationKind::TransientState { owner: 0, .. }
-                | ViolationKind::UnknownOwner { state: CACHED, owner: 0 }
+                | ViolationKind::UnknownOwner {
+                    state: CACHED,
+                    owner: 0
+                }
         )
     }
 }
@@ -202,14 +205,22 @@ impl fmt::Display for Violation {
         use ViolationKind::*;
         let at = self.offset;
         match &self.kind {
-            TopOutOfRange { arena_start, arena_end } => write!(
+            TopOutOfRange {
+                arena_start,
+                arena_end,
+            } => write!(
                 f,
                 "top = {at} lies outside [{arena_start}, {arena_end}] or is not 16-aligned"
             ),
-            MissingHeader => write!(f, "offset {at}: the chain expects a block header here, found none"),
+            MissingHeader => write!(
+                f,
+                "offset {at}: the chain expects a block header here, found none"
+            ),
             BadSize { size } => write!(f, "offset {at}: impossible block size {size}"),
             ReservedState { state } => write!(f, "offset {at}: block in reserved state {state}"),
-            FreeBlockOwned { owner } => write!(f, "offset {at}: FREE block carries owner {owner:#x}"),
+            FreeBlockOwned { owner } => {
+                write!(f, "offset {at}: FREE block carries owner {owner:#x}")
+            }
             UnknownOwner { state, owner } => write!(
                 f,
                 "offset {at}: {} block owned by {owner:#x}, which is no registered participant",
@@ -224,7 +235,10 @@ impl fmt::Display for Violation {
                 f,
                 "offset {at}: {requested} B requested but the payload holds {payload} B"
             ),
-            FreeNotListed => write!(f, "offset {at}: FREE block is in no free-list bucket (stranded)"),
+            FreeNotListed => write!(
+                f,
+                "offset {at}: FREE block is in no free-list bucket (stranded)"
+            ),
             ListedTwice { first, second } => write!(
                 f,
                 "offset {at}: listed twice, in bucket {first:?} and in bucket {second:?}"
@@ -235,27 +249,44 @@ impl fmt::Display for Violation {
                 state::state_name(*state)
             ),
             ListEntryNotABlock { class } => {
-                write!(f, "offset {at}: entry of bucket {class:?} is not a block of the chain")
+                write!(
+                    f,
+                    "offset {at}: entry of bucket {class:?} is not a block of the chain"
+                )
             }
             WrongBucket { class, expected } => {
-                write!(f, "offset {at}: filed in bucket {class:?}, its size belongs in {expected:?}")
+                write!(
+                    f,
+                    "offset {at}: filed in bucket {class:?}, its size belongs in {expected:?}"
+                )
             }
-            ListCycle { class } => write!(f, "offset {at}: bucket {class:?} loops back to this entry"),
+            ListCycle { class } => {
+                write!(f, "offset {at}: bucket {class:?} loops back to this entry")
+            }
             BitmapHidesBucket { class } => {
-                write!(f, "bucket {class:?} (head {at}) is non-empty but its bitmap bit is clear")
+                write!(
+                    f,
+                    "bucket {class:?} (head {at}) is non-empty but its bitmap bit is clear"
+                )
             }
             LevelBitHidesBucket { class } => write!(
                 f,
                 "bucket {class:?} (head {at}) is non-empty but first-level bit {} is clear",
                 class.fl
             ),
-            WildernessHeader => write!(f, "offset {at}: a valid block header sits at top, in the wilderness"),
+            WildernessHeader => write!(
+                f,
+                "offset {at}: a valid block header sits at top, in the wilderness"
+            ),
             StaleCarveIntent { slot, intent } => write!(
                 f,
                 "participant slot {slot} (alive) has carve intent {intent:#x} at quiescence"
             ),
             ConsolidatorHeld { holder } => {
-                write!(f, "consolidation word held by live participant {holder:#x} at quiescence")
+                write!(
+                    f,
+                    "consolidation word held by live participant {holder:#x} at quiescence"
+                )
             }
         }
     }
@@ -366,7 +397,10 @@ pub fn audit<A: Arena>(arena: &A) -> Audit {
     let top = if raw_top < start || raw_top > end || raw_top % 16 != 0 {
         audit.violations.push(Violation {
             offset: raw_top,
-            kind: ViolationKind::TopOutOfRange { arena_start: start, arena_end: end },
+            kind: ViolationKind::TopOutOfRange {
+                arena_start: start,
+                arena_end: end,
+            },
         });
         raw_top.clamp(start, end) & !15
     } else {
@@ -387,18 +421,27 @@ fn walk_chain<A: Arena>(arena: &A, top: u32, audit: &mut Audit) -> bool {
     // Each step advances by at least MIN_BLOCK, so this bounds the loop.
     while position < top {
         let Some(hdr) = arena.header(position) else {
-            audit.violations.push(Violation { offset: position, kind: ViolationKind::MissingHeader });
+            audit.violations.push(Violation {
+                offset: position,
+                kind: ViolationKind::MissingHeader,
+            });
             return false;
         };
         // Acquire on every field: pairs with the Release stores that publish
         // headers (split, mark_allocated, push); at quiescence all are visible.
         if hdr.check.load(Acquire) != header_check(position) {
-            audit.violations.push(Violation { offset: position, kind: ViolationKind::MissingHeader });
+            audit.violations.push(Violation {
+                offset: position,
+                kind: ViolationKind::MissingHeader,
+            });
             return false;
         }
         let size = hdr.size.load(Acquire);
         if size < MIN_BLOCK || size % 16 != 0 || position as u64 + size as u64 > top as u64 {
-            audit.violations.push(Violation { offset: position, kind: ViolationKind::BadSize { size } });
+            audit.violations.push(Violation {
+                offset: position,
+                kind: ViolationKind::BadSize { size },
+            });
             return false;
         }
         let word = hdr.state.load(Acquire);
@@ -420,13 +463,20 @@ fn check_wilderness<A: Arena>(arena: &A, top: u32, audit: &mut Audit) {
     if let Some(hdr) = arena.header(top) {
         // Acquire: pairs with retract's Release clear of the check word.
         if hdr.check.load(Acquire) == header_check(top) {
-            audit.violations.push(Violation { offset: top, kind: ViolationKind::WildernessHeader });
+            audit.violations.push(Violation {
+                offset: top,
+                kind: ViolationKind::WildernessHeader,
+            });
         }
     }
 }
 
 /// Traverses every bucket; returns offset → bucket for each entry.
-fn check_lists<A: Arena>(arena: &A, chain_complete: bool, audit: &mut Audit) -> HashMap<u32, SizeClass> {
+fn check_lists<A: Arena>(
+    arena: &A,
+    chain_complete: bool,
+    audit: &mut Audit,
+) -> HashMap<u32, SizeClass> {
     let seg = arena.segment();
     let index = &seg.index;
     let blocks: HashMap<u32, ChainBlock> = audit.chain.iter().map(|b| (b.offset, *b)).collect();
@@ -453,10 +503,16 @@ fn check_lists<A: Arena>(arena: &A, chain_complete: bool, audit: &mut Audit) -> 
                 continue;
             }
             if sl_bits & (1 << sl) == 0 {
-                audit.violations.push(Violation { offset: head, kind: ViolationKind::BitmapHidesBucket { class } });
+                audit.violations.push(Violation {
+                    offset: head,
+                    kind: ViolationKind::BitmapHidesBucket { class },
+                });
             }
             if fl_bits & (1 << fl) == 0 {
-                audit.violations.push(Violation { offset: head, kind: ViolationKind::LevelBitHidesBucket { class } });
+                audit.violations.push(Violation {
+                    offset: head,
+                    kind: ViolationKind::LevelBitHidesBucket { class },
+                });
             }
             let mut seen_here = HashSet::new();
             let mut offset = head;
@@ -464,16 +520,25 @@ fn check_lists<A: Arena>(arena: &A, chain_complete: bool, audit: &mut Audit) -> 
             while offset != NIL && steps < limit {
                 steps += 1;
                 if !seen_here.insert(offset) {
-                    audit.violations.push(Violation { offset, kind: ViolationKind::ListCycle { class } });
+                    audit.violations.push(Violation {
+                        offset,
+                        kind: ViolationKind::ListCycle { class },
+                    });
                     break;
                 }
                 let Some(hdr) = arena.header(offset) else {
-                    audit.violations.push(Violation { offset, kind: ViolationKind::ListEntryNotABlock { class } });
+                    audit.violations.push(Violation {
+                        offset,
+                        kind: ViolationKind::ListEntryNotABlock { class },
+                    });
                     break;
                 };
                 match blocks.get(&offset) {
                     None if chain_complete => {
-                        audit.violations.push(Violation { offset, kind: ViolationKind::ListEntryNotABlock { class } });
+                        audit.violations.push(Violation {
+                            offset,
+                            kind: ViolationKind::ListEntryNotABlock { class },
+                        });
                         break;
                     }
                     None => {}
@@ -481,7 +546,10 @@ fn check_lists<A: Arena>(arena: &A, chain_complete: bool, audit: &mut Audit) -> 
                         if b.state != FREE {
                             audit.violations.push(Violation {
                                 offset,
-                                kind: ViolationKind::ListEntryNotFree { class, state: b.state },
+                                kind: ViolationKind::ListEntryNotFree {
+                                    class,
+                                    state: b.state,
+                                },
                             });
                         }
                         let expected = class_of(b.size);
@@ -496,7 +564,10 @@ fn check_lists<A: Arena>(arena: &A, chain_complete: bool, audit: &mut Audit) -> 
                 if let Some(first) = listed.insert(offset, class) {
                     audit.violations.push(Violation {
                         offset,
-                        kind: ViolationKind::ListedTwice { first, second: class },
+                        kind: ViolationKind::ListedTwice {
+                            first,
+                            second: class,
+                        },
                     });
                     break;
                 }
@@ -530,10 +601,16 @@ fn check_blocks<A: Arena>(arena: &A, listed: &HashMap<u32, SizeClass>, audit: &m
         match b.state {
             FREE => {
                 if b.owner != OwnerId::SEGMENT {
-                    violations.push(Violation { offset: at, kind: ViolationKind::FreeBlockOwned { owner: b.owner.0 } });
+                    violations.push(Violation {
+                        offset: at,
+                        kind: ViolationKind::FreeBlockOwned { owner: b.owner.0 },
+                    });
                 }
                 if !listed.contains_key(&at) {
-                    violations.push(Violation { offset: at, kind: ViolationKind::FreeNotListed });
+                    violations.push(Violation {
+                        offset: at,
+                        kind: ViolationKind::FreeNotListed,
+                    });
                 }
             }
             CACHED => {
@@ -543,7 +620,10 @@ fn check_blocks<A: Arena>(arena: &A, listed: &HashMap<u32, SizeClass>, audit: &m
                 if b.owner == OwnerId::SEGMENT || registered(arena, b.owner).is_none() {
                     violations.push(Violation {
                         offset: at,
-                        kind: ViolationKind::UnknownOwner { state: CACHED, owner: b.owner.0 },
+                        kind: ViolationKind::UnknownOwner {
+                            state: CACHED,
+                            owner: b.owner.0,
+                        },
                     });
                 }
             }
@@ -551,24 +631,37 @@ fn check_blocks<A: Arena>(arena: &A, listed: &HashMap<u32, SizeClass>, audit: &m
                 if b.owner == OwnerId::SEGMENT || live_participant(arena, b.owner) {
                     violations.push(Violation {
                         offset: at,
-                        kind: ViolationKind::TransientState { state: b.state, owner: b.owner.0 },
+                        kind: ViolationKind::TransientState {
+                            state: b.state,
+                            owner: b.owner.0,
+                        },
                     });
                 } else if registered(arena, b.owner).is_none() {
                     violations.push(Violation {
                         offset: at,
-                        kind: ViolationKind::UnknownOwner { state: b.state, owner: b.owner.0 },
+                        kind: ViolationKind::UnknownOwner {
+                            state: b.state,
+                            owner: b.owner.0,
+                        },
                     });
                 }
             }
             s if state::is_reserved(s) => {
-                violations.push(Violation { offset: at, kind: ViolationKind::ReservedState { state: s } });
+                violations.push(Violation {
+                    offset: at,
+                    kind: ViolationKind::ReservedState { state: s },
+                });
             }
             s => {
-                let unregistered = b.owner != OwnerId::SEGMENT && registered(arena, b.owner).is_none();
+                let unregistered =
+                    b.owner != OwnerId::SEGMENT && registered(arena, b.owner).is_none();
                 if unregistered && s == ALLOCATED {
                     violations.push(Violation {
                         offset: at,
-                        kind: ViolationKind::UnknownOwner { state: s, owner: b.owner.0 },
+                        kind: ViolationKind::UnknownOwner {
+                            state: s,
+                            owner: b.owner.0,
+                        },
                     });
                 } else if unregistered {
                     audit.report.orphaned_user_blocks += 1;
@@ -577,7 +670,10 @@ fn check_blocks<A: Arena>(arena: &A, listed: &HashMap<u32, SizeClass>, audit: &m
                 if b.requested > payload {
                     violations.push(Violation {
                         offset: at,
-                        kind: ViolationKind::RequestedExceedsPayload { requested: b.requested, payload },
+                        kind: ViolationKind::RequestedExceedsPayload {
+                            requested: b.requested,
+                            payload,
+                        },
                     });
                 }
             }
@@ -599,7 +695,10 @@ fn check_participants<A: Arena>(arena: &A, audit: &mut Audit) {
             if v != 0 {
                 audit.violations.push(Violation {
                     offset: v as u32,
-                    kind: ViolationKind::StaleCarveIntent { slot: index, intent: v },
+                    kind: ViolationKind::StaleCarveIntent {
+                        slot: index,
+                        intent: v,
+                    },
                 });
             }
         }
@@ -607,7 +706,10 @@ fn check_participants<A: Arena>(arena: &A, audit: &mut Audit) {
     // Acquire: pairs with the consolidator's Release when it lets go.
     let holder = seg.consolidator.load(Acquire);
     if holder != 0 && live_participant(arena, OwnerId(holder)) {
-        audit.violations.push(Violation { offset: 0, kind: ViolationKind::ConsolidatorHeld { holder } });
+        audit.violations.push(Violation {
+            offset: 0,
+            kind: ViolationKind::ConsolidatorHeld { holder },
+        });
     }
 }
 
@@ -651,8 +753,12 @@ fn summarize(audit: &mut Audit, top: u32, end: u32) {
     for v in &audit.violations {
         if v.is_stranding() {
             r.stranded_blocks += 1;
-            r.stranded_bytes +=
-                audit.chain.iter().find(|b| b.offset == v.offset).map(|b| b.size as u64).unwrap_or(0);
+            r.stranded_bytes += audit
+                .chain
+                .iter()
+                .find(|b| b.offset == v.offset)
+                .map(|b| b.size as u64)
+                .unwrap_or(0);
         }
     }
 }

@@ -1,11 +1,14 @@
 //! matrix-testkit (in progress).
-mod sync;
 pub mod invariants;
 pub mod model;
 pub mod runner;
 pub mod segment;
 pub mod strategy;
 pub mod stress;
-pub use invariants::{audit, check_arena, check_invariants, check_matrix, Audit, ChainBlock, Report, Violation, ViolationKind};
+mod sync;
+pub use invariants::{
+    audit, check_arena, check_invariants, check_matrix, Audit, ChainBlock, Report, Violation,
+    ViolationKind,
+};
 pub use model::{Divergence, Op, ShadowModel};
 pub use runner::{run_ops, ModelConfig, ModelRunner, RunStats};

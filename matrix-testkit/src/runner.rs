@@ -8,7 +8,9 @@ use crate::model::{
 use crate::segment::SegmentName;
 use matrix_core::state::{self, ALLOCATED, CACHED, FREE};
 use matrix_core::{AllocError, OwnerId, BLOCK_HEADER_SIZE, MIN_PAYLOAD};
-use matrix_handler::{layout_tag, Block, BlockToken, HandlerError, HandlerFunctions, MatrixHandler};
+use matrix_handler::{
+    layout_tag, Block, BlockToken, HandlerError, HandlerFunctions, MatrixHandler,
+};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
@@ -23,7 +25,10 @@ pub struct ModelConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { segment_size: 256 << 10, label: "model".into() }
+        ModelConfig {
+            segment_size: 256 << 10,
+            label: "model".into(),
+        }
     }
 }
 
@@ -125,14 +130,22 @@ impl ModelRunner {
         let step = self.step;
         self.step += 1;
         self.stats.ops += 1;
-        result.map_err(|what| Divergence { step, op: format!("{op:?}"), what })
+        result.map_err(|what| Divergence {
+            step,
+            op: format!("{op:?}"),
+            what,
+        })
     }
 
     /// Frees everything, detaches and recovers the peer, consolidates, and
     /// checks that the whole arena came back as one free region.
     pub fn drain(&mut self) -> Result<(), Divergence> {
         let result = self.drain_inner();
-        result.map_err(|what| Divergence { step: self.step, op: "drain".into(), what })
+        result.map_err(|what| Divergence {
+            step: self.step,
+            op: "drain".into(),
+            what,
+        })
     }
 
     fn drain_inner(&mut self) -> Check {
@@ -142,7 +155,9 @@ impl ModelRunner {
         }
         self.apply_inner(&Op::DetachPeer)?;
         self.apply_inner(&Op::Recover)?;
-        self.main.consolidate().map_err(|e| format!("final consolidate: {e}"))?;
+        self.main
+            .consolidate()
+            .map_err(|e| format!("final consolidate: {e}"))?;
         self.verify_inner()?;
         let a = audit(self.main.matrix());
         if a.report.used_bytes != 0 || a.report.free_bytes != a.report.arena_bytes {
@@ -184,7 +199,11 @@ impl ModelRunner {
             Op::StaleToken { pick } => self.stale_token(pick),
             Op::Write { pick, seed, zero } => self.write(pick, Fill { seed, zero }),
             Op::SetState { pick, state } => self.set_state(pick, state),
-            Op::Transition { pick, expected, next } => self.transition(pick, expected, next),
+            Op::Transition {
+                pick,
+                expected,
+                next,
+            } => self.transition(pick, expected, next),
             Op::ReleaseToSegment { pick } => self.reassign(pick, false),
             Op::Adopt { pick } => self.reassign(pick, true),
             Op::Consolidate => self.consolidate(),
@@ -215,16 +234,22 @@ impl ModelRunner {
             (AllocKind::Slice, SizeSpec::Huge) => u64::MAX,
             (_, SizeSpec::Huge) => u32::MAX as u64,
         };
-        let block_size = (n.max(MIN_PAYLOAD as u64).saturating_add(BLOCK_HEADER_SIZE as u64 + 15)) & !15;
+        let block_size = (n
+            .max(MIN_PAYLOAD as u64)
+            .saturating_add(BLOCK_HEADER_SIZE as u64 + 15))
+            & !15;
         let too_large = block_size > self.arena_len;
         let h = self.actor(actor)?;
         let owner = h.matrix().owner_id();
         let result: Result<Handle, HandlerError> = match kind {
-            AllocKind::Slice => h.allocate_slice::<u8>(n.min(usize::MAX as u64) as usize).map(Handle::Bytes),
+            AllocKind::Slice => h
+                .allocate_slice::<u8>(n.min(usize::MAX as u64) as usize)
+                .map(Handle::Bytes),
             AllocKind::Typed => h.allocate::<[u64; 8]>().map(Handle::Words),
             AllocKind::Raw => match h.allocate_raw(n.min(u32::MAX as u64) as u32) {
                 Ok(p) => Ok(Handle::Bytes(
-                    h.block_at::<u8>(p.offset()).map_err(|e| format!("block_at of a fresh raw block: {e}"))?,
+                    h.block_at::<u8>(p.offset())
+                        .map_err(|e| format!("block_at of a fresh raw block: {e}"))?,
                 )),
                 Err(e) => Err(e),
             },
@@ -234,10 +259,15 @@ impl ModelRunner {
                 self.stats.too_large += 1;
                 Ok(())
             }
-            Err(HandlerError::AllocationFailed(AllocError::OutOfMemory { requested, largest_free })) if !too_large => {
+            Err(HandlerError::AllocationFailed(AllocError::OutOfMemory {
+                requested,
+                largest_free,
+            })) if !too_large => {
                 self.stats.out_of_memory += 1;
                 if requested != n {
-                    return Err(format!("out of memory reports {requested} B requested, asked {n}"));
+                    return Err(format!(
+                        "out of memory reports {requested} B requested, asked {n}"
+                    ));
                 }
                 let a = audit(self.main.matrix());
                 if a.report.largest_free_run >= block_size {
@@ -246,20 +276,39 @@ impl ModelRunner {
                         a.report.largest_free_run, a.report
                     ));
                 }
-                let largest = a.report.largest_free_block.saturating_sub(BLOCK_HEADER_SIZE as u64);
+                let largest = a
+                    .report
+                    .largest_free_block
+                    .saturating_sub(BLOCK_HEADER_SIZE as u64);
                 if largest_free as u64 != largest {
                     return Err(format!("out of memory reports largest free {largest_free} B, the chain has {largest} B"));
                 }
                 Ok(())
             }
-            Err(e) => Err(format!("allocate {n} B ({kind:?}): unexpected {e:?} (too large: {too_large})")),
-            Ok(handle) if too_large => Err(format!("allocate {n} B succeeded at {} but exceeds the arena", handle.offset())),
+            Err(e) => Err(format!(
+                "allocate {n} B ({kind:?}): unexpected {e:?} (too large: {too_large})"
+            )),
+            Ok(handle) if too_large => Err(format!(
+                "allocate {n} B succeeded at {} but exceeds the arena",
+                handle.offset()
+            )),
             Ok(mut handle) => {
                 self.check_new_block(&handle, n, block_size, owner, kind)?;
                 let header = handle.offset() - BLOCK_HEADER_SIZE;
-                let (_, size) = self.main.matrix().block_header(header).map_err(|e| e.to_string())?;
-                let fill = Fill { seed: (self.stats.allocations as u8).wrapping_mul(13) | 1, zero: false };
-                let filled = if kind == AllocKind::Typed { 64 } else { n as usize };
+                let (_, size) = self
+                    .main
+                    .matrix()
+                    .block_header(header)
+                    .map_err(|e| e.to_string())?;
+                let fill = Fill {
+                    seed: (self.stats.allocations as u8).wrapping_mul(13) | 1,
+                    zero: false,
+                };
+                let filled = if kind == AllocKind::Typed {
+                    64
+                } else {
+                    n as usize
+                };
                 self.fill(&mut handle, fill, filled)?;
                 self.model.insert(ModelBlock {
                     header,
@@ -279,16 +328,29 @@ impl ModelRunner {
         }
     }
 
-    fn check_new_block(&self, handle: &Handle, n: u64, block_size: u64, owner: OwnerId, kind: AllocKind) -> Check {
+    fn check_new_block(
+        &self,
+        handle: &Handle,
+        n: u64,
+        block_size: u64,
+        owner: OwnerId,
+        kind: AllocKind,
+    ) -> Check {
         let m = self.main.matrix();
         let offset = handle.offset();
         if offset % 16 != 0 || offset < m.first_block_offset() + BLOCK_HEADER_SIZE {
-            return Err(format!("payload offset {offset} misaligned or before the arena"));
+            return Err(format!(
+                "payload offset {offset} misaligned or before the arena"
+            ));
         }
         let header = offset - BLOCK_HEADER_SIZE;
-        let (hdr, size) = m.block_header(header).map_err(|e| format!("new block header: {e}"))?;
+        let (hdr, size) = m
+            .block_header(header)
+            .map_err(|e| format!("new block header: {e}"))?;
         if (size as u64) < block_size {
-            return Err(format!("block at {header} holds {size} B, {block_size} B needed (undersized)"));
+            return Err(format!(
+                "block at {header} holds {size} B, {block_size} B needed (undersized)"
+            ));
         }
         if let Some(other) = self.model.overlaps(header, size) {
             return Err(format!(
@@ -298,15 +360,23 @@ impl ModelRunner {
         }
         let word = hdr.state.load(Ordering::Acquire);
         if state::state_of(word) != ALLOCATED || state::generation_of(word) != handle.generation() {
-            return Err(format!("new block state word {word:#x}, handle generation {}", handle.generation()));
+            return Err(format!(
+                "new block state word {word:#x}, handle generation {}",
+                handle.generation()
+            ));
         }
         let found_owner = hdr.owner.load(Ordering::Acquire);
         if found_owner != owner.0 {
-            return Err(format!("new block owner {found_owner:#x}, allocator {:#x}", owner.0));
+            return Err(format!(
+                "new block owner {found_owner:#x}, allocator {:#x}",
+                owner.0
+            ));
         }
         let requested = hdr.requested.load(Ordering::Acquire);
         if requested as u64 != n {
-            return Err(format!("new block records {requested} B requested, asked {n}"));
+            return Err(format!(
+                "new block records {requested} B requested, asked {n}"
+            ));
         }
         let tag = hdr.type_tag.load(Ordering::Acquire);
         let want = match kind {
@@ -343,7 +413,9 @@ impl ModelRunner {
         // filled payload, which was checked to lie inside the block and the
         // block inside the mapping when it was allocated; the mapping lives
         // as long as `self.main`. Shared memory is only read (bytes are Pod).
-        unsafe { std::ptr::copy_nonoverlapping(self.main.base_ptr().add(start), out.as_mut_ptr(), len) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.main.base_ptr().add(start), out.as_mut_ptr(), len)
+        };
         out
     }
 
@@ -369,9 +441,17 @@ impl ModelRunner {
     }
 
     fn free_block(&mut self, actor: Actor, header: u32) -> Check {
-        let b = self.model.blocks.get(&header).cloned().ok_or("free of a block the model does not know")?;
+        let b = self
+            .model
+            .blocks
+            .get(&header)
+            .cloned()
+            .ok_or("free of a block the model does not know")?;
         self.check_payload(&b, true)?;
-        let handle = self.handles.remove(&header).ok_or("no handle for a live block")?;
+        let handle = self
+            .handles
+            .remove(&header)
+            .ok_or("no handle for a live block")?;
         let h = self.actor(actor)?;
         let result = match handle {
             Handle::Bytes(block) => h.free(block),
@@ -399,14 +479,18 @@ impl ModelRunner {
         let Some(offset) = offset else { return Ok(()) };
         if let Some(b) = self.model.blocks.get(&offset).cloned() {
             self.check_payload(&b, true)?;
-            self.main.free_at(offset).map_err(|e| format!("free_at of live block {offset}: {e}"))?;
+            self.main
+                .free_at(offset)
+                .map_err(|e| format!("free_at of live block {offset}: {e}"))?;
             self.handles.remove(&offset);
             self.model.remove(offset);
             self.stats.frees += 1;
             return Ok(());
         }
         match self.main.free_at(offset) {
-            Ok(()) => Err(format!("free_at({offset}) accepted an offset where no live block starts")),
+            Ok(()) => Err(format!(
+                "free_at({offset}) accepted an offset where no live block starts"
+            )),
             Err(HandlerError::Block(_)) | Err(HandlerError::InvalidOffset(_)) => {
                 self.stats.refused += 1;
                 Ok(())
@@ -416,7 +500,9 @@ impl ModelRunner {
     }
 
     fn stale_token(&mut self, pick: usize) -> Check {
-        let Some((header, generation)) = self.model.pick_freed(pick) else { return Ok(()) };
+        let Some((header, generation)) = self.model.pick_freed(pick) else {
+            return Ok(());
+        };
         let token = BlockToken(((generation as u64) << 32) | (header + BLOCK_HEADER_SIZE) as u64);
         match self.main.block_from_token::<u8>(token) {
             Ok(b) => Err(format!(
@@ -431,23 +517,41 @@ impl ModelRunner {
     }
 
     fn write(&mut self, pick: usize, fill: Fill) -> Check {
-        let Some(b) = self.model.pick(pick).cloned() else { return Ok(()) };
+        let Some(b) = self.model.pick(pick).cloned() else {
+            return Ok(());
+        };
         self.check_payload(&b, true)?;
-        let mut handle = self.handles.remove(&b.header).ok_or("no handle for a live block")?;
+        let mut handle = self
+            .handles
+            .remove(&b.header)
+            .ok_or("no handle for a live block")?;
         let result = self.fill(&mut handle, fill, b.filled);
         self.handles.insert(b.header, handle);
         result?;
-        self.model.blocks.get_mut(&b.header).expect("picked above").fill = fill;
+        self.model
+            .blocks
+            .get_mut(&b.header)
+            .expect("picked above")
+            .fill = fill;
         Ok(())
     }
 
-    fn with_handle<R>(&self, header: u32, f: impl FnOnce(&MatrixHandler, &Handle) -> R) -> Result<R, String> {
-        let handle = self.handles.get(&header).ok_or("no handle for a live block")?;
+    fn with_handle<R>(
+        &self,
+        header: u32,
+        f: impl FnOnce(&MatrixHandler, &Handle) -> R,
+    ) -> Result<R, String> {
+        let handle = self
+            .handles
+            .get(&header)
+            .ok_or("no handle for a live block")?;
         Ok(f(&self.main, handle))
     }
 
     fn set_state(&mut self, pick: usize, new: u32) -> Check {
-        let Some(b) = self.model.pick(pick).cloned() else { return Ok(()) };
+        let Some(b) = self.model.pick(pick).cloned() else {
+            return Ok(());
+        };
         let got = self.with_handle(b.header, |h, handle| match handle {
             Handle::Bytes(x) => h.set_state(x, new),
             Handle::Words(x) => h.set_state(x, new),
@@ -458,16 +562,23 @@ impl ModelRunner {
                 self.model.blocks.get_mut(&b.header).expect("picked").state = new;
                 Ok(())
             }
-            (Err(HandlerError::ReservedStatus(s)), Err(ModelError::ReservedStatus(t))) if s == t => {
+            (Err(HandlerError::ReservedStatus(s)), Err(ModelError::ReservedStatus(t)))
+                if s == t =>
+            {
                 self.stats.refused += 1;
                 Ok(())
             }
-            (got, want) => Err(format!("set_state({new}) on state {}: got {got:?}, model {want:?}", b.state)),
+            (got, want) => Err(format!(
+                "set_state({new}) on state {}: got {got:?}, model {want:?}",
+                b.state
+            )),
         }
     }
 
     fn transition(&mut self, pick: usize, expected: Expected, next: u32) -> Check {
-        let Some(b) = self.model.pick(pick).cloned() else { return Ok(()) };
+        let Some(b) = self.model.pick(pick).cloned() else {
+            return Ok(());
+        };
         let expected = match expected {
             Expected::Current => b.state,
             Expected::State(s) => s,
@@ -482,11 +593,15 @@ impl ModelRunner {
                 self.model.blocks.get_mut(&b.header).expect("picked").state = next;
                 Ok(())
             }
-            (Err(HandlerError::ReservedStatus(s)), Err(ModelError::ReservedStatus(t))) if s == t => {
+            (Err(HandlerError::ReservedStatus(s)), Err(ModelError::ReservedStatus(t)))
+                if s == t =>
+            {
                 self.stats.refused += 1;
                 Ok(())
             }
-            (Err(HandlerError::TransitionFailed(s)), Err(ModelError::TransitionFailed(t))) if s == t => {
+            (Err(HandlerError::TransitionFailed(s)), Err(ModelError::TransitionFailed(t)))
+                if s == t =>
+            {
                 self.stats.refused += 1;
                 Ok(())
             }
@@ -498,15 +613,26 @@ impl ModelRunner {
     }
 
     fn reassign(&mut self, pick: usize, adopt: bool) -> Check {
-        let Some(b) = self.model.pick(pick).cloned() else { return Ok(()) };
+        let Some(b) = self.model.pick(pick).cloned() else {
+            return Ok(());
+        };
         let got = self.with_handle(b.header, |h, handle| match (handle, adopt) {
             (Handle::Bytes(x), true) => h.adopt(x),
             (Handle::Words(x), true) => h.adopt(x),
             (Handle::Bytes(x), false) => h.release_to_segment(x),
             (Handle::Words(x), false) => h.release_to_segment(x),
         })?;
-        got.map_err(|e| format!("{} of a live block: {e}", if adopt { "adopt" } else { "release_to_segment" }))?;
-        let owner = if adopt { self.main.matrix().owner_id() } else { OwnerId::SEGMENT };
+        got.map_err(|e| {
+            format!(
+                "{} of a live block: {e}",
+                if adopt { "adopt" } else { "release_to_segment" }
+            )
+        })?;
+        let owner = if adopt {
+            self.main.matrix().owner_id()
+        } else {
+            OwnerId::SEGMENT
+        };
         let m = self.model.blocks.get_mut(&b.header).expect("picked");
         m.owner = owner;
         m.orphan = false;
@@ -514,15 +640,22 @@ impl ModelRunner {
     }
 
     fn consolidate(&mut self) -> Check {
-        self.main.consolidate().map_err(|e| format!("consolidate: {e}"))?;
+        self.main
+            .consolidate()
+            .map_err(|e| format!("consolidate: {e}"))?;
         let a = audit(self.main.matrix());
         check_merged(&a)
     }
 
     fn recover(&mut self) -> Check {
         let report = self.main.recover().map_err(|e| format!("recover: {e}"))?;
-        let reclaim: Vec<u32> =
-            self.model.blocks.values().filter(|b| b.orphan && b.state == ALLOCATED).map(|b| b.header).collect();
+        let reclaim: Vec<u32> = self
+            .model
+            .blocks
+            .values()
+            .filter(|b| b.orphan && b.state == ALLOCATED)
+            .map(|b| b.header)
+            .collect();
         let mut users: Vec<(u32, u32)> = self
             .model
             .blocks
@@ -533,7 +666,10 @@ impl ModelRunner {
         let mut reported = report.user_state_blocks.clone();
         users.sort_unstable();
         reported.sort_unstable();
-        if report.participants != self.detached || report.blocks != reclaim.len() as u64 || reported != users {
+        if report.participants != self.detached
+            || report.blocks != reclaim.len() as u64
+            || reported != users
+        {
             return Err(format!(
                 "recover reclaimed {} participants / {} blocks, reported user-state blocks {reported:?}; model: {} / {} / {users:?}",
                 report.participants,
@@ -564,20 +700,33 @@ impl ModelRunner {
         for c in &a.chain {
             if c.state == FREE || c.state == CACHED {
                 if self.model.blocks.contains_key(&c.offset) {
-                    return Err(format!("live block {} is {} in the chain", c.offset, state::state_name(c.state)));
+                    return Err(format!(
+                        "live block {} is {} in the chain",
+                        c.offset,
+                        state::state_name(c.state)
+                    ));
                 }
                 continue;
             }
             live += 1;
             let Some(b) = self.model.blocks.get(&c.offset) else {
-                return Err(format!("chain has a {} block at {} the model never allocated", state::state_name(c.state), c.offset));
+                return Err(format!(
+                    "chain has a {} block at {} the model never allocated",
+                    state::state_name(c.state),
+                    c.offset
+                ));
             };
-            if (c.size, c.state, c.generation, c.owner, c.requested) != (b.size, b.state, b.generation, b.owner, b.requested) {
+            if (c.size, c.state, c.generation, c.owner, c.requested)
+                != (b.size, b.state, b.generation, b.owner, b.requested)
+            {
                 return Err(format!("block {}: chain {c:?}, model {b:?}", c.offset));
             }
         }
         if live != self.model.blocks.len() {
-            return Err(format!("{} live blocks in the model, {live} in the chain", self.model.blocks.len()));
+            return Err(format!(
+                "{} live blocks in the model, {live} in the chain",
+                self.model.blocks.len()
+            ));
         }
         for b in self.model.blocks.values() {
             self.check_payload(b, false)?;
@@ -599,7 +748,10 @@ fn check_merged(a: &Audit) -> Check {
     }
     if let Some(last) = a.chain.last() {
         if last.state == FREE {
-            return Err(format!("after consolidate, free block {} still borders the wilderness", last.offset));
+            return Err(format!(
+                "after consolidate, free block {} still borders the wilderness",
+                last.offset
+            ));
         }
     }
     Ok(())

@@ -20,17 +20,29 @@ impl SegmentName {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let label: String = label
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .take(64)
             .collect();
         let pid = std::process::id();
-        SegmentName { name: format!("mtk-{pid}-{n}-{label}"), owner_pid: pid }
+        SegmentName {
+            name: format!("mtk-{pid}-{n}-{label}"),
+            owner_pid: pid,
+        }
     }
 
     /// Adopts a name made elsewhere (e.g. by a parent process); dropping it
     /// unlinks nothing.
     pub fn borrowed(name: &str) -> Self {
-        SegmentName { name: name.to_owned(), owner_pid: 0 }
+        SegmentName {
+            name: name.to_owned(),
+            owner_pid: 0,
+        }
     }
 
     /// The name.

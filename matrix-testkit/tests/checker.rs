@@ -36,7 +36,12 @@ fn fixture() -> Fixture {
     // them into the free lists (nothing merges: each sits between live blocks).
     h.consolidate().unwrap();
     live.extend(temp);
-    Fixture { h, live, freed_small, freed_large }
+    Fixture {
+        h,
+        live,
+        freed_small,
+        freed_large,
+    }
 }
 
 fn m(f: &Fixture) -> &AtomicMatrix {
@@ -105,9 +110,13 @@ fn top_out_of_range() {
     let f = fixture();
     let end = m(&f).arena_end();
     seg(&f).top.store(end + 16, SeqCst);
-    assert_reports(&f, end + 16, |k| matches!(k, ViolationKind::TopOutOfRange { .. }));
+    assert_reports(&f, end + 16, |k| {
+        matches!(k, ViolationKind::TopOutOfRange { .. })
+    });
     seg(&f).top.store(m(&f).arena_start() + 8, SeqCst);
-    assert_reports(&f, m(&f).arena_start() + 8, |k| matches!(k, ViolationKind::TopOutOfRange { .. }));
+    assert_reports(&f, m(&f).arena_start() + 8, |k| {
+        matches!(k, ViolationKind::TopOutOfRange { .. })
+    });
 }
 
 #[test]
@@ -122,12 +131,14 @@ fn missing_header_gap_or_overlap() {
     let grown = f.live[0].header_offset();
     let size = hdr(&f, grown).size.load(SeqCst);
     hdr(&f, grown).size.store(size + 16, SeqCst);
-    assert_reports(&f, grown + size + 16, |k| *k == ViolationKind::MissingHeader);
+    assert_reports(&f, grown + size + 16, |k| {
+        *k == ViolationKind::MissingHeader
+    });
 }
 
 #[test]
 fn bad_sizes() {
-    for bad in [0u32, 40, 88, u32::MAX & !15] {
+    for bad in [0u32, 40, 88, !15] {
         let f = fixture();
         let victim = f.live[1].header_offset();
         hdr(&f, victim).size.store(bad, SeqCst);
@@ -141,7 +152,9 @@ fn reserved_state() {
     let victim = f.live[3].header_offset();
     let gen = state::generation_of(hdr(&f, victim).state.load(SeqCst));
     hdr(&f, victim).state.store(state::pack(gen, 7), SeqCst);
-    assert_reports(&f, victim, |k| *k == ViolationKind::ReservedState { state: 7 });
+    assert_reports(&f, victim, |k| {
+        *k == ViolationKind::ReservedState { state: 7 }
+    });
 }
 
 #[test]
@@ -149,7 +162,9 @@ fn free_block_with_an_owner() {
     let f = fixture();
     let victim = f.freed_large;
     hdr(&f, victim).owner.store(m(&f).owner_id().0, SeqCst);
-    assert_reports(&f, victim, |k| matches!(k, ViolationKind::FreeBlockOwned { .. }));
+    assert_reports(&f, victim, |k| {
+        matches!(k, ViolationKind::FreeBlockOwned { .. })
+    });
 }
 
 #[test]
@@ -158,14 +173,21 @@ fn unknown_owner() {
     let victim = f.live[0].header_offset();
     let ghost = OwnerId::new(40, 12345);
     hdr(&f, victim).owner.store(ghost.0, SeqCst);
-    assert_reports(&f, victim, |k| *k == ViolationKind::UnknownOwner { state: ALLOCATED, owner: ghost.0 });
+    assert_reports(&f, victim, |k| {
+        *k == ViolationKind::UnknownOwner {
+            state: ALLOCATED,
+            owner: ghost.0,
+        }
+    });
 }
 
 #[test]
 fn orphaned_user_state_blocks_are_counted_not_refused() {
     let f = fixture();
     f.h.set_state(&f.live[0], 60).unwrap();
-    hdr(&f, f.live[0].header_offset()).owner.store(OwnerId::new(40, 12345).0, SeqCst);
+    hdr(&f, f.live[0].header_offset())
+        .owner
+        .store(OwnerId::new(40, 12345).0, SeqCst);
     let report = check_invariants(&f.h).unwrap();
     assert_eq!(report.orphaned_user_blocks, 1);
 }
@@ -176,11 +198,16 @@ fn transient_state_at_quiescence() {
     let victim = f.live[1].header_offset();
     let gen = state::generation_of(hdr(&f, victim).state.load(SeqCst));
     hdr(&f, victim).state.store(state::pack(gen, ACKED), SeqCst);
-    assert_reports(&f, victim, |k| matches!(k, ViolationKind::TransientState { state: ACKED, .. }));
+    assert_reports(&f, victim, |k| {
+        matches!(k, ViolationKind::TransientState { state: ACKED, .. })
+    });
     // Owned by nobody: a stranded block, which the crash harness bounds.
     hdr(&f, victim).owner.store(0, SeqCst);
     let v = violations(&f);
-    assert!(v.iter().any(|v| v.offset == victim && v.is_stranding()), "{v:?}");
+    assert!(
+        v.iter().any(|v| v.offset == victim && v.is_stranding()),
+        "{v:?}"
+    );
 }
 
 #[test]
@@ -189,7 +216,9 @@ fn requested_exceeds_payload() {
     let victim = f.live[0].header_offset();
     let size = hdr(&f, victim).size.load(SeqCst);
     hdr(&f, victim).requested.store(size, SeqCst);
-    assert_reports(&f, victim, |k| matches!(k, ViolationKind::RequestedExceedsPayload { .. }));
+    assert_reports(&f, victim, |k| {
+        matches!(k, ViolationKind::RequestedExceedsPayload { .. })
+    });
 }
 
 #[test]
@@ -200,7 +229,10 @@ fn free_block_in_no_list() {
     assert_reports(&f, victim, |k| *k == ViolationKind::FreeNotListed);
     let a = audit(m(&f));
     assert_eq!(a.report.stranded_blocks, 1);
-    assert_eq!(a.report.stranded_bytes, hdr(&f, victim).size.load(SeqCst) as u64);
+    assert_eq!(
+        a.report.stranded_bytes,
+        hdr(&f, victim).size.load(SeqCst) as u64
+    );
     assert_eq!(a.hard_violations().count(), 0);
 }
 
@@ -210,7 +242,9 @@ fn listed_twice() {
     let victim = f.freed_large;
     let other = SizeClass { fl: 10, sl: 3 };
     set_head(&f, other, victim);
-    assert_reports(&f, victim, |k| matches!(k, ViolationKind::ListedTwice { .. }));
+    assert_reports(&f, victim, |k| {
+        matches!(k, ViolationKind::ListedTwice { .. })
+    });
 }
 
 #[test]
@@ -219,8 +253,18 @@ fn list_entry_not_free() {
     let victim = f.freed_large;
     let gen = state::generation_of(hdr(&f, victim).state.load(SeqCst));
     hdr(&f, victim).owner.store(m(&f).owner_id().0, SeqCst);
-    hdr(&f, victim).state.store(state::pack(gen, ALLOCATED), SeqCst);
-    assert_reports(&f, victim, |k| matches!(k, ViolationKind::ListEntryNotFree { state: ALLOCATED, .. }));
+    hdr(&f, victim)
+        .state
+        .store(state::pack(gen, ALLOCATED), SeqCst);
+    assert_reports(&f, victim, |k| {
+        matches!(
+            k,
+            ViolationKind::ListEntryNotFree {
+                state: ALLOCATED,
+                ..
+            }
+        )
+    });
 }
 
 #[test]
@@ -229,11 +273,17 @@ fn list_entry_not_a_block() {
     let class = bucket(&f, f.freed_large);
     let inside = f.live[0].offset() + 16;
     set_head(&f, class, inside);
-    assert_reports(&f, inside, |k| matches!(k, ViolationKind::ListEntryNotABlock { .. }));
+    assert_reports(&f, inside, |k| {
+        matches!(k, ViolationKind::ListEntryNotABlock { .. })
+    });
     // A link leaving the arena.
-    hdr(&f, f.freed_large).next_free.store(u32::MAX - 15, SeqCst);
+    hdr(&f, f.freed_large)
+        .next_free
+        .store(u32::MAX - 15, SeqCst);
     set_head(&f, class, f.freed_large);
-    assert_reports(&f, u32::MAX - 15, |k| matches!(k, ViolationKind::ListEntryNotABlock { .. }));
+    assert_reports(&f, u32::MAX - 15, |k| {
+        matches!(k, ViolationKind::ListEntryNotABlock { .. })
+    });
 }
 
 #[test]
@@ -241,23 +291,39 @@ fn wrong_bucket() {
     let f = fixture();
     let victim = f.freed_large;
     let right = bucket(&f, victim);
-    let wrong = SizeClass { fl: right.fl, sl: (right.sl + 1) % 16 };
+    let wrong = SizeClass {
+        fl: right.fl,
+        sl: (right.sl + 1) % 16,
+    };
     set_head(&f, right, 0);
     set_head(&f, wrong, victim);
     let index = &seg(&f).index;
     index.sl_bitmap[wrong.fl].fetch_or(1 << wrong.sl, SeqCst);
-    assert_reports(&f, victim, |k| *k == ViolationKind::WrongBucket { class: wrong, expected: right });
+    assert_reports(&f, victim, |k| {
+        *k == ViolationKind::WrongBucket {
+            class: wrong,
+            expected: right,
+        }
+    });
 }
 
 #[test]
 fn list_cycle() {
     let f = fixture();
     let [a, b] = f.freed_small;
-    assert_eq!(bucket(&f, a), bucket(&f, b), "fixture: both small blocks share a bucket");
+    assert_eq!(
+        bucket(&f, a),
+        bucket(&f, b),
+        "fixture: both small blocks share a bucket"
+    );
     // The bucket holds b -> a -> NIL (last pushed first); close the loop.
     hdr(&f, a).next_free.store(b, SeqCst);
     let v = violations(&f);
-    assert!(v.iter().any(|v| matches!(v.kind, ViolationKind::ListCycle { .. })), "{v:#?}");
+    assert!(
+        v.iter()
+            .any(|v| matches!(v.kind, ViolationKind::ListCycle { .. })),
+        "{v:#?}"
+    );
     assert!(check_invariants(&f.h).is_err());
 }
 
@@ -267,11 +333,15 @@ fn bitmap_hides_a_bucket() {
     let victim = f.freed_large;
     let class = bucket(&f, victim);
     seg(&f).index.sl_bitmap[class.fl].fetch_and(!(1 << class.sl), SeqCst);
-    assert_reports(&f, victim, |k| *k == ViolationKind::BitmapHidesBucket { class });
+    assert_reports(&f, victim, |k| {
+        *k == ViolationKind::BitmapHidesBucket { class }
+    });
 
     let f = fixture();
     seg(&f).index.fl_bitmap.fetch_and(!(1 << class.fl), SeqCst);
-    assert_reports(&f, victim, |k| *k == ViolationKind::LevelBitHidesBucket { class });
+    assert_reports(&f, victim, |k| {
+        *k == ViolationKind::LevelBitHidesBucket { class }
+    });
 }
 
 #[test]
@@ -300,14 +370,20 @@ fn stale_carve_intent_of_a_live_participant() {
     assert_eq!(p.state.load(SeqCst), slot_state::ACTIVE);
     let top = seg(&f).top.load(SeqCst);
     p.carve_intents[1].store((64u64 << 32) | top as u64, SeqCst);
-    assert_reports(&f, top, |k| matches!(k, ViolationKind::StaleCarveIntent { slot: s, .. } if *s == slot));
+    assert_reports(
+        &f,
+        top,
+        |k| matches!(k, ViolationKind::StaleCarveIntent { slot: s, .. } if *s == slot),
+    );
 }
 
 #[test]
 fn consolidation_word_held_at_quiescence() {
     let f = fixture();
     seg(&f).consolidator.store(m(&f).owner_id().0, SeqCst);
-    assert_reports(&f, 0, |k| matches!(k, ViolationKind::ConsolidatorHeld { .. }));
+    assert_reports(&f, 0, |k| {
+        matches!(k, ViolationKind::ConsolidatorHeld { .. })
+    });
 }
 
 #[test]
@@ -334,5 +410,7 @@ fn cached_blocks_count_as_free_and_need_a_registered_owner() {
     assert!(a.violations.is_empty(), "{:?}", a.violations);
     assert_eq!(a.report.cached_blocks, 1);
     hdr(&f, offset).owner.store(OwnerId::new(41, 7).0, SeqCst);
-    assert_reports(&f, offset, |k| matches!(k, ViolationKind::UnknownOwner { .. }));
+    assert_reports(&f, offset, |k| {
+        matches!(k, ViolationKind::UnknownOwner { .. })
+    });
 }

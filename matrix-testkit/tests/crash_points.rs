@@ -26,7 +26,11 @@ fn child() -> Result<(), String> {
     let mut live = Vec::new();
     for round in 0..2_000 {
         for _ in 0..24 {
-            let n = if rng.u32(0..8) == 0 { rng.usize(2048..40_000) } else { rng.usize(0..1024) };
+            let n = if rng.u32(0..8) == 0 {
+                rng.usize(2048..40_000)
+            } else {
+                rng.usize(0..1024)
+            };
             if let Ok(b) = h.allocate_slice::<u8>(n) {
                 live.push(b);
             }
@@ -44,7 +48,9 @@ fn child() -> Result<(), String> {
             h.consolidate().map_err(|e| e.to_string())?;
         }
     }
-    Err(format!("crash point {point} (skip {skip}) was never reached"))
+    Err(format!(
+        "crash point {point} (skip {skip}) was never reached"
+    ))
 }
 
 fn point_name(p: u32) -> &'static str {
@@ -73,10 +79,16 @@ fn kill_at(point: u32, skip: u32) -> Result<u64, String> {
     let mut child = launcher
         .spawn(
             ROLE,
-            &[("MTK_SEGMENT", name.as_str().to_owned()), ("MTK_POINT", point.to_string()), ("MTK_SKIP", skip.to_string())],
+            &[
+                ("MTK_SEGMENT", name.as_str().to_owned()),
+                ("MTK_POINT", point.to_string()),
+                ("MTK_SKIP", skip.to_string()),
+            ],
         )
         .map_err(|e| e.to_string())?;
-    let status = child.wait_timeout(Duration::from_secs(60)).map_err(|e| e.to_string())?;
+    let status = child
+        .wait_timeout(Duration::from_secs(60))
+        .map_err(|e| e.to_string())?;
     match status {
         Some(s) if s.signal() == Some(libc::SIGKILL) => {}
         Some(s) => return Err(format!("child did not die at the point: {s}")),
@@ -84,7 +96,10 @@ fn kill_at(point: u32, skip: u32) -> Result<u64, String> {
     }
     let rec = h.recover().map_err(|e| format!("recover: {e}"))?;
     if rec.participants != 1 {
-        return Err(format!("recover reclaimed {} participants: {rec:?}", rec.participants));
+        return Err(format!(
+            "recover reclaimed {} participants: {rec:?}",
+            rec.participants
+        ));
     }
     let a = audit(h.matrix());
     let hard: Vec<String> = a.hard_violations().map(|v| v.to_string()).collect();
@@ -92,10 +107,15 @@ fn kill_at(point: u32, skip: u32) -> Result<u64, String> {
         return Err(format!("after recovery: {}", hard.join("; ")));
     }
     let stranded = a.report.stranded_blocks;
-    h.matrix().repair(false).map_err(|e| format!("repair: {e}"))?;
+    h.matrix()
+        .repair(false)
+        .map_err(|e| format!("repair: {e}"))?;
     h.consolidate().map_err(|e| e.to_string())?;
     let a = audit(h.matrix());
-    if !a.violations.is_empty() || a.report.used_bytes != 0 || a.report.free_bytes != a.report.arena_bytes {
+    if !a.violations.is_empty()
+        || a.report.used_bytes != 0
+        || a.report.free_bytes != a.report.arena_bytes
+    {
         return Err(format!("after repair: {:?} {:?}", a.violations, a.report));
     }
     Ok(stranded)
@@ -111,9 +131,15 @@ fn every_window_recovers_with_at_most_one_stranded_block() {
                 Err(e) => failures.push(format!("{} (skip {skip}): {e}", point_name(point))),
             }
         }
-        println!("    {:<20} stranded per kill {stranded:?}", point_name(point));
+        println!(
+            "    {:<20} stranded per kill {stranded:?}",
+            point_name(point)
+        );
         if stranded.iter().any(|&s| s > 1) {
-            failures.push(format!("{}: more than one block stranded by one kill: {stranded:?}", point_name(point)));
+            failures.push(format!(
+                "{}: more than one block stranded by one kill: {stranded:?}",
+                point_name(point)
+            ));
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
@@ -128,7 +154,9 @@ fn main() {
         }
         std::process::exit(0);
     }
-    let tests: [(&str, fn()); 1] =
-        [("every_window_recovers_with_at_most_one_stranded_block", every_window_recovers_with_at_most_one_stranded_block)];
+    let tests: [(&str, fn()); 1] = [(
+        "every_window_recovers_with_at_most_one_stranded_block",
+        every_window_recovers_with_at_most_one_stranded_block,
+    )];
     matrix_testkit::stress::run_tests(&tests);
 }

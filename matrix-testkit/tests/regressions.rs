@@ -51,7 +51,9 @@ fn garbage_bitmap_bits_are_ignored_not_followed() {
     }
     index.fl_bitmap.fetch_or(!0u32, SeqCst);
     for n in [0usize, 100, 1000, 10_000] {
-        let b = h.allocate_slice::<u8>(n).expect("the index is empty, the wilderness serves");
+        let b = h
+            .allocate_slice::<u8>(n)
+            .expect("the index is empty, the wilderness serves");
         h.free(b).unwrap();
     }
     h.consolidate().unwrap();

@@ -10,56 +10,101 @@ use matrix_testkit::stress::processes::{run_processes, ProcessConfig};
 use matrix_testkit::stress::threads::{run_threads, ThreadConfig};
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn threads_pattern_checked_with_cross_thread_frees() {
-    let cfg = ThreadConfig { threads: 2, ops_per_thread: env_or("MATRIX_TESTKIT_THREAD_OPS", 300_000), ..ThreadConfig::default() };
+    let cfg = ThreadConfig {
+        threads: 2,
+        ops_per_thread: env_or("MATRIX_TESTKIT_THREAD_OPS", 4_000_000),
+        ..ThreadConfig::default()
+    };
     let r = run_threads(&cfg).unwrap();
-    println!("    {:?} leaked {} B in {:.1?}", r.totals, r.leaked_bytes, r.elapsed);
+    println!(
+        "    {:?} leaked {} B in {:.1?}",
+        r.totals, r.leaked_bytes, r.elapsed
+    );
     assert_eq!(r.totals.overlaps, 0, "damaged blocks: {r:?}");
     assert_eq!(r.totals.errors, 0, "{r:?}");
-    assert_eq!(r.totals.stale, 0, "no participant died, so no token may go stale: {r:?}");
-    assert!(r.totals.received > 1000, "blocks must actually cross threads: {r:?}");
+    assert_eq!(
+        r.totals.stale, 0,
+        "no participant died, so no token may go stale: {r:?}"
+    );
+    assert!(
+        r.totals.received > 1000,
+        "blocks must actually cross threads: {r:?}"
+    );
     assert_eq!(r.leaked_bytes, 0, "{r:?}");
 }
 
 fn threads_on_a_nearly_full_arena() {
     let cfg = ThreadConfig {
         threads: 3,
-        ops_per_thread: env_or("MATRIX_TESTKIT_THREAD_OPS", 300_000) / 3,
+        ops_per_thread: env_or("MATRIX_TESTKIT_THREAD_OPS", 4_000_000) / 3,
         segment_size: 160 << 10,
         max_live: 96,
         seed: 9,
         ..ThreadConfig::default()
     };
     let r = run_threads(&cfg).unwrap();
-    println!("    {:?} leaked {} B in {:.1?}", r.totals, r.leaked_bytes, r.elapsed);
+    println!(
+        "    {:?} leaked {} B in {:.1?}",
+        r.totals, r.leaked_bytes, r.elapsed
+    );
     assert_eq!(r.totals.overlaps, 0, "{r:?}");
     assert_eq!(r.totals.errors, 0, "{r:?}");
-    assert!(r.totals.out_of_memory > 0, "the arena must actually run full: {r:?}");
+    assert!(
+        r.totals.out_of_memory > 0,
+        "the arena must actually run full: {r:?}"
+    );
     assert_eq!(r.leaked_bytes, 0, "{r:?}");
 }
 
 fn processes_pass_blocks_by_offset() {
-    let cfg = ProcessConfig { children: 3, ops_per_child: env_or("MATRIX_TESTKIT_PROCESS_OPS", 60_000), ..ProcessConfig::default() };
+    let cfg = ProcessConfig {
+        children: 3,
+        ops_per_child: env_or("MATRIX_TESTKIT_PROCESS_OPS", 2_000_000),
+        ..ProcessConfig::default()
+    };
     let r = run_processes(&cfg, &Launcher::current_exe().unwrap()).unwrap();
-    println!("    {:?} recovered {} participants / {} blocks, leaked {} B in {:.1?}",
-        r.totals, r.recovered_participants, r.recovered_blocks, r.leaked_bytes, r.elapsed);
+    println!(
+        "    {:?} recovered {} participants / {} blocks, leaked {} B in {:.1?}",
+        r.totals, r.recovered_participants, r.recovered_blocks, r.leaked_bytes, r.elapsed
+    );
     assert_eq!(r.totals.overlaps, 0, "{r:?}");
     assert_eq!(r.totals.errors, 0, "{r:?}");
     assert_eq!(r.totals.stale, 0, "{r:?}");
-    assert!(r.totals.received > 1000, "blocks must actually cross processes: {r:?}");
-    assert_eq!(r.recovered_participants, 3, "every exited child's slot is reclaimed: {r:?}");
-    assert_eq!(r.recovered_blocks, 0, "children that exit cleanly leak nothing: {r:?}");
+    assert!(
+        r.totals.received > 1000,
+        "blocks must actually cross processes: {r:?}"
+    );
+    assert_eq!(
+        r.recovered_participants, 3,
+        "every exited child's slot is reclaimed: {r:?}"
+    );
+    assert_eq!(
+        r.recovered_blocks, 0,
+        "children that exit cleanly leak nothing: {r:?}"
+    );
     assert_eq!(r.leaked_bytes, 0, "{r:?}");
 }
 
 fn crash_kills_recover_and_account_for_every_byte() {
-    let kills = env_or("MATRIX_TESTKIT_KILLS", 100).max(100);
-    let cfg = CrashConfig { children: 2, parent_threads: 1, kills, ..CrashConfig::default() };
+    let kills = env_or("MATRIX_TESTKIT_KILLS", 150).max(100);
+    let cfg = CrashConfig {
+        children: 2,
+        parent_threads: 1,
+        kills,
+        ..CrashConfig::default()
+    };
     let r = run_crash(&cfg, &Launcher::current_exe().unwrap(), &mut |p| {
-        println!("    .. {:.0?}: {} kills, {} ops", p.elapsed, p.kills, p.totals.ops)
+        println!(
+            "    .. {:.0?}: {} kills, {} ops",
+            p.elapsed, p.kills, p.totals.ops
+        )
     })
     .unwrap();
     println!(
@@ -71,8 +116,14 @@ fn crash_kills_recover_and_account_for_every_byte() {
     assert_eq!(r.checks, kills, "an invariant check after every kill");
     assert_eq!(r.totals.overlaps, 0, "{r:?}");
     assert_eq!(r.totals.errors, 0, "{r:?}");
-    assert!(r.recovered_blocks > 0, "kills must land while children hold blocks: {r:?}");
-    assert!(r.max_stranded_per_kill <= 1, "a kill may strand at most one block: {r:?}");
+    assert!(
+        r.recovered_blocks > 0,
+        "kills must land while children hold blocks: {r:?}"
+    );
+    assert!(
+        r.max_stranded_per_kill <= 1,
+        "a kill may strand at most one block: {r:?}"
+    );
     assert_eq!(r.leaked_bytes, 0, "after repair every byte is free: {r:?}");
 }
 
@@ -81,10 +132,22 @@ fn main() {
         std::process::exit(code);
     }
     let tests: [(&str, fn()); 4] = [
-        ("threads_pattern_checked_with_cross_thread_frees", threads_pattern_checked_with_cross_thread_frees),
-        ("threads_on_a_nearly_full_arena", threads_on_a_nearly_full_arena),
-        ("processes_pass_blocks_by_offset", processes_pass_blocks_by_offset),
-        ("crash_kills_recover_and_account_for_every_byte", crash_kills_recover_and_account_for_every_byte),
+        (
+            "threads_pattern_checked_with_cross_thread_frees",
+            threads_pattern_checked_with_cross_thread_frees,
+        ),
+        (
+            "threads_on_a_nearly_full_arena",
+            threads_on_a_nearly_full_arena,
+        ),
+        (
+            "processes_pass_blocks_by_offset",
+            processes_pass_blocks_by_offset,
+        ),
+        (
+            "crash_kills_recover_and_account_for_every_byte",
+            crash_kills_recover_and_account_for_every_byte,
+        ),
     ];
     matrix_testkit::stress::run_tests(&tests);
 }

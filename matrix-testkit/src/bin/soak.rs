@@ -103,7 +103,10 @@ fn main() {
     println!("soak summary ({:.1} s)", report.elapsed.as_secs_f64());
     println!("  ops                {}", t.ops);
     println!("  allocations/frees  {} / {}", t.allocations, t.frees);
-    println!("  blocks passed      {} sent, {} received, {} tokens stale after a kill", t.sent, t.received, t.stale);
+    println!(
+        "  blocks passed      {} sent, {} received, {} tokens stale after a kill",
+        t.sent, t.received, t.stale
+    );
     println!("  overlaps           {}", t.overlaps);
     println!("  errors             {}", t.errors);
     println!("  leaked bytes       {}", report.leaked_bytes);
@@ -114,7 +117,10 @@ fn main() {
         mib(report.recovered_bytes),
         report.kills
     );
-    println!("  invariant checks   {} passed at quiescence", report.checks);
+    println!(
+        "  invariant checks   {} passed at quiescence",
+        report.checks
+    );
     println!(
         "  stranded           {} blocks ({} B), at most {} per kill, taken back by repair",
         report.stranded_blocks, report.stranded_bytes, report.max_stranded_per_kill
@@ -126,7 +132,13 @@ fn main() {
         f.free_blocks,
         mib(f.free_bytes)
     );
-    let clean = t.overlaps == 0 && t.errors == 0 && report.leaked_bytes == 0 && report.max_stranded_per_kill <= 1;
-    println!("  verdict            {}", if clean { "PASS" } else { "FAIL" });
+    let clean = t.overlaps == 0
+        && t.errors == 0
+        && report.leaked_bytes == 0
+        && report.max_stranded_per_kill <= 1;
+    println!(
+        "  verdict            {}",
+        if clean { "PASS" } else { "FAIL" }
+    );
     std::process::exit(if clean { 0 } else { 1 });
 }

@@ -33,13 +33,21 @@ impl Launcher {
     /// The running executable, without arguments (for `harness = false`
     /// test binaries and programs that call `run_child_role` in `main`).
     pub fn current_exe() -> io::Result<Self> {
-        Ok(Launcher { program: std::env::current_exe()?, args: Vec::new() })
+        Ok(Launcher {
+            program: std::env::current_exe()?,
+            args: Vec::new(),
+        })
     }
 
     /// The running executable with `args` (e.g. a libtest filter naming the
     /// test that dispatches to `run_child_role`).
-    pub fn current_exe_with_args<I: IntoIterator<Item = S>, S: Into<OsString>>(args: I) -> io::Result<Self> {
-        Ok(Launcher { program: std::env::current_exe()?, args: args.into_iter().map(Into::into).collect() })
+    pub fn current_exe_with_args<I: IntoIterator<Item = S>, S: Into<OsString>>(
+        args: I,
+    ) -> io::Result<Self> {
+        Ok(Launcher {
+            program: std::env::current_exe()?,
+            args: args.into_iter().map(Into::into).collect(),
+        })
     }
 
     /// Starts a child in `role` with extra environment `vars`. Its stdout is
@@ -55,7 +63,11 @@ impl Launcher {
         for (k, v) in vars {
             cmd.env(k, v);
         }
-        Ok(ChildProcess { child: cmd.spawn()?, status: None, role: role.to_owned() })
+        Ok(ChildProcess {
+            child: cmd.spawn()?,
+            status: None,
+            role: role.to_owned(),
+        })
     }
 }
 
@@ -118,7 +130,10 @@ impl ChildProcess {
         if let Some(mut pipe) = self.child.stdout.take() {
             let _ = pipe.read_to_string(&mut out);
         }
-        out.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
+        out.lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Takes the stdout pipe, to read it while the child runs.
@@ -149,5 +164,6 @@ pub fn bind_to_parent() {
 /// Reads and parses a variable the parent set for this child.
 pub fn env_var<T: std::str::FromStr>(name: &str) -> Result<T, String> {
     let raw = std::env::var(name).map_err(|_| format!("{name} is not set"))?;
-    raw.parse().map_err(|_| format!("{name}={raw} does not parse"))
+    raw.parse()
+        .map_err(|_| format!("{name}={raw} does not parse"))
 }

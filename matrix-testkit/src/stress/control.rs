@@ -110,7 +110,9 @@ impl Control {
     pub fn attach(h: &impl HandlerFunctions, offset: u32) -> Option<&Control> {
         let header = offset.checked_sub(matrix_core::BLOCK_HEADER_SIZE)?;
         let (_, size) = h.matrix().block_header(header).ok()?;
-        if ((size - matrix_core::BLOCK_HEADER_SIZE) as usize) < std::mem::size_of::<Control>() || offset % 8 != 0 {
+        if ((size - matrix_core::BLOCK_HEADER_SIZE) as usize) < std::mem::size_of::<Control>()
+            || offset % 8 != 0
+        {
             return None;
         }
         // SAFETY: the payload lies inside the mapping (block_header checked
@@ -146,6 +148,10 @@ impl Control {
     pub fn drain_mailbox(&self) -> Vec<u64> {
         // AcqRel: the swap takes the token exclusively (pairs with the
         // sender's Release CAS, so the block's contents are visible).
-        self.mailbox.iter().map(|slot| slot.swap(0, Ordering::AcqRel)).filter(|&t| t != 0).collect()
+        self.mailbox
+            .iter()
+            .map(|slot| slot.swap(0, Ordering::AcqRel))
+            .filter(|&t| t != 0)
+            .collect()
     }
 }

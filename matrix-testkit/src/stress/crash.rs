@@ -23,7 +23,7 @@ use crate::invariants::{audit, Report};
 use crate::segment::SegmentName;
 use crate::stress::child::{ChildProcess, Launcher};
 use crate::stress::control::{Control, Totals, MAX_WORKERS};
-use crate::stress::processes::spawn_worker;
+use crate::stress::processes::{spawn_worker, ChildSpec};
 use crate::stress::threads::{drain_mailbox, final_check};
 use crate::stress::worker::{run_worker, WorkerConfig};
 use crate::stress::{ctx, StressError};
@@ -159,9 +159,24 @@ impl Run<'_> {
     fn spawn(&mut self, index: usize) -> Result<ChildProcess, StressError> {
         self.spawned += 1;
         // Relaxed: the parent alone resets it, before the child exists.
-        self.ctl().workers[index].started.store(0, Ordering::Relaxed);
-        let seed = self.cfg.seed.wrapping_mul(1_000_003).wrapping_add(self.spawned);
-        spawn_worker(self.launcher, ROLE, self.name.as_str(), self.ctl_offset, index, 0, self.cfg.max_live, seed)
+        self.ctl().workers[index]
+            .started
+            .store(0, Ordering::Relaxed);
+        let seed = self
+            .cfg
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(self.spawned);
+        let spec = ChildSpec {
+            role: ROLE,
+            segment: self.name.as_str(),
+            ctl_offset: self.ctl_offset,
+            index,
+            ops: 0,
+            max_live: self.cfg.max_live,
+            seed,
+        };
+        spawn_worker(self.launcher, &spec)
     }
 
     /// Fails if a child exited on its own (it must only die when killed).
@@ -171,7 +186,10 @@ impl Run<'_> {
                 continue;
             }
             if let Some(status) = child.try_wait().map_err(ctx("wait for child"))? {
-                return Err(StressError(format!("child {} exited on its own: {status}", child.pid())));
+                return Err(StressError(format!(
+                    "child {} exited on its own: {status}",
+                    child.pid()
+                )));
             }
         }
         Ok(())
@@ -237,7 +255,12 @@ impl Run<'_> {
                 hard.join("; ")
             )));
         }
-        let now: HashSet<u32> = a.violations.iter().filter(|v| v.is_stranding()).map(|v| v.offset).collect();
+        let now: HashSet<u32> = a
+            .violations
+            .iter()
+            .filter(|v| v.is_stranding())
+            .map(|v| v.offset)
+            .collect();
         let new = now.difference(&self.stranded).count() as u64;
         self.report.max_stranded_per_kill = self.report.max_stranded_per_kill.max(new);
         self.report.stranded_blocks = now.len() as u64;
@@ -245,7 +268,10 @@ impl Run<'_> {
         self.stranded = now;
         self.report.checks += 1;
         if self.ctl().totals().overlaps != 0 {
-            return Err(StressError(format!("workers found damaged blocks by kill {}", self.report.kills)));
+            return Err(StressError(format!(
+                "workers found damaged blocks by kill {}",
+                self.report.kills
+            )));
         }
 
         // Release: pairs with the workers' Acquire of `pause`.
@@ -277,11 +303,14 @@ pub fn run_crash(
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<CrashReport, StressError> {
     if cfg.children == 0 || cfg.children + cfg.parent_threads > MAX_WORKERS {
-        return Err(StressError(format!("1 to {MAX_WORKERS} workers (children + parent threads)")));
+        return Err(StressError(format!(
+            "1 to {MAX_WORKERS} workers (children + parent threads)"
+        )));
     }
     let start = Instant::now();
     let name = SegmentName::new("crash");
-    let h = MatrixHandler::create(name.as_str(), cfg.segment_size).map_err(ctx("create segment"))?;
+    let h =
+        MatrixHandler::create(name.as_str(), cfg.segment_size).map_err(ctx("create segment"))?;
     let ctl_offset = Control::create(&h).map_err(ctx("control block"))?;
     let mut run = Run {
         cfg,
@@ -333,20 +362,29 @@ pub fn run_crash(
     for child in &mut run.children {
         match child.wait_timeout(cfg.pause_timeout) {
             Ok(Some(s)) if s.success() => {}
-            Ok(Some(s)) => exit_problem = Some(format!("child {} exited with {s} at stop", child.pid())),
+            Ok(Some(s)) => {
+                exit_problem = Some(format!("child {} exited with {s} at stop", child.pid()))
+            }
             _ => {
                 let _ = child.kill();
-                exit_problem = Some(format!("child {} did not stop within {:?}", child.pid(), cfg.pause_timeout));
+                exit_problem = Some(format!(
+                    "child {} did not stop within {:?}",
+                    child.pid(),
+                    cfg.pause_timeout
+                ));
             }
         }
     }
     for _ in 0..threads.len() {
         if done_rx.recv_timeout(cfg.pause_timeout).is_err() {
-            return Err(StressError::new("a parent worker thread did not stop (a hang?)"));
+            return Err(StressError::new(
+                "a parent worker thread did not stop (a hang?)",
+            ));
         }
     }
     for t in threads {
-        t.join().map_err(|_| StressError::new("a parent worker thread panicked"))?;
+        t.join()
+            .map_err(|_| StressError::new("a parent worker thread panicked"))?;
     }
     result?;
     if let Some(p) = exit_problem {
@@ -383,7 +421,10 @@ fn drive(run: &mut Run<'_>, progress: &mut dyn FnMut(&Progress)) -> Result<(), S
                 progress(&run.progress());
                 last_progress = Instant::now();
             }
-            std::thread::sleep(wake.saturating_duration_since(Instant::now()).min(Duration::from_millis(5)));
+            std::thread::sleep(
+                wake.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(5)),
+            );
         }
         if run.report.kills < cfg.kills {
             run.kill_one()?;
@@ -394,14 +435,18 @@ fn drive(run: &mut Run<'_>, progress: &mut dyn FnMut(&Progress)) -> Result<(), S
 fn finish(run: Run<'_>) -> Result<CrashReport, StressError> {
     let mut report = run.report.clone();
     let h = &run.h;
-    let ctl = Control::attach(h, run.ctl_offset).ok_or_else(|| StressError::new("control block"))?;
+    let ctl =
+        Control::attach(h, run.ctl_offset).ok_or_else(|| StressError::new("control block"))?;
     let (damaged, drained) = drain_mailbox(h, ctl);
     let rec = h.recover().map_err(ctx("final recover"))?;
     report.recoveries += rec.participants as u64;
     let a = audit(h.matrix());
     let hard: Vec<String> = a.hard_violations().map(|v| v.to_string()).collect();
     if !hard.is_empty() {
-        return Err(StressError(format!("after all children exited: {}", hard.join("; "))));
+        return Err(StressError(format!(
+            "after all children exited: {}",
+            hard.join("; ")
+        )));
     }
     report.stranded_blocks = a.report.stranded_blocks;
     report.stranded_bytes = a.report.stranded_bytes;

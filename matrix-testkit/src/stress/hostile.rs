@@ -163,11 +163,19 @@ pub fn value() -> impl Strategy<Value = Value> {
 
 /// Strategy for a whole case.
 pub fn hostile_case() -> impl Strategy<Value = HostileCase> {
-    (any::<u64>(), prop::bool::weighted(0.3), prop::collection::vec((spot(), value()), 1..6), any::<u64>())
+    (
+        any::<u64>(),
+        prop::bool::weighted(0.3),
+        prop::collection::vec((spot(), value()), 1..6),
+        any::<u64>(),
+    )
         .prop_map(|(setup, reopen, writes, ops)| HostileCase {
             setup,
             reopen,
-            writes: writes.into_iter().map(|(spot, value)| Corruption { spot, value }).collect(),
+            writes: writes
+                .into_iter()
+                .map(|(spot, value)| Corruption { spot, value })
+                .collect(),
             ops,
         })
 }
@@ -206,12 +214,22 @@ impl Outcomes {
     fn to_line(self) -> String {
         format!(
             "summary {} {} {} {} {} {} {}",
-            self.cases, self.open_refused, self.allocations, self.refused, self.walk_errors, self.overlaps, self.out_of_bounds
+            self.cases,
+            self.open_refused,
+            self.allocations,
+            self.refused,
+            self.walk_errors,
+            self.overlaps,
+            self.out_of_bounds
         )
     }
 
     fn from_line(line: &str) -> Option<Outcomes> {
-        let v: Vec<u64> = line.strip_prefix("summary ")?.split(' ').filter_map(|x| x.parse().ok()).collect();
+        let v: Vec<u64> = line
+            .strip_prefix("summary ")?
+            .split(' ')
+            .filter_map(|x| x.parse().ok())
+            .collect();
         (v.len() == 7).then(|| Outcomes {
             cases: v[0],
             open_refused: v[1],
@@ -231,7 +249,9 @@ fn locate(spot: Spot, chain: &[u32], arena_len: u32, stride: usize) -> u32 {
     let index = offset_of!(SegmentHeader, index);
     match spot {
         Spot::Top => seg(offset_of!(SegmentHeader, top)),
-        Spot::Head { fl, sl } => seg(index + offset_of!(FreeIndex, heads) + (fl as usize * SL_COUNT + sl as usize) * 8),
+        Spot::Head { fl, sl } => {
+            seg(index + offset_of!(FreeIndex, heads) + (fl as usize * SL_COUNT + sl as usize) * 8)
+        }
         Spot::SlBitmap(fl) => seg(index + offset_of!(FreeIndex, sl_bitmap) + fl as usize * 4),
         Spot::FlBitmap => seg(index + offset_of!(FreeIndex, fl_bitmap)),
         Spot::Consolidator => seg(offset_of!(SegmentHeader, consolidator)),
@@ -243,7 +263,9 @@ fn locate(spot: Spot, chain: &[u32], arena_len: u32, stride: usize) -> u32 {
         Spot::Participant { slot, byte } => {
             let slots = offset_of!(SegmentHeader, participants);
             let n = matrix_core::layout::MAX_PARTICIPANTS;
-            seg(slots + (slot as usize % n) * stride + (byte as usize % size_of::<ParticipantSlot>()))
+            seg(slots
+                + (slot as usize % n) * stride
+                + (byte as usize % size_of::<ParticipantSlot>()))
         }
         Spot::HeaderByte(x) => x % ARENA_START,
         Spot::Block { pick, byte } => match chain.len() {
@@ -261,7 +283,11 @@ fn encode(value: Value, at: u32, chain: &[u32]) -> (u32, Vec<u8>) {
         Value::Byte(b) => (at, vec![b]),
         Value::Word(w) => word(w),
         Value::NearBlock { pick, delta } => {
-            let base = if chain.is_empty() { ARENA_START } else { chain[pick as usize % chain.len()] };
+            let base = if chain.is_empty() {
+                ARENA_START
+            } else {
+                chain[pick as usize % chain.len()]
+            };
             word(base.wrapping_add_signed(delta as i32 * 8))
         }
         Value::Zero => word(0),
@@ -336,9 +362,10 @@ fn exercise(h: &MatrixHandler, known: &[u32], seed: u64, out: &mut Outcomes) {
                         out.out_of_bounds += 1;
                         continue; // never write outside the arena
                     }
-                    let overlaps = fresh
-                        .iter()
-                        .any(|o| start < o.offset() as u64 + o.len().max(1) as u64 && (o.header_offset() as u64) < end);
+                    let overlaps = fresh.iter().any(|o| {
+                        start < o.offset() as u64 + o.len().max(1) as u64
+                            && (o.header_offset() as u64) < end
+                    });
                     if overlaps {
                         out.overlaps += 1;
                     }
@@ -350,7 +377,10 @@ fn exercise(h: &MatrixHandler, known: &[u32], seed: u64, out: &mut Outcomes) {
                 Err(_) => out.refused += 1,
             }
         }
-        for &payload in known.iter().chain(fresh.iter().map(|b| b.offset()).collect::<Vec<_>>().iter()) {
+        for &payload in known
+            .iter()
+            .chain(fresh.iter().map(|b| b.offset()).collect::<Vec<_>>().iter())
+        {
             if let Ok(b) = h.block_at::<u8>(payload) {
                 let mut buf = vec![0u8; b.len().min(4096)];
                 let _ = h.read_slice(&b, &mut buf);
@@ -387,7 +417,10 @@ fn exercise(h: &MatrixHandler, known: &[u32], seed: u64, out: &mut Outcomes) {
 
 /// Runs one case; the returned outcomes count what happened.
 pub fn run_case(case: &HostileCase) -> Outcomes {
-    let mut out = Outcomes { cases: 1, ..Outcomes::default() };
+    let mut out = Outcomes {
+        cases: 1,
+        ..Outcomes::default()
+    };
     let name = SegmentName::new("hostile");
     let Ok(h) = MatrixHandler::create(name.as_str(), SEGMENT_SIZE) else {
         return out;
@@ -429,10 +462,18 @@ pub fn run_case(case: &HostileCase) -> Outcomes {
 pub(crate) fn child_main() -> Result<(), String> {
     let seed: u64 = env_var(ENV_SEED)?;
     let cases: u32 = env_var(ENV_CASES)?;
-    let config = Config { cases, failure_persistence: None, max_shrink_iters: 256, ..Config::default() };
+    let config = Config {
+        cases,
+        failure_persistence: None,
+        max_shrink_iters: 256,
+        ..Config::default()
+    };
     let mut seed_bytes = [0u8; 32];
     seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes));
+    let mut runner = TestRunner::new_with_rng(
+        config,
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
+    );
     let total = std::cell::RefCell::new(Outcomes::default());
     let n = std::cell::Cell::new(0u32);
     let result = runner.run(&hostile_case(), |case| {
@@ -441,7 +482,9 @@ pub(crate) fn child_main() -> Result<(), String> {
         println!("case {} {case:?}", n.get());
         let o = run_case(&case);
         if o.out_of_bounds != 0 {
-            return Err(TestCaseError::fail(format!("a block outside the arena was handed out: {o:?}")));
+            return Err(TestCaseError::fail(format!(
+                "a block outside the arena was handed out: {o:?}"
+            )));
         }
         total.borrow_mut().add(&o);
         Ok(())
@@ -467,7 +510,13 @@ pub struct HostileConfig {
 
 impl Default for HostileConfig {
     fn default() -> Self {
-        HostileConfig { cases: 10_000, batch: 500, parallel: 2, seed: 1, batch_timeout: Duration::from_secs(180) }
+        HostileConfig {
+            cases: 10_000,
+            batch: 500,
+            parallel: 2,
+            seed: 1,
+            batch_timeout: Duration::from_secs(180),
+        }
     }
 }
 
@@ -487,6 +536,19 @@ struct Batch {
     started: Instant,
 }
 
+/// Removes the segments a (dead) child left behind: a crashed or killed
+/// batch never ran its name guards' destructors.
+fn remove_segments_of(pid: u32) {
+    let prefix = format!("mtk-{pid}-");
+    if let Ok(dir) = std::fs::read_dir("/dev/shm") {
+        for entry in dir.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 /// Runs the hostile harness: batches of cases, each in a child process.
 pub fn run_hostile(cfg: &HostileConfig, launcher: &Launcher) -> Result<HostileReport, StressError> {
     let batches = cfg.cases.div_ceil(cfg.batch.max(1)) as u64;
@@ -498,12 +560,20 @@ pub fn run_hostile(cfg: &HostileConfig, launcher: &Launcher) -> Result<HostileRe
             let cases = cfg.batch.min(cfg.cases - (next as u32) * cfg.batch);
             let seed = cfg.seed.wrapping_add(next);
             let mut child = launcher
-                .spawn(ROLE, &[(ENV_SEED, seed.to_string()), (ENV_CASES, cases.to_string())])
+                .spawn(
+                    ROLE,
+                    &[(ENV_SEED, seed.to_string()), (ENV_CASES, cases.to_string())],
+                )
                 .map_err(ctx("spawn hostile batch"))?;
-            let stdout = child.take_stdout().ok_or_else(|| StressError::new("no stdout pipe"))?;
+            let stdout = child
+                .take_stdout()
+                .ok_or_else(|| StressError::new("no stdout pipe"))?;
             let reader = std::thread::spawn(move || {
                 let (mut last_case, mut summary) = (None, None);
-                for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                for line in std::io::BufReader::new(stdout)
+                    .lines()
+                    .map_while(Result::ok)
+                {
                     if line.starts_with("case ") {
                         last_case = Some(line);
                     } else if let Some(o) = Outcomes::from_line(&line) {
@@ -512,7 +582,12 @@ pub fn run_hostile(cfg: &HostileConfig, launcher: &Launcher) -> Result<HostileRe
                 }
                 (last_case, summary)
             });
-            running.push(Batch { seed, child, reader, started: Instant::now() });
+            running.push(Batch {
+                seed,
+                child,
+                reader,
+                started: Instant::now(),
+            });
             next += 1;
         }
         let mut i = 0;
@@ -530,6 +605,7 @@ pub fn run_hostile(cfg: &HostileConfig, launcher: &Launcher) -> Result<HostileRe
             }
             let (last_case, summary) = b.reader.join().unwrap_or((None, None));
             let status = b.child.try_wait().ok().flatten();
+            remove_segments_of(b.child.pid());
             match (status, summary) {
                 (Some(s), Some(o)) if s.success() => {
                     report.batches += 1;

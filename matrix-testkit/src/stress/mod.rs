@@ -42,12 +42,11 @@ pub(crate) fn ctx<E: fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Stre
 /// returns the exit code; `None` in an ordinary process.
 ///
 /// ```no_run
-/// fn main() {
-///     if let Some(code) = matrix_testkit::stress::run_child_role() {
-///         std::process::exit(code);
-///     }
-///     // ... the program proper
+/// // First thing in `main`:
+/// if let Some(code) = matrix_testkit::stress::run_child_role() {
+///     std::process::exit(code);
 /// }
+/// // ... the program proper
 /// ```
 pub fn run_child_role() -> Option<i32> {
     let role = std::env::var(child::ENV_ROLE).ok()?;
@@ -79,7 +78,10 @@ pub fn run_tests(tests: &[(&str, fn())]) -> ! {
         std::process::exit(0);
     }
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let chosen: Vec<_> = tests.iter().filter(|(n, _)| filters.iter().all(|f| n.contains(f.as_str()))).collect();
+    let chosen: Vec<_> = tests
+        .iter()
+        .filter(|(n, _)| filters.iter().all(|f| n.contains(f.as_str())))
+        .collect();
     println!("\nrunning {} tests", chosen.len());
     let mut failed = Vec::new();
     for (name, test) in chosen {
@@ -93,6 +95,10 @@ pub fn run_tests(tests: &[(&str, fn())]) -> ! {
             }
         }
     }
-    println!("\ntest result: {}. {} failed: {failed:?}", if failed.is_empty() { "ok" } else { "FAILED" }, failed.len());
+    println!(
+        "\ntest result: {}. {} failed: {failed:?}",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        failed.len()
+    );
     std::process::exit(if failed.is_empty() { 0 } else { 101 });
 }

@@ -68,26 +68,31 @@ pub struct ProcessReport {
     pub elapsed: Duration,
 }
 
+/// What a worker child is started with.
+pub(crate) struct ChildSpec<'a> {
+    pub(crate) role: &'a str,
+    pub(crate) segment: &'a str,
+    pub(crate) ctl_offset: u32,
+    pub(crate) index: usize,
+    pub(crate) ops: u64,
+    pub(crate) max_live: usize,
+    pub(crate) seed: u64,
+}
+
 pub(crate) fn spawn_worker(
     launcher: &Launcher,
-    role: &str,
-    segment: &str,
-    ctl_offset: u32,
-    index: usize,
-    ops: u64,
-    max_live: usize,
-    seed: u64,
+    spec: &ChildSpec<'_>,
 ) -> Result<ChildProcess, StressError> {
     launcher
         .spawn(
-            role,
+            spec.role,
             &[
-                (ENV_SEGMENT, segment.to_owned()),
-                (ENV_CONTROL, ctl_offset.to_string()),
-                (ENV_WORKER, index.to_string()),
-                (ENV_OPS, ops.to_string()),
-                (ENV_MAX_LIVE, max_live.to_string()),
-                (ENV_SEED, seed.to_string()),
+                (ENV_SEGMENT, spec.segment.to_owned()),
+                (ENV_CONTROL, spec.ctl_offset.to_string()),
+                (ENV_WORKER, spec.index.to_string()),
+                (ENV_OPS, spec.ops.to_string()),
+                (ENV_MAX_LIVE, spec.max_live.to_string()),
+                (ENV_SEED, spec.seed.to_string()),
             ],
         )
         .map_err(ctx("spawn child"))
@@ -114,27 +119,49 @@ pub(crate) fn child_main() -> Result<(), String> {
 }
 
 /// Runs the process harness: `children` processes started from `launcher`.
-pub fn run_processes(cfg: &ProcessConfig, launcher: &Launcher) -> Result<ProcessReport, StressError> {
+pub fn run_processes(
+    cfg: &ProcessConfig,
+    launcher: &Launcher,
+) -> Result<ProcessReport, StressError> {
     let start = Instant::now();
     let name = SegmentName::new("procs");
-    let h = MatrixHandler::create(name.as_str(), cfg.segment_size).map_err(ctx("create segment"))?;
+    let h =
+        MatrixHandler::create(name.as_str(), cfg.segment_size).map_err(ctx("create segment"))?;
     let ctl_offset = Control::create(&h).map_err(ctx("control block"))?;
     let ctl = Control::attach(&h, ctl_offset).ok_or_else(|| StressError::new("control block"))?;
     let mut children = Vec::new();
     for index in 0..cfg.children.min(MAX_WORKERS) {
         let seed = cfg.seed.wrapping_mul(7919).wrapping_add(index as u64);
-        children.push(spawn_worker(launcher, ROLE, name.as_str(), ctl_offset, index, cfg.ops_per_child, cfg.max_live, seed)?);
+        let spec = ChildSpec {
+            role: ROLE,
+            segment: name.as_str(),
+            ctl_offset,
+            index,
+            ops: cfg.ops_per_child,
+            max_live: cfg.max_live,
+            seed,
+        };
+        children.push(spawn_worker(launcher, &spec)?);
     }
     let deadline = start + cfg.timeout;
     for child in &mut children {
         let left = deadline.saturating_duration_since(Instant::now());
         match child.wait_timeout(left).map_err(ctx("wait for child"))? {
             Some(status) if status.success() => {}
-            Some(status) => return Err(StressError(format!("child {} failed: {status}", child.pid()))),
+            Some(status) => {
+                return Err(StressError(format!(
+                    "child {} failed: {status}",
+                    child.pid()
+                )))
+            }
             None => {
                 // Release: workers Acquire `stop` at their next safe point.
                 ctl.stop.store(1, crate::sync::Ordering::Release);
-                return Err(StressError(format!("child {} still running after {:?} (a hang?)", child.pid(), cfg.timeout)));
+                return Err(StressError(format!(
+                    "child {} still running after {:?} (a hang?)",
+                    child.pid(),
+                    cfg.timeout
+                )));
             }
         }
     }

@@ -57,7 +57,9 @@ pub struct ThreadReport {
 pub(crate) fn drain_mailbox(h: &impl HandlerFunctions, ctl: &Control) -> (u64, u64) {
     let (mut damaged, mut drained) = (0, 0);
     for token in ctl.drain_mailbox() {
-        let Ok(block) = h.block_from_token::<u8>(BlockToken(token)) else { continue };
+        let Ok(block) = h.block_from_token::<u8>(BlockToken(token)) else {
+            continue;
+        };
         let intact = verify(h, &block, None).map(|(_, ok)| ok).unwrap_or(false);
         if h.free(block).is_ok() {
             drained += 1;
@@ -71,13 +73,22 @@ pub(crate) fn drain_mailbox(h: &impl HandlerFunctions, ctl: &Control) -> (u64, u
 
 /// Consolidates, checks every invariant, and measures what is still used
 /// besides the control block at `ctl_offset`.
-pub(crate) fn final_check(h: &impl HandlerFunctions, ctl_offset: u32) -> Result<(Report, u64), StressError> {
+pub(crate) fn final_check(
+    h: &impl HandlerFunctions,
+    ctl_offset: u32,
+) -> Result<(Report, u64), StressError> {
     h.consolidate().map_err(ctx("final consolidate"))?;
     let a = audit(h.matrix());
     if let Some(v) = a.violations.first() {
-        return Err(StressError(format!("invariants broken at the end ({} violations), first: {v}", a.violations.len())));
+        return Err(StressError(format!(
+            "invariants broken at the end ({} violations), first: {v}",
+            a.violations.len()
+        )));
     }
-    let (_, ctl_size) = h.matrix().block_header(ctl_offset - matrix_core::BLOCK_HEADER_SIZE).map_err(ctx("control block"))?;
+    let (_, ctl_size) = h
+        .matrix()
+        .block_header(ctl_offset - matrix_core::BLOCK_HEADER_SIZE)
+        .map_err(ctx("control block"))?;
     let leaked = a.report.used_bytes.saturating_sub(ctl_size as u64);
     Ok((a.report, leaked))
 }
@@ -106,23 +117,33 @@ pub fn run_threads(cfg: &ThreadConfig) -> Result<ThreadReport, StressError> {
         }));
     }
     drop(done_tx);
-    let ctl = Control::attach(&h, ctl_offset).ok_or_else(|| StressError::new("control block vanished"))?;
+    let ctl = Control::attach(&h, ctl_offset)
+        .ok_or_else(|| StressError::new("control block vanished"))?;
     let deadline = start + cfg.timeout;
     for _ in 0..joins.len() {
         let left = deadline.saturating_duration_since(Instant::now());
         if done_rx.recv_timeout(left).is_err() {
             // Release: the workers Acquire `stop` at their next safe point.
             ctl.stop.store(1, crate::sync::Ordering::Release);
-            return Err(StressError(format!("threads did not finish within {:?} (a hang?)", cfg.timeout)));
+            return Err(StressError(format!(
+                "threads did not finish within {:?} (a hang?)",
+                cfg.timeout
+            )));
         }
     }
     for j in joins {
-        j.join().map_err(|_| StressError::new("a worker thread panicked"))?;
+        j.join()
+            .map_err(|_| StressError::new("a worker thread panicked"))?;
     }
     let (damaged, drained) = drain_mailbox(&h, ctl);
     let mut totals = ctl.totals();
     totals.overlaps += damaged;
     totals.received += drained;
     let (final_report, leaked_bytes) = final_check(&h, ctl_offset)?;
-    Ok(ThreadReport { totals, leaked_bytes, final_report, elapsed: start.elapsed() })
+    Ok(ThreadReport {
+        totals,
+        leaked_bytes,
+        final_report,
+        elapsed: start.elapsed(),
+    })
 }

@@ -62,7 +62,11 @@ pub fn pattern_byte(tag: u64, i: usize) -> u8 {
 }
 
 /// Fills a block with `tag` and its pattern.
-pub fn fill(h: &impl HandlerFunctions, block: &mut Block<u8>, tag: u64) -> Result<(), HandlerError> {
+pub fn fill(
+    h: &impl HandlerFunctions,
+    block: &mut Block<u8>,
+    tag: u64,
+) -> Result<(), HandlerError> {
     let len = block.len();
     let mut bytes: Vec<u8> = (0..len).map(|i| pattern_byte(tag, i)).collect();
     let head = len.min(8);
@@ -72,7 +76,11 @@ pub fn fill(h: &impl HandlerFunctions, block: &mut Block<u8>, tag: u64) -> Resul
 
 /// Reads a block back: `(tag found, whether the whole pattern matches it)`.
 /// With `expected`, the tag itself must match too.
-pub fn verify(h: &impl HandlerFunctions, block: &Block<u8>, expected: Option<u64>) -> Result<(u64, bool), HandlerError> {
+pub fn verify(
+    h: &impl HandlerFunctions,
+    block: &Block<u8>,
+    expected: Option<u64>,
+) -> Result<(u64, bool), HandlerError> {
     let len = block.len();
     let mut bytes = vec![0u8; len];
     h.read_slice(block, &mut bytes)?;
@@ -129,7 +137,11 @@ impl<H: HandlerFunctions> Worker<'_, H> {
     fn complain(&mut self, what: std::fmt::Arguments<'_>) {
         if self.reported < 5 {
             self.reported += 1;
-            eprintln!("worker {} (pid {}): {what}", self.cfg.index, std::process::id());
+            eprintln!(
+                "worker {} (pid {}): {what}",
+                self.cfg.index,
+                std::process::id()
+            );
         }
     }
 
@@ -140,7 +152,9 @@ impl<H: HandlerFunctions> Worker<'_, H> {
             self.rng.usize(self.cfg.min_size..=self.cfg.max_size)
         };
         self.seq += 1;
-        let tag = ((self.cfg.index as u64) << 56) | ((std::process::id() as u64 & 0xFF_FFFF) << 32) | self.seq;
+        let tag = ((self.cfg.index as u64) << 56)
+            | ((std::process::id() as u64 & 0xFF_FFFF) << 32)
+            | self.seq;
         match self.h.allocate_slice::<u8>(n) {
             Ok(mut block) => {
                 bump(&self.stats.allocations);
@@ -152,7 +166,9 @@ impl<H: HandlerFunctions> Worker<'_, H> {
                     }
                 }
             }
-            Err(HandlerError::AllocationFailed(AllocError::OutOfMemory { .. })) => bump(&self.stats.out_of_memory),
+            Err(HandlerError::AllocationFailed(AllocError::OutOfMemory { .. })) => {
+                bump(&self.stats.out_of_memory)
+            }
             Err(e) => {
                 bump(&self.stats.errors);
                 self.complain(format_args!("allocate {n}: {e}"));
@@ -170,7 +186,9 @@ impl<H: HandlerFunctions> Worker<'_, H> {
             Ok((_, true)) => {}
             Ok((found, false)) => {
                 bump(&self.stats.overlaps);
-                self.complain(format_args!("block {offset} (tag {tag:#x}) damaged, first word {found:#x}"));
+                self.complain(format_args!(
+                    "block {offset} (tag {tag:#x}) damaged, first word {found:#x}"
+                ));
             }
             Err(e) => {
                 bump(&self.stats.errors);
@@ -195,7 +213,10 @@ impl<H: HandlerFunctions> Worker<'_, H> {
         for _ in 0..8 {
             let slot = &self.ctl.mailbox[self.rng.usize(0..MAILBOX)];
             // Release: the receiver's AcqRel swap sees the payload written before.
-            if slot.compare_exchange(0, token, Ordering::Release, Ordering::Relaxed).is_ok() {
+            if slot
+                .compare_exchange(0, token, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
                 self.live.swap_remove(i);
                 bump(&self.stats.sent);
                 return;
@@ -234,7 +255,9 @@ impl<H: HandlerFunctions> Worker<'_, H> {
         if keep {
             if !intact {
                 bump(&self.stats.overlaps);
-                self.complain(format_args!("adopted block {offset} damaged (tag {tag:#x})"));
+                self.complain(format_args!(
+                    "adopted block {offset} damaged (tag {tag:#x})"
+                ));
             }
             bump(&self.stats.received);
             self.live.push((block, tag));
@@ -248,7 +271,9 @@ impl<H: HandlerFunctions> Worker<'_, H> {
                 bump(&self.stats.received);
                 if !intact {
                     bump(&self.stats.overlaps);
-                    self.complain(format_args!("received block {offset} damaged (tag {tag:#x})"));
+                    self.complain(format_args!(
+                        "received block {offset} damaged (tag {tag:#x})"
+                    ));
                 }
             }
             Err(_) => bump(&self.stats.stale),
