@@ -1,11 +1,24 @@
-//! matrix-testkit (in progress).
+#![doc = include_str!("../README.md")]
+//!
+//! ## Modules
+//!
+//! - [`invariants`]: the checker ([`check_invariants`], [`audit`]).
+//! - [`model`], [`strategy`], [`runner`]: the shadow model, proptest
+//!   strategies for operation sequences, and the runner that drives a real
+//!   handler in lock-step with the model ([`run_ops`]).
+//! - [`stress`]: thread, process, crash and hostile-segment harnesses, and
+//!   the child-process plumbing they share.
+//! - [`segment`]: unique segment names that unlink themselves.
+
+mod sync;
+
 pub mod invariants;
 pub mod model;
 pub mod runner;
 pub mod segment;
 pub mod strategy;
 pub mod stress;
-mod sync;
+
 pub use invariants::{
     audit, check_arena, check_invariants, check_matrix, Audit, ChainBlock, Report, Violation,
     ViolationKind,
