@@ -40,7 +40,10 @@ fn split_racing_a_free_of_the_neighbour() {
         let p0 = arena.participant(0);
         let chain = check(&p0);
         assert_eq!(block_at(&chain, x).2, ALLOCATED);
-        assert!(x == a || x == b, "16 B come from the split or from the freed neighbour");
+        assert!(
+            x == a || x == b,
+            "16 B come from the split or from the freed neighbour"
+        );
         if x == a {
             assert_eq!(block_at(&chain, a), (a, 48, ALLOCATED));
             assert_eq!(block_at(&chain, a + 48), (a + 48, 192, FREE));
@@ -86,7 +89,10 @@ fn consolidate_racing_allocate_and_free() {
         consolidate(&p0).unwrap();
         let chain = check(&p0);
         for pair in chain.windows(2) {
-            assert!(!(pair[0].2 == FREE && pair[1].2 == FREE), "unmerged neighbours: {chain:?}");
+            assert!(
+                !(pair[0].2 == FREE && pair[1].2 == FREE),
+                "unmerged neighbours: {chain:?}"
+            );
         }
     });
 }

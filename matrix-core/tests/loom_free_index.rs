@@ -81,7 +81,10 @@ fn aba_pop_pop_push_back_is_detected_by_the_tag() {
         all.sort_unstable();
         let mut expected = blocks.to_vec();
         expected.sort_unstable();
-        assert_eq!(all, expected, "list {rest:?}, held b={b:?}, theirs={theirs:?}");
+        assert_eq!(
+            all, expected,
+            "list {rest:?}, held b={b:?}, theirs={theirs:?}"
+        );
     });
 }
 
@@ -136,8 +139,17 @@ fn bitmap_clear_racing_a_push_never_hides_the_bucket() {
         t.join().unwrap();
         let view = arena.participant(0);
         let index = &view.segment().index;
-        assert!(index.sl_bitmap[class.fl].load(SeqCst) & (1 << class.sl) != 0, "bucket hidden");
-        assert!(index.fl_bitmap.load(SeqCst) & (1 << class.fl) != 0, "level hidden");
-        assert_eq!(find_nonempty(index, SizeClass { fl: 0, sl: 0 }), Some(class));
+        assert!(
+            index.sl_bitmap[class.fl].load(SeqCst) & (1 << class.sl) != 0,
+            "bucket hidden"
+        );
+        assert!(
+            index.fl_bitmap.load(SeqCst) & (1 << class.fl) != 0,
+            "level hidden"
+        );
+        assert_eq!(
+            find_nonempty(index, SizeClass { fl: 0, sl: 0 }),
+            Some(class)
+        );
     });
 }

@@ -39,7 +39,11 @@ fn recover_racing_a_free_of_the_dead_participants_block() {
         assert_eq!(report.participants, 1);
         // Returned exactly once (the checker rejects a double push).
         let chain = check(&arena.participant(0));
-        assert_eq!(block_at(&chain, q).2, FREE, "free: {freed:?}, report: {report:?}");
+        assert_eq!(
+            block_at(&chain, q).2,
+            FREE,
+            "free: {freed:?}, report: {report:?}"
+        );
     });
 }
 
@@ -53,7 +57,9 @@ fn recover_racing_a_free_into_a_thread_cache() {
         let q = dead_owner_block(&arena);
         let t = {
             let arena = arena.clone();
-            thread::spawn(move || retire(&arena.participant(2), q, None, CACHED).map(|held| held.is_some()))
+            thread::spawn(move || {
+                retire(&arena.participant(2), q, None, CACHED).map(|held| held.is_some())
+            })
         };
         recover(&arena.participant(0), false).unwrap();
         let held = t.join().unwrap();
@@ -63,8 +69,16 @@ fn recover_racing_a_free_into_a_thread_cache() {
         let owner = hdr.owner.load(loom::sync::atomic::Ordering::SeqCst);
         match held {
             Ok(true) => {
-                assert_eq!(block_at(&chain, q).2, CACHED, "held by the cache but not CACHED");
-                assert_eq!(OwnerId(owner), arena.participant(2).owner(), "cached under another owner");
+                assert_eq!(
+                    block_at(&chain, q).2,
+                    CACHED,
+                    "held by the cache but not CACHED"
+                );
+                assert_eq!(
+                    OwnerId(owner),
+                    arena.participant(2).owner(),
+                    "cached under another owner"
+                );
             }
             _ => assert_eq!(block_at(&chain, q).2, FREE, "{held:?}"),
         }

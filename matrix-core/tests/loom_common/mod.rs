@@ -33,7 +33,11 @@ pub fn check<A: Arena>(arena: &A) -> Vec<Block> {
     assert_eq!(end, top, "chain ends at {end}, top is {top}");
     if let Some(h) = arena.header(top) {
         let check = h.check.load(loom::sync::atomic::Ordering::SeqCst);
-        assert_ne!(check, header_check(top), "a valid header in the wilderness at {top}");
+        assert_ne!(
+            check,
+            header_check(top),
+            "a valid header in the wilderness at {top}"
+        );
     }
     let mut listed = HashSet::new();
     for fl in 0..FL_COUNT {
@@ -43,8 +47,14 @@ pub fn check<A: Arena>(arena: &A) -> Vec<Block> {
             assert!(entries.len() < 64, "bucket {class:?} loops");
             if !entries.is_empty() {
                 let sl_bits = seg.index.sl_bitmap[fl].load(loom::sync::atomic::Ordering::SeqCst);
-                let fl_bits = seg.index.fl_bitmap.load(loom::sync::atomic::Ordering::SeqCst);
-                assert!(sl_bits & (1 << sl) != 0, "bucket {class:?} non-empty, bit clear");
+                let fl_bits = seg
+                    .index
+                    .fl_bitmap
+                    .load(loom::sync::atomic::Ordering::SeqCst);
+                assert!(
+                    sl_bits & (1 << sl) != 0,
+                    "bucket {class:?} non-empty, bit clear"
+                );
                 assert!(fl_bits & (1 << fl) != 0, "level {fl} non-empty, bit clear");
             }
             for offset in entries {
@@ -60,7 +70,10 @@ pub fn check<A: Arena>(arena: &A) -> Vec<Block> {
     }
     for &(offset, _, st) in &chain {
         if st == FREE {
-            assert!(listed.contains(&offset), "FREE block {offset} is in no bucket");
+            assert!(
+                listed.contains(&offset),
+                "FREE block {offset} is in no bucket"
+            );
         }
     }
     chain
@@ -68,7 +81,10 @@ pub fn check<A: Arena>(arena: &A) -> Vec<Block> {
 
 /// The block of the chain at `offset`.
 pub fn block_at(chain: &[Block], offset: u32) -> Block {
-    *chain.iter().find(|b| b.0 == offset).unwrap_or_else(|| panic!("no block at {offset}"))
+    *chain
+        .iter()
+        .find(|b| b.0 == offset)
+        .unwrap_or_else(|| panic!("no block at {offset}"))
 }
 
 /// Runs a loom model with room for the engine's longer paths (a
