@@ -273,6 +273,7 @@ fn mixed_threads<A: BenchAlloc + Sync>(alloc: &A, spec: &Spec, touch: Touch) -> 
             .map(|t| {
                 let barrier = &barrier;
                 scope.spawn(move || {
+                    pin_to_cpu(t as usize);
                     mixed_thread(alloc, spec.live, t, per_thread, touch, Some(barrier))
                 })
             })
@@ -292,6 +293,7 @@ fn handoff<A: BenchAlloc + Sync>(alloc: &A, ops: u64, touch: Touch) -> Timing {
     let barrier = Barrier::new(2);
     std::thread::scope(|scope| {
         let producer = scope.spawn(|| {
+            pin_to_cpu(0);
             let mut rng = fastrand::Rng::with_seed(SEED);
             barrier.wait();
             let start = Stamp::now();
@@ -314,6 +316,7 @@ fn handoff<A: BenchAlloc + Sync>(alloc: &A, ops: u64, touch: Touch) -> Timing {
             (start, Stamp::now())
         });
         let consumer = scope.spawn(|| {
+            pin_to_cpu(1);
             barrier.wait();
             let start = Stamp::now();
             let mut done = 0;
@@ -337,7 +340,7 @@ fn handoff<A: BenchAlloc + Sync>(alloc: &A, ops: u64, touch: Touch) -> Timing {
 }
 
 /// Spins a handoff thread makes on a full or empty queue before it yields.
-const SPINS_BEFORE_YIELD: u32 = 1 << 14;
+const SPINS_BEFORE_YIELD: u32 = 1 << 10;
 
 /// The wait of a handoff thread on a full or empty queue: spin (both
 /// threads stay in lock-step, so the allocator sees the cross-thread
@@ -351,4 +354,32 @@ fn wait_a_little(waits: &mut u32) {
     } else {
         std::thread::yield_now();
     }
+}
+
+/// Pins the calling thread to the `index`-th CPU this process may use
+/// (modulo their number), so the two threads of a workload run on two
+/// cores for all contenders alike, instead of being stacked on one core
+/// (which turns a shared-allocator workload into alternating single-thread
+/// bursts) when another process keeps the other core busy. Best effort.
+fn pin_to_cpu(index: usize) {
+    // SAFETY: cpu_set_t is plain old data; all zeros is the empty set.
+    let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: pid 0 is this thread; `allowed` is a valid out-pointer of `size` bytes.
+    if unsafe { libc::sched_getaffinity(0, size, &mut allowed) } != 0 {
+        return;
+    }
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE, the size of the set.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &allowed) })
+        .collect();
+    if cpus.len() < 2 {
+        return;
+    }
+    // SAFETY: as above.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the chosen cpu is below CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpus[index % cpus.len()], &mut one) };
+    // SAFETY: pid 0 is this thread; `one` is a valid set of `size` bytes.
+    unsafe { libc::sched_setaffinity(0, size, &one) };
 }
