@@ -60,3 +60,75 @@ fn garbage_bitmap_bits_are_ignored_not_followed() {
     let b = h.allocate_slice::<u8>(100).unwrap();
     h.free(b).unwrap();
 }
+
+/// Found by the hostile-segment harness (overlapping blocks after a
+/// `Head` corruption): a bucket head pointing at a live block's header made
+/// the next allocation hand out that live block a second time. A popped
+/// entry must be a genuine FREE header.
+#[test]
+fn a_corrupt_list_entry_is_not_handed_out() {
+    use matrix_core::size_class::class_of;
+    use std::sync::atomic::Ordering::SeqCst;
+    let h = MatrixHandler::bootstrap(None, 256 << 10).unwrap();
+    let live = h.allocate_slice::<u8>(64).unwrap();
+    let _guard = h.allocate_slice::<u8>(64).unwrap();
+    let head_offset = live.header_offset();
+    let (_, size) = h.matrix().block_header(head_offset).unwrap();
+    let class = class_of(size);
+    let head = &h.matrix().header().index.heads[class.fl][class.sl];
+    head.store(
+        (head.load(SeqCst) & !0xFFFF_FFFF) | head_offset as u64,
+        SeqCst,
+    );
+    h.matrix().header().index.sl_bitmap[class.fl].fetch_or(1 << class.sl, SeqCst);
+    h.matrix()
+        .header()
+        .index
+        .fl_bitmap
+        .fetch_or(1 << class.fl, SeqCst);
+    for _ in 0..4 {
+        match h.allocate_slice::<u8>(64) {
+            Ok(b) => assert_ne!(
+                b.header_offset(),
+                head_offset,
+                "a live block was handed out twice"
+            ),
+            Err(HandlerError::AllocationFailed(_)) => {}
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    h.write_slice(&mut { live }, &[7u8; 64]).unwrap();
+}
+
+/// Found by the hostile-segment harness (a batch hung): a corrupt list
+/// that cycles through a live block (head -> live block -> itself) made a
+/// consolidation pop forever once it stopped taking non-free entries. Every
+/// consolidation must end.
+#[test]
+fn consolidation_ends_on_a_list_cycling_through_a_live_block() {
+    use matrix_core::size_class::class_of;
+    use std::sync::atomic::Ordering::SeqCst;
+    let h = MatrixHandler::bootstrap(None, 256 << 10).unwrap();
+    let live = h.allocate_slice::<u8>(64).unwrap();
+    let _guard = h.allocate_slice::<u8>(64).unwrap();
+    let at = live.header_offset();
+    let (hdr, size) = h.matrix().block_header(at).unwrap();
+    hdr.next_free.store(at, SeqCst);
+    let class = class_of(size);
+    let head = &h.matrix().header().index.heads[class.fl][class.sl];
+    head.store((head.load(SeqCst) & !0xFFFF_FFFF) | at as u64, SeqCst);
+    let shared = h.share();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(shared.consolidate().map(|r| r.ran));
+    });
+    let result = finished.recv_timeout(std::time::Duration::from_secs(20));
+    assert!(
+        result.is_ok(),
+        "consolidate did not finish within 20 s (a hang)"
+    );
+    assert!(
+        h.block_at::<u8>(live.offset()).is_ok(),
+        "the live block was left alone"
+    );
+}
