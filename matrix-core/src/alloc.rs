@@ -142,6 +142,17 @@ fn finish<A: Arena>(
         .header(offset)
         .expect("popped offsets were bounds-checked");
     crate::fault::at(crate::fault::ALLOC_POPPED);
+    // A list entry must be a genuine FREE header; anything else is a corrupt
+    // link (into a live block or a payload): hand nothing out.
+    // Relaxed: the pop's Acquire CAS ordered the pusher's stores before these.
+    if hdr.check.load(Relaxed) != header_check(offset)
+        || state::state_of(hdr.state.load(Relaxed)) != FREE
+    {
+        return Err(AllocError::Corrupted {
+            offset,
+            what: "free-list entry is not a free block",
+        });
+    }
     let block_size = hdr.size.load(Relaxed);
     if block_size < size || block_size % BLOCK_ALIGN != 0 || !fits(arena, offset, block_size) {
         // A damaged block: keep it out of circulation rather than hand it out.

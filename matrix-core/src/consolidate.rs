@@ -24,7 +24,7 @@ use crate::error::AllocError;
 use crate::free_index;
 use crate::layout::{header_check, BLOCK_ALIGN, MIN_BLOCK};
 use crate::size_class::{SizeClass, FL_COUNT, SL_COUNT};
-use crate::state::{self, COALESCING};
+use crate::state::{self, COALESCING, FREE};
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
 /// What one consolidation did.
@@ -101,6 +101,9 @@ fn run<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocError> {
     let me = arena.owner().0;
     let max_blocks = ((arena.arena_end() - arena.arena_start()) / MIN_BLOCK) as usize;
     let mut held: Vec<(u32, u32)> = Vec::new();
+    // Every pop counts, taken or not: a corrupt list may cycle through
+    // entries that are never marked, and must not keep us popping forever.
+    let mut popped = 0usize;
     let mut report = ConsolidationReport {
         ran: true,
         ..Default::default()
@@ -109,12 +112,23 @@ fn run<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocError> {
         for sl in 0..SL_COUNT {
             let class = SizeClass { fl, sl };
             while let Some(offset) = free_index::pop(arena, class, 0)? {
+                popped += 1;
+                if popped > max_blocks {
+                    break 'buckets;
+                }
                 let hdr = arena.header(offset).expect("pop checks bounds");
                 crate::fault::at(crate::fault::CONSOLIDATE_POPPED);
                 let word = hdr.state.load(Relaxed);
                 if state::state_of(word) == COALESCING && hdr.owner.load(Relaxed) == me {
                     // Popped twice: the list has a cycle. Stop taking blocks.
                     break 'buckets;
+                }
+                if hdr.check.load(Relaxed) != header_check(offset) || state::state_of(word) != FREE
+                {
+                    // Not a free block (a corrupt link into a live block or a
+                    // payload): leave it untouched, out of the index.
+                    report.damaged_blocks += 1;
+                    continue;
                 }
                 // Marked right after the pop: if we die now, recovery finds
                 // the block by its owner.
