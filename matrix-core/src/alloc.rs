@@ -281,6 +281,9 @@ pub fn checked_header<A: Arena>(arena: &A, offset: u32) -> Result<(&BlockHeader,
     if offset % BLOCK_ALIGN != 0 {
         return Err(BlockError::Misaligned { offset });
     }
+    // Bounded by `top`, not just the arena end: a participant killed
+    // mid-split can leave a stale (FREE) header inside a block that later
+    // returns to the wilderness, and nothing above `top` is a block.
     let top = arena.segment().top.load(Acquire).min(arena.arena_end());
     if offset < arena.arena_start() || offset as u64 + MIN_BLOCK as u64 > top as u64 {
         return Err(BlockError::OutOfBounds {

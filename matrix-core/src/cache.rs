@@ -10,7 +10,8 @@
 //! Cached blocks stay owned by their participant (the header says CACHED and
 //! names the owner), so `recover()` reclaims them if the process dies, and
 //! `stats()` counts them as free. A cache is bounded (32 blocks per class
-//! below 32 KiB; four larger blocks, each at most 1/64 of the arena), and is
+//! below 32 KiB; four larger blocks, each at most 1/32 of the arena; at
+//! most 1/16 of the arena or 8 MiB in all), and is
 //! flushed back to
 //! the free index when it overflows, when its thread consolidates or misses,
 //! and when the thread exits. Blocks cached by *other* threads cannot be
@@ -105,7 +106,7 @@ impl ThreadCache {
             ),
             large: Vec::with_capacity(LARGE_CAPACITY + 1),
             bytes: 0,
-            byte_cap: (arena_len / 32).min(MAX_CACHE_BYTES),
+            byte_cap: (arena_len / 16).min(MAX_CACHE_BYTES),
         }
     }
 
@@ -194,7 +195,12 @@ fn with_cache<R>(id: u64, f: impl FnOnce(&mut ThreadCache) -> R) -> Option<R> {
     CACHES
         .try_with(|caches| {
             let mut caches = caches.try_borrow_mut().ok()?;
-            let cache = caches.iter_mut().find(|c| c.id == id)?;
+            // The segment used last sits first: one comparison on the hot path.
+            if caches.first().is_none_or(|c| c.id != id) {
+                let found = caches.iter().position(|c| c.id == id)?;
+                caches.swap(0, found);
+            }
+            let cache = &mut caches[0];
             if cache.fork_epoch != FORK_EPOCH.load(Relaxed) {
                 // Inherited across fork: dropped unflushed (see Drop).
                 caches.clear();
@@ -260,19 +266,11 @@ pub(crate) fn put(arena: &Arc<Attachment>, offset: u32, size: u32) -> bool {
 
 #[inline]
 fn park(cache: &mut ThreadCache, arena: &Attachment, offset: u32, size: u32) -> bool {
-    if let Some(bin) = small_bin(size) {
-        if cache.bins[bin].len as usize == BIN_CAPACITY {
-            // Full: the older half goes back to the free index.
-            let half = BIN_CAPACITY / 2;
-            let older: [u32; BIN_CAPACITY / 2] =
-                cache.bins[bin].offsets[..half].try_into().expect("half");
-            cache.bins[bin].offsets.copy_within(half.., 0);
-            cache.bins[bin].len = half as u32;
-            for o in older {
-                cache.release_one(arena, o);
-            }
-        }
-        let b = &mut cache.bins[bin];
+    let Some(bin) = small_bin(size) else {
+        return park_large(cache, arena, offset, size);
+    };
+    let b = &mut cache.bins[bin];
+    if (b.len as usize) < BIN_CAPACITY {
         b.offsets[b.len as usize] = offset;
         b.len += 1;
         cache.bytes += size as u64;
@@ -281,17 +279,41 @@ fn park(cache: &mut ThreadCache, arena: &Attachment, offset: u32, size: u32) -> 
         }
         true
     } else {
-        if (size as u64) * 2 > cache.byte_cap {
-            return false;
-        }
-        cache.large.push((offset, size));
-        cache.bytes += size as u64;
-        if cache.large.len() > LARGE_CAPACITY || cache.bytes > cache.byte_cap {
-            let (o, _) = cache.large.remove(0);
-            cache.release_one(arena, o);
-        }
-        true
+        park_in_full_bin(cache, arena, bin, offset, size)
     }
+}
+
+/// A full bin: the older half goes back to the free index first.
+#[cold]
+fn park_in_full_bin(
+    cache: &mut ThreadCache,
+    arena: &Attachment,
+    bin: usize,
+    offset: u32,
+    size: u32,
+) -> bool {
+    let half = BIN_CAPACITY / 2;
+    let older: [u32; BIN_CAPACITY / 2] = cache.bins[bin].offsets[..half].try_into().expect("half");
+    cache.bins[bin].offsets.copy_within(half.., 0);
+    cache.bins[bin].len = half as u32;
+    for o in older {
+        cache.release_one(arena, o);
+    }
+    park(cache, arena, offset, size)
+}
+
+#[cold]
+fn park_large(cache: &mut ThreadCache, arena: &Attachment, offset: u32, size: u32) -> bool {
+    if size as u64 > cache.byte_cap / 2 {
+        return false;
+    }
+    cache.large.push((offset, size));
+    cache.bytes += size as u64;
+    if cache.large.len() > LARGE_CAPACITY || cache.bytes > cache.byte_cap {
+        let (o, _) = cache.large.remove(0);
+        cache.release_one(arena, o);
+    }
+    true
 }
 
 /// Flushes this thread's cache for `arena`.
