@@ -1,4 +1,4 @@
-//! Turns the samples into the markdown tables, the issue-5 target checks
+//! Turns the samples into the markdown tables, the performance-target checks
 //! and the JSON document.
 
 use crate::contenders::Contender;
@@ -240,7 +240,7 @@ impl Report<'_> {
         }
         self.memory_markdown(&mut out);
         if self.mode != Mode::Verify {
-            let _ = writeln!(out, "### Issue 5 targets\n");
+            let _ = writeln!(out, "### Targets\n");
             let _ = writeln!(out, "| target | this run | holds |\n|---|---|---|");
             for t in self.targets() {
                 let holds = match t.holds {

@@ -1,4 +1,4 @@
-//! The issue-5 targets, checked against a finished run, and the memory
+//! The performance targets, checked against a finished run, and the memory
 //! facts of the segment format they include.
 
 use crate::contenders::Contender;
@@ -32,7 +32,7 @@ impl MemoryFacts {
     }
 }
 
-/// One issue-5 target and whether this run meets it.
+/// One performance target and whether this run meets it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Target {
     /// What is asked.
@@ -88,7 +88,7 @@ impl Report<'_> {
             .collect()
     }
 
-    /// The issue-5 targets, checked against this run.
+    /// The performance targets, checked against this run.
     pub fn targets(&self) -> Vec<Target> {
         let mut targets = Vec::new();
         let mut ratio_target = |label: &str, who: Contender, limit: f64| {

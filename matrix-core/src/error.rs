@@ -116,6 +116,8 @@ pub enum SegmentError {
 }
 
 impl SegmentError {
+    // Only the file-backed segment code (absent under loom) builds these.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn io(op: &'static str, err: std::io::Error) -> Self {
         SegmentError::Io {
             op,
