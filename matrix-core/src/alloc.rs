@@ -277,6 +277,7 @@ fn release_carve_intent<A: Arena>(arena: &A, offset: u32) {
 }
 
 /// Checks that `offset` is a genuine, sane block header and returns it with its size.
+#[inline]
 pub fn checked_header<A: Arena>(arena: &A, offset: u32) -> Result<(&BlockHeader, u32), BlockError> {
     if offset % BLOCK_ALIGN != 0 {
         return Err(BlockError::Misaligned { offset });

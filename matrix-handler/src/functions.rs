@@ -154,6 +154,7 @@ pub trait HandlerFunctions {
 
     /// Frees the block whose header is at `header_offset` (payload − 32),
     /// whatever its generation.
+    #[inline]
     fn free_at(&self, header_offset: u32) -> Result<(), HandlerError> {
         Ok(self.matrix().free(header_offset, None)?)
     }
