@@ -27,6 +27,7 @@ use crate::layout::{
 };
 use crate::size_class::{class_at_least, class_of};
 use crate::state::{self, ACKED, ALLOCATED, CACHED, COALESCING, FREE};
+use crate::sync::AtomicU64;
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
 /// Block size (header included) for a payload of `payload` bytes.
@@ -63,18 +64,25 @@ pub fn allocate_sized<A: Arena>(
     let offset = match take_free_block(arena, size)? {
         Some(offset) => offset,
         None => match carve(arena, size) {
-            Some(offset) => return Ok(offset_marked(arena, offset, payload, type_tag)),
+            Some(carved) => return Ok(carved_marked(arena, carved, payload, type_tag)),
             None => return allocate_slow(arena, size, payload, type_tag),
         },
     };
     finish(arena, offset, size, payload, type_tag)
 }
 
-fn offset_marked<A: Arena>(arena: &A, offset: u32, payload: u64, type_tag: u32) -> u32 {
-    let hdr = arena.header(offset).expect("carved block is in bounds");
+fn carved_marked<A: Arena>(arena: &A, carved: Carved<'_>, payload: u64, type_tag: u32) -> u32 {
+    let hdr = arena
+        .header(carved.offset)
+        .expect("carved block is in bounds");
     mark_allocated(arena, hdr, payload, type_tag);
-    release_carve_intent(arena, offset);
-    offset
+    if let Some(intent) = carved.intent {
+        // Release: recovery that sees the intent gone sees the header. The
+        // entry is this carve's own: a sibling thread of this participant
+        // may hold another entry naming the same offset (a retract).
+        intent.store(0, Release);
+    }
+    carved.offset
 }
 
 #[cold]
@@ -89,8 +97,8 @@ fn allocate_slow<A: Arena>(
     if let Some(offset) = take_free_block(arena, size)? {
         return finish(arena, offset, size, payload, type_tag);
     }
-    if let Some(offset) = carve(arena, size) {
-        return Ok(offset_marked(arena, offset, payload, type_tag));
+    if let Some(carved) = carve(arena, size) {
+        return Ok(carved_marked(arena, carved, payload, type_tag));
     }
     arena.segment().counters.out_of_memory.fetch_add(1, Relaxed);
     Err(AllocError::OutOfMemory {
@@ -227,9 +235,16 @@ pub(crate) fn write_free_header(hdr: &BlockHeader, offset: u32, size: u32) {
     hdr.check.store(header_check(offset), Relaxed);
 }
 
+/// A block just carved from the wilderness, and the intent entry that
+/// records the carve until the block is marked.
+struct Carved<'a> {
+    offset: u32,
+    intent: Option<&'a AtomicU64>,
+}
+
 /// Carves `size` bytes from the wilderness; returns the new block's offset
 /// with a complete FREE header and the carve intent still recorded.
-fn carve<A: Arena>(arena: &A, size: u32) -> Option<u32> {
+fn carve<A: Arena>(arena: &A, size: u32) -> Option<Carved<'_>> {
     let seg = arena.segment();
     let intent = arena.my_slot().and_then(|slot| {
         slot.carve_intents
@@ -261,19 +276,10 @@ fn carve<A: Arena>(arena: &A, size: u32) -> Option<u32> {
     crate::fault::at(crate::fault::CARVED);
     write_free_header(hdr, top, size);
     crate::fault::at(crate::fault::CARVE_WRITTEN);
-    Some(top)
-}
-
-fn release_carve_intent<A: Arena>(arena: &A, offset: u32) {
-    if let Some(slot) = arena.my_slot() {
-        for e in &slot.carve_intents {
-            // Release: recovery that sees the intent gone sees the header.
-            if e.load(Relaxed) as u32 == offset && e.load(Relaxed) > 1 {
-                e.store(0, Release);
-                return;
-            }
-        }
-    }
+    Some(Carved {
+        offset: top,
+        intent,
+    })
 }
 
 /// Checks that `offset` is a genuine, sane block header and returns it with its size.

@@ -75,3 +75,26 @@ fn double_free_and_bad_offsets_are_refused() {
         Err(AllocError::TooLarge { .. })
     ));
 }
+
+#[test]
+fn a_carve_releases_its_own_intent_not_a_sibling_threads() {
+    use matrix_core::{alloc, Arena, ModelArena};
+    use std::sync::atomic::Ordering::SeqCst;
+    let model = ModelArena::new(64 * 1024);
+    let view = model.participant(0);
+    let start = view.arena_start();
+    // Another thread of the same participant is returning a run that starts
+    // exactly at `top` to the wilderness: its intent names the same offset
+    // the next carve will take.
+    let sibling = (4096u64 << 32) | start as u64;
+    let slot = view.my_slot().unwrap();
+    slot.carve_intents[0].store(sibling, SeqCst);
+    let offset = alloc::allocate(&view, 100, 0).unwrap();
+    assert_eq!(offset, start, "the allocation was carved at top");
+    let left: Vec<u64> = slot.carve_intents.iter().map(|e| e.load(SeqCst)).collect();
+    assert_eq!(left[0], sibling, "the sibling's intent is untouched");
+    assert!(
+        left[1..].iter().all(|&v| v == 0),
+        "the carver's own intent is released: {left:x?}"
+    );
+}
