@@ -1,24 +1,4 @@
-//! # matrix-core
-//!
-//! A lock-free allocator that lives inside a shared-memory segment, so that
-//! several processes allocate, hand off and free blocks of one arena with no
-//! copies and no system calls on the hot path.
-//!
-//! - [`AtomicMatrix`]: attach to a segment (create / open / anonymous) and
-//!   allocate, free, consolidate, recover, walk.
-//! - The segment format ([`layout`]), the block state machine ([`state`]),
-//!   TLSF size classes ([`size_class`]).
-//! - The engine is generic over [`Arena`], so loom can model-check the same
-//!   code on a [`ModelArena`] built from ordinary memory.
-//!
-//! ```
-//! use matrix_core::AtomicMatrix;
-//! let m = AtomicMatrix::anonymous(1 << 20)?;
-//! let p = m.allocate(100, 0)?;
-//! m.free(p.offset() - 32, None)?;
-//! assert_eq!(m.stats()?.used_bytes, 0);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+#![doc = include_str!("../README.md")]
 
 mod sync;
 
