@@ -465,9 +465,15 @@ pub fn unlink(name: &str) -> Result<(), SegmentError> {
 }
 
 /// A unique segment name, removed from `/dev/shm` when dropped — also when a
-/// test panics. For tests and scratch segments:
-/// `ScratchName::new("orders")` gives `matrix-scratch-<pid>-<n>-orders`.
-pub struct ScratchName(String);
+/// test panics — by the process that made it (a child given the name with
+/// [`ScratchName::borrowed`], or a forked copy, removes nothing). For tests
+/// and scratch segments: `ScratchName::new("orders")` gives
+/// `matrix-scratch-<pid>-<n>-orders`.
+#[derive(Debug)]
+pub struct ScratchName {
+    name: String,
+    owner_pid: u32,
+}
 
 impl ScratchName {
     /// A fresh name carrying `label` (characters outside the name alphabet
@@ -475,7 +481,7 @@ impl ScratchName {
     pub fn new(label: &str) -> Self {
         // Process-local counter, not shared memory.
         static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        // Relaxed: only uniqueness is needed.
+        // Relaxed: only uniqueness within this process is needed.
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let label: String = label
             .chars()
@@ -488,34 +494,49 @@ impl ScratchName {
                 }
             })
             .collect();
-        ScratchName(format!(
-            "matrix-scratch-{}-{}-{}",
-            std::process::id(),
-            n,
-            label
-        ))
+        let pid = std::process::id();
+        ScratchName {
+            name: format!("matrix-scratch-{pid}-{n}-{label}"),
+            owner_pid: pid,
+        }
+    }
+
+    /// Adopts a name made elsewhere (e.g. by a parent process); dropping it
+    /// removes nothing.
+    pub fn borrowed(name: &str) -> Self {
+        ScratchName {
+            name: name.to_owned(),
+            owner_pid: 0,
+        }
     }
 
     /// The name.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.name
+    }
+
+    /// The name (same as [`as_str`](Self::as_str)).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Its path in `/dev/shm`.
     pub fn path(&self) -> PathBuf {
-        PathBuf::from(SHM_DIR).join(&self.0)
+        PathBuf::from(SHM_DIR).join(&self.name)
     }
 }
 
 impl std::ops::Deref for ScratchName {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        &self.name
     }
 }
 
 impl Drop for ScratchName {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.path());
+        if self.owner_pid == std::process::id() {
+            let _ = std::fs::remove_file(self.path());
+        }
     }
 }

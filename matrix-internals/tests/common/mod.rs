@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Lines};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Environment variable selecting a child's role.
@@ -14,24 +14,7 @@ pub const ROLE: &str = "MATRIX_INTERNALS_CHILD_ROLE";
 pub const SEGMENT: &str = "MATRIX_INTERNALS_CHILD_SEGMENT";
 
 /// A unique segment name that is unlinked when the guard drops (also on panic).
-pub struct SegmentGuard(pub String);
-
-impl SegmentGuard {
-    pub fn new(test: &str) -> Self {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        SegmentGuard(format!("matrix-test-{}-{}-{}", std::process::id(), n, test))
-    }
-    pub fn name(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Drop for SegmentGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(std::path::Path::new("/dev/shm").join(&self.0));
-    }
-}
+pub use matrix_core::ScratchName as SegmentGuard;
 
 /// A child process that is killed and reaped when dropped.
 pub struct ChildGuard {
