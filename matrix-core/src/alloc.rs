@@ -428,6 +428,18 @@ pub fn set_owner<A: Arena>(
     from: Option<OwnerId>,
     to: OwnerId,
 ) -> Result<OwnerId, BlockError> {
+    set_owner_of(arena, offset, None, from, to)
+}
+
+/// [`set_owner`], and with `generation` only while the block is still that
+/// generation (a handle to a block freed and re-allocated since is refused).
+pub fn set_owner_of<A: Arena>(
+    arena: &A,
+    offset: u32,
+    generation: Option<u32>,
+    from: Option<OwnerId>,
+    to: OwnerId,
+) -> Result<OwnerId, BlockError> {
     let (hdr, _) = checked_header(arena, offset)?;
     loop {
         // The owner first, then the state: a recoverer claims the owner word
@@ -436,9 +448,20 @@ pub fn set_owner<A: Arena>(
         // Acquire: pairs with the Release of the last owner change.
         let current = hdr.owner.load(Acquire);
         // Acquire: pairs with the Release of the last state change.
-        let st = state::state_of(hdr.state.load(Acquire));
+        let word = hdr.state.load(Acquire);
+        let st = state::state_of(word);
         if !state::is_live(st) {
             return Err(BlockError::NotLive { offset, state: st });
+        }
+        if let Some(expected) = generation {
+            let found = state::generation_of(word);
+            if found != expected {
+                return Err(BlockError::Stale {
+                    offset,
+                    expected,
+                    found,
+                });
+            }
         }
         if current == OwnerId::RECLAIMING.0 {
             // A recoverer claimed the block of its dead owner first.

@@ -191,6 +191,18 @@ impl AtomicMatrix {
         alloc::set_owner(self, header_offset, from, to)
     }
 
+    /// [`set_owner`](Self::set_owner), only while the block is still
+    /// `generation` (refuses a handle to a block re-allocated since).
+    pub fn set_owner_of(
+        &self,
+        header_offset: u32,
+        generation: u32,
+        from: Option<OwnerId>,
+        to: OwnerId,
+    ) -> Result<OwnerId, BlockError> {
+        alloc::set_owner_of(self, header_offset, Some(generation), from, to)
+    }
+
     /// Merges adjacent free blocks (unless a consolidation is already running).
     pub fn consolidate(&self) -> Result<ConsolidationReport, AllocError> {
         cache::flush_current(&self.inner);

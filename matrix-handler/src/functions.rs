@@ -176,8 +176,12 @@ pub trait HandlerFunctions {
     /// another process), so recovery ties it to this process's life.
     fn adopt<T>(&self, block: &Block<T>) -> Result<(), HandlerError> {
         check_live(self.matrix(), block)?;
-        self.matrix()
-            .set_owner(block.header_offset(), None, self.matrix().owner_id())?;
+        self.matrix().set_owner_of(
+            block.header_offset(),
+            block.generation(),
+            None,
+            self.matrix().owner_id(),
+        )?;
         Ok(())
     }
 
@@ -185,8 +189,12 @@ pub trait HandlerFunctions {
     /// recovery never reclaims it (free it explicitly).
     fn release_to_segment<T>(&self, block: &Block<T>) -> Result<(), HandlerError> {
         check_live(self.matrix(), block)?;
-        self.matrix()
-            .set_owner(block.header_offset(), None, OwnerId::SEGMENT)?;
+        self.matrix().set_owner_of(
+            block.header_offset(),
+            block.generation(),
+            None,
+            OwnerId::SEGMENT,
+        )?;
         Ok(())
     }
 

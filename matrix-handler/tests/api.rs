@@ -303,3 +303,24 @@ fn public_types_are_send_and_sync_where_promised() {
     send_sync::<matrix_handler::Block<u64>>();
     send_sync::<HandlerError>();
 }
+
+#[test]
+fn adopt_and_release_refuse_a_stale_handle() {
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let a = h.allocate::<u64>().unwrap();
+    let stale = h.block_at::<u64>(a.offset()).unwrap(); // a second handle
+    h.free(a).unwrap();
+    let b = h.allocate::<u64>().unwrap(); // same offset, next generation
+    assert_eq!(b.offset(), stale.offset());
+    assert!(matches!(
+        h.adopt(&stale),
+        Err(HandlerError::Block(BlockError::Stale { .. }))
+    ));
+    assert!(matches!(
+        h.release_to_segment(&stale),
+        Err(HandlerError::Block(BlockError::Stale { .. }))
+    ));
+    h.release_to_segment(&b).unwrap();
+    h.adopt(&b).unwrap();
+    h.free(b).unwrap();
+}
