@@ -753,11 +753,13 @@ fn summarize(audit: &mut Audit, top: u32, end: u32) {
     for v in &audit.violations {
         if v.is_stranding() {
             r.stranded_blocks += 1;
+            // The chain is in offset order: a binary search keeps this
+            // linear-logarithmic however many blocks are stranded.
             r.stranded_bytes += audit
                 .chain
-                .iter()
-                .find(|b| b.offset == v.offset)
-                .map(|b| b.size as u64)
+                .binary_search_by_key(&v.offset, |b| b.offset)
+                .ok()
+                .map(|i| audit.chain[i].size as u64)
                 .unwrap_or(0);
         }
     }
