@@ -60,7 +60,9 @@ pub(crate) fn install_fork_hook() {
 #[derive(Clone, Copy)]
 struct Bin {
     len: u32,
-    offsets: [u32; BIN_CAPACITY],
+    /// `(header offset, block size)`: the size is kept here so a hit needs
+    /// no header read before the block is handed out.
+    blocks: [(u32, u32); BIN_CAPACITY],
 }
 
 /// Generations a thread reserves from the segment counter at a time.
@@ -101,7 +103,7 @@ impl ThreadCache {
             bins: Box::new(
                 [Bin {
                     len: 0,
-                    offsets: [0; BIN_CAPACITY],
+                    blocks: [(0, 0); BIN_CAPACITY],
                 }; SMALL_LEVELS * SL_COUNT],
             ),
             large: Vec::with_capacity(LARGE_CAPACITY + 1),
@@ -111,14 +113,12 @@ impl ThreadCache {
     }
 
     #[inline]
-    fn take(&mut self, arena: &Attachment, size: u32) -> Option<u32> {
+    fn take(&mut self, size: u32) -> Option<u32> {
         if let Some(bin) = small_bin(size) {
             let bin = &mut self.bins[bin];
             let top = bin.len.checked_sub(1)?;
-            let offset = bin.offsets[top as usize];
-            // Relaxed: the block is this thread's alone while cached. Blocks of
-            // one class differ in size; the newest must hold the request.
-            let block_size = arena.header(offset)?.size.load(Relaxed);
+            // Blocks of one class differ in size; the newest must hold the request.
+            let (offset, block_size) = bin.blocks[top as usize];
             if block_size < size {
                 return None;
             }
@@ -166,7 +166,7 @@ impl ThreadCache {
         for bin in 0..self.bins.len() {
             while self.bins[bin].len > 0 {
                 self.bins[bin].len -= 1;
-                let offset = self.bins[bin].offsets[self.bins[bin].len as usize];
+                let (offset, _) = self.bins[bin].blocks[self.bins[bin].len as usize];
                 self.release_one(arena, offset);
             }
         }
@@ -217,7 +217,7 @@ fn with_cache<R>(id: u64, f: impl FnOnce(&mut ThreadCache) -> R) -> Option<R> {
 #[inline]
 pub(crate) fn take(arena: &Arc<Attachment>, size: u32) -> Option<(u32, u32)> {
     match with_cache(arena.id, |cache| {
-        let offset = cache.take(arena, size)?;
+        let offset = cache.take(size)?;
         Some((offset, cache.generation(arena)))
     }) {
         Some(found) => found,
@@ -271,7 +271,7 @@ fn park(cache: &mut ThreadCache, arena: &Attachment, offset: u32, size: u32) -> 
     };
     let b = &mut cache.bins[bin];
     if (b.len as usize) < BIN_CAPACITY {
-        b.offsets[b.len as usize] = offset;
+        b.blocks[b.len as usize] = (offset, size);
         b.len += 1;
         cache.bytes += size as u64;
         if cache.bytes > cache.byte_cap {
@@ -293,10 +293,11 @@ fn park_in_full_bin(
     size: u32,
 ) -> bool {
     let half = BIN_CAPACITY / 2;
-    let older: [u32; BIN_CAPACITY / 2] = cache.bins[bin].offsets[..half].try_into().expect("half");
-    cache.bins[bin].offsets.copy_within(half.., 0);
+    let older: [(u32, u32); BIN_CAPACITY / 2] =
+        cache.bins[bin].blocks[..half].try_into().expect("half");
+    cache.bins[bin].blocks.copy_within(half.., 0);
     cache.bins[bin].len = half as u32;
-    for o in older {
+    for (o, _) in older {
         cache.release_one(arena, o);
     }
     park(cache, arena, offset, size)
