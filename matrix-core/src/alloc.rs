@@ -100,6 +100,7 @@ fn allocate_slow<A: Arena>(
     if let Some(carved) = carve(arena, size) {
         return Ok(carved_marked(arena, carved, payload, type_tag));
     }
+    // Relaxed: statistics only.
     arena.segment().counters.out_of_memory.fetch_add(1, Relaxed);
     Err(AllocError::OutOfMemory {
         requested: payload,
@@ -161,6 +162,7 @@ fn finish<A: Arena>(
             what: "free-list entry is not a free block",
         });
     }
+    // Relaxed: the pop's Acquire CAS ordered this after the pusher's stores.
     let block_size = hdr.size.load(Relaxed);
     if block_size < size || block_size % BLOCK_ALIGN != 0 || !fits(arena, offset, block_size) {
         // A damaged block: keep it out of circulation rather than hand it out.
@@ -210,6 +212,7 @@ pub fn mark_allocated_as<A: Arena>(
     type_tag: u32,
     generation: u32,
 ) {
+    // Relaxed: published by the Release store of the state word below.
     hdr.owner.store(arena.owner().0, Relaxed);
     hdr.type_tag.store(type_tag, Relaxed);
     hdr.requested
@@ -226,6 +229,7 @@ pub(crate) fn write_free_header(hdr: &BlockHeader, offset: u32, size: u32) {
     let generation = state::generation_of(hdr.state.load(Relaxed));
     hdr.size.store(size, Relaxed);
     hdr.next_free.store(0, Relaxed);
+    // Relaxed stores: see the note at the end of this function.
     hdr.owner.store(0, Relaxed);
     hdr.type_tag.store(0, Relaxed);
     hdr.requested.store(0, Relaxed);
@@ -246,11 +250,15 @@ struct Carved<'a> {
 /// with a complete FREE header and the carve intent still recorded.
 fn carve<A: Arena>(arena: &A, size: u32) -> Option<Carved<'_>> {
     let seg = arena.segment();
+    // An intent entry of this participant, claimed by CAS from 0 to the
+    // placeholder 1 (Acquire: after its last holder's Release of 0; the
+    // Relaxed pre-check only skips entries that are visibly taken).
     let intent = arena.my_slot().and_then(|slot| {
         slot.carve_intents
             .iter()
             .find(|e| e.load(Relaxed) == 0 && e.compare_exchange(0, 1, Acquire, Relaxed).is_ok())
     });
+    // Relaxed: only the CAS's expected value; the CAS decides.
     let mut top = seg.top.load(Relaxed);
     loop {
         if top as u64 + size as u64 > arena.arena_end() as u64 || top < arena.arena_start() {

@@ -112,6 +112,8 @@ impl ModelArena {
         let start = 4096;
         let len = arena_bytes & !(BLOCK_ALIGN - 1);
         let segment = SegmentHeader::new();
+        // Relaxed: the model is built before any thread of the model starts,
+        // and spawning a thread orders everything before it.
         segment.arena_start.store(start, Ordering::Relaxed);
         segment.arena_end.store(start + len, Ordering::Relaxed);
         segment.top.store(start, Ordering::Relaxed);
@@ -129,6 +131,7 @@ impl ModelArena {
         let p = &self.segment.participants[slot];
         p.state
             .store(crate::layout::slot_state::ACTIVE, Ordering::Relaxed);
+        // Relaxed: views are made before the model's threads start.
         p.pid.store(slot as u32 + 1, Ordering::Relaxed);
         ModelView {
             arena: self,
@@ -170,6 +173,8 @@ impl Arena for ModelView<'_> {
         self.owner
     }
     fn is_alive(&self, slot: &ParticipantSlot) -> bool {
+        // Relaxed: set before the model's threads start; `kill` is the
+        // model's own liveness flag, not a synchronizing event.
         let pid = slot.pid.load(Ordering::Relaxed) as usize;
         pid == 0 || self.arena.dead[pid - 1].load(Ordering::Relaxed) == 0
     }

@@ -98,6 +98,8 @@ impl ThreadCache {
             id: attachment.id,
             generation_next: 0,
             generations_left: 0,
+            // Relaxed: the epoch changes only in a child right after fork,
+            // while the child is single-threaded.
             fork_epoch: FORK_EPOCH.load(Relaxed),
             attachment: Arc::downgrade(attachment),
             bins: Box::new(
@@ -179,6 +181,7 @@ impl ThreadCache {
 
 impl Drop for ThreadCache {
     fn drop(&mut self) {
+        // Relaxed: see `ThreadCache::new`.
         if self.fork_epoch != FORK_EPOCH.load(Relaxed) {
             return; // inherited across fork: the blocks are the parent's
         }
@@ -201,6 +204,7 @@ fn with_cache<R>(id: u64, f: impl FnOnce(&mut ThreadCache) -> R) -> Option<R> {
                 caches.swap(0, found);
             }
             let cache = &mut caches[0];
+            // Relaxed: see `ThreadCache::new`.
             if cache.fork_epoch != FORK_EPOCH.load(Relaxed) {
                 // Inherited across fork: dropped unflushed (see Drop).
                 caches.clear();

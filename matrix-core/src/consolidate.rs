@@ -55,6 +55,8 @@ pub fn consolidate<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocErro
         return Ok(ConsolidationReport::default());
     }
     let result = run(arena);
+    // Release: an allocator that Acquires the new epoch sees the merged
+    // blocks pushed. Relaxed for the counter: statistics only.
     seg.consolidation_epoch.fetch_add(1, Release);
     seg.counters.consolidations.fetch_add(1, Relaxed);
     // Release: the merged blocks are pushed before the next holder starts.
@@ -68,6 +70,7 @@ pub(crate) fn consolidate_or_wait<A: Arena>(arena: &A) -> Result<(), AllocError>
     let seg = arena.segment();
     let epoch = seg.consolidation_epoch.load(Acquire);
     for round in 0..20_000u32 {
+        // Acquire: pairs with the epoch's Release bump after a consolidation.
         if consolidate(arena)?.ran || seg.consolidation_epoch.load(Acquire) != epoch {
             return Ok(());
         }
@@ -118,6 +121,8 @@ fn run<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocError> {
                 }
                 let hdr = arena.header(offset).expect("pop checks bounds");
                 crate::fault::at(crate::fault::CONSOLIDATE_POPPED);
+                // Relaxed: the pop's Acquire CAS ordered these reads after the
+                // pusher's stores, and the block is ours now.
                 let word = hdr.state.load(Relaxed);
                 if state::state_of(word) == COALESCING && hdr.owner.load(Relaxed) == me {
                     // Popped twice: the list has a cycle. Stop taking blocks.
@@ -189,6 +194,8 @@ fn run<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocError> {
                 }
             }
         }
+        // SeqCst: ordered with carvers' CAS on `top` (a stale read only
+        // makes the retract's CAS fail, and the run is pushed instead).
         if start as u64 + size as u64 == seg.top.load(SeqCst) as u64 && retract(arena, start, size)
         {
             report.bytes_to_wilderness += size as u64;

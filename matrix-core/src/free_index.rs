@@ -60,6 +60,7 @@ fn set_bits(index: &FreeIndex, class: SizeClass) {
     }
     crate::sync::seqcst_store_load();
     let fl_bit = 1u32 << class.fl;
+    // SeqCst: the same pattern one level up (pairs with clear_level_if_empty).
     if index.fl_bitmap.load(SeqCst) & fl_bit == 0 {
         index.fl_bitmap.fetch_or(fl_bit, SeqCst);
     }
@@ -164,6 +165,8 @@ pub fn clear_if_empty(index: &FreeIndex, class: SizeClass) {
 
 fn clear_level_if_empty(index: &FreeIndex, fl: usize) {
     let fl_bit = 1u32 << fl;
+    // SeqCst throughout: clear, then re-check the level below, against a
+    // pusher that sets the level below, then checks this bit (set_bits).
     if index.sl_bitmap[fl].load(SeqCst) != 0 {
         return;
     }
@@ -182,6 +185,7 @@ pub fn bucket_offsets<A: Arena>(arena: &A, class: SizeClass, limit: usize) -> Ve
     while offset != NIL && out.len() < limit {
         out.push(offset);
         match arena.header(offset) {
+            // Acquire: pairs with the pusher's Release CAS that published the link.
             Some(h) => offset = h.next_free.load(Acquire),
             None => break,
         }

@@ -21,6 +21,8 @@ pub fn process_start_time(pid: u32) -> Option<(u64, bool)> {
 /// Whether the process that claimed `slot` is still running (a zombie, or a
 /// new process that reused the pid, counts as gone).
 pub fn holder_alive(slot: &ParticipantSlot) -> bool {
+    // Acquire: pairs with the Release store of the pid in `claim`, which
+    // follows the start-time store read below.
     let pid = slot.pid.load(Acquire);
     if pid == 0 {
         return false;
@@ -42,10 +44,15 @@ pub(crate) fn claim(seg: &SegmentHeader) -> Result<(usize, OwnerId), SegmentErro
             .compare_exchange(slot_state::EMPTY, slot_state::CLAIMING, Acquire, Relaxed)
             .is_ok()
         {
+            // Relaxed: published by the Release store of the pid just below.
             slot.start_time.store(start, Relaxed);
+            // Release: a liveness check that Acquires the pid sees its start time.
             slot.pid.store(pid, Release);
+            // AcqRel: the generation names this claim; recoverers Acquire it
+            // with the slot state and see the claim's earlier stores.
             let generation = slot.generation.fetch_add(1, AcqRel).wrapping_add(1);
             for e in &slot.carve_intents {
+                // Relaxed: published by the Release store of ACTIVE below.
                 e.store(0, Relaxed);
             }
             // Release: pid, start time and generation are visible with ACTIVE.
@@ -87,6 +94,8 @@ pub fn list(seg: &SegmentHeader) -> Vec<ParticipantInfo> {
         .iter()
         .enumerate()
         .filter_map(|(index, slot)| {
+            // Acquire: pairs with the Release stores of the slot state, so the
+            // pid and generation read next belong to that state.
             let state = slot.state.load(Acquire);
             (state != slot_state::EMPTY).then(|| ParticipantInfo {
                 slot: index,

@@ -219,6 +219,9 @@ pub(crate) fn anonymous(size: u64) -> Result<Mapping, SegmentError> {
 
 /// Writes a fresh header into zeroed (or abandoned) memory.
 pub(crate) fn format(seg: &SegmentHeader, size: u64) {
+    // Relaxed stores throughout: the segment is not READY yet, and the
+    // Release store of READY at the end publishes all of them to openers,
+    // which Acquire the init state before reading any field.
     seg.init_state.store(init::FORMATTING, Relaxed);
     seg.formatter_pid.store(std::process::id(), Relaxed);
     seg.magic.store(MAGIC, Relaxed);
@@ -325,6 +328,7 @@ pub(crate) fn open_observer(name: &str, writable: bool) -> Result<Mapping, Segme
 fn wait_ready(seg: &SegmentHeader) -> Result<(), SegmentError> {
     let deadline = Instant::now() + FORMAT_WAIT;
     loop {
+        // Acquire: pairs with the formatter's Release of READY (below).
         let magic = seg.magic.load(Acquire);
         if magic != MAGIC && magic != 0 {
             return Err(SegmentError::WrongMagic {
@@ -343,6 +347,7 @@ fn wait_ready(seg: &SegmentHeader) -> Result<(), SegmentError> {
                 })
             }
             init::FORMATTING => {
+                // Acquire: the pid was stored before FORMATTING became visible.
                 let pid = seg.formatter_pid.load(Acquire);
                 if crate::participant::process_start_time(pid).is_none_or(|(_, zombie)| zombie) {
                     return Err(SegmentError::FormatterDied { pid });
@@ -371,6 +376,8 @@ fn wait_ready(seg: &SegmentHeader) -> Result<(), SegmentError> {
 
 /// Checks every header field against this build and the file.
 pub(crate) fn validate(seg: &SegmentHeader, file_size: u64) -> Result<(), SegmentError> {
+    // Acquire loads throughout: they pair with the formatter's Release of
+    // READY (already observed by `wait_ready`), and cost nothing on x86.
     let magic = seg.magic.load(Acquire);
     if magic != MAGIC {
         return Err(SegmentError::WrongMagic {

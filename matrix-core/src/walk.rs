@@ -75,6 +75,8 @@ pub(crate) fn carve_in_progress<A: Arena>(arena: &A, offset: u32) -> Option<u32>
 impl<A: Arena> ChainWalk<'_, A> {
     fn step(&mut self) -> Result<Option<BlockInfo>, BlockError> {
         let arena = self.arena;
+        // Acquire: pairs with the SeqCst CAS of a carver or retracter, so
+        // headers below the `top` seen here were published before it moved.
         let top = arena.segment().top.load(Acquire).min(arena.arena_end());
         let offset = self.position;
         if offset >= top {
@@ -84,6 +86,8 @@ impl<A: Arena> ChainWalk<'_, A> {
         let Some(hdr) = arena.header(offset) else {
             return corrupt("chain leaves the arena");
         };
+        // Acquire: pairs with the Release that published (or, in a merge,
+        // cleared) this header's check word.
         if hdr.check.load(Acquire) != header_check(offset) {
             // A merge may have absorbed this header after we read the
             // predecessor's size: re-read it and step again.
@@ -111,6 +115,7 @@ impl<A: Arena> ChainWalk<'_, A> {
                     carving: true,
                 }));
             }
+            // Acquire: as above; a retract may have moved `top` meanwhile.
             if arena.segment().top.load(Acquire) <= offset {
                 return Ok(None); // retracted into the wilderness meanwhile
             }
@@ -120,6 +125,8 @@ impl<A: Arena> ChainWalk<'_, A> {
         if size < MIN_BLOCK || size % BLOCK_ALIGN != 0 || offset as u64 + size as u64 > top as u64 {
             return corrupt("impossible block size");
         }
+        // Acquire: pairs with the Release store of the state (mark_allocated,
+        // set_state) so the owner and tag read next are the ones it published.
         let word = hdr.state.load(Acquire);
         self.previous = Some((offset, size));
         self.position = offset + size;
