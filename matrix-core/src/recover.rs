@@ -45,6 +45,8 @@ pub struct RecoveryReport {
 }
 
 /// Whether `slot` should be recovered, as seen by `arena`.
+/// Acquire loads here pair with the Release stores of the slot's state,
+/// pid and recoverer made by `claim`, `detach` and `recover`.
 fn is_recoverable<A: Arena>(arena: &A, slot: &ParticipantSlot) -> bool {
     match slot.state.load(Acquire) {
         slot_state::DETACHED => true,
@@ -73,6 +75,7 @@ pub fn recover<A: Arena>(
         if Some(index) == me.slot() || !is_recoverable(arena, slot) {
             continue;
         }
+        // Acquire: as in `is_recoverable`.
         let seen = slot.state.load(Acquire);
         // AcqRel: one recoverer wins the slot and sees everything its holder published.
         if slot
@@ -82,6 +85,8 @@ pub fn recover<A: Arena>(
         {
             continue;
         }
+        // Release: other recoverers that Acquire it see who works on the
+        // slot; Acquire: the generation the dead holder claimed the slot with.
         slot.recoverer.store(me.0, Release);
         let dead = OwnerId::new(index, slot.generation.load(Acquire));
         rebuild_dead_carves(arena, slot, &mut report);
@@ -91,6 +96,7 @@ pub fn recover<A: Arena>(
             .consolidator
             .compare_exchange(dead.0, 0, AcqRel, Relaxed);
         for e in &slot.carve_intents {
+            // Relaxed: published by the Release store of EMPTY below.
             e.store(0, Relaxed);
         }
         slot.pid.store(0, Relaxed);
@@ -116,6 +122,7 @@ fn reclaim_blocks_of<A: Arena>(
         let Some(hdr) = arena.header(info.offset) else {
             continue;
         };
+        // Acquire: pairs with the Release of the block's last state change.
         let word = hdr.state.load(Acquire);
         let st = state::state_of(word);
         let take = match st {
@@ -215,6 +222,8 @@ fn rebuild_dead_carves<A: Arena>(arena: &A, slot: &ParticipantSlot, report: &mut
     }
     let landed = unfinished_intents(arena);
     for e in &slot.carve_intents {
+        // SeqCst: intents, `top` and headers are read in the order the
+        // carver wrote them (see alloc::carve).
         let v = e.load(SeqCst);
         if v <= 1 {
             continue;
@@ -266,6 +275,12 @@ pub fn repair<A: Arena>(
     arena: &A,
     reclaim_user_states: bool,
 ) -> Result<RecoveryReport, RepairError> {
+    // Orderings: repair runs with no other live participant and holds the
+    // consolidator word, so its own stores need no ordering among
+    // themselves (Relaxed); the Release stores of `top`, the slot states and
+    // finally the consolidator word publish the rebuilt index to whoever
+    // attaches next (they Acquire those words). Its loads are Acquire to see
+    // everything dead participants published before they died.
     let seg = arena.segment();
     let me = arena.owner();
     let live = seg
