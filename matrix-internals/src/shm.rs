@@ -2,7 +2,7 @@
 //! payload offset to a shared struct, telling a live participant from a dead
 //! one, and sleeping on a shared word with a futex.
 
-use crate::sync::{AtomicU32, Ordering::Acquire};
+use crate::sync::{AtomicU32, AtomicU64, Ordering::Acquire};
 use matrix_core::layout::slot_state;
 use matrix_core::state;
 use matrix_core::{participant, AtomicMatrix, BlockError, OwnerId, BLOCK_HEADER_SIZE};
@@ -63,6 +63,46 @@ pub(crate) unsafe fn shared<T>(handler: &impl HandlerFunctions, offset: u64) -> 
     // `handler` keeps alive at least as long as the returned borrow; aligned;
     // every bit pattern is a valid T.
     unsafe { &*(handler.base_ptr().add(offset as usize) as *const T) }
+}
+
+/// Why [`structure_header`] found no structure at an offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotThere {
+    /// No live block there large enough for the header.
+    NoBlock,
+    /// A block, but its first word is not the structure's magic.
+    WrongMagic,
+}
+
+/// The header of a shared structure whose payload starts at `offset`: a
+/// live block holds at least the whole header, and the header's first word
+/// is `magic` (the word every structure stores last when it initializes).
+///
+/// # Safety
+/// `T` is `#[repr(C)]`, made only of atomics and integers, and starts with
+/// its magic as an `AtomicU64`.
+pub(crate) unsafe fn structure_header<T>(
+    handler: &impl HandlerFunctions,
+    offset: u32,
+    magic: u64,
+) -> Result<&T, NotThere> {
+    checked_region(handler, offset, std::mem::size_of::<T>() as u64)
+        .map_err(|_| NotThere::NoBlock)?;
+    // SAFETY: size_of::<T>() bytes of live payload were validated just above
+    // at a payload offset (16-aligned); `T` holds only atomics and integers
+    // and starts with an AtomicU64 (the caller's contract).
+    let (hdr, first): (&T, &AtomicU64) = unsafe {
+        (
+            shared(handler, offset as u64),
+            shared(handler, offset as u64),
+        )
+    };
+    // Acquire: pairs with the Release store of the magic that ends the
+    // structure's initialization, so the fields read next are initialized.
+    if first.load(Acquire) != magic {
+        return Err(NotThere::WrongMagic);
+    }
+    Ok(hdr)
 }
 
 /// Whether the participant `owner` (an owner id stamped into a shared word)

@@ -36,7 +36,7 @@
 //! Release store that commits them, get at its first load of `value_ctl`.
 //! Keys compare by their bytes.
 
-use crate::shm::{self, checked_region, fault, owner_alive};
+use crate::shm::{self, checked_region, fault, owner_alive, NotThere};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering::*};
 use crate::tables::{MapError, Registry, TypeFingerprint};
 use crossbeam_utils::Backoff;
@@ -227,15 +227,12 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
     /// the header and the key and value types.
     pub fn open_at(handler: H, offset: u32) -> Result<Self, MapError> {
         let not = |what| MapError::NotAMap { offset, what };
-        checked_region(&handler, offset, HEADER_BYTES)
-            .map_err(|_| not("no live block of a map's size there"))?;
-        // SAFETY: HEADER_BYTES of live payload validated above; payload
-        // offsets are 16-aligned; the header holds only atomics and integers.
-        let hdr: &MapHeader = unsafe { shm::shared(&handler, offset as u64) };
-        // Acquire: pairs with the Release store of the magic.
-        if hdr.magic.load(Acquire) != MAP_MAGIC {
-            return Err(not("wrong magic"));
-        }
+        // SAFETY: MapHeader is repr(C), atomics and integers, magic first.
+        let hdr: &MapHeader = unsafe { shm::structure_header(&handler, offset, MAP_MAGIC) }
+            .map_err(|e| match e {
+                NotThere::NoBlock => not("no live block of a map's size there"),
+                NotThere::WrongMagic => not("wrong magic"),
+            })?;
         if hdr.types.load(Relaxed) != Self::types()
             || hdr.key_size.load(Relaxed) as usize != std::mem::size_of::<K>()
             || hdr.value_size.load(Relaxed) as usize != std::mem::size_of::<V>()

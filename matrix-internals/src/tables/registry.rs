@@ -31,7 +31,7 @@
 
 use super::fingerprint::{name_from_words, name_problem, name_words, TypeFingerprint};
 use super::RegistryError;
-use crate::shm::{self, checked_region, fault, owner_alive};
+use crate::shm::{self, checked_region, fault, owner_alive, NotThere};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering::*};
 use crossbeam_utils::Backoff;
 use matrix_core::{state, OwnerId, BLOCK_HEADER_SIZE};
@@ -212,18 +212,14 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
     /// is one.
     pub fn open_at(handler: &'h H, offset: u32) -> Result<Self, RegistryError> {
         let not = |what| RegistryError::NotARegistry { offset, what };
-        checked_region(handler, offset, HEADER_BYTES)
-            .map_err(|_| not("no live block of a registry's size there"))?;
-        if offset % 8 != 0 {
-            return Err(not("misaligned"));
-        }
-        // SAFETY: checked_region validated HEADER_BYTES of live payload at
-        // this 8-aligned offset; the header holds only atomics and integers.
-        let hdr: &RegistryHeader = unsafe { shm::shared(handler, offset as u64) };
-        // Acquire: pairs with the Release that stored the magic last.
-        if hdr.magic.load(Acquire) != REGISTRY_MAGIC {
-            return Err(not("wrong magic"));
-        }
+        // SAFETY: RegistryHeader is repr(C), atomics and integers, magic first.
+        let hdr: &RegistryHeader =
+            unsafe { shm::structure_header(handler, offset, REGISTRY_MAGIC) }.map_err(
+                |e| match e {
+                    NotThere::NoBlock => not("no live block of a registry's size there"),
+                    NotThere::WrongMagic => not("wrong magic"),
+                },
+            )?;
         let capacity = hdr.capacity.load(Relaxed);
         if capacity == 0 || capacity > MAX_REGISTRY_CAPACITY {
             return Err(not("impossible capacity"));

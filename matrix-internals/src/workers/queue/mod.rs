@@ -73,7 +73,7 @@ mod wait;
 
 pub use error::{PopError, PushError, QueueError, QueueRecovery};
 
-use crate::shm::{self, checked_region, fault};
+use crate::shm::{self, checked_region, fault, NotThere};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering::*};
 use crate::tables::{Registry, TypeFingerprint};
 use matrix_core::{OwnerId, BLOCK_HEADER_SIZE};
@@ -250,16 +250,12 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
     /// block, the header and the element type.
     pub fn open_at(handler: H, offset: u32) -> Result<Self, QueueError> {
         let not = |what| QueueError::NotAQueue { offset, what };
-        checked_region(&handler, offset, HEADER_BYTES)
-            .map_err(|_| not("no live block of a queue's size there"))?;
-        // SAFETY: HEADER_BYTES of live payload validated just above; payload
-        // offsets are 16-aligned; the header holds only atomics and integers.
-        let hdr: &QueueHeader = unsafe { shm::shared(&handler, offset as u64) };
-        // Acquire: pairs with the Release store of the magic at the end of
-        // initialization.
-        if hdr.magic.load(Acquire) != QUEUE_MAGIC {
-            return Err(not("wrong magic"));
-        }
+        // SAFETY: QueueHeader is repr(C), atomics and integers, magic first.
+        let hdr: &QueueHeader = unsafe { shm::structure_header(&handler, offset, QUEUE_MAGIC) }
+            .map_err(|e| match e {
+                NotThere::NoBlock => not("no live block of a queue's size there"),
+                NotThere::WrongMagic => not("wrong magic"),
+            })?;
         let capacity = hdr.capacity.load(Relaxed);
         if !capacity.is_power_of_two() || capacity > MAX_QUEUE_CAPACITY {
             return Err(not("impossible capacity"));
