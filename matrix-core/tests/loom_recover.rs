@@ -24,18 +24,28 @@ fn dead_owner_block(arena: &ModelArena) -> u32 {
     q
 }
 
+/// Runs `op` as participant 2 on the dead participant's block `q` while
+/// participant 0 recovers; returns the arena, `q`, the recovery report and
+/// what `op` returned.
+fn race_with_recovery<R: Send + 'static>(
+    op: fn(&matrix_core::ModelView<'_>, u32) -> R,
+) -> (Arc<ModelArena>, u32, matrix_core::RecoveryReport, R) {
+    let arena = Arc::new(ModelArena::new(512));
+    let q = dead_owner_block(&arena);
+    let t = {
+        let arena = arena.clone();
+        thread::spawn(move || op(&arena.participant(2), q))
+    };
+    let report = recover(&arena.participant(0), false).unwrap();
+    let result = t.join().unwrap();
+    (arena, q, report, result)
+}
+
 /// Participant 2 received `q` and frees it while participant 0 recovers.
 #[test]
 fn recover_racing_a_free_of_the_dead_participants_block() {
     loom_common::model(|| {
-        let arena = Arc::new(ModelArena::new(512));
-        let q = dead_owner_block(&arena);
-        let t = {
-            let arena = arena.clone();
-            thread::spawn(move || free(&arena.participant(2), q, None))
-        };
-        let report = recover(&arena.participant(0), false).unwrap();
-        let freed = t.join().unwrap();
+        let (arena, q, report, freed) = race_with_recovery(|p2, q| free(p2, q, None));
         assert_eq!(report.participants, 1);
         // Returned exactly once (the checker rejects a double push).
         let chain = check(&arena.participant(0));
@@ -53,16 +63,8 @@ fn recover_racing_a_free_of_the_dead_participants_block() {
 #[test]
 fn recover_racing_a_free_into_a_thread_cache() {
     loom_common::model(|| {
-        let arena = Arc::new(ModelArena::new(512));
-        let q = dead_owner_block(&arena);
-        let t = {
-            let arena = arena.clone();
-            thread::spawn(move || {
-                retire(&arena.participant(2), q, None, CACHED).map(|held| held.is_some())
-            })
-        };
-        recover(&arena.participant(0), false).unwrap();
-        let held = t.join().unwrap();
+        let (arena, q, _, held) =
+            race_with_recovery(|p2, q| retire(p2, q, None, CACHED).map(|held| held.is_some()));
         let p0 = arena.participant(0);
         let chain = check(&p0);
         let hdr = p0.header(q).unwrap();
@@ -91,17 +93,7 @@ fn recover_racing_a_free_into_a_thread_cache() {
 #[test]
 fn recover_racing_an_adopt() {
     loom_common::model(|| {
-        let arena = Arc::new(ModelArena::new(512));
-        let q = dead_owner_block(&arena);
-        let t = {
-            let arena = arena.clone();
-            thread::spawn(move || {
-                let p2 = arena.participant(2);
-                set_owner(&p2, q, None, p2.owner())
-            })
-        };
-        recover(&arena.participant(0), false).unwrap();
-        let adopted = t.join().unwrap();
+        let (arena, q, _, adopted) = race_with_recovery(|p2, q| set_owner(p2, q, None, p2.owner()));
         let chain = check(&arena.participant(0));
         match adopted {
             Ok(_) => assert_eq!(block_at(&chain, q).2, ALLOCATED, "adopted, then reclaimed"),
