@@ -141,10 +141,8 @@ fn holder_of<A: Arena>(arena: &A, owner: OwnerId) -> Holder {
     };
     let slot = &arena.segment().participants[index];
     // Acquire: pairs with claim's Release of ACTIVE, which publishes the
-    // generation and pid (read Relaxed after it).
-    if slot.state.load(Acquire) == slot_state::EMPTY
-        || OwnerId::new(index, slot.generation.load(Relaxed)) != owner
-    {
+    // pid (read Relaxed after it).
+    if slot.state.load(Acquire) == slot_state::EMPTY {
         return Holder::Vanished;
     }
     if slot_departed(arena, slot) {
@@ -575,8 +573,8 @@ mod tests {
         let hdr = m.block_header(h).unwrap().0;
         let generation = state::generation_of(hdr.state.load(Relaxed));
         // What a participant killed right after popping the block leaves.
-        hdr.owner.store(OwnerId::SEGMENT.0, Relaxed);
-        hdr.state.store(pack(generation, FREE), Relaxed);
+        hdr.state
+            .store(pack(generation, OwnerId::SEGMENT.0, FREE), Relaxed);
         assert_eq!(kinds(&check(&m)), ["stranded-free-block"]);
     }
 
@@ -585,7 +583,9 @@ mod tests {
         let (m, headers) = busy_arena();
         let hdr = m.block_header(headers[0]).unwrap().0;
         let generation = state::generation_of(hdr.state.load(Relaxed));
-        hdr.state.store(pack(generation, state::ALLOCATED), Relaxed);
+        let owner = state::owner_of(hdr.state.load(Relaxed));
+        hdr.state
+            .store(pack(generation, owner, state::ALLOCATED), Relaxed);
         assert_eq!(kinds(&check(&m)), ["listed-block-not-free"]);
     }
 
@@ -593,7 +593,7 @@ mod tests {
     fn a_reserved_state_is_corruption() {
         let (m, headers) = busy_arena();
         let hdr = m.block_header(headers[3]).unwrap().0;
-        hdr.state.store(pack(0, 7), Relaxed);
+        hdr.state.store(pack(0, 0, 7), Relaxed);
         assert_eq!(kinds(&check(&m)), ["reserved-state"]);
     }
 
@@ -610,7 +610,9 @@ mod tests {
     fn a_block_of_a_vanished_owner_is_an_orphan() {
         let (m, headers) = busy_arena();
         let hdr = m.block_header(headers[5]).unwrap().0;
-        hdr.owner.store(OwnerId::new(9, 3).0, Relaxed);
+        let word = hdr.state.load(Relaxed);
+        hdr.state
+            .store(state::with_owner(word, OwnerId::of_slot(9).0), Relaxed);
         assert_eq!(kinds(&check(&m)), ["orphaned-block"]);
     }
 
@@ -628,7 +630,9 @@ mod tests {
             CACHED,
             "the free went to the thread cache"
         );
-        hdr.owner.store(OwnerId::SEGMENT.0, Relaxed);
+        let word = hdr.state.load(Relaxed);
+        hdr.state
+            .store(state::with_owner(word, OwnerId::SEGMENT.0), Relaxed);
         assert_eq!(kinds(&check(&m)), ["orphaned-block"]);
     }
 

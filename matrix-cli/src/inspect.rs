@@ -364,7 +364,7 @@ pub fn stat(view: &SegmentView) -> Result<StatReport, CliError> {
         .map(|(index, slot)| (index, slot, slot.state.load(Acquire)))
         .filter(|&(_, _, state)| state != slot_state::EMPTY)
         .map(|(index, slot, state)| {
-            let owner = OwnerId::new(index, slot.generation.load(Relaxed));
+            let owner = OwnerId::of_slot(index);
             let (blocks, bytes) = by_owner.get(&owner.0).copied().unwrap_or_default();
             ParticipantReport {
                 slot: index,

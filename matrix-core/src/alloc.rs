@@ -10,14 +10,18 @@
 //!   completely, then the size shrunk with Release, then the remainder pushed),
 //!   owner + generation + ALLOCATED stored with Release.
 //!
-//! free(block): CAS (gen, ALLOCATED|user) -> (gen, ACKED)   -- the double-free check
-//!              store (gen, FREE), push (its Release publishes FREE)
+//! free(block): CAS (gen, owner, ALLOCATED|user) -> (gen, me, ACKED)
+//!                  -- the double-free check and the change of hands, one CAS
+//!              store (gen, 0, FREE), push (its Release publishes FREE)
 //! ```
 //!
-//! A popped block belongs to the popper alone: nobody else can reach it
-//! through the index, and walkers only read it. That is the whole ownership
-//! argument: every block is in exactly one of {a bucket, one participant's
-//! hands, the chain as a live block}.
+//! A popped block is claimed with one CAS on its state word, from the FREE
+//! word the popper judged to `(gen, me, ACKED)`: from then on it is the
+//! popper's alone (a corrupt list that hands one entry to two poppers gives
+//! it to one of them), and recovery returns it if the popper dies. That is
+//! the whole ownership argument: every block is in exactly one of {a bucket,
+//! one participant's hands, the chain as a live block}, and every change of
+//! hands is one CAS on the block's state word.
 
 use crate::arena::{Arena, OwnerId};
 use crate::error::{AllocError, BlockError};
@@ -26,7 +30,7 @@ use crate::layout::{
     header_check, BlockHeader, BLOCK_ALIGN, BLOCK_HEADER_SIZE, MIN_BLOCK, MIN_PAYLOAD,
 };
 use crate::size_class::{class_at_least, class_of};
-use crate::state::{self, ACKED, ALLOCATED, CACHED, COALESCING, FREE};
+use crate::state::{self, ACKED, ALLOCATED, CACHED, COALESCING, FREE, RELEASING};
 use crate::sync::AtomicU64;
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
@@ -34,16 +38,18 @@ use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 #[inline]
 pub fn block_size_for<A: Arena>(arena: &A, payload: u64) -> Result<u32, AllocError> {
     let arena_len = (arena.arena_end() - arena.arena_start()) as u64;
-    let size =
-        (payload.max(MIN_PAYLOAD as u64) + BLOCK_HEADER_SIZE as u64 + (BLOCK_ALIGN as u64 - 1))
-            & !(BLOCK_ALIGN as u64 - 1);
-    if size > arena_len {
-        return Err(AllocError::TooLarge {
+    // Checked: a payload near u64::MAX must not wrap to a tiny block.
+    let size = payload
+        .max(MIN_PAYLOAD as u64)
+        .checked_add(BLOCK_HEADER_SIZE as u64 + (BLOCK_ALIGN as u64 - 1))
+        .map(|s| s & !(BLOCK_ALIGN as u64 - 1));
+    match size {
+        Some(size) if size <= arena_len => Ok(size as u32),
+        _ => Err(AllocError::TooLarge {
             requested: payload,
             max_payload: arena_len.saturating_sub(BLOCK_HEADER_SIZE as u64),
-        });
+        }),
     }
-    Ok(size as u32)
 }
 
 /// Allocates a block with at least `payload` bytes; returns its header offset.
@@ -54,6 +60,11 @@ pub fn allocate<A: Arena>(arena: &A, payload: u64, type_tag: u32) -> Result<u32,
 }
 
 /// [`allocate`] with the block size already computed by [`block_size_for`].
+///
+/// The shared path holds one intent entry of this participant throughout:
+/// a pop records the block it is about to take in it, a carve the memory it
+/// is about to take, so a recoverer can find what this participant had in
+/// hand if it dies at any instruction.
 #[inline]
 pub fn allocate_sized<A: Arena>(
     arena: &A,
@@ -61,28 +72,74 @@ pub fn allocate_sized<A: Arena>(
     payload: u64,
     type_tag: u32,
 ) -> Result<u32, AllocError> {
-    let offset = match take_free_block(arena, size)? {
-        Some(offset) => offset,
-        None => match carve(arena, size) {
-            Some(carved) => return Ok(carved_marked(arena, carved, payload, type_tag)),
-            None => return allocate_slow(arena, size, payload, type_tag),
-        },
+    let Some(intent) = claim_intent(arena) else {
+        return Err(out_of_memory(arena, payload));
     };
-    finish(arena, offset, size, payload, type_tag)
+    let intent = IntentGuard(intent);
+    if let Some(offset) = take_free_block(arena, size, &intent)? {
+        return finish(arena, offset, size, payload, type_tag, &intent);
+    }
+    if let Some(offset) = carve(arena, size, &intent) {
+        return Ok(carved_marked(arena, offset, payload, type_tag));
+    }
+    drop(intent);
+    allocate_slow(arena, size, payload, type_tag)
 }
 
-fn carved_marked<A: Arena>(arena: &A, carved: Carved<'_>, payload: u64, type_tag: u32) -> u32 {
-    let hdr = arena
-        .header(carved.offset)
-        .expect("carved block is in bounds");
-    mark_allocated(arena, hdr, payload, type_tag);
-    if let Some(intent) = carved.intent {
-        // Release: recovery that sees the intent gone sees the header. The
-        // entry is this carve's own: a sibling thread of this participant
-        // may hold another entry naming the same offset (a retract).
-        intent.store(0, Release);
+/// An intent entry claimed by this thread; released (0) when dropped.
+pub(crate) struct IntentGuard<'a>(pub(crate) &'a AtomicU64);
+
+impl std::ops::Deref for IntentGuard<'_> {
+    type Target = AtomicU64;
+    fn deref(&self) -> &AtomicU64 {
+        self.0
     }
-    carved.offset
+}
+
+impl Drop for IntentGuard<'_> {
+    fn drop(&mut self) {
+        // Release: whoever reads the entry unused (a recoverer, the next
+        // claimer with Acquire) sees what this thread did before: the block
+        // it recorded is claimed under its name or back where it was.
+        self.0.store(0, Release);
+    }
+}
+
+/// The value of an intent entry that records a block a pop is about to take:
+/// the low 32 bits of the block's generation, its offset, and bit 0 set
+/// (offsets are 16-aligned, so a carve's `size << 32 | offset` never has it).
+#[inline]
+pub const fn hold_intent(offset: u32, generation: u64) -> u64 {
+    ((generation as u32 as u64) << 32) | offset as u64 | 1
+}
+
+/// Whether an intent value records a pop (see [`hold_intent`]).
+#[inline]
+pub const fn is_hold_intent(value: u64) -> bool {
+    value & 1 == 1 && value != 1
+}
+
+/// Whether an intent value records a carve or retract (`size << 32 | offset`).
+#[inline]
+pub const fn is_carve_intent(value: u64) -> bool {
+    value & 1 == 0 && value != 0
+}
+
+fn carved_marked<A: Arena>(arena: &A, offset: u32, payload: u64, type_tag: u32) -> u32 {
+    let hdr = arena.header(offset).expect("carved block is in bounds");
+    mark_allocated(arena, hdr, payload, type_tag);
+    // The caller's intent guard releases the entry: recovery that sees the
+    // intent gone sees the header (Release in the guard).
+    offset
+}
+
+fn out_of_memory<A: Arena>(arena: &A, payload: u64) -> AllocError {
+    // Relaxed: statistics only.
+    arena.segment().counters.out_of_memory.fetch_add(1, Relaxed);
+    AllocError::OutOfMemory {
+        requested: payload,
+        largest_free: crate::walk::largest_free_payload(arena),
+    }
 }
 
 #[cold]
@@ -94,28 +151,33 @@ fn allocate_slow<A: Arena>(
 ) -> Result<u32, AllocError> {
     arena.flush_local_cache();
     crate::consolidate::consolidate_or_wait(arena)?;
-    if let Some(offset) = take_free_block(arena, size)? {
-        return finish(arena, offset, size, payload, type_tag);
+    let Some(intent) = claim_intent(arena) else {
+        return Err(out_of_memory(arena, payload));
+    };
+    let intent = IntentGuard(intent);
+    if let Some(offset) = take_free_block(arena, size, &intent)? {
+        return finish(arena, offset, size, payload, type_tag, &intent);
     }
-    if let Some(carved) = carve(arena, size) {
-        return Ok(carved_marked(arena, carved, payload, type_tag));
+    if let Some(offset) = carve(arena, size, &intent) {
+        return Ok(carved_marked(arena, offset, payload, type_tag));
     }
-    // Relaxed: statistics only.
-    arena.segment().counters.out_of_memory.fetch_add(1, Relaxed);
-    Err(AllocError::OutOfMemory {
-        requested: payload,
-        largest_free: crate::walk::largest_free_payload(arena),
-    })
+    drop(intent);
+    Err(out_of_memory(arena, payload))
 }
 
-/// Pops a block of at least `size` bytes from the free index.
+/// Pops a block of at least `size` bytes from the free index, recording it
+/// in `intent` before the pop.
 #[inline]
-fn take_free_block<A: Arena>(arena: &A, size: u32) -> Result<Option<u32>, AllocError> {
+fn take_free_block<A: Arena>(
+    arena: &A,
+    size: u32,
+    intent: &AtomicU64,
+) -> Result<Option<u32>, AllocError> {
     let index = &arena.segment().index;
     // The request's own class first: a freed 4 KiB block sits in the class of
     // 4 KiB, one below where the round-up search starts.
     let own = class_of(size);
-    if let Some(offset) = free_index::pop(arena, own, size)? {
+    if let Some(offset) = free_index::pop(arena, own, size, Some(intent))? {
         return Ok(Some(offset));
     }
     let Some(mut from) = class_at_least(size) else {
@@ -127,7 +189,7 @@ fn take_free_block<A: Arena>(arena: &A, size: u32) -> Result<Option<u32>, AllocE
         let Some(class) = free_index::find_nonempty(index, from) else {
             return Ok(None);
         };
-        match free_index::pop(arena, class, 0)? {
+        match free_index::pop(arena, class, 0, Some(intent))? {
             Some(offset) => return Ok(Some(offset)),
             None => {
                 free_index::clear_if_empty(index, class);
@@ -138,7 +200,7 @@ fn take_free_block<A: Arena>(arena: &A, size: u32) -> Result<Option<u32>, AllocE
     Ok(None)
 }
 
-/// Splits and marks a popped block.
+/// Claims, splits and marks a popped block.
 #[inline]
 fn finish<A: Arena>(
     arena: &A,
@@ -146,26 +208,46 @@ fn finish<A: Arena>(
     size: u32,
     payload: u64,
     type_tag: u32,
+    intent: &AtomicU64,
 ) -> Result<u32, AllocError> {
     let hdr = arena
         .header(offset)
         .expect("popped offsets were bounds-checked");
     crate::fault::at(crate::fault::ALLOC_POPPED);
-    // A list entry must be a genuine FREE header; anything else is a corrupt
-    // link (into a live block or a payload): hand nothing out.
-    // Relaxed: the pop's Acquire CAS ordered the pusher's stores before these.
-    if hdr.check.load(Relaxed) != header_check(offset)
-        || state::state_of(hdr.state.load(Relaxed)) != FREE
-    {
+    // A list entry must be a genuine free header (FREE, or RELEASING: pushed,
+    // not yet marked FREE by its releaser); anything else is a corrupt link
+    // (into a live block or a payload): hand nothing out.
+    // Acquire: pairs with the Release that published the header's check.
+    let check = hdr.check.load(Acquire);
+    // Acquire: pairs with the pusher's Release (the push, and the word it
+    // publishes).
+    let word = hdr.state.load(Acquire);
+    if check != header_check(offset) || !state::is_listable(state::state_of(word)) {
         return Err(AllocError::Corrupted {
             offset,
             what: "free-list entry is not a free block",
         });
     }
-    // Relaxed: the pop's Acquire CAS ordered this after the pusher's stores.
+    // The claim: a CAS from the word judged above. A corrupt list that gives
+    // one entry to two poppers gives it to one of them; the block is this
+    // participant's from here on, and recovery returns it (ACKED, owner =
+    // me) if this process dies before marking it.
+    if !claim_listed(hdr, word, |w| {
+        state::pack(state::generation_of(w), arena.owner().0, ACKED)
+    }) {
+        return Err(AllocError::Corrupted {
+            offset,
+            what: "free-list entry claimed by another participant",
+        });
+    }
+    // Release: a recoverer that reads the entry back at the placeholder sees
+    // the claim, which names this participant.
+    intent.store(1, Release);
+    // Relaxed: ordered after the claim's Acquire; the block is ours.
     let block_size = hdr.size.load(Relaxed);
     if block_size < size || block_size % BLOCK_ALIGN != 0 || !fits(arena, offset, block_size) {
-        // A damaged block: keep it out of circulation rather than hand it out.
+        // A damaged block: keep it out of circulation rather than hand it
+        // out (it stays ACKED under our name; `matrix fsck` reports it).
         return Err(AllocError::Corrupted {
             offset,
             what: "free block with an impossible size",
@@ -174,17 +256,19 @@ fn finish<A: Arena>(
     if block_size - size >= MIN_BLOCK {
         let rest = offset + size;
         let rest_hdr = arena.header(rest).expect("inside a checked block");
-        write_free_header(rest_hdr, rest, block_size - size);
+        // Written RELEASING under our name: if we die before the push lands,
+        // recovery finds the remainder by its owner.
+        write_header(
+            rest_hdr,
+            rest,
+            block_size - size,
+            state::pack(arena.next_generation(), arena.owner().0, RELEASING),
+        );
         crate::fault::at(crate::fault::ALLOC_SPLITTING);
         // Release: a walker that reads the new size also sees the complete
         // remainder header written just above.
         hdr.size.store(size, Release);
-        free_index::push(
-            &arena.segment().index,
-            rest_hdr,
-            rest,
-            class_of(block_size - size),
-        );
+        push_released(arena, rest_hdr, rest, block_size - size);
     }
     mark_allocated(arena, hdr, payload, type_tag);
     Ok(offset)
@@ -195,8 +279,9 @@ fn fits<A: Arena>(arena: &A, offset: u32, size: u32) -> bool {
     size >= MIN_BLOCK && offset as u64 + size as u64 <= arena.arena_end() as u64
 }
 
-/// Hands a block this participant holds exclusively (popped, carved or
-/// cached) to the caller: next generation, owner, tag, ALLOCATED.
+/// Hands a block this participant holds exclusively (claimed from the
+/// index, carved, or cached) to the caller: next generation, owner, tag,
+/// ALLOCATED.
 #[inline]
 pub fn mark_allocated<A: Arena>(arena: &A, hdr: &BlockHeader, payload: u64, type_tag: u32) {
     mark_allocated_as(arena, hdr, payload, type_tag, arena.next_generation());
@@ -204,74 +289,90 @@ pub fn mark_allocated<A: Arena>(arena: &A, hdr: &BlockHeader, payload: u64, type
 
 /// [`mark_allocated`] with a generation the caller already took from
 /// [`Arena::next_generation`] (or a range reserved from it).
+///
+/// A plain store is enough: the block's word names this participant in a
+/// held state (ACKED or CACHED), and no other participant changes such a
+/// word while its holder is alive (frees and adoptions need a live state,
+/// recovery a dead owner).
 #[inline]
 pub fn mark_allocated_as<A: Arena>(
     arena: &A,
     hdr: &BlockHeader,
     payload: u64,
     type_tag: u32,
-    generation: u32,
+    generation: u64,
 ) {
     // Relaxed: published by the Release store of the state word below.
-    hdr.owner.store(arena.owner().0, Relaxed);
     hdr.type_tag.store(type_tag, Relaxed);
     hdr.requested
         .store(payload.min(u32::MAX as u64) as u32, Relaxed);
     // Release: whoever Acquires the state word (free, lookups, recovery,
-    // walkers) sees the owner, tag and size stored before it.
-    hdr.state.store(state::pack(generation, ALLOCATED), Release);
+    // walkers) sees the tag and size stored before it.
+    hdr.state
+        .store(state::pack(generation, arena.owner().0, ALLOCATED), Release);
 }
 
-/// Writes a complete FREE header for a new block at `offset`. The generation
-/// field keeps whatever the memory held; the next allocation replaces it with
-/// a fresh one from [`Arena::next_generation`].
-pub(crate) fn write_free_header(hdr: &BlockHeader, offset: u32, size: u32) {
-    let generation = state::generation_of(hdr.state.load(Relaxed));
+/// Writes a complete header for a new block at `offset` with state word
+/// `word`. The `check` word goes last, with Release: a reader that Acquires
+/// a valid `check` sees every other field of this header.
+pub(crate) fn write_header(hdr: &BlockHeader, offset: u32, size: u32, word: u64) {
+    // Relaxed: published by the Release store of `check` below.
     hdr.size.store(size, Relaxed);
     hdr.next_free.store(0, Relaxed);
-    // Relaxed stores: see the note at the end of this function.
-    hdr.owner.store(0, Relaxed);
+    hdr.reserved.store(0, Relaxed);
     hdr.type_tag.store(0, Relaxed);
     hdr.requested.store(0, Relaxed);
-    hdr.state.store(state::pack(generation, FREE), Relaxed);
-    // Relaxed: the header is published by the caller's Release (a size
-    // store, a push, or the state store of `mark_allocated`).
-    hdr.check.store(header_check(offset), Relaxed);
+    hdr.state.store(word, Relaxed);
+    // Release: pairs with the Acquire load of `check` by walkers,
+    // `checked_header` and poppers.
+    hdr.check.store(header_check(offset), Release);
 }
 
-/// A block just carved from the wilderness, and the intent entry that
-/// records the carve until the block is marked.
-struct Carved<'a> {
-    offset: u32,
-    intent: Option<&'a AtomicU64>,
-}
+/// Rounds a carver waits for an intent entry of its own participant (held
+/// by sibling threads for a few instructions each) before it gives up and
+/// takes the miss path.
+const INTENT_WAIT_ROUNDS: u32 = 1_000;
 
-/// Carves `size` bytes from the wilderness; returns the new block's offset
-/// with a complete FREE header and the carve intent still recorded.
-fn carve<A: Arena>(arena: &A, size: u32) -> Option<Carved<'_>> {
-    let seg = arena.segment();
-    // An intent entry of this participant, claimed by CAS from 0 to the
-    // placeholder 1 (Acquire: after its last holder's Release of 0; the
-    // Relaxed pre-check only skips entries that are visibly taken).
-    let intent = arena.my_slot().and_then(|slot| {
-        slot.carve_intents
+/// Claims a free intent entry of this participant (CAS 0 → 1, the
+/// placeholder), waiting a bounded time for a sibling thread to release one.
+/// `None` for a participant-less view or when every entry stays taken: the
+/// caller must then not carve or retract (a carve without an intent leaves
+/// a hole no walk can step over if the carver dies).
+pub(crate) fn claim_intent<A: Arena>(arena: &A) -> Option<&AtomicU64> {
+    let slot = arena.my_slot()?;
+    for round in 0..INTENT_WAIT_ROUNDS {
+        // Acquire: after the last holder's Release of 0; the Relaxed
+        // pre-check only skips entries that are visibly taken.
+        if let Some(e) = slot
+            .carve_intents
             .iter()
             .find(|e| e.load(Relaxed) == 0 && e.compare_exchange(0, 1, Acquire, Relaxed).is_ok())
-    });
+        {
+            return Some(e);
+        }
+        crate::sync::spin_hint();
+        if round > 64 {
+            #[cfg(not(loom))]
+            std::thread::yield_now();
+        }
+    }
+    None
+}
+
+/// Carves `size` bytes from the wilderness, recording the carve in
+/// `intent`; returns the new block's offset with a complete header (ACKED,
+/// owner = this participant). `None` when the wilderness is too small.
+fn carve<A: Arena>(arena: &A, size: u32, intent: &AtomicU64) -> Option<u32> {
+    let seg = arena.segment();
     // Relaxed: only the CAS's expected value; the CAS decides.
     let mut top = seg.top.load(Relaxed);
     loop {
         if top as u64 + size as u64 > arena.arena_end() as u64 || top < arena.arena_start() {
-            if let Some(e) = intent {
-                e.store(0, Release);
-            }
             return None;
         }
-        if let Some(e) = intent {
-            // SeqCst: recovery reads `top`, then the intents (SeqCst); a carve
-            // that moved `top` is visible to it as an intent or as a header.
-            e.store(((size as u64) << 32) | top as u64, SeqCst);
-        }
+        // SeqCst: recovery reads `top`, then the intents (SeqCst); a carve
+        // that moved `top` is visible to it as an intent or as a header.
+        intent.store(((size as u64) << 32) | top as u64, SeqCst);
         match seg
             .top
             .compare_exchange_weak(top, top + size, SeqCst, Relaxed)
@@ -282,15 +383,23 @@ fn carve<A: Arena>(arena: &A, size: u32) -> Option<Carved<'_>> {
     }
     let hdr = arena.header(top)?;
     crate::fault::at(crate::fault::CARVED);
-    write_free_header(hdr, top, size);
+    // Written as held by this participant: if it dies before marking the
+    // block, recovery finds the header (the intent explains nothing any
+    // more) and returns the block by its owner.
+    write_header(
+        hdr,
+        top,
+        size,
+        state::pack(arena.next_generation(), arena.owner().0, ACKED),
+    );
     crate::fault::at(crate::fault::CARVE_WRITTEN);
-    Some(Carved {
-        offset: top,
-        intent,
-    })
+    Some(top)
 }
 
-/// Checks that `offset` is a genuine, sane block header and returns it with its size.
+/// Checks that `offset` is a genuine, sane block header and returns it with
+/// its size. The size is a snapshot: a caller that acts on it must read it
+/// again once it holds the block (as [`retire`] does), or validate it
+/// against an unchanged state word read before and after it.
 #[inline]
 pub fn checked_header<A: Arena>(arena: &A, offset: u32) -> Result<(&BlockHeader, u32), BlockError> {
     if offset % BLOCK_ALIGN != 0 {
@@ -328,38 +437,31 @@ pub fn checked_header<A: Arena>(arena: &A, offset: u32) -> Result<(&BlockHeader,
 
 /// Frees the block whose header is at `offset`. With `generation`, the block
 /// must still be that generation (a stale handle is refused).
-pub fn free<A: Arena>(arena: &A, offset: u32, generation: Option<u32>) -> Result<(), BlockError> {
-    if let Some((hdr, size)) = retire(arena, offset, generation, ACKED)? {
-        release_block(arena, hdr, offset, size);
-    }
+pub fn free<A: Arena>(arena: &A, offset: u32, generation: Option<u64>) -> Result<(), BlockError> {
+    let (hdr, size) = retire(arena, offset, generation, ACKED)?;
+    release_block(arena, hdr, offset, size);
     Ok(())
 }
 
-/// The double-free check: moves a live block (ALLOCATED or a user state) to
-/// `into` (ACKED, or CACHED for a thread cache) with one CAS on the state
-/// word, so exactly one of two racing frees wins and a stale generation never
-/// matches. Then takes the block's owner word, so a recovery of the block's
-/// previous (dead) owner cannot return the block a second time.
+/// The double-free check and the change of hands, in one CAS on the state
+/// word: a live block (ALLOCATED or a user state, any owner) becomes
+/// `(gen, me, into)`, where `into` is ACKED, or CACHED for a thread cache.
 ///
-/// Returns the header and block size when the caller now holds the block,
-/// or `None` when a recoverer claimed the owner word first: the block was
-/// already the dead owner's to reclaim, and the recoverer returns it.
-///
-/// ```text
-///  freer:     state live -> ACKED/CACHED,  then owner prev -> me  (CAS)
-///  recoverer: owner dead -> RECLAIMING (CAS), then state -> ACKED, release
-///  whoever wins the owner word returns the block; the other leaves it.
-/// ```
+/// Exactly one of two racing frees wins; a stale generation never matches;
+/// a recoverer reclaiming the block of a dead owner CASes the same word, so
+/// exactly one of the freer and the recoverer gets the block. Returns the
+/// header and the block size, read after the claim (a size read before it
+/// could belong to an earlier occupant of the offset).
 #[inline]
 pub fn retire<A: Arena>(
     arena: &A,
     offset: u32,
-    generation: Option<u32>,
+    generation: Option<u64>,
     into: u32,
-) -> Result<Option<(&BlockHeader, u32)>, BlockError> {
-    let (hdr, size) = checked_header(arena, offset)?;
+) -> Result<(&BlockHeader, u32), BlockError> {
+    let (hdr, _) = checked_header(arena, offset)?;
     let me = arena.owner().0;
-    // Acquire: pairs with mark_allocated's Release.
+    // Acquire: pairs with the Release of the word's last change.
     let mut word = hdr.state.load(Acquire);
     loop {
         let (gen, st) = (state::generation_of(word), state::state_of(word));
@@ -373,63 +475,96 @@ pub fn retire<A: Arena>(
             }
         }
         match st {
-            FREE | ACKED | CACHED => return Err(BlockError::DoubleFree { offset }),
+            FREE | ACKED | CACHED | RELEASING => return Err(BlockError::DoubleFree { offset }),
             COALESCING => return Err(BlockError::NotLive { offset, state: st }),
-            s if state::is_reserved(s) => {
-                return Err(BlockError::ReservedState { offset, state: s })
-            }
+            s if !state::is_live(s) => return Err(BlockError::ReservedState { offset, state: s }),
             _ => {}
-        }
-        // The owner as it stands with `word`, read before the state CAS: if
-        // anyone (a recoverer) changes it afterwards, our owner CAS fails.
-        // Acquire: pairs with the Release of whoever stored it
-        // (mark_allocated, set_owner, a recoverer's claim).
-        let prev = hdr.owner.load(Acquire);
-        if prev == OwnerId::RECLAIMING.0 {
-            return Ok(None); // the dead owner's recoverer returns it
         }
         // AcqRel: Acquire so the payload writes of whoever set this state
         // happen before the block is reused; Release so a recoverer that
-        // Acquires the new state sees this participant's earlier writes.
+        // Acquires the new word sees this participant's earlier writes.
         match hdr
             .state
-            .compare_exchange(word, state::pack(gen, into), AcqRel, Acquire)
+            .compare_exchange(word, state::pack(gen, me, into), AcqRel, Acquire)
         {
-            Ok(_) if prev == me => {
-                crate::fault::at(crate::fault::RETIRED);
-                return Ok(Some((hdr, size)));
-            }
-            Ok(_) => {
-                // AcqRel: the word a recoverer claims with a CAS, so exactly
-                // one of us holds the block; Release so a recoverer reading
-                // this owner after Acquiring the state sees it is held.
-                return Ok(hdr
-                    .owner
-                    .compare_exchange(prev, me, AcqRel, Relaxed)
-                    .ok()
-                    .map(|_| (hdr, size)));
-            }
+            Ok(_) => break,
+            Err(actual) => word = actual,
+        }
+    }
+    crate::fault::at(crate::fault::RETIRED);
+    // Relaxed: ordered after the claim's Acquire; a held block's size is
+    // changed by its holder only.
+    let size = hdr.size.load(Relaxed);
+    if size < MIN_BLOCK || size % BLOCK_ALIGN != 0 || !fits(arena, offset, size) {
+        return Err(BlockError::Corrupted {
+            offset,
+            what: "impossible block size",
+        });
+    }
+    Ok((hdr, size))
+}
+
+/// Returns a block this participant holds exclusively (its word names this
+/// participant in ACKED, COALESCING or CACHED) to the free index.
+///
+/// The FREE store needs no CAS: no other participant changes a held word
+/// while its holder lives (see [`mark_allocated_as`]).
+pub fn release_block<A: Arena>(arena: &A, hdr: &BlockHeader, offset: u32, size: u32) {
+    // Relaxed: the block is ours; the push's Release publishes the word.
+    let gen = state::generation_of(hdr.state.load(Relaxed));
+    // RELEASING, still under our name: until the push lands nobody else can
+    // reach the block, and if we die here recovery finds it by its owner.
+    // Relaxed: the push's Release publishes the word.
+    hdr.state
+        .store(state::pack(gen, arena.owner().0, RELEASING), Relaxed);
+    push_released(arena, hdr, offset, size);
+}
+
+/// Claims a block just popped from a free list: CAS from `word` (judged
+/// listable) to `claimed(word)`. The only change a listed block's word may
+/// see meanwhile is its releaser's RELEASING → FREE (same generation), so
+/// the CAS is retried from the new word while it is listable and of the
+/// same generation; anything else means another participant holds it.
+///
+/// AcqRel: Acquire orders the caller's reads of the block (its size) after
+/// the claim; Release lets a recoverer that Acquires the word see it held.
+#[inline]
+pub(crate) fn claim_listed(hdr: &BlockHeader, mut word: u64, claimed: impl Fn(u64) -> u64) -> bool {
+    let generation = state::generation_of(word);
+    loop {
+        if !state::is_listable(state::state_of(word)) || state::generation_of(word) != generation {
+            return false;
+        }
+        match hdr
+            .state
+            .compare_exchange(word, claimed(word), AcqRel, Acquire)
+        {
+            Ok(_) => return true,
             Err(actual) => word = actual,
         }
     }
 }
 
-/// Returns a block this participant holds exclusively (ACKED, COALESCING or
-/// CACHED) to the free index.
-pub fn release_block<A: Arena>(arena: &A, hdr: &BlockHeader, offset: u32, size: u32) {
-    let gen = state::generation_of(hdr.state.load(Relaxed));
-    // Release: a `set_owner` that Acquires this owner also sees the block
-    // is no longer live (the ACKED/COALESCING/CACHED state stored before).
-    hdr.owner.store(OwnerId::SEGMENT.0, Release);
+/// Pushes a block whose word is `RELEASING` under this participant, then
+/// moves it to FREE with a CAS (a popper may have claimed it already: then
+/// the CAS fails and the block is the popper's).
+fn push_released<A: Arena>(arena: &A, hdr: &BlockHeader, offset: u32, size: u32) {
+    // Relaxed: the block is ours until the push.
+    let word = hdr.state.load(Relaxed);
     crate::fault::at(crate::fault::RELEASE_OWNER);
-    // Relaxed: the push's Release publishes FREE. Storing FREE after the push
-    // could overwrite the ALLOCATED of whoever pops it next.
-    hdr.state.store(state::pack(gen, FREE), Relaxed);
-    crate::fault::at(crate::fault::RELEASE_FREE);
     free_index::push(&arena.segment().index, hdr, offset, class_of(size));
+    crate::fault::at(crate::fault::RELEASE_FREE);
+    // Release: a popper that Acquires FREE sees the pushed header; Relaxed
+    // on failure: the popper's claim took the block, nothing to read.
+    let _ = hdr.state.compare_exchange(
+        word,
+        state::pack(state::generation_of(word), 0, FREE),
+        Release,
+        Relaxed,
+    );
 }
 
-/// Moves ownership of a live block from `from` to `to` (CAS on the owner word).
+/// Moves ownership of a live block from `from` to `to`.
 pub fn set_owner<A: Arena>(
     arena: &A,
     offset: u32,
@@ -441,22 +576,29 @@ pub fn set_owner<A: Arena>(
 
 /// [`set_owner`], and with `generation` only while the block is still that
 /// generation (a handle to a block freed and re-allocated since is refused).
+///
+/// One CAS on the state word from the word judged live (and of the right
+/// generation and owner) to the same word with the new owner: a free, a
+/// recovery or another adoption landing in between makes it fail and be
+/// judged again, so a block never ends up freed under one name and owned
+/// under another.
 pub fn set_owner_of<A: Arena>(
     arena: &A,
     offset: u32,
-    generation: Option<u32>,
+    generation: Option<u64>,
     from: Option<OwnerId>,
     to: OwnerId,
 ) -> Result<OwnerId, BlockError> {
+    if to != OwnerId::SEGMENT && to.slot().is_none() {
+        return Err(BlockError::Corrupted {
+            offset,
+            what: "new owner is not a participant slot",
+        });
+    }
     let (hdr, _) = checked_header(arena, offset)?;
+    // Acquire: pairs with the Release of the word's last change.
+    let mut word = hdr.state.load(Acquire);
     loop {
-        // The owner first, then the state: a recoverer claims the owner word
-        // before it frees the block, so a live state read after this owner
-        // means the CAS below can only succeed on a block still live.
-        // Acquire: pairs with the Release of the last owner change.
-        let current = hdr.owner.load(Acquire);
-        // Acquire: pairs with the Release of the last state change.
-        let word = hdr.state.load(Acquire);
         let st = state::state_of(word);
         if !state::is_live(st) {
             return Err(BlockError::NotLive { offset, state: st });
@@ -471,13 +613,7 @@ pub fn set_owner_of<A: Arena>(
                 });
             }
         }
-        if current == OwnerId::RECLAIMING.0 {
-            // A recoverer claimed the block of its dead owner first.
-            return Err(BlockError::NotLive {
-                offset,
-                state: ACKED,
-            });
-        }
+        let current = state::owner_of(word);
         if let Some(f) = from {
             if f.0 != current {
                 return Err(BlockError::Corrupted {
@@ -486,14 +622,14 @@ pub fn set_owner_of<A: Arena>(
                 });
             }
         }
-        // AcqRel: ownership hand-over orders with the recovery that claims
-        // the same word with a CAS.
-        if hdr
-            .owner
-            .compare_exchange(current, to.0, AcqRel, Relaxed)
-            .is_ok()
+        // AcqRel: ownership hand-over orders with the free or recovery that
+        // CASes the same word.
+        match hdr
+            .state
+            .compare_exchange(word, state::with_owner(word, to.0), AcqRel, Acquire)
         {
-            return Ok(OwnerId(current));
+            Ok(_) => return Ok(OwnerId(current)),
+            Err(actual) => word = actual,
         }
     }
 }

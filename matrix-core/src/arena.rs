@@ -10,34 +10,34 @@ use crate::layout::{
 };
 use crate::sync::{AtomicU32, Ordering, Ordering::Relaxed};
 
-/// An owner id: `generation << 8 | (slot + 1)`; 0 means "owned by the segment".
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// An owner id: the participant slot + 1; 0 means "owned by the segment".
+///
+/// It is the owner field of a block's state word (see [`crate::state`]), so
+/// it fits in [`crate::state::OWNER_BITS`] bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OwnerId(pub u32);
 
 impl OwnerId {
     /// Blocks owned by the segment itself (never reclaimed by recovery).
     pub const SEGMENT: OwnerId = OwnerId(0);
 
-    /// Written into a block's owner word by a recoverer that has claimed the
-    /// block of a dead participant: no participant id ever equals it, so a
-    /// live participant freeing or adopting the block at the same time loses
-    /// its CAS on the owner word and leaves the block to the recoverer.
-    pub const RECLAIMING: OwnerId = OwnerId(u32::MAX);
+    /// Blocks in user states whose participant is gone: recovery hands them
+    /// to this id instead of reclaiming them (unless asked to), so that a
+    /// later holder of the same slot is not mistaken for their owner. A
+    /// live participant may adopt them; `recover(true)` and `repair(true)`
+    /// reclaim them.
+    pub const DEPARTED: OwnerId = OwnerId(crate::state::OWNER_MAX);
 
-    /// The owner id of `slot` at `generation`.
-    pub const fn new(slot: usize, generation: u32) -> Self {
-        OwnerId(((generation & 0x00FF_FFFF) << 8) | (slot as u32 + 1))
+    /// The owner id of participant `slot`.
+    pub const fn of_slot(slot: usize) -> Self {
+        OwnerId(slot as u32 + 1)
     }
 
-    /// The participant slot, or `None` for [`OwnerId::SEGMENT`] or a garbage id.
+    /// The participant slot, or `None` for [`OwnerId::SEGMENT`] or an id
+    /// beyond the slot table.
     pub fn slot(self) -> Option<usize> {
-        let s = (self.0 & 0xFF) as usize;
+        let s = self.0 as usize;
         (s != 0 && s <= MAX_PARTICIPANTS).then(|| s - 1)
-    }
-
-    /// The low 24 bits of the slot generation.
-    pub const fn generation(self) -> u32 {
-        self.0 >> 8
     }
 }
 
@@ -70,7 +70,7 @@ pub trait Arena {
     /// generation of the header that was there before (a merge absorbed it
     /// and the payload overwrote it), so the value comes from the segment.
     #[inline]
-    fn next_generation(&self) -> u32 {
+    fn next_generation(&self) -> u64 {
         // Relaxed: only the uniqueness of the RMW is needed; the block's
         // state store (Release) publishes the value.
         self.segment()
@@ -135,7 +135,7 @@ impl ModelArena {
         p.pid.store(slot as u32 + 1, Ordering::Relaxed);
         ModelView {
             arena: self,
-            owner: OwnerId::new(slot, 0),
+            owner: OwnerId::of_slot(slot),
         }
     }
 

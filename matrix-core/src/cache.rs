@@ -71,7 +71,7 @@ const GENERATION_BATCH: u32 = 1024;
 struct ThreadCache {
     id: u64,
     /// Next generation of this thread's reserved range, and how many are left.
-    generation_next: u32,
+    generation_next: u64,
     generations_left: u32,
     fork_epoch: u64,
     attachment: Weak<Attachment>,
@@ -138,14 +138,14 @@ impl ThreadCache {
     /// A segment-unique generation: from this thread's reserved range, which
     /// is refilled with one RMW on the shared counter per 1,024 allocations.
     #[inline]
-    fn generation(&mut self, arena: &Attachment) -> u32 {
+    fn generation(&mut self, arena: &Attachment) -> u64 {
         if self.generations_left == 0 {
             // Relaxed: only the uniqueness of the RMW matters; each block's
             // state store (Release) publishes the value it is given.
             self.generation_next = arena
                 .segment()
                 .generations
-                .fetch_add(GENERATION_BATCH, Relaxed)
+                .fetch_add(GENERATION_BATCH as u64, Relaxed)
                 .wrapping_add(1);
             self.generations_left = GENERATION_BATCH;
         }
@@ -219,7 +219,7 @@ fn with_cache<R>(id: u64, f: impl FnOnce(&mut ThreadCache) -> R) -> Option<R> {
 /// Takes a cached block of at least `size` bytes, if this thread has one,
 /// with the generation to give it. Registers this thread's cache on first use.
 #[inline]
-pub(crate) fn take(arena: &Arc<Attachment>, size: u32) -> Option<(u32, u32)> {
+pub(crate) fn take(arena: &Arc<Attachment>, size: u32) -> Option<(u32, u64)> {
     match with_cache(arena.id, |cache| {
         let offset = cache.take(size)?;
         Some((offset, cache.generation(arena)))
@@ -234,7 +234,7 @@ pub(crate) fn take(arena: &Arc<Attachment>, size: u32) -> Option<(u32, u32)> {
 
 /// A generation for an allocation on this thread (see `ThreadCache::generation`).
 #[inline]
-pub(crate) fn next_generation(arena: &Attachment) -> u32 {
+pub(crate) fn next_generation(arena: &Attachment) -> u64 {
     with_cache(arena.id, |cache| cache.generation(arena)).unwrap_or_else(|| {
         // No cache on this thread (e.g. during its teardown): one RMW.
         arena

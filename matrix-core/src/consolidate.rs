@@ -24,7 +24,7 @@ use crate::error::AllocError;
 use crate::free_index;
 use crate::layout::{header_check, BLOCK_ALIGN, MIN_BLOCK};
 use crate::size_class::{SizeClass, FL_COUNT, SL_COUNT};
-use crate::state::{self, COALESCING, FREE};
+use crate::state::{self, COALESCING};
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
 /// What one consolidation did.
@@ -42,8 +42,22 @@ pub struct ConsolidationReport {
     pub damaged_blocks: usize,
 }
 
+/// Blocks a consolidation holds (COALESCING under its name): `(offset, size)`.
+pub(crate) type Held = Vec<(u32, u32)>;
+
 /// Runs a consolidation unless one is already running.
 pub fn consolidate<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocError> {
+    consolidate_with(arena, &mut |_| {})
+}
+
+/// [`consolidate`], calling `after_drain` once every free list has been
+/// drained into the consolidator's hands and before anything is merged:
+/// recovery uses that moment, when no free block of a dead participant can
+/// still be in a list, to claim the blocks it could not place before.
+pub(crate) fn consolidate_with<A: Arena>(
+    arena: &A,
+    after_drain: &mut dyn FnMut(&mut Held),
+) -> Result<ConsolidationReport, AllocError> {
     let seg = arena.segment();
     let me = arena.owner().0;
     // Acquire: pairs with the previous holder's Release at the end.
@@ -54,7 +68,7 @@ pub fn consolidate<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocErro
     {
         return Ok(ConsolidationReport::default());
     }
-    let result = run(arena);
+    let result = run(arena, after_drain);
     // Release: an allocator that Acquires the new epoch sees the merged
     // blocks pushed. Relaxed for the counter: statistics only.
     seg.consolidation_epoch.fetch_add(1, Release);
@@ -69,10 +83,41 @@ pub fn consolidate<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocErro
 pub(crate) fn consolidate_or_wait<A: Arena>(arena: &A) -> Result<(), AllocError> {
     let seg = arena.segment();
     let epoch = seg.consolidation_epoch.load(Acquire);
-    for round in 0..20_000u32 {
+    wait_for_consolidator(arena, &mut || {
         // Acquire: pairs with the epoch's Release bump after a consolidation.
-        if consolidate(arena)?.ran || seg.consolidation_epoch.load(Acquire) != epoch {
-            return Ok(());
+        Ok(consolidate(arena)?.ran || seg.consolidation_epoch.load(Acquire) != epoch)
+    })
+    .map(|_| ())
+}
+
+/// Runs a consolidation with `after_drain` (see [`consolidate_with`]),
+/// waiting (bounded) for a running one to finish and taking the word over
+/// from a dead holder. `None` if no consolidation could be run in time.
+pub(crate) fn consolidate_exclusive<A: Arena>(
+    arena: &A,
+    after_drain: &mut dyn FnMut(&mut Held),
+) -> Result<Option<ConsolidationReport>, AllocError> {
+    let mut report = None;
+    wait_for_consolidator(arena, &mut || {
+        let r = consolidate_with(arena, after_drain)?;
+        let ran = r.ran;
+        report = Some(r);
+        Ok(ran)
+    })?;
+    Ok(report.filter(|r| r.ran))
+}
+
+/// Calls `attempt` until it says done, up to a bound, taking the
+/// consolidator word over from a dead holder in between. Returns whether an
+/// attempt succeeded.
+fn wait_for_consolidator<A: Arena>(
+    arena: &A,
+    attempt: &mut dyn FnMut() -> Result<bool, AllocError>,
+) -> Result<bool, AllocError> {
+    let seg = arena.segment();
+    for round in 0..20_000u32 {
+        if attempt()? {
+            return Ok(true);
         }
         let holder = seg.consolidator.load(Acquire);
         if holder != 0 && round % 64 == 63 {
@@ -96,10 +141,13 @@ pub(crate) fn consolidate_or_wait<A: Arena>(arena: &A) -> Result<(), AllocError>
             std::thread::yield_now();
         }
     }
-    Ok(())
+    Ok(false)
 }
 
-fn run<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocError> {
+fn run<A: Arena>(
+    arena: &A,
+    after_drain: &mut dyn FnMut(&mut Held),
+) -> Result<ConsolidationReport, AllocError> {
     let seg = arena.segment();
     let me = arena.owner().0;
     let max_blocks = ((arena.arena_end() - arena.arena_start()) / MIN_BLOCK) as usize;
@@ -111,35 +159,56 @@ fn run<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocError> {
         ran: true,
         ..Default::default()
     };
+    // Every pop is recorded here first (see `free_index::pop`): a
+    // consolidator that dies between a pop and its claim leaves the block
+    // findable by the next recovery.
+    let Some(intent) = crate::alloc::claim_intent(arena) else {
+        report.ran = false;
+        return Ok(report);
+    };
+    let intent = crate::alloc::IntentGuard(intent);
     'buckets: for fl in 0..FL_COUNT {
         for sl in 0..SL_COUNT {
             let class = SizeClass { fl, sl };
-            while let Some(offset) = free_index::pop(arena, class, 0)? {
+            while let Some(offset) = free_index::pop(arena, class, 0, Some(&intent))? {
                 popped += 1;
                 if popped > max_blocks {
                     break 'buckets;
                 }
                 let hdr = arena.header(offset).expect("pop checks bounds");
                 crate::fault::at(crate::fault::CONSOLIDATE_POPPED);
-                // Relaxed: the pop's Acquire CAS ordered these reads after the
-                // pusher's stores, and the block is ours now.
-                let word = hdr.state.load(Relaxed);
-                if state::state_of(word) == COALESCING && hdr.owner.load(Relaxed) == me {
+                // Acquire: pairs with the Release that published the check,
+                // and with the pusher's Release of the FREE word.
+                let check = hdr.check.load(Acquire);
+                let word = hdr.state.load(Acquire);
+                if state::state_of(word) == COALESCING && state::owner_of(word) == me {
                     // Popped twice: the list has a cycle. Stop taking blocks.
                     break 'buckets;
                 }
-                if hdr.check.load(Relaxed) != header_check(offset) || state::state_of(word) != FREE
-                {
+                if check != header_check(offset) || !state::is_listable(state::state_of(word)) {
                     // Not a free block (a corrupt link into a live block or a
                     // payload): leave it untouched, out of the index.
                     report.damaged_blocks += 1;
                     continue;
                 }
-                // Marked right after the pop: if we die now, recovery finds
-                // the block by its owner.
-                hdr.owner.store(me, Relaxed);
-                hdr.state
-                    .store(state::pack(state::generation_of(word), COALESCING), Relaxed);
+                // Claimed right after the pop, with one CAS from the word
+                // judged above, under a new generation (every claim of a
+                // free block takes one, so a recoverer comparing a recorded
+                // generation knows whether anyone claimed the block since):
+                // if we die now, recovery finds the block by its owner; a
+                // corrupt list handing the entry to someone else as well
+                // gives it to only one of us.
+                let generation = arena.next_generation();
+                if !crate::alloc::claim_listed(hdr, word, |_| {
+                    state::pack(generation, me, COALESCING)
+                }) {
+                    report.damaged_blocks += 1;
+                    continue;
+                }
+                // Release: a recoverer that reads the entry back at the
+                // placeholder sees the claim.
+                intent.store(1, Release);
+                // Relaxed: ordered after the claim's Acquire; the block is ours.
                 let size = hdr.size.load(Relaxed);
                 if size < MIN_BLOCK
                     || size % BLOCK_ALIGN != 0
@@ -159,6 +228,8 @@ fn run<A: Arena>(arena: &A) -> Result<ConsolidationReport, AllocError> {
         }
     }
     report.blocks_in = held.len();
+    drop(intent);
+    after_drain(&mut held);
     held.sort_unstable_by_key(|&(offset, _)| offset);
     // Free blocks never overlap; if damaged sizes say otherwise, the later
     // block is taken out of circulation rather than handed out twice.
@@ -219,11 +290,7 @@ fn retract<A: Arena>(arena: &A, start: u32, size: u32) -> bool {
     // carve is: walkers step over it, and if this participant dies before
     // `top` moves, recovery rebuilds the header from the intent instead of
     // finding the chain broken at `start`.
-    let Some(intent) = arena.my_slot().and_then(|slot| {
-        slot.carve_intents
-            .iter()
-            .find(|e| e.load(Relaxed) == 0 && e.compare_exchange(0, 1, Acquire, Relaxed).is_ok())
-    }) else {
+    let Some(intent) = crate::alloc::claim_intent(arena) else {
         return false; // no intent entry free: keep the run as a free block
     };
     // SeqCst: walkers and recovery read `top`, then the intents (see alloc::carve).

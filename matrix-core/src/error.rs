@@ -285,9 +285,9 @@ pub enum BlockError {
         /// Header offset.
         offset: u32,
         /// Generation the handle carries.
-        expected: u32,
+        expected: u64,
         /// Generation found.
-        found: u32,
+        found: u64,
     },
     /// The block is not live (free, or held by a consolidator).
     NotLive {
@@ -326,6 +326,12 @@ pub enum BlockError {
         /// Header offset.
         offset: u32,
         /// What is wrong.
+        what: &'static str,
+    },
+    /// A recovery could not finish now: the consolidator word stayed held
+    /// by a live participant. Nothing was lost; run `recover()` again.
+    Busy {
+        /// What it waited for.
         what: &'static str,
     },
 }
@@ -381,6 +387,10 @@ impl fmt::Display for BlockError {
             Corrupted { offset, what } => {
                 write!(f, "block header at {offset} is corrupted: {what}")
             }
+            Busy { what } => write!(
+                f,
+                "recovery postponed: {what}; nothing was lost, run recover() again"
+            ),
         }
     }
 }

@@ -6,7 +6,7 @@
 //! covers and check what `recover()` and `repair()` make of it. Without the
 //! feature every point is an empty inline function.
 
-/// After a pop, before the block is split or marked (allocate).
+/// After a pop, before the block is claimed (allocate).
 pub const ALLOC_POPPED: u32 = 1;
 /// After the split remainder's header is written, before it is published.
 pub const ALLOC_SPLITTING: u32 = 2;
@@ -17,11 +17,12 @@ pub const CARVE_WRITTEN: u32 = 4;
 /// After the state CAS of a free (ACKED or CACHED), before the block is
 /// returned or cached.
 pub const RETIRED: u32 = 5;
-/// In `release_block`, after the owner is cleared, before FREE is stored.
+/// After a block is marked RELEASING (a free, a split remainder, a
+/// consolidation's merged run), before it is pushed.
 pub const RELEASE_OWNER: u32 = 6;
-/// In `release_block`, after FREE is stored, before the push.
+/// After a RELEASING block is pushed, before it is marked FREE.
 pub const RELEASE_FREE: u32 = 7;
-/// In a consolidation, after a pop, before the block is marked COALESCING.
+/// In a consolidation, after a pop, before the block is claimed.
 pub const CONSOLIDATE_POPPED: u32 = 8;
 /// In a consolidation, after a merged size is stored, before the absorbed
 /// headers are cleared.

@@ -21,6 +21,7 @@ use crate::arena::Arena;
 use crate::error::AllocError;
 use crate::layout::{BlockHeader, FreeIndex, NIL};
 use crate::size_class::{SizeClass, FL_COUNT, SL_COUNT};
+use crate::sync::AtomicU64;
 use crate::sync::Ordering::{Acquire, Relaxed, SeqCst};
 
 #[inline]
@@ -67,13 +68,17 @@ fn set_bits(index: &FreeIndex, class: SizeClass) {
 }
 
 /// Pops the head of `class` if its block holds at least `min_size` bytes.
-/// Returns the block's offset; the caller owns it from then on. Public for
-/// model checkers.
+/// Returns the block's offset; the caller must claim it (a CAS on its state
+/// word) before using it. With `intent`, the block about to be taken is
+/// recorded there (see `alloc::hold_intent`) before each attempt, so that a
+/// recoverer finds it if the caller dies between the pop and the claim.
+/// Public for model checkers.
 #[inline]
 pub fn pop<A: Arena>(
     arena: &A,
     class: SizeClass,
     min_size: u32,
+    intent: Option<&AtomicU64>,
 ) -> Result<Option<u32>, AllocError> {
     let head = &arena.segment().index.heads[class.fl][class.sl];
     // Acquire: pairs with the pusher's Release so `next_free` and `size` of
@@ -98,7 +103,16 @@ pub fn pop<A: Arena>(
         // Relaxed: only installed if the CAS proves the head (and so this
         // block's link) unchanged since the Acquire load.
         let next = hdr.next_free.load(Relaxed);
-        match head.compare_exchange_weak(current, bump(current, next), Acquire, Acquire) {
+        if let Some(intent) = intent {
+            // Relaxed: the generation only identifies the block; while it
+            // stays at the head (the CAS below proves it) nobody claims it.
+            let generation = crate::state::generation_of(hdr.state.load(Relaxed));
+            // SeqCst: ordered before the head CAS, so a recoverer that drains
+            // the index and then reads the intents (SeqCst) either popped
+            // the block itself or sees this record.
+            intent.store(crate::alloc::hold_intent(offset, generation), SeqCst);
+        }
+        match head.compare_exchange_weak(current, bump(current, next), SeqCst, Acquire) {
             Ok(_) => return Ok(Some(offset)),
             Err(actual) => current = actual,
         }

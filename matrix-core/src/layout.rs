@@ -22,7 +22,7 @@ use crossbeam_utils::CachePadded;
 /// `ATMATRX` + format byte, read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ATMATRX1");
 /// Version of the segment format; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes of the in-band header in front of every payload.
 pub const BLOCK_HEADER_SIZE: u32 = 32;
 /// Alignment of every block and every payload.
@@ -36,10 +36,10 @@ pub const NIL: u32 = 0;
 /// Largest segment: offsets are `u32`.
 pub const MAX_SEGMENT_SIZE: u64 = u32::MAX as u64;
 
-/// Participant slots in a segment (the owner id keeps the slot in 8 bits).
+/// Participant slots in a segment.
 #[cfg(not(loom))]
 pub const MAX_PARTICIPANTS: usize = 64;
-/// Participant slots in a segment (the owner id keeps the slot in 8 bits).
+/// Participant slots in a segment.
 #[cfg(loom)]
 pub const MAX_PARTICIPANTS: usize = 4;
 
@@ -59,14 +59,14 @@ pub mod init {
 /// (walkers, poppers reading `next_free`, recovery).
 #[repr(C)]
 pub struct BlockHeader {
-    /// Generation (high half) and state (low half); see [`crate::state`].
+    /// Generation, owner and state in one word; see [`crate::state`].
     pub state: AtomicU64,
     /// Whole block size, header included; a multiple of 16, at least [`MIN_BLOCK`].
     pub size: AtomicU32,
     /// Next block in the same free-index bucket ([`NIL`] ends the list).
     pub next_free: AtomicU32,
-    /// Owner id of the participant holding the block; 0 = owned by the segment.
-    pub owner: AtomicU32,
+    /// Zero; reserved for a future format (the owner lives in `state`).
+    pub reserved: AtomicU32,
     /// Type fingerprint of the payload (0 = untyped bytes).
     pub type_tag: AtomicU32,
     /// `HEADER_CHECK ^ offset` while this is a real block header; cleared when
@@ -92,7 +92,7 @@ impl BlockHeader {
             state: AtomicU64::new(0),
             size: AtomicU32::new(0),
             next_free: AtomicU32::new(0),
-            owner: AtomicU32::new(0),
+            reserved: AtomicU32::new(0),
             type_tag: AtomicU32::new(0),
             check: AtomicU32::new(0),
             requested: AtomicU32::new(0),
@@ -238,9 +238,9 @@ pub struct SegmentHeader {
     /// Owner id of the running consolidator (0 = none).
     pub consolidator: AtomicU32,
     /// Source of block generations: every allocation takes the next value,
-    /// so a generation never repeats at any offset (until 2^32 allocations
+    /// so a generation never repeats at any offset (until 2^40 allocations
     /// later), whatever the memory under a re-created header held.
-    pub generations: AtomicU32,
+    pub generations: AtomicU64,
     /// Completed consolidations; allocators use it to avoid consolidation storms.
     pub consolidation_epoch: AtomicU64,
     /// Start of the wilderness: `[arena_start, top)` is tiled by blocks.
@@ -271,7 +271,7 @@ impl SegmentHeader {
                 repairs: AtomicU64::new(0),
             },
             consolidator: AtomicU32::new(0),
-            generations: AtomicU32::new(0),
+            generations: AtomicU64::new(0),
             consolidation_epoch: AtomicU64::new(0),
             top: CachePadded::new(AtomicU32::new(0)),
             index: FreeIndex::new(),
@@ -327,7 +327,7 @@ pub const fn layout_fingerprint() -> u64 {
         offset_of!(BlockHeader, state) as u64,
         offset_of!(BlockHeader, size) as u64,
         offset_of!(BlockHeader, next_free) as u64,
-        offset_of!(BlockHeader, owner) as u64,
+        offset_of!(BlockHeader, reserved) as u64,
         offset_of!(BlockHeader, check) as u64,
         ARENA_START as u64,
         FORMAT_VERSION as u64,
@@ -352,14 +352,15 @@ mod pinned {
     const_assert!(offset_of!(BlockHeader, state) == 0);
     const_assert!(offset_of!(BlockHeader, size) == 8);
     const_assert!(offset_of!(BlockHeader, next_free) == 12);
-    const_assert!(offset_of!(BlockHeader, owner) == 16);
+    const_assert!(offset_of!(BlockHeader, reserved) == 16);
     const_assert!(offset_of!(BlockHeader, check) == 24);
     const_assert!(size_of::<ParticipantSlot>() == 64);
     const_assert!(offset_of!(SegmentHeader, magic) == 0);
     const_assert!(offset_of!(SegmentHeader, version) == 8);
     const_assert!(offset_of!(SegmentHeader, init_state) == 12);
     const_assert!(ARENA_START % BLOCK_ALIGN == 0);
-    const_assert!(MAX_PARTICIPANTS < 255);
+    // Every slot has an owner value in the state word's owner field.
+    const_assert!(MAX_PARTICIPANTS < crate::state::OWNER_MAX as usize);
     // The whole index and slot table stay well under 1 % of a 64 MiB segment.
     const_assert!(size_of::<SegmentHeader>() < 64 * 1024 * 1024 / 100);
 }

@@ -161,14 +161,11 @@ impl AtomicMatrix {
     /// Frees the block whose *header* is at `header_offset`; with
     /// `generation`, only if it is still that generation.
     #[inline]
-    pub fn free(&self, header_offset: u32, generation: Option<u32>) -> Result<(), BlockError> {
+    pub fn free(&self, header_offset: u32, generation: Option<u64>) -> Result<(), BlockError> {
         let arena = &*self.inner;
-        // `retire` also takes the owner word: a cached block is this
-        // participant's, so recovery reclaims it if this process dies.
-        let Some((hdr, size)) = alloc::retire(arena, header_offset, generation, state::CACHED)?
-        else {
-            return Ok(()); // a recovery of its dead owner returns the block
-        };
+        // `retire` also makes this participant the owner: a cached block is
+        // this participant's, so recovery reclaims it if this process dies.
+        let (hdr, size) = alloc::retire(arena, header_offset, generation, state::CACHED)?;
         if !cache::put(&self.inner, header_offset, size) {
             alloc::release_block(arena, hdr, header_offset, size);
         }
@@ -196,7 +193,7 @@ impl AtomicMatrix {
     pub fn set_owner_of(
         &self,
         header_offset: u32,
-        generation: u32,
+        generation: u64,
         from: Option<OwnerId>,
         to: OwnerId,
     ) -> Result<OwnerId, BlockError> {
@@ -276,7 +273,7 @@ impl Arena for AtomicMatrix {
         cache::flush_current(&self.inner);
     }
     #[inline]
-    fn next_generation(&self) -> u32 {
+    fn next_generation(&self) -> u64 {
         cache::next_generation(&self.inner)
     }
 }
@@ -309,7 +306,7 @@ impl Arena for Attachment {
         cache::flush_current(self);
     }
     #[inline]
-    fn next_generation(&self) -> u32 {
+    fn next_generation(&self) -> u64 {
         cache::next_generation(self)
     }
 }

@@ -57,7 +57,8 @@ pub(crate) fn claim(seg: &SegmentHeader) -> Result<(usize, OwnerId), SegmentErro
             }
             // Release: pid, start time and generation are visible with ACTIVE.
             slot.state.store(slot_state::ACTIVE, Release);
-            return Ok((index, OwnerId::new(index, generation)));
+            let _ = generation;
+            return Ok((index, OwnerId::of_slot(index)));
         }
     }
     Err(SegmentError::TooManyParticipants {
@@ -101,7 +102,7 @@ pub fn list(seg: &SegmentHeader) -> Vec<ParticipantInfo> {
                 slot: index,
                 state,
                 pid: slot.pid.load(Acquire),
-                owner: OwnerId::new(index, slot.generation.load(Acquire)),
+                owner: OwnerId::of_slot(index),
                 alive: state != slot_state::DETACHED && holder_alive(slot),
             })
         })

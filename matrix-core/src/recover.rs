@@ -8,10 +8,11 @@
 //! reported and reclaimed only on request. A carve the dead participant won
 //! but never wrote a header for is rebuilt from its recorded intent.
 //!
-//! Each block is claimed through its owner word before anything else
-//! (`dead -> RECLAIMING`, a CAS): a live participant that is freeing the
-//! block (`alloc::retire`) or adopting it (`alloc::set_owner`) CASes the
-//! same word, so exactly one of them returns or keeps it — never both.
+//! Each block is claimed with one CAS on its state word, which holds the
+//! owner together with the state and generation: a live participant that is
+//! freeing the block (`alloc::retire`) or adopting it (`alloc::set_owner`)
+//! CASes the same word, so exactly one of them returns or keeps it — never
+//! both.
 //!
 //! The one window recovery cannot close online: a participant killed between
 //! a successful pop and marking the block (a few instructions) leaves that
@@ -19,12 +20,12 @@
 //! [`repair`] — run when no other participant is alive — rebuilds the whole
 //! free index from the chain and takes them back.
 
-use crate::alloc::{release_block, write_free_header};
+use crate::alloc::{is_carve_intent, is_hold_intent, release_block, write_header};
 use crate::arena::{Arena, OwnerId};
 use crate::error::{BlockError, SegmentError};
 use crate::layout::{header_check, slot_state, ParticipantSlot, MIN_BLOCK};
 use crate::size_class::{class_of, FL_COUNT, SL_COUNT};
-use crate::state::{self, ACKED, ALLOCATED, CACHED, COALESCING, FREE};
+use crate::state::{self, ACKED, ALLOCATED, CACHED, COALESCING, FREE, RELEASING};
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use crate::walk::walk;
 
@@ -88,9 +89,8 @@ pub fn recover<A: Arena>(
         // Release: other recoverers that Acquire it see who works on the
         // slot; Acquire: the generation the dead holder claimed the slot with.
         slot.recoverer.store(me.0, Release);
-        let dead = OwnerId::new(index, slot.generation.load(Acquire));
-        rebuild_dead_carves(arena, slot, &mut report);
-        reclaim_blocks_of(arena, dead, reclaim_user_states, &mut report)?;
+        let dead = OwnerId::of_slot(index);
+        reclaim_dead_slot(arena, index, reclaim_user_states, &mut report)?;
         // AcqRel: a consolidation word left by the dead participant is released.
         let _ = seg
             .consolidator
@@ -105,15 +105,57 @@ pub fn recover<A: Arena>(
         report.participants += 1;
         seg.counters.recoveries.fetch_add(1, Relaxed);
     }
+    if reclaim_user_states {
+        // User-state blocks earlier recoveries kept for departed owners.
+        reclaim_blocks_of(arena, OwnerId::DEPARTED, true, &mut report)?;
+    }
     Ok(report)
 }
 
+/// Returns everything the dead participant in slot `index` held: the carves
+/// it won but never wrote, every block whose state word names it, and the
+/// blocks it was moving into or out of a free list. Called by the
+/// recoverer that won the slot.
+pub(crate) fn reclaim_dead_slot<A: Arena>(
+    arena: &A,
+    index: usize,
+    reclaim_user_states: bool,
+    report: &mut RecoveryReport,
+) -> Result<(), BlockError> {
+    let slot = &arena.segment().participants[index];
+    rebuild_dead_carves(arena, slot, report);
+    let dead = OwnerId::of_slot(index);
+    let releasing = reclaim_blocks_of(arena, dead, reclaim_user_states, report)?;
+    let popped: Vec<(u32, u32)> = slot
+        .carve_intents
+        .iter()
+        // SeqCst: pairs with the popper's intent store (see free_index::pop).
+        .map(|e| e.load(SeqCst))
+        .filter(|&v| is_hold_intent(v))
+        .map(|v| ((v as u32) & !1, (v >> 32) as u32))
+        .collect();
+    if releasing.is_empty() && popped.is_empty() {
+        return Ok(());
+    }
+    place_unplaced(arena, index, &releasing, &popped, report)
+}
+
+/// Reclaims every block whose state word names `dead`, and returns the
+/// `(offset, word)` of those it could not place: RELEASING blocks, which
+/// the dead participant may or may not have pushed.
+///
+/// Each block is taken with one CAS from the word judged here — owner
+/// `dead`, a state recovery may take — to `(gen, me, ACKED)`. A live
+/// participant freeing or adopting the same block CASes the same word, so
+/// exactly one of us gets it; a lost CAS is judged again from the new word.
 fn reclaim_blocks_of<A: Arena>(
     arena: &A,
     dead: OwnerId,
     reclaim_user_states: bool,
     report: &mut RecoveryReport,
-) -> Result<(), BlockError> {
+) -> Result<Vec<(u32, u64)>, BlockError> {
+    let me = arena.owner().0;
+    let mut releasing = Vec::new();
     let blocks: Vec<_> = walk(arena).collect::<Result<_, _>>()?;
     for info in blocks {
         if info.carving || info.owner != dead {
@@ -122,81 +164,184 @@ fn reclaim_blocks_of<A: Arena>(
         let Some(hdr) = arena.header(info.offset) else {
             continue;
         };
-        // Acquire: pairs with the Release of the block's last state change.
-        let word = hdr.state.load(Acquire);
-        let st = state::state_of(word);
-        let take = match st {
-            ACKED | COALESCING | CACHED => true,
-            ALLOCATED => true,
-            // A FREE block carrying the dead owner: it had popped the block
-            // and stored its owner but not yet its state (mark_allocated, a
-            // consolidation's pop). Free blocks in the index carry owner 0.
-            FREE => true,
-            s if s >= state::USER_STATE_MIN => {
-                if !reclaim_user_states {
-                    report.user_state_blocks.push((info.offset, s));
-                }
-                reclaim_user_states
+        // Acquire: pairs with the Release of the word's last change.
+        let mut word = hdr.state.load(Acquire);
+        let claimed = loop {
+            if state::owner_of(word) != dead.0 {
+                break false; // freed or adopted by a live participant meanwhile
             }
-            _ => false,
+            let st = state::state_of(word);
+            let take = match st {
+                ALLOCATED | ACKED | COALESCING | CACHED => true,
+                s if state::is_user_state(s) => reclaim_user_states,
+                _ => false,
+            };
+            if !take {
+                if st == RELEASING {
+                    releasing.push((info.offset, word));
+                    break false;
+                }
+                if !state::is_user_state(st) {
+                    break false;
+                }
+                // Kept, but no longer under the slot's id: the next holder
+                // of the slot must not inherit it. AcqRel: as below.
+                match hdr.state.compare_exchange(
+                    word,
+                    state::with_owner(word, OwnerId::DEPARTED.0),
+                    AcqRel,
+                    Acquire,
+                ) {
+                    Ok(_) => {
+                        report.user_state_blocks.push((info.offset, st));
+                        break false;
+                    }
+                    Err(actual) => {
+                        word = actual;
+                        continue;
+                    }
+                }
+            }
+            // AcqRel: Acquire the holder's payload writes before the block
+            // is reused; Release so a freer or adopter that Acquires the
+            // word sees it taken.
+            match hdr.state.compare_exchange(
+                word,
+                state::pack(state::generation_of(word), me, ACKED),
+                AcqRel,
+                Acquire,
+            ) {
+                Ok(_) => break true,
+                Err(actual) => word = actual,
+            }
         };
-        if !take {
+        if !claimed {
             continue;
         }
-        // Claim the owner word first. AcqRel: a live participant freeing
-        // (`retire`) or adopting (`set_owner`) the block CASes the same word,
-        // so exactly one of us holds the block; Acquire so its state is read
-        // after the claim.
-        if hdr
-            .owner
-            .compare_exchange(dead.0, OwnerId::RECLAIMING.0, AcqRel, Relaxed)
-            .is_err()
-        {
-            continue;
+        // Relaxed: ordered after the claim's Acquire; the block is ours.
+        let size = hdr.size.load(Relaxed);
+        if size < MIN_BLOCK || info.offset as u64 + size as u64 > arena.arena_end() as u64 {
+            continue; // damaged: left held under our name for `repair`
         }
-        if !to_acked(hdr, reclaim_user_states) {
-            // Turned into a user state meanwhile and those are not ours:
-            // give the owner word back. Release: pairs with the next reader.
-            hdr.owner.store(dead.0, Release);
-            continue;
-        }
-        let size = hdr.size.load(Acquire);
         release_block(arena, hdr, info.offset, size);
         report.blocks += 1;
         report.bytes += size as u64;
     }
-    Ok(())
+    Ok(releasing)
 }
 
-/// Moves a block whose owner word this recoverer holds to ACKED (a live
-/// participant's `retire` may have moved it to ACKED or CACHED already; it
-/// then lost the owner word and leaves the return to us). `false` for a
-/// user state that must not be reclaimed.
-fn to_acked(hdr: &crate::layout::BlockHeader, reclaim_user_states: bool) -> bool {
-    // Acquire: pairs with the Release of the last state change.
-    let mut word = hdr.state.load(Acquire);
-    loop {
-        let st = state::state_of(word);
-        match st {
-            ACKED | COALESCING => return true,
-            s if s >= state::USER_STATE_MIN && !reclaim_user_states => return false,
-            // FREE: the dead participant popped it and died before marking
-            // it; it is in no list, and ours now.
-            ALLOCATED | CACHED | FREE => {}
-            s if s >= state::USER_STATE_MIN => {}
-            _ => return false,
+/// Whether a participant other than slot `dead` has recorded that it is
+/// about to take the block at `offset`.
+fn named_by_another_pop<A: Arena>(arena: &A, dead: usize, offset: u32) -> bool {
+    arena
+        .segment()
+        .participants
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != dead)
+        .any(|(_, slot)| {
+            slot.carve_intents.iter().any(|e| {
+                // SeqCst: pairs with the popper's intent store.
+                let v = e.load(SeqCst);
+                is_hold_intent(v) && (v as u32) & !1 == offset
+            })
+        })
+}
+
+/// Places the blocks a dead participant left between a free list and its
+/// own hands: RELEASING blocks it may have pushed (`releasing`), and blocks
+/// it recorded before a pop it may have completed (`popped`: offset and the
+/// low 32 bits of the generation it saw).
+///
+/// Whether such a block is in a list cannot be read off the block. So a
+/// consolidation drains every list into our hands first; afterwards a block
+/// that was listed is ours (drained) or was claimed by a live popper (its
+/// word changed, or that popper's intent names it), and one that is still
+/// as the dead participant left it is in no list: we claim it, and the
+/// consolidation merges and pushes it with the rest.
+fn place_unplaced<A: Arena>(
+    arena: &A,
+    dead: usize,
+    releasing: &[(u32, u64)],
+    popped: &[(u32, u32)],
+    report: &mut RecoveryReport,
+) -> Result<(), BlockError> {
+    let me = arena.owner().0;
+    let chain: std::collections::HashSet<u32> = walk(arena)
+        .map_while(Result::ok)
+        .filter(|b| !b.carving)
+        .map(|b| b.offset)
+        .collect();
+    let mut claimed_blocks = 0u64;
+    let mut claimed_bytes = 0u64;
+    let mut claim = |held: &mut crate::consolidate::Held, offset: u32, word: u64| {
+        let Some(hdr) = arena.header(offset) else {
+            return;
+        };
+        if named_by_another_pop(arena, dead, offset) {
+            return;
         }
-        // AcqRel: Acquire the holder's payload writes before the block is
-        // reused; Release for the next reader of the state.
-        match hdr.state.compare_exchange(
-            word,
-            state::pack(state::generation_of(word), ACKED),
-            AcqRel,
-            Acquire,
-        ) {
-            Ok(_) => return true,
-            Err(actual) => word = actual,
+        // AcqRel: as every claim of a free block (see alloc::finish).
+        if hdr
+            .state
+            .compare_exchange(
+                word,
+                state::pack(arena.next_generation(), me, COALESCING),
+                AcqRel,
+                Relaxed,
+            )
+            .is_ok()
+        {
+            // Relaxed: ordered after the claim's Acquire; the block is ours.
+            let size = hdr.size.load(Relaxed);
+            held.push((offset, size));
+            claimed_blocks += 1;
+            claimed_bytes += size as u64;
         }
+    };
+    let mut after_drain = |held: &mut crate::consolidate::Held| {
+        let drained: std::collections::HashSet<u32> = held.iter().map(|&(o, _)| o).collect();
+        for &(offset, word) in releasing {
+            if !drained.contains(&offset) {
+                claim(held, offset, word);
+            }
+        }
+        for &(offset, generation) in popped {
+            if drained.contains(&offset) || !chain.contains(&offset) {
+                continue;
+            }
+            let Some(hdr) = arena.header(offset) else {
+                continue;
+            };
+            // Acquire: pairs with the Release that published the header.
+            if hdr.check.load(Acquire) != header_check(offset) {
+                continue;
+            }
+            // Acquire: pairs with the Release of the word's last change.
+            let word = hdr.state.load(Acquire);
+            // Every claim of a free block takes a new generation: the one
+            // recorded means nobody has claimed the block since the pop.
+            if state::is_listable(state::state_of(word))
+                && state::generation_of(word) as u32 == generation
+            {
+                claim(held, offset, word);
+            }
+        }
+    };
+    let outcome = crate::consolidate::consolidate_exclusive(arena, &mut after_drain);
+    report.blocks += claimed_blocks;
+    report.bytes += claimed_bytes;
+    match outcome {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(BlockError::Busy {
+            what: "the consolidator word stayed held",
+        }),
+        Err(crate::error::AllocError::Corrupted { offset, what }) => {
+            Err(BlockError::Corrupted { offset, what })
+        }
+        Err(_) => Err(BlockError::Busy {
+            what: "the free index could not be drained",
+        }),
     }
 }
 
@@ -217,7 +362,11 @@ fn unfinished_intents<A: Arena>(arena: &A) -> std::collections::HashSet<u32> {
 fn rebuild_dead_carves<A: Arena>(arena: &A, slot: &ParticipantSlot, report: &mut RecoveryReport) {
     let seg = arena.segment();
     // SeqCst: pairs with the carver's intent store (see alloc::carve).
-    if slot.carve_intents.iter().all(|e| e.load(SeqCst) <= 1) {
+    if !slot
+        .carve_intents
+        .iter()
+        .any(|e| is_carve_intent(e.load(SeqCst)))
+    {
         return;
     }
     let landed = unfinished_intents(arena);
@@ -225,7 +374,7 @@ fn rebuild_dead_carves<A: Arena>(arena: &A, slot: &ParticipantSlot, report: &mut
         // SeqCst: intents, `top` and headers are read in the order the
         // carver wrote them (see alloc::carve).
         let v = e.load(SeqCst);
-        if v <= 1 {
+        if !is_carve_intent(v) {
             continue;
         }
         let (offset, size) = (v as u32, (v >> 32) as u32);
@@ -251,10 +400,11 @@ fn rebuild_dead_carves<A: Arena>(arena: &A, slot: &ParticipantSlot, report: &mut
         {
             continue;
         }
-        write_free_header(hdr, offset, size);
-        hdr.state.store(
-            state::pack(state::generation_of(hdr.state.load(Relaxed)), ACKED),
-            Relaxed,
+        write_header(
+            hdr,
+            offset,
+            size,
+            state::pack(arena.next_generation(), arena.owner().0, ACKED),
         );
         release_block(arena, hdr, offset, size);
         report.carves_rebuilt += 1;
@@ -317,7 +467,7 @@ pub fn repair<A: Arena>(
         for e in &slot.carve_intents {
             let v = e.load(Acquire);
             let (offset, size) = (v as u32, (v >> 32) as u32);
-            if v > 1 {
+            if is_carve_intent(v) {
                 if let Some(hdr) = arena.header(offset) {
                     let top = seg.top.load(Acquire);
                     if hdr.check.load(Acquire) != header_check(offset)
@@ -326,7 +476,12 @@ pub fn repair<A: Arena>(
                         && offset as u64 + size as u64 <= top as u64
                         && size >= MIN_BLOCK
                     {
-                        write_free_header(hdr, offset, size);
+                        write_header(
+                            hdr,
+                            offset,
+                            size,
+                            state::pack(arena.next_generation(), 0, FREE),
+                        );
                         report.carves_rebuilt += 1;
                     }
                 }
@@ -339,9 +494,7 @@ pub fn repair<A: Arena>(
         .map_err(RepairError::Block)?;
     let owner_dead = |owner: OwnerId| owner != me && owner != OwnerId::SEGMENT;
     let reclaimable = |info: &crate::walk::BlockInfo| match info.state {
-        FREE | ACKED | COALESCING => true,
-        // Owner 0: a cache flush killed between clearing the owner and
-        // storing FREE; no cache holds it any more.
+        FREE | ACKED | COALESCING | RELEASING => true,
         CACHED => owner_dead(info.owner) || info.owner == OwnerId::SEGMENT,
         ALLOCATED => owner_dead(info.owner),
         s if s >= state::USER_STATE_MIN => reclaim_user_states && owner_dead(info.owner),
@@ -381,9 +534,8 @@ pub fn repair<A: Arena>(
             hdr.check.store(0, Relaxed);
             seg.top.store(start, Release);
         } else {
-            hdr.owner.store(0, Relaxed);
             hdr.state.store(
-                state::pack(state::generation_of(hdr.state.load(Relaxed)), FREE),
+                state::pack(state::generation_of(hdr.state.load(Relaxed)), 0, FREE),
                 Relaxed,
             );
             crate::free_index::push(&seg.index, hdr, start, class_of(size));

@@ -3,7 +3,12 @@
 //! Exact at quiescence. Under concurrency it is weakly consistent: a block
 //! may be seen before or after a concurrent split or merge. A carve in
 //! progress (its header not yet written) is stepped over using the carver's
-//! recorded intent. The walk is bounded: each step moves forward by at least
+//! recorded intent. When the position it is about to read stops being a
+//! block start (a merge absorbed it, a carve or retract finished while it
+//! looked), the walk re-synchronizes: it walks again from the arena start
+//! to where the chain crosses that position now, and goes on from there.
+//! Only a position that stays lost over many re-synchronizations is
+//! reported as damage. The walk is bounded: each step moves forward by at least
 //! [`MIN_BLOCK`], and an impossible header ends it with an error, so a
 //! corrupt segment never makes it loop or read out of bounds.
 
@@ -23,7 +28,7 @@ pub struct BlockInfo {
     /// State (see [`crate::state`]).
     pub state: u32,
     /// Generation.
-    pub generation: u32,
+    pub generation: u64,
     /// Owner id (0 = the segment).
     pub owner: OwnerId,
     /// Payload type fingerprint (0 = untyped).
@@ -47,8 +52,8 @@ impl BlockInfo {
 pub struct ChainWalk<'a, A: Arena> {
     arena: &'a A,
     position: u32,
-    previous: Option<(u32, u32)>,
     done: bool,
+    resyncs: u32,
 }
 
 /// Walks the chain of `arena`.
@@ -56,10 +61,15 @@ pub fn walk<A: Arena>(arena: &A) -> ChainWalk<'_, A> {
     ChainWalk {
         arena,
         position: arena.arena_start(),
-        previous: None,
         done: false,
+        resyncs: 0,
     }
 }
+
+/// How often one walk may find the chain changed under it and re-synchronize
+/// before it reports what it sees as damage. A change needs a concurrent
+/// merge, carve or retract at the walker's position; damage stays put.
+const MAX_RESYNCS: u32 = 64;
 
 /// The size of the carve some participant has in progress at `offset`, if any.
 pub(crate) fn carve_in_progress<A: Arena>(arena: &A, offset: u32) -> Option<u32> {
@@ -72,73 +82,116 @@ pub(crate) fn carve_in_progress<A: Arena>(arena: &A, offset: u32) -> Option<u32>
     })
 }
 
+/// What one look at the chain position found.
+enum Step {
+    Block(BlockInfo),
+    End,
+    /// The position is not (or no longer) a block start: a concurrent change
+    /// or damage; the walk re-synchronizes to tell which.
+    Lost(BlockError),
+}
+
+/// Reads the block at `offset`: the `check` word (Acquire), then size and
+/// state word, then `check` again, so a header absorbed by a merge while it
+/// was being read is not reported with a stale size.
+fn look<A: Arena>(arena: &A, offset: u32) -> Step {
+    // Acquire: pairs with the SeqCst CAS of a carver or retracter, so
+    // headers below the `top` seen here were published before it moved.
+    let top = arena.segment().top.load(Acquire).min(arena.arena_end());
+    if offset >= top {
+        return Step::End;
+    }
+    let Some(hdr) = arena.header(offset) else {
+        return Step::Lost(BlockError::Corrupted {
+            offset,
+            what: "chain leaves the arena",
+        });
+    };
+    // Acquire: pairs with the Release that published (or, in a merge,
+    // cleared) this header's check word.
+    if hdr.check.load(Acquire) != header_check(offset) {
+        if let Some(size) = carve_in_progress(arena, offset) {
+            return Step::Block(BlockInfo {
+                offset,
+                size: size.max(MIN_BLOCK),
+                state: state::ALLOCATED,
+                generation: 0,
+                owner: OwnerId::SEGMENT,
+                type_tag: 0,
+                carving: true,
+            });
+        }
+        // Acquire: as above; a retract may have moved `top` meanwhile.
+        if arena.segment().top.load(Acquire) <= offset {
+            return Step::End; // retracted into the wilderness meanwhile
+        }
+        return Step::Lost(BlockError::NotABlock { offset });
+    }
+    // Acquire: the size and the state word as published with the check.
+    let size = hdr.size.load(Acquire);
+    let word = hdr.state.load(Acquire);
+    let type_tag = hdr.type_tag.load(Acquire);
+    // Acquire: a merge clears the check (Release) after it grows the block
+    // in front; a check still valid here means size and word belong to a
+    // block that was at `offset` while they were read.
+    if hdr.check.load(Acquire) != header_check(offset) {
+        return Step::Lost(BlockError::NotABlock { offset });
+    }
+    if size < MIN_BLOCK || size % BLOCK_ALIGN != 0 || offset as u64 + size as u64 > top as u64 {
+        return Step::Lost(BlockError::Corrupted {
+            offset,
+            what: "impossible block size",
+        });
+    }
+    Step::Block(BlockInfo {
+        offset,
+        size,
+        state: state::state_of(word),
+        generation: state::generation_of(word),
+        owner: OwnerId(state::owner_of(word)),
+        type_tag,
+        carving: false,
+    })
+}
+
 impl<A: Arena> ChainWalk<'_, A> {
     fn step(&mut self) -> Result<Option<BlockInfo>, BlockError> {
-        let arena = self.arena;
-        // Acquire: pairs with the SeqCst CAS of a carver or retracter, so
-        // headers below the `top` seen here were published before it moved.
-        let top = arena.segment().top.load(Acquire).min(arena.arena_end());
-        let offset = self.position;
-        if offset >= top {
-            return Ok(None);
-        }
-        let corrupt = |what| Err(BlockError::Corrupted { offset, what });
-        let Some(hdr) = arena.header(offset) else {
-            return corrupt("chain leaves the arena");
-        };
-        // Acquire: pairs with the Release that published (or, in a merge,
-        // cleared) this header's check word.
-        if hdr.check.load(Acquire) != header_check(offset) {
-            // A merge may have absorbed this header after we read the
-            // predecessor's size: re-read it and step again.
-            if let Some((prev, prev_size)) = self.previous {
-                let now = arena
-                    .header(prev)
-                    .map(|h| h.size.load(Acquire))
-                    .unwrap_or(prev_size);
-                if now != prev_size && now >= MIN_BLOCK && prev as u64 + now as u64 > offset as u64
-                {
-                    self.position = prev + now;
-                    self.previous = Some((prev, now));
-                    return self.step();
+        loop {
+            match look(self.arena, self.position) {
+                Step::Block(info) => {
+                    self.position = info.offset + info.size;
+                    return Ok(Some(info));
+                }
+                Step::End => return Ok(None),
+                Step::Lost(error) => {
+                    if self.resyncs >= MAX_RESYNCS {
+                        return Err(error);
+                    }
+                    self.resyncs += 1;
+                    crate::sync::spin_hint();
+                    self.resync();
                 }
             }
-            if let Some(size) = carve_in_progress(arena, offset) {
-                self.position = offset.saturating_add(size.max(MIN_BLOCK));
-                return Ok(Some(BlockInfo {
-                    offset,
-                    size,
-                    state: state::ALLOCATED,
-                    generation: 0,
-                    owner: OwnerId::SEGMENT,
-                    type_tag: 0,
-                    carving: true,
-                }));
-            }
-            // Acquire: as above; a retract may have moved `top` meanwhile.
-            if arena.segment().top.load(Acquire) <= offset {
-                return Ok(None); // retracted into the wilderness meanwhile
-            }
-            return Err(BlockError::NotABlock { offset });
         }
-        let size = hdr.size.load(Acquire);
-        if size < MIN_BLOCK || size % BLOCK_ALIGN != 0 || offset as u64 + size as u64 > top as u64 {
-            return corrupt("impossible block size");
+    }
+
+    /// Finds where the chain crosses the lost position now: walks from the
+    /// arena start, without reporting, to the first block that starts at or
+    /// after it. A block that now covers the position (a merge absorbed the
+    /// block the walk was about to report) was reported already, with the
+    /// size it had then; the walk goes on after it. Any inconsistency on the
+    /// way leaves the position as it was, for the next round.
+    fn resync(&mut self) {
+        let target = self.position;
+        let mut at = self.arena.arena_start();
+        while at < target {
+            match look(self.arena, at) {
+                Step::Block(info) => at = info.offset + info.size,
+                Step::End => break,
+                Step::Lost(_) => return,
+            }
         }
-        // Acquire: pairs with the Release store of the state (mark_allocated,
-        // set_state) so the owner and tag read next are the ones it published.
-        let word = hdr.state.load(Acquire);
-        self.previous = Some((offset, size));
-        self.position = offset + size;
-        Ok(Some(BlockInfo {
-            offset,
-            size,
-            state: state::state_of(word),
-            generation: state::generation_of(word),
-            owner: OwnerId(hdr.owner.load(Acquire)),
-            type_tag: hdr.type_tag.load(Acquire),
-            carving: false,
-        }))
+        self.position = at;
     }
 }
 

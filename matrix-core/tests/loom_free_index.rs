@@ -42,9 +42,9 @@ fn concurrent_pops_take_distinct_blocks() {
         push_all(&arena, &blocks, class);
         let t = {
             let arena = arena.clone();
-            thread::spawn(move || pop(&arena.participant(1), class, 0).unwrap())
+            thread::spawn(move || pop(&arena.participant(1), class, 0, None).unwrap())
         };
-        let mine = pop(&arena.participant(0), class, 0).unwrap();
+        let mine = pop(&arena.participant(0), class, 0, None).unwrap();
         let theirs = t.join().unwrap();
         let (a, b) = (mine.expect("list had 3"), theirs.expect("list had 3"));
         assert_ne!(a, b, "one block popped twice");
@@ -66,11 +66,11 @@ fn aba_pop_pop_push_back_is_detected_by_the_tag() {
         push_all(&arena, &[blocks[2], blocks[1], blocks[0]], class);
         let t = {
             let arena = arena.clone();
-            thread::spawn(move || pop(&arena.participant(1), class, 0).unwrap())
+            thread::spawn(move || pop(&arena.participant(1), class, 0, None).unwrap())
         };
         let me = arena.participant(0);
-        let a = pop(&me, class, 0).unwrap().unwrap();
-        let b = pop(&me, class, 0).unwrap();
+        let a = pop(&me, class, 0, None).unwrap().unwrap();
+        let b = pop(&me, class, 0, None).unwrap();
         push(&me.segment().index, me.header(a).unwrap(), a, class);
         let theirs = t.join().unwrap();
         let rest = list(&arena, class);
@@ -99,14 +99,14 @@ fn three_threads_push_and_pop() {
             let arena = arena.clone();
             thread::spawn(move || {
                 let view = arena.participant(slot);
-                if let Some(o) = pop(&view, class, 0).unwrap() {
+                if let Some(o) = pop(&view, class, 0, None).unwrap() {
                     push(&view.segment().index, view.header(o).unwrap(), o, class);
                 }
             })
         };
         let t1 = recycle(1);
         let t2 = recycle(2);
-        let kept = pop(&arena.participant(0), class, 0).unwrap();
+        let kept = pop(&arena.participant(0), class, 0, None).unwrap();
         t1.join().unwrap();
         t2.join().unwrap();
         let mut all = list(&arena, class);
@@ -126,7 +126,7 @@ fn bitmap_clear_racing_a_push_never_hides_the_bucket() {
         let (blocks, class) = three_blocks(&arena);
         // The bit is set but the bucket is empty (a stale hint).
         push_all(&arena, &blocks[..1], class);
-        pop(&arena.participant(0), class, 0).unwrap().unwrap();
+        pop(&arena.participant(0), class, 0, None).unwrap().unwrap();
         let t = {
             let arena = arena.clone();
             thread::spawn(move || {

@@ -11,7 +11,7 @@ use loom::thread;
 use loom_common::{block_at, check};
 use matrix_core::alloc::{allocate, free, retire, set_owner};
 use matrix_core::recover::recover;
-use matrix_core::state::{ALLOCATED, CACHED, FREE};
+use matrix_core::state::{owner_of as state_word_owner, ALLOCATED, CACHED, FREE};
 use matrix_core::{Arena, ModelArena, OwnerId};
 
 /// Participant 1 allocates `q` and dies; participant 0 keeps a block so the
@@ -64,11 +64,11 @@ fn recover_racing_a_free_of_the_dead_participants_block() {
 fn recover_racing_a_free_into_a_thread_cache() {
     loom_common::model(|| {
         let (arena, q, _, held) =
-            race_with_recovery(|p2, q| retire(p2, q, None, CACHED).map(|held| held.is_some()));
+            race_with_recovery(|p2, q| retire(p2, q, None, CACHED).map(|_| true));
         let p0 = arena.participant(0);
         let chain = check(&p0);
         let hdr = p0.header(q).unwrap();
-        let owner = hdr.owner.load(loom::sync::atomic::Ordering::SeqCst);
+        let owner = state_word_owner(hdr.state.load(loom::sync::atomic::Ordering::SeqCst));
         match held {
             Ok(true) => {
                 assert_eq!(

@@ -20,13 +20,13 @@ use std::marker::PhantomData;
 /// [`BlockError::Stale`]: matrix_core::BlockError::Stale
 pub struct Block<T> {
     offset: u32,
-    generation: u32,
+    generation: u64,
     len: u32,
     _type: PhantomData<fn() -> T>,
 }
 
 impl<T> Block<T> {
-    pub(crate) fn new(offset: u32, generation: u32, len: u32) -> Self {
+    pub(crate) fn new(offset: u32, generation: u64, len: u32) -> Self {
         Self {
             offset,
             generation,
@@ -49,7 +49,7 @@ impl<T> Block<T> {
 
     /// Generation the block was allocated at.
     #[inline]
-    pub fn generation(&self) -> u32 {
+    pub fn generation(&self) -> u64 {
         self.generation
     }
 
@@ -72,10 +72,10 @@ impl<T> Block<T> {
     }
 
     /// Offset and generation in one word, for handing the block to another
-    /// process: `generation << 32 | payload offset`.
+    /// process (see [`BlockToken`]).
     #[inline]
     pub fn token(&self) -> BlockToken {
-        BlockToken(((self.generation as u64) << 32) | self.offset as u64)
+        BlockToken::new(self.offset, self.generation)
     }
 }
 
@@ -92,17 +92,41 @@ impl<T> fmt::Debug for Block<T> {
 
 /// A block's payload offset and generation packed in a `u64`, safe to send
 /// across processes; turn it back into a [`Block`] with `block_from_token`.
+///
+/// ```text
+///  63                         28 27                 0
+/// +-----------------------------+--------------------+
+/// | generation, low 36 bits     | payload offset / 16|
+/// +-----------------------------+--------------------+
+/// ```
+///
+/// Payload offsets are multiples of 16, so 28 bits hold any offset of a
+/// 4 GiB segment. The token carries the low 36 bits of the block's 40-bit
+/// generation; `block_from_token` compares those.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BlockToken(pub u64);
 
+/// Bits of the generation a [`BlockToken`] carries.
+pub const TOKEN_GENERATION_BITS: u32 = 36;
+
 impl BlockToken {
+    /// The token of the block at payload `offset` (a multiple of 16) with
+    /// `generation`.
+    pub fn new(offset: u32, generation: u64) -> Self {
+        let mask = (1u64 << TOKEN_GENERATION_BITS) - 1;
+        BlockToken(((generation & mask) << 28) | (offset as u64 >> 4))
+    }
     /// Payload offset.
     pub fn offset(self) -> u32 {
-        self.0 as u32
+        ((self.0 & ((1 << 28) - 1)) << 4) as u32
     }
-    /// Generation.
-    pub fn generation(self) -> u32 {
-        (self.0 >> 32) as u32
+    /// The low [`TOKEN_GENERATION_BITS`] bits of the generation.
+    pub fn generation(self) -> u64 {
+        self.0 >> 28
+    }
+    /// Whether a block's full `generation` is the one this token names.
+    pub fn matches_generation(self, generation: u64) -> bool {
+        generation & ((1 << TOKEN_GENERATION_BITS) - 1) == self.generation()
     }
 }
 

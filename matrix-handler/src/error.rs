@@ -15,6 +15,12 @@ pub enum HandlerError {
     ReservedStatus(u32),
     /// The block was not in the expected state; carries the state found.
     TransitionFailed(u32),
+    /// A user state beyond the largest the state word holds
+    /// ([`STATE_MAX`](matrix_core::state::STATE_MAX)).
+    StateOutOfRange {
+        /// The state asked for.
+        state: u32,
+    },
     /// The offset is outside the segment or not where a block starts.
     InvalidOffset(u32),
     /// The block operation was refused: double free, stale handle, wrong type…
@@ -31,6 +37,12 @@ impl fmt::Display for HandlerError {
                 f,
                 "state {s} is reserved for the allocator (0-48); user states start at {}",
                 matrix_core::state::USER_STATE_MIN
+            ),
+            HandlerError::StateOutOfRange { state } => write!(
+                f,
+                "state {state} is out of range: user states are {}-{}",
+                matrix_core::state::USER_STATE_MIN,
+                matrix_core::state::STATE_MAX
             ),
             HandlerError::TransitionFailed(s) => {
                 write!(f, "state transition failed: the block is in state {s}")

@@ -1,9 +1,9 @@
 //! [`HandlerFunctions`]: the interaction surface shared by every handle.
 
-use crate::block::{layout_tag, Block, BlockToken};
+use crate::block::{layout_tag, Block, BlockToken, TOKEN_GENERATION_BITS};
 use crate::error::HandlerError;
 use bytemuck::Pod;
-use matrix_core::state::{self, USER_STATE_MIN};
+use matrix_core::state::{self, STATE_MAX, USER_STATE_MIN};
 use matrix_core::{
     AllocError, ArenaStats, AtomicMatrix, BlockError, BlockHeader, ConsolidationReport, OwnerId,
     RecoveryReport, RelativePtr, BLOCK_HEADER_SIZE,
@@ -169,7 +169,11 @@ pub trait HandlerFunctions {
     /// As [`block_at`](Self::block_at), and the block must still be the
     /// generation the token was made from.
     fn block_from_token<T>(&self, token: BlockToken) -> Result<Block<T>, HandlerError> {
-        validate_block::<T>(self.matrix(), token.offset(), Some(token.generation()))
+        validate_block::<T>(
+            self.matrix(),
+            token.offset(),
+            Some((token.generation(), (1 << TOKEN_GENERATION_BITS) - 1)),
+        )
     }
 
     /// Makes this participant the block's owner (after receiving it from
@@ -207,6 +211,9 @@ pub trait HandlerFunctions {
         if state < USER_STATE_MIN {
             return Err(HandlerError::ReservedStatus(state));
         }
+        if state > STATE_MAX {
+            return Err(HandlerError::StateOutOfRange { state });
+        }
         let hdr = header_of(self.matrix(), block)?;
         let mut word = hdr.state.load(Ordering::Acquire);
         loop {
@@ -223,7 +230,7 @@ pub trait HandlerFunctions {
             // whoever Acquires the new state (the usual "mark READY" hand-off).
             match hdr.state.compare_exchange_weak(
                 word,
-                state::pack(block.generation(), state),
+                state::with_state(word, state),
                 Ordering::Release,
                 Ordering::Acquire,
             ) {
@@ -271,19 +278,33 @@ pub trait HandlerFunctions {
         if !state::is_live(expected) {
             return Err(HandlerError::ReservedStatus(expected));
         }
+        if next > STATE_MAX {
+            return Err(HandlerError::StateOutOfRange { state: next });
+        }
         let hdr = header_of(self.matrix(), block)?;
-        let from = state::pack(block.generation(), expected);
-        let to = state::pack(block.generation(), next);
         // Failure Relaxed/Acquire as the caller's success ordering allows.
         let failure = match success_order {
             Ordering::Acquire | Ordering::AcqRel | Ordering::SeqCst => Ordering::Acquire,
             _ => Ordering::Relaxed,
         };
-        match hdr.state.compare_exchange(from, to, success_order, failure) {
-            Ok(_) => Ok(expected),
-            Err(actual) => {
-                check_word(block, actual)?;
-                Err(HandlerError::TransitionFailed(state::state_of(actual)))
+        // Acquire: pairs with the Release of the word's last change. The
+        // word also holds the owner, which a concurrent adoption may change:
+        // the CAS is retried while generation and state still match.
+        let mut word = hdr.state.load(Ordering::Acquire);
+        loop {
+            check_word(block, word)?;
+            let found = state::state_of(word);
+            if found != expected {
+                return Err(HandlerError::TransitionFailed(found));
+            }
+            match hdr.state.compare_exchange(
+                word,
+                state::with_state(word, next),
+                success_order,
+                failure,
+            ) {
+                Ok(_) => return Ok(expected),
+                Err(actual) => word = actual,
             }
         }
     }
@@ -393,7 +414,8 @@ fn check_len<T>(block: &Block<T>, wanted: usize) -> Result<(), HandlerError> {
 fn validate_block<T>(
     matrix: &AtomicMatrix,
     offset: u32,
-    generation: Option<u32>,
+    // The generation the caller expects, and which of its bits it knows.
+    generation: Option<(u64, u64)>,
 ) -> Result<Block<T>, HandlerError> {
     let header = offset
         .checked_sub(BLOCK_HEADER_SIZE)
@@ -409,8 +431,8 @@ fn validate_block<T>(
         .into());
     }
     let found = state::generation_of(word);
-    if let Some(expected) = generation {
-        if expected != found {
+    if let Some((expected, mask)) = generation {
+        if expected != found & mask {
             return Err(BlockError::Stale {
                 offset: header,
                 expected,

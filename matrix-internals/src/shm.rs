@@ -119,14 +119,13 @@ pub(crate) fn owner_alive(matrix: &AtomicMatrix, owner: u32) -> bool {
     let Some(slot) = matrix.header().participants.get(index) else {
         return false;
     };
-    // Acquire: pairs with the Release that made the slot ACTIVE, so pid and
-    // generation read below belong to that claim.
+    // Acquire: pairs with the Release that made the slot ACTIVE, so the pid
+    // read below belongs to that claim.
     let st = slot.state.load(Acquire);
     if st != slot_state::ACTIVE && st != slot_state::CLAIMING {
         return false;
     }
-    (slot.generation.load(Acquire) & 0x00FF_FFFF) == id.generation()
-        && participant::holder_alive(slot)
+    participant::holder_alive(slot)
 }
 
 /// Sleeps in the kernel while `word` holds `expected`, for at most

@@ -321,7 +321,7 @@ fn keys_and_values_survive_a_reopen_from_another_process() {
     assert_eq!(m.get(&5), Some([5, 25]));
     let (hdr, _) = h.matrix().block_header(m.offset() - 32).unwrap();
     assert_eq!(
-        hdr.owner.load(Ordering::Acquire),
+        matrix_core::state::owner_of(hdr.state.load(Ordering::Acquire)),
         0,
         "the map block belongs to the segment"
     );

@@ -22,7 +22,9 @@ fn msg(h: &impl HandlerFunctions, a: u64, b: u64) -> Block<Msg> {
 
 fn owner_of<T>(h: &impl HandlerFunctions, b: &Block<T>) -> OwnerId {
     let (hdr, _) = h.matrix().block_header(b.header_offset()).unwrap();
-    OwnerId(hdr.owner.load(Ordering::Acquire))
+    OwnerId(matrix_core::state::owner_of(
+        hdr.state.load(Ordering::Acquire),
+    ))
 }
 
 fn drain(h: &impl HandlerFunctions, q: &WorkQueue<Msg, impl HandlerFunctions>) -> Vec<Msg> {

@@ -41,7 +41,7 @@ pub struct ChainBlock {
     /// State (low half of the state word).
     pub state: u32,
     /// Generation (high half of the state word).
-    pub generation: u32,
+    pub generation: u64,
     /// Owner id (0 = the segment).
     pub owner: OwnerId,
     /// Payload bytes the allocation asked for.
@@ -450,7 +450,7 @@ fn walk_chain<A: Arena>(arena: &A, top: u32, audit: &mut Audit) -> bool {
             size,
             state: state::state_of(word),
             generation: state::generation_of(word),
-            owner: OwnerId(hdr.owner.load(Acquire)),
+            owner: OwnerId(state::owner_of(word)),
             requested: hdr.requested.load(Acquire),
             type_tag: hdr.type_tag.load(Acquire),
         });
@@ -582,10 +582,9 @@ fn check_lists<A: Arena>(
 /// Whether `owner` names a participant currently registered in its slot.
 fn registered<A: Arena>(arena: &A, owner: OwnerId) -> Option<&ParticipantSlot> {
     let slot = &*arena.segment().participants[owner.slot()?];
-    // Acquire: pairs with the claimer's Release of ACTIVE (generation published before it).
+    // Acquire: pairs with the claimer's Release of ACTIVE.
     let st = slot.state.load(Acquire);
-    let current = OwnerId::new(owner.slot()?, slot.generation.load(Acquire));
-    (st != slot_state::EMPTY && current == owner).then_some(slot)
+    (st != slot_state::EMPTY).then_some(slot)
 }
 
 /// Whether `owner` is registered and its process is alive and attached.
@@ -685,7 +684,7 @@ fn check_blocks<A: Arena>(arena: &A, listed: &HashMap<u32, SizeClass>, audit: &m
 fn check_participants<A: Arena>(arena: &A, audit: &mut Audit) {
     let seg = arena.segment();
     for (index, slot) in seg.participants.iter().enumerate() {
-        let owner = OwnerId::new(index, slot.generation.load(Acquire));
+        let owner = OwnerId::of_slot(index);
         if !live_participant(arena, owner) {
             continue;
         }

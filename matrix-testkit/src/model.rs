@@ -16,7 +16,7 @@
 //! out-of-memory must be justified by the chain (no free run large enough
 //! after the consolidation the allocator ran).
 
-use matrix_core::state::{is_live, USER_STATE_MIN};
+use matrix_core::state::{is_live, STATE_MAX, USER_STATE_MIN};
 use matrix_core::OwnerId;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -184,7 +184,7 @@ pub struct ModelBlock {
     /// Whole block size read at allocation (never changes while live).
     pub size: u32,
     /// Generation the block was allocated at.
-    pub generation: u32,
+    pub generation: u64,
     /// Payload bytes requested.
     pub requested: u32,
     /// Current state (ALLOCATED or a user state).
@@ -212,7 +212,7 @@ pub struct ShadowModel {
     /// Live blocks by header offset.
     pub blocks: BTreeMap<u32, ModelBlock>,
     /// `(header offset, generation)` of blocks freed or reclaimed.
-    pub freed: Vec<(u32, u32)>,
+    pub freed: Vec<(u32, u64)>,
 }
 
 impl ShadowModel {
@@ -225,7 +225,7 @@ impl ShadowModel {
     }
 
     /// The freed block `pick` selects, if any.
-    pub fn pick_freed(&self, pick: usize) -> Option<(u32, u32)> {
+    pub fn pick_freed(&self, pick: usize) -> Option<(u32, u64)> {
         (!self.freed.is_empty()).then(|| self.freed[pick % self.freed.len()])
     }
 
@@ -257,6 +257,8 @@ impl ShadowModel {
     pub fn expect_set_state(state: u32) -> Result<(), ModelError> {
         if state < USER_STATE_MIN {
             Err(ModelError::ReservedStatus(state))
+        } else if state > STATE_MAX {
+            Err(ModelError::StateOutOfRange(state))
         } else {
             Ok(())
         }
@@ -269,6 +271,8 @@ impl ShadowModel {
             Err(ModelError::ReservedStatus(next))
         } else if !is_live(expected) {
             Err(ModelError::ReservedStatus(expected))
+        } else if next > STATE_MAX {
+            Err(ModelError::StateOutOfRange(next))
         } else if current != expected {
             Err(ModelError::TransitionFailed(current))
         } else {
@@ -284,6 +288,8 @@ pub enum ModelError {
     ReservedStatus(u32),
     /// `HandlerError::TransitionFailed`.
     TransitionFailed(u32),
+    /// `HandlerError::StateOutOfRange`.
+    StateOutOfRange(u32),
 }
 
 /// A difference between the allocator and the model: the proof that

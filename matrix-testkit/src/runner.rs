@@ -58,7 +58,7 @@ enum Handle {
 }
 
 impl Handle {
-    fn generation(&self) -> u32 {
+    fn generation(&self) -> u64 {
         match self {
             Handle::Bytes(b) => b.generation(),
             Handle::Words(b) => b.generation(),
@@ -365,7 +365,7 @@ impl ModelRunner {
                 handle.generation()
             ));
         }
-        let found_owner = hdr.owner.load(Ordering::Acquire);
+        let found_owner = state::owner_of(word);
         if found_owner != owner.0 {
             return Err(format!(
                 "new block owner {found_owner:#x}, allocator {:#x}",
@@ -503,7 +503,7 @@ impl ModelRunner {
         let Some((header, generation)) = self.model.pick_freed(pick) else {
             return Ok(());
         };
-        let token = BlockToken(((generation as u64) << 32) | (header + BLOCK_HEADER_SIZE) as u64);
+        let token = BlockToken::new(header + BLOCK_HEADER_SIZE, generation);
         match self.main.block_from_token::<u8>(token) {
             Ok(b) => Err(format!(
                 "stale token (offset {header}, generation {generation}) accepted: a freed block's generation came back (live now: {:?})",
@@ -568,6 +568,13 @@ impl ModelRunner {
                 self.stats.refused += 1;
                 Ok(())
             }
+            (
+                Err(HandlerError::StateOutOfRange { state: s }),
+                Err(ModelError::StateOutOfRange(t)),
+            ) if s == t => {
+                self.stats.refused += 1;
+                Ok(())
+            }
             (got, want) => Err(format!(
                 "set_state({new}) on state {}: got {got:?}, model {want:?}",
                 b.state
@@ -596,6 +603,13 @@ impl ModelRunner {
             (Err(HandlerError::ReservedStatus(s)), Err(ModelError::ReservedStatus(t)))
                 if s == t =>
             {
+                self.stats.refused += 1;
+                Ok(())
+            }
+            (
+                Err(HandlerError::StateOutOfRange { state: s }),
+                Err(ModelError::StateOutOfRange(t)),
+            ) if s == t => {
                 self.stats.refused += 1;
                 Ok(())
             }
@@ -683,6 +697,11 @@ impl ModelRunner {
             self.model.remove(header);
         }
         for b in self.model.blocks.values_mut() {
+            if b.orphan && b.state >= state::USER_STATE_MIN {
+                // Kept, and handed to DEPARTED so the slot's next holder
+                // does not inherit them.
+                b.owner = OwnerId::DEPARTED;
+            }
             b.orphan = false;
         }
         self.stats.recovered_blocks += report.blocks;

@@ -56,6 +56,14 @@ fn hdr(f: &Fixture, offset: u32) -> &BlockHeader {
     Arena::header(m(f), offset).unwrap()
 }
 
+/// Replaces the owner field of the state word of the block at `offset`.
+fn set_owner_word(f: &Fixture, offset: u32, owner: u32) {
+    let word = hdr(f, offset).state.load(SeqCst);
+    hdr(f, offset)
+        .state
+        .store(state::with_owner(word, owner), SeqCst);
+}
+
 fn bucket(f: &Fixture, offset: u32) -> SizeClass {
     class_of(hdr(f, offset).size.load(SeqCst))
 }
@@ -151,7 +159,7 @@ fn reserved_state() {
     let f = fixture();
     let victim = f.live[3].header_offset();
     let gen = state::generation_of(hdr(&f, victim).state.load(SeqCst));
-    hdr(&f, victim).state.store(state::pack(gen, 7), SeqCst);
+    hdr(&f, victim).state.store(state::pack(gen, 0, 7), SeqCst);
     assert_reports(&f, victim, |k| {
         *k == ViolationKind::ReservedState { state: 7 }
     });
@@ -161,7 +169,7 @@ fn reserved_state() {
 fn free_block_with_an_owner() {
     let f = fixture();
     let victim = f.freed_large;
-    hdr(&f, victim).owner.store(m(&f).owner_id().0, SeqCst);
+    set_owner_word(&f, victim, m(&f).owner_id().0);
     assert_reports(&f, victim, |k| {
         matches!(k, ViolationKind::FreeBlockOwned { .. })
     });
@@ -171,8 +179,8 @@ fn free_block_with_an_owner() {
 fn unknown_owner() {
     let f = fixture();
     let victim = f.live[0].header_offset();
-    let ghost = OwnerId::new(40, 12345);
-    hdr(&f, victim).owner.store(ghost.0, SeqCst);
+    let ghost = OwnerId::of_slot(40);
+    set_owner_word(&f, victim, ghost.0);
     assert_reports(&f, victim, |k| {
         *k == ViolationKind::UnknownOwner {
             state: ALLOCATED,
@@ -185,9 +193,7 @@ fn unknown_owner() {
 fn orphaned_user_state_blocks_are_counted_not_refused() {
     let f = fixture();
     f.h.set_state(&f.live[0], 60).unwrap();
-    hdr(&f, f.live[0].header_offset())
-        .owner
-        .store(OwnerId::new(40, 12345).0, SeqCst);
+    set_owner_word(&f, f.live[0].header_offset(), OwnerId::of_slot(40).0);
     let report = check_invariants(&f.h).unwrap();
     assert_eq!(report.orphaned_user_blocks, 1);
 }
@@ -197,12 +203,15 @@ fn transient_state_at_quiescence() {
     let f = fixture();
     let victim = f.live[1].header_offset();
     let gen = state::generation_of(hdr(&f, victim).state.load(SeqCst));
-    hdr(&f, victim).state.store(state::pack(gen, ACKED), SeqCst);
+    let owner = state::owner_of(hdr(&f, victim).state.load(SeqCst));
+    hdr(&f, victim)
+        .state
+        .store(state::pack(gen, owner, ACKED), SeqCst);
     assert_reports(&f, victim, |k| {
         matches!(k, ViolationKind::TransientState { state: ACKED, .. })
     });
     // Owned by nobody: a stranded block, which the crash harness bounds.
-    hdr(&f, victim).owner.store(0, SeqCst);
+    set_owner_word(&f, victim, 0);
     let v = violations(&f);
     assert!(
         v.iter().any(|v| v.offset == victim && v.is_stranding()),
@@ -252,10 +261,10 @@ fn list_entry_not_free() {
     let f = fixture();
     let victim = f.freed_large;
     let gen = state::generation_of(hdr(&f, victim).state.load(SeqCst));
-    hdr(&f, victim).owner.store(m(&f).owner_id().0, SeqCst);
+    set_owner_word(&f, victim, m(&f).owner_id().0);
     hdr(&f, victim)
         .state
-        .store(state::pack(gen, ALLOCATED), SeqCst);
+        .store(state::pack(gen, m(&f).owner_id().0, ALLOCATED), SeqCst);
     assert_reports(&f, victim, |k| {
         matches!(
             k,
@@ -409,7 +418,7 @@ fn cached_blocks_count_as_free_and_need_a_registered_owner() {
     }
     assert!(a.violations.is_empty(), "{:?}", a.violations);
     assert_eq!(a.report.cached_blocks, 1);
-    hdr(&f, offset).owner.store(OwnerId::new(41, 7).0, SeqCst);
+    set_owner_word(&f, offset, OwnerId::of_slot(41).0);
     assert_reports(&f, offset, |k| {
         matches!(k, ViolationKind::UnknownOwner { .. })
     });

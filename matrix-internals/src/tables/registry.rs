@@ -566,10 +566,10 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
             return false;
         };
         match self.handler.matrix().block_header(header) {
-            // Acquire: pairs with the Release stores of state and owner.
+            // Acquire: pairs with the Release of the state word's last change.
             Ok((hdr, _)) => {
-                state::is_live(state::state_of(hdr.state.load(Acquire)))
-                    && hdr.owner.load(Acquire) == OwnerId::SEGMENT.0
+                let word = hdr.state.load(Acquire);
+                state::is_live(state::state_of(word)) && state::owner_of(word) == OwnerId::SEGMENT.0
             }
             Err(_) => false,
         }

@@ -7,7 +7,8 @@
 //! `--processes` child processes and `--threads` threads of this process run
 //! pattern-checked workers on one named segment, passing blocks by offset;
 //! `--kills` children are SIGKILLed at random moments spread over the run,
-//! each followed by `recover()` and a full invariant check at quiescence. At
+//! each followed by `recover()` and a full invariant check at quiescence
+//! (one kill in `--early-kill-every` hits a child 1–4 ms into its life). At
 //! the end everything stops, the segment is repaired and consolidated, and
 //! every byte must be free again. Exit status 0 only with no damaged block,
 //! no violation and no leaked byte.
@@ -42,6 +43,9 @@ struct Args {
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 5)]
     progress: u64,
+    /// One kill in this many hits a child 1–4 ms into its life (0: never).
+    #[arg(long, default_value_t = 3)]
+    early_kill_every: u64,
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -61,6 +65,7 @@ fn main() {
         segment_size: args.segment_mib << 20,
         seed: args.seed,
         progress_every: Duration::from_secs(args.progress.max(1)),
+        early_kill_every: args.early_kill_every,
         ..CrashConfig::default()
     };
     println!(
@@ -122,7 +127,7 @@ fn main() {
         report.checks
     );
     println!(
-        "  stranded           {} blocks ({} B), at most {} per kill, taken back by repair",
+        "  stranded           {} blocks ({} B) after online recovery, at most {} per kill",
         report.stranded_blocks, report.stranded_bytes, report.max_stranded_per_kill
     );
     println!(
@@ -135,7 +140,8 @@ fn main() {
     let clean = t.overlaps == 0
         && t.errors == 0
         && report.leaked_bytes == 0
-        && report.max_stranded_per_kill <= 1;
+        && report.stranded_blocks == 0
+        && report.max_stranded_per_kill == 0;
     println!(
         "  verdict            {}",
         if clean { "PASS" } else { "FAIL" }

@@ -64,6 +64,10 @@ pub struct CrashConfig {
     pub pause_timeout: Duration,
     /// Interval between progress callbacks.
     pub progress_every: Duration,
+    /// One kill in this many (0 = none) hits a child 1–4 ms after it
+    /// started working: while it is still filling the segment, splitting
+    /// large free blocks, with remainders and first carves in flight.
+    pub early_kill_every: u64,
 }
 
 impl Default for CrashConfig {
@@ -79,6 +83,7 @@ impl Default for CrashConfig {
             seed: 1,
             pause_timeout: Duration::from_secs(30),
             progress_every: Duration::from_secs(5),
+            early_kill_every: 3,
         }
     }
 }
@@ -149,6 +154,8 @@ struct Run<'a> {
     start: Instant,
     /// The child just killed, not yet replaced.
     victim: Option<usize>,
+    /// The child spawned last, a candidate for an early kill.
+    last_spawned: Option<usize>,
 }
 
 impl Run<'_> {
@@ -213,15 +220,34 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn kill_one(&mut self) -> Result<(), StressError> {
-        let started: Vec<usize> = (0..self.children.len())
-            // Relaxed: a hint; a child not yet started is simply not chosen.
-            .filter(|&i| self.ctl().workers[i].started.load(Ordering::Relaxed) != 0)
-            .collect();
-        if started.is_empty() {
-            return Ok(());
-        }
-        let index = started[self.rng.usize(0..started.len())];
+    fn kill_one(&mut self, early: Option<usize>) -> Result<(), StressError> {
+        let index = match early {
+            Some(index) => {
+                // The child just spawned: wait until it works, then give it
+                // 1–4 ms of life.
+                let deadline = Instant::now() + self.cfg.pause_timeout;
+                // Relaxed: a hint; the kill lands wherever the child is.
+                while self.ctl().workers[index].started.load(Ordering::Relaxed) == 0 {
+                    self.check_children()?;
+                    if Instant::now() >= deadline {
+                        return Err(StressError::new("a new child never started working"));
+                    }
+                    std::thread::yield_now();
+                }
+                std::thread::sleep(Duration::from_micros(self.rng.u64(1_000..4_000)));
+                index
+            }
+            None => {
+                let started: Vec<usize> = (0..self.children.len())
+                    // Relaxed: a hint; a child not yet started is simply not chosen.
+                    .filter(|&i| self.ctl().workers[i].started.load(Ordering::Relaxed) != 0)
+                    .collect();
+                if started.is_empty() {
+                    return Ok(());
+                }
+                started[self.rng.usize(0..started.len())]
+            }
+        };
         self.children[index].kill().map_err(ctx("kill child"))?;
         self.victim = Some(index);
         self.report.kills += 1;
@@ -279,6 +305,7 @@ impl Run<'_> {
         self.wait_parked(0)?;
         self.children[index] = self.spawn(index)?;
         self.victim = None;
+        self.last_spawned = Some(index);
         Ok(())
     }
 
@@ -325,6 +352,7 @@ pub fn run_crash(
         stranded: HashSet::new(),
         start,
         victim: None,
+        last_spawned: None,
     };
     for index in 0..cfg.children {
         let child = run.spawn(index)?;
@@ -427,7 +455,10 @@ fn drive(run: &mut Run<'_>, progress: &mut dyn FnMut(&Progress)) -> Result<(), S
             );
         }
         if run.report.kills < cfg.kills {
-            run.kill_one()?;
+            let early = (cfg.early_kill_every != 0 && run.rng.u64(0..cfg.early_kill_every) == 0)
+                .then_some(run.last_spawned)
+                .flatten();
+            run.kill_one(early)?;
         }
     }
 }

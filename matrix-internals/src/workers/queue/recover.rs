@@ -232,11 +232,11 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
         };
         match self.handler.matrix().block_header(header) {
             Ok((hdr, _)) => {
-                // Acquire: pairs with the Release stores of state and owner.
+                // Acquire: pairs with the Release of the state word's last change.
                 let word = hdr.state.load(Acquire);
                 state::is_live(state::state_of(word))
-                    && state::generation_of(word) == token.generation()
-                    && hdr.owner.load(Acquire) == OwnerId::SEGMENT.0
+                    && token.matches_generation(state::generation_of(word))
+                    && state::owner_of(word) == OwnerId::SEGMENT.0
             }
             Err(_) => false,
         }
