@@ -5,7 +5,7 @@ mod error;
 mod functions;
 mod handler;
 
-pub use block::{layout_tag, Block, BlockToken};
+pub use block::{layout_tag, Block, BlockToken, TOKEN_GENERATION_BITS};
 pub use bytemuck::{Pod, Zeroable};
 pub use error::HandlerError;
 pub use functions::HandlerFunctions;
