@@ -266,7 +266,10 @@ fn more_rounds(cfg: &RaceConfig, start: Instant, done: u64) -> bool {
 
 /// Races `op_a` (on the calling thread) against `op_b` (on another thread)
 /// on the target `setup` makes for each round, then hands both results to
-/// `check`. Stops at the first `Err` of `setup` or `check`.
+/// `check`. Stops at the first `Err` of `setup` or `check`. When it
+/// returns, side B's thread has ended, its thread-local destructors (a
+/// block cache flush) included, so the caller's final checks run at
+/// quiescence.
 ///
 /// ```
 /// use matrix_handler::{HandlerFunctions, MatrixHandler};
@@ -326,9 +329,9 @@ where
         }
     }
     std::thread::scope(|scope| {
-        let _stop = Stop(&stop);
+        let stop_guard = Stop(&stop);
         // The persistent side B: waits for a round, runs it, posts the result.
-        if !cfg.fresh_thread {
+        let worker = (!cfg.fresh_thread).then(|| {
             scope.spawn(|| {
                 let mut round = 0;
                 loop {
@@ -352,8 +355,8 @@ where
                     // by the calling side that Acquires `done`.
                     done_word.store(round, Ordering::Release);
                 }
-            });
-        }
+            })
+        });
         let outcome = (|| {
             let mut round = 0u64;
             while more_rounds(cfg, rep.start, round) {
@@ -408,6 +411,20 @@ where
             }
             Ok(rep.at(round))
         })();
+        drop(stop_guard);
+        // An explicit join waits for the thread to end, thread-local
+        // destructors (a block cache flush) included; the scope's own wait
+        // ends with the closure, before them, and the caller's final checks
+        // would not run at quiescence.
+        if let Some(w) = worker {
+            if w.join().is_err() && outcome.is_ok() {
+                return Err(RaceFailure {
+                    round: 0,
+                    message: "side B panicked".into(),
+                    report: rep.at(0),
+                });
+            }
+        }
         outcome
     })
 }

@@ -173,7 +173,8 @@ fn batch_cfg() -> RaceConfig {
 /// race stops at its first failure, so a longer budget costs time only
 /// once the defect is fixed, and makes the failure reliable on a loaded
 /// 2-core machine (1.5 s found these in only some runs; `seconds` is what
-/// found each in every run we made, at load averages up to 8).
+/// found each in every run we made, at load averages up to 9, except
+/// recover × recover, which fails in some runs only).
 fn defect_cfg(base: RaceConfig, seconds: u64) -> RaceConfig {
     RaceConfig {
         budget: Duration::from_secs(seconds),
@@ -1059,12 +1060,13 @@ fn recover_x_adopt() {
 }
 
 #[test]
+#[ignore = "fails on b9610d9: recover() decides on one load of a slot's state (DETACHED) and CASes from a second load, so a recoverer that reloads RECOVERING, just taken by another, CASes RECOVERING -> RECOVERING and both recover the one participant (each reports it); enabled when the fix lands"]
 fn recover_x_recover() {
     const BLOCKS: usize = 4;
     let s = seg("race-recover-recover");
     let p2 = s.peer();
     let result = race::pair(
-        &cfg(),
+        &defect_cfg(cfg(), 20),
         |_| detached_blocks(&s, BLOCKS),
         |_| s.h.recover(),
         |_| p2.recover(),
@@ -1072,7 +1074,9 @@ fn recover_x_recover() {
             let (a, b) = (a.map_err(|e| e.to_string())?, b.map_err(|e| e.to_string())?);
             if a.participants + b.participants != 1 || a.blocks + b.blocks != BLOCKS as u64 {
                 return Err(format!(
-                    "two recoveries of one detached participant with {BLOCKS} blocks: {a:?} / {b:?}"
+                    "two recoveries of one detached participant with {BLOCKS} blocks: \
+                     {} + {} participants, {} + {} blocks",
+                    a.participants, b.participants, a.blocks, b.blocks
                 ));
             }
             quiet_check(&s.h).map(drop)
@@ -1220,7 +1224,7 @@ fn detach_x_thread_exit() {
                 fresh_thread: true,
                 ..cfg()
             },
-            10,
+            20,
         ),
         |_| {
             let d = s.peer();
