@@ -8,12 +8,15 @@
 //!   handler in lock-step with the model ([`run_ops`]).
 //! - [`stress`]: thread, process, crash and hostile-segment harnesses, and
 //!   the child-process plumbing they share.
+//! - [`race`]: two operations on one block or slot at once, many times,
+//!   with a check after every round (the race matrix).
 //! - [`segment`]: unique segment names that unlink themselves.
 
 mod sync;
 
 pub mod invariants;
 pub mod model;
+pub mod race;
 pub mod runner;
 pub mod segment;
 pub mod strategy;
