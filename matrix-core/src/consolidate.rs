@@ -76,12 +76,30 @@ pub(crate) fn consolidate_or_wait<A: Arena>(arena: &A) -> Result<(), AllocError>
         }
         let holder = seg.consolidator.load(Acquire);
         if holder != 0 && round % 64 == 63 {
-            let holder_alive = crate::arena::OwnerId(holder)
-                .slot()
-                .map(|s| arena.is_alive(&seg.participants[s]))
-                .unwrap_or(false);
+            // A holder whose slot still carries its claim (ACTIVE, same
+            // owner id) is taken over only if it is definitely dead (nobody
+            // holds its liveness lock; unknown waits). A garbage holder id
+            // names no participant and is cleared as well.
+            let holder_dead = match crate::arena::OwnerId(holder).slot() {
+                Some(s) => {
+                    // Acquire: pairs with the Release CAS that set the word.
+                    let word = seg.participants[s].word.load(Acquire);
+                    let same_claim = crate::layout::slot_word::state_of(word)
+                        == crate::layout::slot_state::ACTIVE
+                        && crate::arena::OwnerId::new(
+                            s,
+                            crate::layout::slot_word::generation_of(word),
+                        )
+                        .0 == holder;
+                    // A claim that ended (detached, recovered, re-claimed)
+                    // is not consolidating: a consolidation runs inside a
+                    // method of a live attachment.
+                    !same_claim || arena.liveness(s) == crate::participant::Liveness::Dead
+                }
+                None => true,
+            };
             // AcqRel: taking over a dead holder's word orders with its last writes.
-            if !holder_alive
+            if holder_dead
                 && seg
                     .consolidator
                     .compare_exchange(holder, 0, AcqRel, Relaxed)

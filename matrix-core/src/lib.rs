@@ -16,7 +16,6 @@ mod matrix;
 pub mod name;
 #[cfg(not(loom))]
 pub mod observer;
-#[cfg(not(loom))]
 pub mod participant;
 pub mod recover;
 pub mod relative_ptr;
@@ -29,6 +28,7 @@ pub mod walk;
 pub use arena::{Arena, ModelArena, ModelView, OwnerId};
 pub use consolidate::ConsolidationReport;
 pub use error::{AllocError, BlockError, SegmentError};
+pub use participant::Liveness;
 pub use layout::{BlockHeader, SegmentHeader, BLOCK_HEADER_SIZE, MIN_PAYLOAD};
 #[cfg(not(loom))]
 pub use matrix::AtomicMatrix;

@@ -22,7 +22,8 @@
 use crate::alloc::{release_block, write_free_header};
 use crate::arena::{Arena, OwnerId};
 use crate::error::{BlockError, SegmentError};
-use crate::layout::{header_check, slot_state, ParticipantSlot, MIN_BLOCK};
+use crate::layout::{header_check, slot_state, slot_word, ParticipantSlot, MIN_BLOCK};
+use crate::participant;
 use crate::size_class::{class_of, FL_COUNT, SL_COUNT};
 use crate::state::{self, ACKED, ALLOCATED, CACHED, COALESCING, FREE};
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
@@ -44,68 +45,84 @@ pub struct RecoveryReport {
     pub carves_rebuilt: u32,
 }
 
-/// Whether `slot` should be recovered, as seen by `arena`.
-/// Acquire loads here pair with the Release stores of the slot's state,
-/// pid and recoverer made by `claim`, `detach` and `recover`.
-fn is_recoverable<A: Arena>(arena: &A, slot: &ParticipantSlot) -> bool {
-    match slot.state.load(Acquire) {
-        slot_state::DETACHED => true,
-        slot_state::ACTIVE => !arena.is_alive(slot),
-        slot_state::CLAIMING => slot.pid.load(Acquire) != 0 && !arena.is_alive(slot),
-        slot_state::RECOVERING => {
-            let recoverer = OwnerId(slot.recoverer.load(Acquire));
-            recoverer
-                .slot()
-                .map(|s| !arena.is_alive(&arena.segment().participants[s]))
-                .unwrap_or(true)
-        }
-        _ => false,
-    }
-}
-
 /// Reclaims the blocks of every dead or detached participant.
+///
+/// Each slot is judged from one load of its slot word
+/// ([`participant::is_recoverable`]: detached, or its holder or recoverer
+/// definitely [`Liveness::Dead`](crate::Liveness::Dead)) and taken with one
+/// CAS from exactly that word to `RECOVERING` naming this participant, so
+/// a slot re-claimed, detached or taken by another recoverer since is left
+/// alone. `arena` must be a participant (the recoverer must be checkable
+/// by others: its own slot and lock); other views get
+/// [`SegmentError::NotAParticipant`]. If reclaiming fails the slot is given
+/// back, for a later recovery to try again.
 pub fn recover<A: Arena>(
     arena: &A,
     reclaim_user_states: bool,
 ) -> Result<RecoveryReport, BlockError> {
     let seg = arena.segment();
-    let me = arena.owner();
+    let Some(me) = arena.owner().slot() else {
+        return Err(BlockError::Refused(SegmentError::NotAParticipant {
+            operation: "recover()",
+        }));
+    };
+    // Acquire: pairs with the Release CAS of this participant's own claim;
+    // the generation cannot change while it holds the slot.
+    let my_generation = seg.participants[me].generation(Acquire);
     let mut report = RecoveryReport::default();
     for (index, slot) in seg.participants.iter().enumerate() {
-        if Some(index) == me.slot() || !is_recoverable(arena, slot) {
+        if index == me {
             continue;
         }
-        // Acquire: as in `is_recoverable`.
-        let seen = slot.state.load(Acquire);
-        // AcqRel: one recoverer wins the slot and sees everything its holder published.
-        if slot
-            .state
-            .compare_exchange(seen, slot_state::RECOVERING, AcqRel, Relaxed)
-            .is_err()
-        {
+        // Acquire: pairs with the Release CAS that produced the word.
+        let judged = slot.word.load(Acquire);
+        if !participant::is_recoverable(arena, index, judged) {
             continue;
         }
-        // Release: other recoverers that Acquire it see who works on the
-        // slot; Acquire: the generation the dead holder claimed the slot with.
-        slot.recoverer.store(me.0, Release);
-        let dead = OwnerId::new(index, slot.generation.load(Acquire));
-        rebuild_dead_carves(arena, slot, &mut report);
-        reclaim_blocks_of(arena, dead, reclaim_user_states, &mut report)?;
-        // AcqRel: a consolidation word left by the dead participant is released.
-        let _ = seg
-            .consolidator
-            .compare_exchange(dead.0, 0, AcqRel, Relaxed);
-        for e in &slot.carve_intents {
-            // Relaxed: published by the Release store of EMPTY below.
-            e.store(0, Relaxed);
+        let mine = participant::recovering_word(judged, me, my_generation);
+        if !participant::begin_recovery(slot, judged, mine) {
+            continue;
         }
-        slot.pid.store(0, Relaxed);
-        // Release: the slot is reusable only after its blocks are back.
-        slot.state.store(slot_state::EMPTY, Release);
+        if let Err(e) = reclaim_dead_slot(arena, index, reclaim_user_states, &mut report) {
+            participant::give_back(slot, mine, judged);
+            return Err(e);
+        }
+        clear_dead_leftovers(arena, index, slot_word::generation_of(judged));
+        participant::finish_recovery(slot, mine);
         report.participants += 1;
+        // Relaxed: statistics only.
         seg.counters.recoveries.fetch_add(1, Relaxed);
     }
     Ok(report)
+}
+
+/// Reclaims everything the dead holder of slot `index` left: carves it won
+/// but never wrote a header for, then its blocks. The caller has taken the
+/// slot (it is `RECOVERING` in the caller's name), so the slot word's
+/// generation names the dead claim.
+pub fn reclaim_dead_slot<A: Arena>(
+    arena: &A,
+    index: usize,
+    reclaim_user_states: bool,
+    report: &mut RecoveryReport,
+) -> Result<(), BlockError> {
+    let slot = &arena.segment().participants[index];
+    // Acquire: pairs with the CAS that made the slot RECOVERING.
+    let dead = OwnerId::new(index, slot.generation(Acquire));
+    rebuild_dead_carves(arena, slot, report);
+    reclaim_blocks_of(arena, dead, reclaim_user_states, report)
+}
+
+/// Releases the consolidator word if the dead claim `generation` of slot
+/// `index` held it (killed mid-consolidation).
+pub(crate) fn clear_dead_leftovers<A: Arena + ?Sized>(arena: &A, index: usize, generation: u32) {
+    let dead = OwnerId::new(index, generation);
+    // AcqRel: the takeover orders with the dead holder's last writes and
+    // publishes the free word to the next consolidator.
+    let _ = arena
+        .segment()
+        .consolidator
+        .compare_exchange(dead.0, 0, AcqRel, Relaxed);
 }
 
 fn reclaim_blocks_of<A: Arena>(
@@ -236,7 +253,7 @@ fn rebuild_dead_carves<A: Arena>(arena: &A, slot: &ParticipantSlot, report: &mut
         }
         let live_carver = seg.participants.iter().any(|other| {
             !std::ptr::eq(&**other, slot)
-                && other.state.load(Acquire) == slot_state::ACTIVE
+                && other.state(Acquire) == slot_state::ACTIVE
                 && other
                     .carve_intents
                     .iter()
@@ -283,22 +300,17 @@ pub fn repair<A: Arena>(
     // everything dead participants published before they died.
     let seg = arena.segment();
     let me = arena.owner();
-    let live = seg
-        .participants
-        .iter()
-        .enumerate()
-        .filter(|(i, s)| {
-            Some(*i) != me.slot()
-                && matches!(
-                    s.state.load(Acquire),
-                    slot_state::ACTIVE | slot_state::CLAIMING
-                )
-                && arena.is_alive(s)
-        })
-        .count();
+    // Only a definite *dead* lets repair rebuild under a participant: one
+    // that is alive, or that cannot be told, refuses the repair.
+    let (live, unknown) = participant::count_live(arena, me.slot());
     if live > 0 {
         return Err(RepairError::Segment(SegmentError::InUse {
             live_participants: live,
+        }));
+    }
+    if unknown > 0 {
+        return Err(RepairError::Segment(SegmentError::LivenessUnknown {
+            participants: unknown,
         }));
     }
     let mut report = RecoveryReport::default();
@@ -391,10 +403,19 @@ pub fn repair<A: Arena>(
         i = j;
     }
     for (index, slot) in seg.participants.iter().enumerate() {
-        if Some(index) != me.slot() && slot.state.load(Acquire) != slot_state::EMPTY {
+        let word = slot.word.load(Acquire);
+        if Some(index) != me.slot() && slot_word::state_of(word) != slot_state::EMPTY {
             slot.pid.store(0, Relaxed);
-            slot.state.store(slot_state::EMPTY, Release);
-            report.participants += 1;
+            let empty = slot_word::pack(slot_state::EMPTY, None, 0, slot_word::generation_of(word));
+            // A CAS, not a store: a participant that attached since the
+            // check keeps its claim (it holds its lock and is alive).
+            if slot
+                .word
+                .compare_exchange(word, empty, Release, Relaxed)
+                .is_ok()
+            {
+                report.participants += 1;
+            }
         }
     }
     seg.counters.repairs.fetch_add(1, Relaxed);
