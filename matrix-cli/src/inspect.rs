@@ -231,6 +231,8 @@ pub struct ParticipantReport {
     pub pid: u32,
     /// Owner id its blocks carry.
     pub owner_id: u32,
+    /// Whether it is known to be alive (its liveness lock is held).
+    pub alive: bool,
     /// `alive`, `dead` or `unknown` (its lock could not be queried).
     pub liveness: String,
     /// Blocks it owns.
@@ -366,6 +368,7 @@ pub fn stat(view: &SegmentView) -> Result<StatReport, CliError> {
                 state: slot_state_name(state).into(),
                 pid: slot.pid.load(Relaxed),
                 owner_id: owner.0,
+                alive: slot_liveness(view, index) == Liveness::Alive,
                 liveness: slot_liveness(view, index).as_str().into(),
                 blocks,
                 bytes,

@@ -195,6 +195,7 @@ fn dead_participant_is_found_and_repaired() {
     assert_eq!(live["participants_alive"], 1, "{live:#}");
     let p = &live["participants"][0];
     assert_eq!(p["alive"], true);
+    assert_eq!(p["liveness"], "alive");
     assert_eq!(p["blocks"], HELD_BLOCKS + 1);
     matrix(&["fsck", &name])
         .expect(0)

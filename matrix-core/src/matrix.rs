@@ -13,6 +13,7 @@ use crate::relative_ptr::RelativePtr;
 use crate::segment::{self, CreateOptions, Mapping};
 use crate::state;
 use crate::walk::{self, ArenaStats, ChainWalk};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 /// One process's attachment to a segment: the mapping plus a participant slot.
@@ -51,6 +52,11 @@ pub(crate) struct Attachment {
     fork_epoch: u64,
     /// The process that attached (for messages).
     pid: u32,
+    /// The segment file through an open file description of its own that
+    /// is never mapped (a mapping keeps its description, and so its locks,
+    /// alive in a forked child): it holds this participant's liveness lock.
+    /// `None` for an anonymous arena.
+    lock_file: Option<std::fs::File>,
     /// Entry of the lock descriptor in the table a forked child closes.
     lock_entry: Option<usize>,
     /// Process-unique id, the key of thread caches.
@@ -78,6 +84,10 @@ impl Attachment {
         self.fork_epoch != participant::fork_epoch()
     }
 
+    fn lock_fd(&self) -> Option<RawFd> {
+        self.lock_file.as_ref().map(|f| f.as_raw_fd())
+    }
+
     fn refuse_if_inherited(&self) -> Result<(), SegmentError> {
         if self.inherited() {
             Err(SegmentError::InheritedHandle {
@@ -93,8 +103,8 @@ impl Drop for Attachment {
     fn drop(&mut self) {
         if self.inherited() {
             // The fork handler already closed this process's copy of the
-            // descriptor; its number may name another file by now.
-            std::mem::forget(self.mapping.file.take());
+            // lock descriptor; its number may name another file by now.
+            std::mem::forget(self.lock_file.take());
             return;
         }
         // DETACHED first, then the lock goes: a liveness query never sees
@@ -106,42 +116,68 @@ impl Drop for Attachment {
         if let Some(entry) = self.lock_entry {
             participant::unregister_lock_fd(entry);
         }
-        if let Some(fd) = self.mapping.fd() {
+        if let Some(fd) = self.lock_fd() {
             participant::unlock(fd, participant::slot_lock(self.slot));
         }
-        // The mapping and its descriptor close after this.
+        // The descriptors and the mapping close after this.
     }
 }
 
-/// Takes the liveness lock of slot `index` through `mapping`'s descriptor
+/// Takes the liveness lock of slot `index` through the lock descriptor
 /// (anonymous arenas have none and need none). `Ok(false)`: someone holds it.
-fn lock_slot(mapping: &Mapping, index: usize) -> Result<bool, SegmentError> {
-    match mapping.fd() {
+fn lock_slot(lock: Option<RawFd>, index: usize) -> Result<bool, SegmentError> {
+    match lock {
         Some(fd) => participant::try_lock(fd, participant::slot_lock(index))
             .map_err(|e| SegmentError::io("lock participant slot", e)),
         None => Ok(true),
     }
 }
 
-fn unlock_slot(mapping: &Mapping, index: usize) {
-    if let Some(fd) = mapping.fd() {
+fn unlock_slot(lock: Option<RawFd>, index: usize) {
+    if let Some(fd) = lock {
         participant::unlock(fd, participant::slot_lock(index));
     }
 }
 
+/// Opens the segment file of `mapping` again, for a description of its own
+/// that holds the liveness lock; checks it is the very file mapped.
+fn open_lock_file(mapping: &Mapping) -> Result<Option<std::fs::File>, SegmentError> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let (Some(name), Some(mapped)) = (mapping.name.as_deref(), mapping.file.as_ref()) else {
+        return Ok(None);
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(segment::segment_path(name)?)
+        .map_err(|e| SegmentError::io("open segment file for its liveness lock", e))?;
+    let meta = |f: &std::fs::File| {
+        f.metadata()
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(|e| SegmentError::io("stat segment file", e))
+    };
+    if meta(&file)? != meta(mapped)? {
+        return Err(SegmentError::NotFound {
+            name: name.to_owned(),
+        });
+    }
+    Ok(Some(file))
+}
+
 /// Claims an EMPTY slot: its lock first, then `EMPTY → ACTIVE`.
-fn claim_free(mapping: &Mapping) -> Result<Option<(usize, u32)>, SegmentError> {
+fn claim_free(mapping: &Mapping, lock: Option<RawFd>) -> Result<Option<(usize, u32)>, SegmentError> {
     for (index, slot) in mapping.segment_header().participants.iter().enumerate() {
         // Relaxed: a pre-filter only; `claim_slot` re-reads with Acquire.
         if slot.state(Relaxed) != slot_state::EMPTY {
             continue;
         }
-        if !lock_slot(mapping, index)? {
+        if !lock_slot(lock, index)? {
             continue;
         }
         match participant::claim_slot(slot) {
             Some(generation) => return Ok(Some((index, generation))),
-            None => unlock_slot(mapping, index),
+            None => unlock_slot(lock, index),
         }
     }
     Ok(None)
@@ -152,7 +188,10 @@ fn claim_free(mapping: &Mapping) -> Result<Option<(usize, u32)>, SegmentError> {
 /// itself as recoverer while this attacher holds the slot's lock (so it is
 /// identifiable and alive), the old holder's blocks are reclaimed, and the
 /// slot becomes ACTIVE under a new generation.
-fn claim_dead_for_self(mapping: &Mapping) -> Result<Option<(usize, u32)>, SegmentError> {
+fn claim_dead_for_self(
+    mapping: &Mapping,
+    lock: Option<RawFd>,
+) -> Result<Option<(usize, u32)>, SegmentError> {
     let seg = mapping.segment_header();
     for (index, slot) in seg.participants.iter().enumerate() {
         // Acquire: pairs with the Release CAS that set the word.
@@ -160,19 +199,19 @@ fn claim_dead_for_self(mapping: &Mapping) -> Result<Option<(usize, u32)>, Segmen
         if !participant::is_recoverable(mapping, index, judged) {
             continue;
         }
-        if !lock_slot(mapping, index)? {
+        if !lock_slot(lock, index)? {
             continue;
         }
         let generation = slot_word::generation_of(judged);
         let mine = participant::recovering_word(judged, index, generation);
         if !participant::begin_recovery(slot, judged, mine) {
-            unlock_slot(mapping, index);
+            unlock_slot(lock, index);
             continue;
         }
         let mut report = RecoveryReport::default();
         if let Err(e) = recover::reclaim_dead_slot(mapping, index, false, &mut report) {
             participant::give_back(slot, mine, judged);
-            unlock_slot(mapping, index);
+            unlock_slot(lock, index);
             return Err(SegmentError::CorruptHeader {
                 field: match e {
                     BlockError::Corrupted { what, .. } => what,
@@ -197,7 +236,7 @@ fn claim_dead_for_self(mapping: &Mapping) -> Result<Option<(usize, u32)>, Segmen
             .compare_exchange(mine, active, AcqRel, Relaxed)
             .is_err()
         {
-            unlock_slot(mapping, index);
+            unlock_slot(lock, index);
             continue;
         }
         // Relaxed: statistics only.
@@ -213,7 +252,9 @@ impl AtomicMatrix {
         // fork can copy a lock without the handler closing it.
         participant::install_fork_hook();
         let fork_epoch = participant::fork_epoch();
-        let lock_entry = match mapping.fd() {
+        let lock_file = open_lock_file(&mapping)?;
+        let lock = lock_file.as_ref().map(|f| f.as_raw_fd());
+        let lock_entry = match lock {
             Some(fd) => Some(participant::register_lock_fd(fd).ok_or(
                 SegmentError::TooManyAttachments {
                     max: participant::MAX_LOCK_FDS,
@@ -221,9 +262,9 @@ impl AtomicMatrix {
             )?),
             None => None,
         };
-        let claimed = match claim_free(&mapping) {
+        let claimed = match claim_free(&mapping, lock) {
             Ok(Some(c)) => Ok(c),
-            Ok(None) => claim_dead_for_self(&mapping).and_then(|c| {
+            Ok(None) => claim_dead_for_self(&mapping, lock).and_then(|c| {
                 c.ok_or(SegmentError::TooManyParticipants {
                     max: mapping.segment_header().participants.len(),
                 })
@@ -258,6 +299,7 @@ impl AtomicMatrix {
             generation,
             fork_epoch,
             pid,
+            lock_file,
             lock_entry,
             id,
         };
