@@ -14,15 +14,17 @@ use matrix_testkit::audit;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Barrier};
 
-const ROUNDS: usize = 150;
-const THREADS: usize = 6;
-const BLOCKS_PER_THREAD: usize = 24;
+const ROUNDS: usize = 400;
+const THREADS: usize = 16;
+/// Blocks of each of 64 sizes a thread caches: many size classes, so its
+/// exit flush takes a while and can be preempted mid-way.
+const BLOCKS_PER_SIZE: usize = 3;
 
 #[test]
 fn thread_exit_flushes_racing_the_handle_drop_and_recover_never_list_a_block_twice() {
     for round in 0..ROUNDS {
         let name = ScratchName::new("exit-race");
-        let a = Arc::new(AtomicMatrix::create(&name, 1 << 20).unwrap());
+        let a = Arc::new(AtomicMatrix::create(&name, 16 << 20).unwrap());
         let b = AtomicMatrix::open(&name).unwrap();
         let stop = AtomicBool::new(false);
         let barrier = Barrier::new(THREADS + 1);
@@ -42,8 +44,8 @@ fn thread_exit_flushes_racing_the_handle_drop_and_recover_never_list_a_block_twi
                 .map(|_| {
                     let a = a.clone();
                     s.spawn(move || {
-                        let blocks: Vec<_> = (0..BLOCKS_PER_THREAD)
-                            .map(|_| a.allocate(64, 0).unwrap())
+                        let blocks: Vec<_> = (0..BLOCKS_PER_SIZE * 64)
+                            .map(|i| a.allocate(16 + 16 * (i % 64) as u64, 0).unwrap())
                             .collect();
                         // Freed into this thread's cache: CACHED, still ours.
                         for p in blocks {
@@ -71,8 +73,9 @@ fn thread_exit_flushes_racing_the_handle_drop_and_recover_never_list_a_block_twi
         let found = audit(&b);
         assert!(
             found.violations.is_empty(),
-            "round {round}: {:?}",
-            found.violations
+            "round {round}: {} violation(s), first: {:?}",
+            found.violations.len(),
+            &found.violations[..found.violations.len().min(4)]
         );
     }
 }
