@@ -410,3 +410,98 @@ fn a_failed_recovery_gives_the_slot_back() {
     assert_eq!(r.participants, 1, "the slot was not given back: {r:?}");
     assert_eq!(r.blocks, HELPER_BLOCKS as u64, "{r:?}");
 }
+
+/// With every slot taken, an attacher takes the slot of a dead participant
+/// for itself: it reclaims the dead one's blocks and becomes ACTIVE there.
+#[test]
+fn attaching_with_every_slot_taken_claims_a_dead_slot_for_itself() {
+    use matrix_core::{Arena, Liveness};
+    let name = SegmentGuard::new("full");
+    let first = AtomicMatrix::create(&name, 1 << 20).unwrap();
+    let mut holder = Helper::spawn(&[], &format!("hold:{}", name.as_str()));
+    let owner = OwnerId(field(&holder.line("ready"), "owner") as u32);
+    let dead_slot = owner.slot().unwrap();
+    let mut live = Vec::new();
+    while let Ok(m) = AtomicMatrix::open(&name) {
+        live.push(m);
+    }
+    assert_eq!(first.liveness(dead_slot), Liveness::Alive);
+    holder.kill();
+    let deadline = Instant::now() + WAIT;
+    while first.liveness(dead_slot) != Liveness::Dead && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let late = AtomicMatrix::open(&name).expect("the dead slot is taken over");
+    assert_eq!(late.slot_index(), dead_slot);
+    assert_ne!(late.owner_id(), owner, "a new generation");
+    assert_eq!(allocated_by(&first, owner), 0, "the dead one's blocks are back");
+    assert_eq!(first.liveness(dead_slot), Liveness::Alive);
+    drop(live);
+}
+
+/// What an inherited handle refuses in a forked child, and what the
+/// liveness answers are on each side.
+#[test]
+fn an_inherited_handle_refuses_to_act_in_the_child() {
+    use matrix_core::{Arena, Liveness, SegmentError};
+    let name = SegmentGuard::new("forkrefuse");
+    let parent = AtomicMatrix::create(&name, 1 << 20).unwrap();
+    let other = AtomicMatrix::open(&name).unwrap();
+    assert_eq!(parent.liveness(parent.slot_index()), Liveness::Alive);
+    assert_eq!(parent.liveness(other.slot_index()), Liveness::Alive);
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) into a two-element array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fork(2); the child checks, writes one byte and _exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let refused = |e: String| e.contains("inherited across fork()");
+        let ok = matches!(
+            parent.recover(false),
+            Err(matrix_core::BlockError::Refused(SegmentError::InheritedHandle { .. }))
+        ) && matches!(
+            parent.repair(false),
+            Err(matrix_core::RepairError::Segment(SegmentError::InheritedHandle { .. }))
+        ) && parent.consolidate().is_err_and(|e| refused(e.to_string()))
+            && parent.liveness(other.slot_index()) == Liveness::Unknown;
+        let byte = [ok as u8];
+        // SAFETY: write(2) of one byte to the pipe, then _exit(2).
+        unsafe {
+            libc::write(fds[1], byte.as_ptr().cast(), 1);
+            libc::_exit(0)
+        };
+    }
+    let mut byte = [0u8];
+    // SAFETY: read(2) of one byte from the pipe the child writes.
+    assert_eq!(unsafe { libc::read(fds[0], byte.as_mut_ptr().cast(), 1) }, 1);
+    let mut status = 0;
+    // SAFETY: waitpid(2) on our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    // SAFETY: closing the pipe's two ends, ours.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    assert_eq!(byte[0], 1, "the inherited handle acted in the child");
+    assert_eq!(parent.liveness(other.slot_index()), Liveness::Alive);
+}
+
+/// `close` reclaims what the participant still owns and leaves its slot
+/// EMPTY; a read-only observer refuses to recover.
+#[test]
+fn close_leaves_no_slot_and_a_read_only_observer_does_not_recover() {
+    let name = SegmentGuard::new("close");
+    let a = AtomicMatrix::create(&name, 1 << 20).unwrap();
+    let b = AtomicMatrix::open(&name).unwrap();
+    for _ in 0..HELPER_BLOCKS {
+        b.allocate(64, 0).unwrap();
+    }
+    let owner = b.owner_id();
+    let r = b.close().unwrap();
+    assert_eq!(r.blocks, HELPER_BLOCKS as u64, "{r:?}");
+    assert_eq!(allocated_by(&a, owner), 0);
+    assert_eq!(a.participants().len(), 1, "only `a` is left");
+    let o = Observer::open(&name).unwrap();
+    assert!(o.recover(false).is_err(), "a read-only observer cannot recover");
+    assert_eq!(a.participants().len(), 1, "the observer took no slot");
+}
