@@ -77,16 +77,27 @@ impl fmt::Display for CliError {
             CliError::Block(e) => write!(f, "segment damaged: {e}; run `matrix fsck`"),
             CliError::Alloc(e) => e.fmt(f),
             CliError::Repair(e) => e.fmt(f),
-            CliError::InUse { name, pids, unknown } => {
+            CliError::InUse {
+                name,
+                pids,
+                unknown,
+            } => {
                 let list: Vec<String> = pids.iter().map(u32::to_string).collect();
                 write!(
                     f,
                     "segment {name:?} has {} live participant(s) (pid {})",
                     pids.len(),
-                    if list.is_empty() { "-".into() } else { list.join(", ") }
+                    if list.is_empty() {
+                        "-".into()
+                    } else {
+                        list.join(", ")
+                    }
                 )?;
                 if *unknown > 0 {
-                    write!(f, " and {unknown} whose liveness cannot be told (possibly alive)")?;
+                    write!(
+                        f,
+                        " and {unknown} whose liveness cannot be told (possibly alive)"
+                    )?;
                 }
                 write!(f, "; stop them first or pass --force")
             }

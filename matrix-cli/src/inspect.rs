@@ -225,7 +225,7 @@ pub struct StateCount {
 pub struct ParticipantReport {
     /// Slot index.
     pub slot: usize,
-    /// `CLAIMING`, `ACTIVE`, `DETACHED` or `RECOVERING`.
+    /// `ACTIVE`, `DETACHED` or `RECOVERING`.
     pub state: String,
     /// Pid of the holder.
     pub pid: u32,

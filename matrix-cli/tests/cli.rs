@@ -221,7 +221,12 @@ fn unshare_works(flags: &[&str]) -> bool {
 fn matrix_in_pid_namespace(args: &[&str]) -> common::Outcome {
     let mut command = Command::new("unshare");
     command
-        .args(["--pid", "--fork", "--mount-proc", env!("CARGO_BIN_EXE_matrix")])
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            env!("CARGO_BIN_EXE_matrix"),
+        ])
         .args(args);
     common::run(command)
 }
@@ -249,7 +254,9 @@ fn fsck_repair_and_rm_in_other_pid_namespaces_spare_a_live_participant() {
     matrix_in_pid_namespace(&["rm", &name])
         .expect(1)
         .stderr_has("live participant");
-    matrix(&["rm", &name]).expect(1).stderr_has("live participant");
+    matrix(&["rm", &name])
+        .expect(1)
+        .stderr_has("live participant");
     let live = matrix(&["stat", &name, "--json"]).expect(0).json();
     assert_eq!(live["participants_alive"], 1, "{live:#}");
     assert_eq!(live["participants"][0]["liveness"], "alive");
@@ -266,8 +273,14 @@ fn fsck_repair_and_rm_in_other_pid_namespaces_spare_a_live_participant() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(repaired["repair"]["recovered_participants"], 1, "{repaired:#}");
-    assert_eq!(repaired["repair"]["recovered_blocks"], HELD_BLOCKS, "{repaired:#}");
+    assert_eq!(
+        repaired["repair"]["recovered_participants"], 1,
+        "{repaired:#}"
+    );
+    assert_eq!(
+        repaired["repair"]["recovered_blocks"], HELD_BLOCKS,
+        "{repaired:#}"
+    );
 }
 
 #[test]

@@ -12,7 +12,6 @@ use crate::layout::{
 use crate::participant::Liveness;
 use crate::sync::{AtomicU32, Ordering, Ordering::Relaxed};
 
-
 /// An owner id: `generation << 8 | (slot + 1)`; 0 means "owned by the segment".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct OwnerId(pub u32);
@@ -231,7 +230,12 @@ impl Arena for ModelView<'_> {
             return Liveness::Alive;
         }
         // SeqCst: as in `ModelArena::claim`.
-        match self.arena.locks.get(index).map(|l| l.load(Ordering::SeqCst)) {
+        match self
+            .arena
+            .locks
+            .get(index)
+            .map(|l| l.load(Ordering::SeqCst))
+        {
             Some(0) => Liveness::Dead,
             Some(_) => Liveness::Alive,
             None => Liveness::Unknown,

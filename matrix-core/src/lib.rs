@@ -28,12 +28,12 @@ pub mod walk;
 pub use arena::{Arena, ModelArena, ModelView, OwnerId};
 pub use consolidate::ConsolidationReport;
 pub use error::{AllocError, BlockError, SegmentError};
-pub use participant::Liveness;
 pub use layout::{BlockHeader, SegmentHeader, BLOCK_HEADER_SIZE, MIN_PAYLOAD};
 #[cfg(not(loom))]
 pub use matrix::AtomicMatrix;
 #[cfg(not(loom))]
 pub use observer::Observer;
+pub use participant::Liveness;
 pub use recover::{RecoveryReport, RepairError};
 pub use relative_ptr::RelativePtr;
 #[cfg(not(loom))]

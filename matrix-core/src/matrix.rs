@@ -5,13 +5,15 @@ use crate::arena::{Arena, OwnerId};
 use crate::cache;
 use crate::consolidate::{self, ConsolidationReport};
 use crate::error::{AllocError, BlockError, SegmentError};
-use crate::layout::{slot_state, slot_word, BlockHeader, SegmentHeader, ARENA_START, BLOCK_HEADER_SIZE};
+use crate::layout::{
+    slot_state, slot_word, BlockHeader, SegmentHeader, ARENA_START, BLOCK_HEADER_SIZE,
+};
 use crate::participant::{self, Liveness, ParticipantInfo};
-use crate::sync::Ordering::{AcqRel, Acquire, Relaxed};
 use crate::recover::{self, RecoveryReport, RepairError};
 use crate::relative_ptr::RelativePtr;
 use crate::segment::{self, CreateOptions, Mapping};
 use crate::state;
+use crate::sync::Ordering::{AcqRel, Acquire, Relaxed};
 use crate::walk::{self, ArenaStats, ChainWalk};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -166,7 +168,10 @@ fn open_lock_file(mapping: &Mapping) -> Result<Option<std::fs::File>, SegmentErr
 }
 
 /// Claims an EMPTY slot: its lock first, then `EMPTY → ACTIVE`.
-fn claim_free(mapping: &Mapping, lock: Option<RawFd>) -> Result<Option<(usize, u32)>, SegmentError> {
+fn claim_free(
+    mapping: &Mapping,
+    lock: Option<RawFd>,
+) -> Result<Option<(usize, u32)>, SegmentError> {
     for (index, slot) in mapping.segment_header().participants.iter().enumerate() {
         // Relaxed: a pre-filter only; `claim_slot` re-reads with Acquire.
         if slot.state(Relaxed) != slot_state::EMPTY {

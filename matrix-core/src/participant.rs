@@ -45,9 +45,9 @@
 //! made itself.
 
 use crate::arena::{Arena, OwnerId};
-use crate::layout::{slot_state, slot_word, ParticipantSlot};
 #[cfg(not(loom))]
 use crate::layout::LIVENESS_LOCK_BASE;
+use crate::layout::{slot_state, slot_word, ParticipantSlot};
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 /// Whether a participant is alive, as far as this process can tell.

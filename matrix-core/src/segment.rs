@@ -22,8 +22,8 @@ use crate::layout::{
     init, layout_fingerprint, slot_state, BlockHeader, SegmentHeader, ARENA_START, BLOCK_ALIGN,
     FORMAT_LOCK, FORMAT_VERSION, MAGIC, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
 };
-use crate::participant::{self, Liveness};
 use crate::name::validate_name;
+use crate::participant::{self, Liveness};
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
 use memmap2::{MmapMut, MmapOptions, MmapRaw};
 use std::fs::{File, OpenOptions};
@@ -419,13 +419,12 @@ fn wait_ready(mapping: &Mapping) -> Result<(), SegmentError> {
                 // The formatter holds FORMAT_LOCK from before FORMATTING is
                 // stored until after READY is: no lock (and still not
                 // READY, re-checked) means it died. Unknown means wait.
-                let formatter = mapping
-                    .fd()
-                    .map_or(Liveness::Unknown, |fd| participant::query_lock(fd, FORMAT_LOCK));
+                let formatter = mapping.fd().map_or(Liveness::Unknown, |fd| {
+                    participant::query_lock(fd, FORMAT_LOCK)
+                });
                 // Acquire: as above; READY may have been stored just before
                 // the lock was released.
-                if formatter == Liveness::Dead && seg.init_state.load(Acquire) == init::FORMATTING
-                {
+                if formatter == Liveness::Dead && seg.init_state.load(Acquire) == init::FORMATTING {
                     return Err(SegmentError::FormatterDied { pid });
                 }
             }

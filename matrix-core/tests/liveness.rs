@@ -98,10 +98,15 @@ impl Helper {
         if !prefix.is_empty() {
             cmd.arg(&exe);
         }
-        cmd.args(["--exact", "helper_process", "--nocapture", "--test-threads=1"])
-            .env(HELPER_ENV, mode)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.args([
+            "--exact",
+            "helper_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HELPER_ENV, mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn helper");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
@@ -285,7 +290,15 @@ fn recovery_without_a_readable_proc_reclaims_nothing_of_a_live_participant() {
         exe.display()
     );
     let helper = Helper::spawn(
-        &["unshare", "--mount", "--propagation", "private", "sh", "-c", &script],
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ],
         &format!("recover:{}", name.as_str()),
     );
     // `Helper::spawn` appends the exe to a prefix; `sh -c` ignores the extra
@@ -434,7 +447,11 @@ fn attaching_with_every_slot_taken_claims_a_dead_slot_for_itself() {
     let late = AtomicMatrix::open(&name).expect("the dead slot is taken over");
     assert_eq!(late.slot_index(), dead_slot);
     assert_ne!(late.owner_id(), owner, "a new generation");
-    assert_eq!(allocated_by(&first, owner), 0, "the dead one's blocks are back");
+    assert_eq!(
+        allocated_by(&first, owner),
+        0,
+        "the dead one's blocks are back"
+    );
     assert_eq!(first.liveness(dead_slot), Liveness::Alive);
     drop(live);
 }
@@ -458,10 +475,14 @@ fn an_inherited_handle_refuses_to_act_in_the_child() {
         let refused = |e: String| e.contains("inherited across fork()");
         let ok = matches!(
             parent.recover(false),
-            Err(matrix_core::BlockError::Refused(SegmentError::InheritedHandle { .. }))
+            Err(matrix_core::BlockError::Refused(
+                SegmentError::InheritedHandle { .. }
+            ))
         ) && matches!(
             parent.repair(false),
-            Err(matrix_core::RepairError::Segment(SegmentError::InheritedHandle { .. }))
+            Err(matrix_core::RepairError::Segment(
+                SegmentError::InheritedHandle { .. }
+            ))
         ) && parent.consolidate().is_err_and(|e| refused(e.to_string()))
             && parent.liveness(other.slot_index()) == Liveness::Unknown;
         let byte = [ok as u8];
@@ -473,7 +494,10 @@ fn an_inherited_handle_refuses_to_act_in_the_child() {
     }
     let mut byte = [0u8];
     // SAFETY: read(2) of one byte from the pipe the child writes.
-    assert_eq!(unsafe { libc::read(fds[0], byte.as_mut_ptr().cast(), 1) }, 1);
+    assert_eq!(
+        unsafe { libc::read(fds[0], byte.as_mut_ptr().cast(), 1) },
+        1
+    );
     let mut status = 0;
     // SAFETY: waitpid(2) on our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
@@ -502,6 +526,9 @@ fn close_leaves_no_slot_and_a_read_only_observer_does_not_recover() {
     assert_eq!(allocated_by(&a, owner), 0);
     assert_eq!(a.participants().len(), 1, "only `a` is left");
     let o = Observer::open(&name).unwrap();
-    assert!(o.recover(false).is_err(), "a read-only observer cannot recover");
+    assert!(
+        o.recover(false).is_err(),
+        "a read-only observer cannot recover"
+    );
     assert_eq!(a.participants().len(), 1, "the observer took no slot");
 }
