@@ -486,25 +486,21 @@ fn an_inherited_handle_refuses_to_act_in_the_child() {
         ) && parent.consolidate().is_err_and(|e| refused(e.to_string()))
             && parent.liveness(other.slot_index()) == Liveness::Unknown;
         let byte = [ok as u8];
-        // SAFETY: write(2) of one byte to the pipe, then _exit(2).
-        unsafe {
-            libc::write(fds[1], byte.as_ptr().cast(), 1);
-            libc::_exit(0)
-        };
+        // SAFETY: write(2) of one byte from a live array to the pipe.
+        unsafe { libc::write(fds[1], byte.as_ptr().cast(), 1) };
+        // SAFETY: _exit(2) skips the test harness's teardown in the child.
+        unsafe { libc::_exit(0) };
     }
     let mut byte = [0u8];
-    // SAFETY: read(2) of one byte from the pipe the child writes.
-    assert_eq!(
-        unsafe { libc::read(fds[0], byte.as_mut_ptr().cast(), 1) },
-        1
-    );
+    // SAFETY: read(2) of one byte from the pipe into a live array.
+    let got = unsafe { libc::read(fds[0], byte.as_mut_ptr().cast(), 1) };
+    assert_eq!(got, 1, "the child wrote its answer");
     let mut status = 0;
     // SAFETY: waitpid(2) on our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
-    // SAFETY: closing the pipe's two ends, ours.
-    unsafe {
-        libc::close(fds[0]);
-        libc::close(fds[1]);
+    for fd in fds {
+        // SAFETY: close(2) of a pipe end this test opened.
+        unsafe { libc::close(fd) };
     }
     assert_eq!(byte[0], 1, "the inherited handle acted in the child");
     assert_eq!(parent.liveness(other.slot_index()), Liveness::Alive);
