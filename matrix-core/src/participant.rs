@@ -109,8 +109,11 @@ pub fn claim_slot(slot: &ParticipantSlot) -> Option<u32> {
     }
     let generation = slot_word::generation_of(word).wrapping_add(1);
     let active = slot_word::pack(slot_state::ACTIVE, None, 0, generation);
-    // AcqRel: Acquire as above; Release publishes the cleared intents of the
-    // previous holder (stored by its recoverer) with the new claim.
+    // AcqRel: Acquire as above. Release: the liveness lock was taken before
+    // this CAS, so a recoverer that Acquires ACTIVE(g+1) (the word load in
+    // `recover`) and then asks the lock finds it held; without it, the
+    // loom model `recover_racing_a_new_claim_of_the_slot` sees a stale
+    // "unlocked" and reclaims the new holder.
     slot.word
         .compare_exchange(word, active, AcqRel, Relaxed)
         .ok()
