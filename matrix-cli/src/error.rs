@@ -39,8 +39,10 @@ pub enum CliError {
     InUse {
         /// The segment.
         name: String,
-        /// Their pids.
+        /// Pids of the live ones.
         pids: Vec<u32>,
+        /// Participants whose liveness could not be told (possibly alive).
+        unknown: usize,
     },
     /// A size argument was not understood.
     Size(SizeError),
@@ -75,14 +77,29 @@ impl fmt::Display for CliError {
             CliError::Block(e) => write!(f, "segment damaged: {e}; run `matrix fsck`"),
             CliError::Alloc(e) => e.fmt(f),
             CliError::Repair(e) => e.fmt(f),
-            CliError::InUse { name, pids } => {
-                let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+            CliError::InUse {
+                name,
+                pids,
+                unknown,
+            } => {
+                let list: Vec<String> = pids.iter().map(u32::to_string).collect();
                 write!(
                     f,
-                    "segment {name:?} has {} live participant(s) (pid {}); stop them first or pass --force",
+                    "segment {name:?} has {} live participant(s) (pid {})",
                     pids.len(),
-                    pids.join(", ")
-                )
+                    if list.is_empty() {
+                        "-".into()
+                    } else {
+                        list.join(", ")
+                    }
+                )?;
+                if *unknown > 0 {
+                    write!(
+                        f,
+                        " and {unknown} whose liveness cannot be told (possibly alive)"
+                    )?;
+                }
+                write!(f, "; stop them first or pass --force")
             }
             CliError::Size(e) => e.fmt(f),
             CliError::Argument(message) => f.write_str(message),

@@ -23,7 +23,7 @@
 
 use crate::error::CliError;
 use crate::sync::Ordering::{Acquire, Relaxed};
-use matrix_core::layout::{slot_state, ParticipantSlot};
+use matrix_core::layout::{slot_state, slot_word};
 use matrix_core::state::{self, state_name, FREE};
 use matrix_core::{Arena, AtomicMatrix, OwnerId, RecoveryReport};
 use matrix_testkit::{Violation, ViolationKind};
@@ -101,23 +101,13 @@ impl CheckReport {
 }
 
 /// Whether a participant slot's holder is gone (or the slot is detached or
-/// being recovered by a dead recoverer), i.e. what it holds awaits recovery.
-fn slot_departed<A: Arena>(arena: &A, slot: &ParticipantSlot) -> bool {
-    // Acquire: pairs with the Release that set the state (claim's ACTIVE,
-    // detach's DETACHED), so the pid `is_alive` reads is the holder's.
-    match slot.state.load(Acquire) {
-        slot_state::EMPTY => false,
-        slot_state::ACTIVE | slot_state::CLAIMING => !arena.is_alive(slot),
-        slot_state::DETACHED => true,
-        slot_state::RECOVERING => {
-            // Acquire: pairs with recover's Release store of the recoverer.
-            let recoverer = OwnerId(slot.recoverer.load(Acquire));
-            recoverer
-                .slot()
-                .is_none_or(|s| !arena.is_alive(&arena.segment().participants[s]))
-        }
-        _ => true,
-    }
+/// being recovered by a recoverer that is gone), i.e. what it holds awaits
+/// recovery: exactly what `recover()` would take. A holder of unknown
+/// liveness is not departed.
+fn slot_departed<A: Arena>(arena: &A, index: usize) -> bool {
+    // Acquire: pairs with the Release CAS that set the slot word.
+    let word = arena.segment().participants[index].word.load(Acquire);
+    matrix_core::participant::is_recoverable(arena, index, word)
 }
 
 /// What the owner id on a block says about who holds it.
@@ -142,10 +132,12 @@ fn holder_of<A: Arena>(arena: &A, owner: OwnerId) -> Holder {
     let slot = &arena.segment().participants[index];
     // Acquire: pairs with claim's Release of ACTIVE, which publishes the
     // pid (read Relaxed after it).
-    if slot.state.load(Acquire) == slot_state::EMPTY {
+    // Acquire: pairs with the Release CAS that set the slot word.
+    let word = slot.word.load(Acquire);
+    if slot_word::state_of(word) == slot_state::EMPTY {
         return Holder::Vanished;
     }
-    if slot_departed(arena, slot) {
+    if slot_departed(arena, index) {
         Holder::Departed {
             slot: index,
             pid: slot.pid.load(Relaxed),
@@ -192,11 +184,9 @@ pub const CONFIRMING_PASSES: usize = 3;
 /// every pass sees are reported (the others are counted in
 /// [`CheckReport::unconfirmed`]).
 pub fn check<A: Arena>(arena: &A) -> CheckReport {
-    let live = arena
-        .segment()
-        .participants
-        .iter()
-        .filter(|s| crate::view::slot_live(s))
+    // Alive or possibly alive (unknown): either may be changing blocks.
+    let live = (0..arena.segment().participants.len())
+        .filter(|&i| crate::view::slot_liveness(arena, i) != matrix_core::Liveness::Dead)
         .count();
     let mut report = check_once(arena);
     report.live_participants = live;
@@ -312,7 +302,7 @@ fn check_once<A: Arena>(arena: &A) -> CheckReport {
     // 3. Departed participant slots: unfinished carves, empty slots.
     for (index, slot) in seg.participants.iter().enumerate() {
         // Acquire: pairs with claim's Release of ACTIVE (pid published before it).
-        if slot.state.load(Acquire) == slot_state::EMPTY || !slot_departed(arena, slot) {
+        if slot.state(Acquire) == slot_state::EMPTY || !slot_departed(arena, index) {
             continue;
         }
         // Relaxed: published with the state Acquired above.
@@ -402,9 +392,11 @@ fn add_recovery(summary: &mut RepairSummary, r: &RecoveryReport) {
 }
 
 /// Repairs segment `name`: `recover()` and a consolidation as a short-lived
-/// participant, then — when no other participant is alive — the offline
-/// `repair()` that rebuilds the free index from the chain. Finally the slot
-/// the tool itself used is recovered too, so it leaves no trace.
+/// participant, then — when every other participant is definitely dead —
+/// the offline `repair()` that rebuilds the free index from the chain. A
+/// participant that is alive, or whose liveness cannot be told, keeps its
+/// blocks and skips the rebuild. Finally the tool closes its own slot, so
+/// it leaves no trace.
 pub fn repair(name: &str, reclaim_user_states: bool) -> Result<RepairSummary, CliError> {
     let mut summary = RepairSummary::default();
     {
@@ -419,21 +411,24 @@ pub fn repair(name: &str, reclaim_user_states: bool) -> Result<RepairSummary, Cl
                 summary.rebuilt_blocks = r.blocks;
                 summary.rebuilt_bytes = r.bytes;
             }
-            Err(matrix_core::RepairError::Segment(e @ matrix_core::SegmentError::InUse { .. })) => {
+            Err(matrix_core::RepairError::Segment(
+                e @ (matrix_core::SegmentError::InUse { .. }
+                | matrix_core::SegmentError::LivenessUnknown { .. }),
+            )) => {
                 summary.rebuild_skipped = Some(e.to_string());
             }
             Err(e) => return Err(e.into()),
         }
+        matrix.close()?;
     }
-    release_tool_slot(name)?;
     Ok(summary)
 }
 
-/// Recovers detached slots (the one a just-dropped `AtomicMatrix` of this
-/// process left, and any other) through a participant-less view.
+/// Recovers detached and dead participants' slots through a writable view
+/// (which acts through a short-lived participant of its own and closes it).
 pub fn release_tool_slot(name: &str) -> Result<(), CliError> {
     let view = crate::view::open_writable(name)?;
-    matrix_core::recover::recover(&view, false)?;
+    view.recover(false)?;
     Ok(())
 }
 

@@ -3,10 +3,10 @@
 use crate::error::CliError;
 use crate::size::format_size;
 use crate::sync::Ordering::{Acquire, Relaxed};
-use crate::view::{peek_init, probe, slot_live, Probe, SegmentView, SHM_DIR};
-use matrix_core::layout::{init, slot_state, MAGIC};
+use crate::view::{peek_init, probe, slot_liveness, Probe, SegmentView, SHM_DIR};
+use matrix_core::layout::{init, slot_state, slot_word, MAGIC};
 use matrix_core::state::{state_name, FREE};
-use matrix_core::{Arena, OwnerId};
+use matrix_core::{Arena, Liveness, OwnerId};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -61,11 +61,7 @@ pub fn list_segments() -> Result<Vec<LsEntry>, CliError> {
         match peek_init(&path) {
             Ok((init::READY, _)) => {}
             Ok((state, pid)) => {
-                let who = if crate::view::process_alive(pid) {
-                    "alive"
-                } else {
-                    "dead"
-                };
+                let who = crate::view::formatter_liveness(&path).as_str();
                 row.status = format!(
                     "not ready: init state {}, formatter pid {pid} ({who})",
                     init_state_name(state)
@@ -134,16 +130,15 @@ fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// Live and dead (or detached) participants.
+/// Live (or possibly live: liveness unknown) and dead (or detached) participants.
 pub fn participant_counts(view: &SegmentView) -> (usize, usize) {
     let mut alive = 0;
     let mut dead = 0;
-    for slot in view.segment().participants.iter() {
-        // Acquire: pairs with claim's Release of ACTIVE, so `slot_live`
-        // checks the pid published with it.
-        match slot.state.load(Acquire) {
+    for (index, slot) in view.segment().participants.iter().enumerate() {
+        // Acquire: pairs with the Release CAS that set the slot word.
+        match slot.state(Acquire) {
             slot_state::EMPTY => {}
-            _ if slot_live(slot) => alive += 1,
+            _ if slot_liveness(view, index) != Liveness::Dead => alive += 1,
             _ => dead += 1,
         }
     }
@@ -230,14 +225,16 @@ pub struct StateCount {
 pub struct ParticipantReport {
     /// Slot index.
     pub slot: usize,
-    /// `CLAIMING`, `ACTIVE`, `DETACHED` or `RECOVERING`.
+    /// `ACTIVE`, `DETACHED` or `RECOVERING`.
     pub state: String,
     /// Pid of the holder.
     pub pid: u32,
     /// Owner id its blocks carry.
     pub owner_id: u32,
-    /// Whether it counts as live.
+    /// Whether it is known to be alive (its liveness lock is held).
     pub alive: bool,
+    /// `alive`, `dead` or `unknown` (its lock could not be queried).
+    pub liveness: String,
     /// Blocks it owns.
     pub blocks: u64,
     /// Their bytes.
@@ -281,7 +278,6 @@ pub struct StatReport {
 fn slot_state_name(state: u32) -> &'static str {
     match state {
         slot_state::EMPTY => "EMPTY",
-        slot_state::CLAIMING => "CLAIMING",
         slot_state::ACTIVE => "ACTIVE",
         slot_state::DETACHED => "DETACHED",
         slot_state::RECOVERING => "RECOVERING",
@@ -359,11 +355,12 @@ pub fn stat(view: &SegmentView) -> Result<StatReport, CliError> {
         .participants
         .iter()
         .enumerate()
-        // Acquire: pairs with claim's Release of ACTIVE, which publishes the
-        // generation and pid read (Relaxed) below.
-        .map(|(index, slot)| (index, slot, slot.state.load(Acquire)))
-        .filter(|&(_, _, state)| state != slot_state::EMPTY)
-        .map(|(index, slot, state)| {
+        // Acquire: pairs with the Release CAS that set the slot word; state
+        // and generation come from that one load.
+        .map(|(index, slot)| (index, slot, slot.word.load(Acquire)))
+        .filter(|&(_, _, word)| slot_word::state_of(word) != slot_state::EMPTY)
+        .map(|(index, slot, word)| {
+            let state = slot_word::state_of(word);
             let owner = OwnerId::of_slot(index);
             let (blocks, bytes) = by_owner.get(&owner.0).copied().unwrap_or_default();
             ParticipantReport {
@@ -371,7 +368,8 @@ pub fn stat(view: &SegmentView) -> Result<StatReport, CliError> {
                 state: slot_state_name(state).into(),
                 pid: slot.pid.load(Relaxed),
                 owner_id: owner.0,
-                alive: slot_live(slot),
+                alive: slot_liveness(view, index) == Liveness::Alive,
+                liveness: slot_liveness(view, index).as_str().into(),
                 blocks,
                 bytes,
             }
@@ -504,17 +502,17 @@ pub fn render_stat(r: &StatReport) -> String {
     if !r.participants.is_empty() {
         let _ = writeln!(
             out,
-            "  {:<5} {:<10} {:>8} {:<6} {:>8} {:>12}",
-            "SLOT", "STATE", "PID", "ALIVE", "BLOCKS", "BYTES"
+            "  {:<5} {:<10} {:>8} {:<8} {:>8} {:>12}",
+            "SLOT", "STATE", "PID", "LIVENESS", "BLOCKS", "BYTES"
         );
         for p in &r.participants {
             let _ = writeln!(
                 out,
-                "  {:<5} {:<10} {:>8} {:<6} {:>8} {:>12}",
+                "  {:<5} {:<10} {:>8} {:<8} {:>8} {:>12}",
                 p.slot,
                 p.state,
                 p.pid,
-                if p.alive { "yes" } else { "no" },
+                p.liveness,
                 p.blocks,
                 format_size(p.bytes)
             );

@@ -1,7 +1,6 @@
 //! `matrix create` and `matrix rm`.
 
 use crate::error::CliError;
-use crate::fsck::release_tool_slot;
 use crate::view::{foreign_reason, live_participant_pids, probe, segment_path, Probe, SegmentView};
 use matrix_core::{AtomicMatrix, CreateOptions, SegmentError};
 
@@ -23,11 +22,9 @@ pub fn create(name: &str, size: u64, mode: u32) -> Result<Created, CliError> {
             "--mode {mode:o} is not a file mode: use octal digits, e.g. 600 or 660"
         )));
     }
-    let largest_free = {
-        let matrix = AtomicMatrix::create_with(name, size, &CreateOptions { mode })?;
-        matrix.stats()?.largest_free
-    };
-    release_tool_slot(name)?;
+    let matrix = AtomicMatrix::create_with(name, size, &CreateOptions { mode })?;
+    let largest_free = matrix.stats()?.largest_free;
+    matrix.close()?;
     Ok(Created { size, largest_free })
 }
 
@@ -72,14 +69,17 @@ pub fn remove(name: &str, force: bool) -> Result<Removed, CliError> {
     }
     let live = match SegmentView::open(name) {
         Ok(view) => {
-            let pids = live_participant_pids(&view);
-            if !pids.is_empty() && !force {
+            // Alive and unknown both refuse: only definitely dead holders
+            // let the segment go without --force.
+            let (pids, unknown) = live_participant_pids(&view);
+            if (!pids.is_empty() || unknown > 0) && !force {
                 return Err(CliError::InUse {
                     name: name.to_owned(),
                     pids,
+                    unknown,
                 });
             }
-            pids.len()
+            pids.len() + unknown
         }
         // Ours by its magic, but unreadable (another format version, damaged
         // header): participants cannot be told, so only --force removes it.

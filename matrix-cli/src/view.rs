@@ -15,15 +15,16 @@
 //! implements `matrix_core::Arena` as the segment itself (owner 0), so the
 //! engine's walks (`walk`, `stats`, `bucket_offsets`) run over it unchanged.
 //!
-//! [`open_writable`] maps the segment shared instead, for the participant-less
-//! `recover()` of `fsck --repair`, which also clears the slot the tool's own
-//! short-lived `AtomicMatrix` left behind.
+//! [`open_writable`] maps the segment shared instead, for `fsck --repair`.
+//!
+//! Liveness comes from the participants' lock bytes (`F_OFD_GETLK` on the
+//! view's own descriptor), never from `/proc`: it holds across PID
+//! namespaces, and a holder that cannot be judged is reported "unknown".
 
 use crate::error::CliError;
 use crate::sync::Ordering::Acquire;
-use matrix_core::layout::{slot_state, ParticipantSlot, MAGIC};
-use matrix_core::participant::holder_alive;
-use matrix_core::{Arena, SegmentError};
+use matrix_core::layout::{slot_state, MAGIC};
+use matrix_core::{Arena, Liveness, SegmentError};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -144,30 +145,43 @@ pub fn open_writable(name: &str) -> Result<SegmentView, CliError> {
     Ok(SegmentView::open_writable(name)?)
 }
 
-/// Whether `pid` names a running, non-zombie process.
-pub fn process_alive(pid: u32) -> bool {
-    pid != 0 && matrix_core::participant::process_start_time(pid).is_some_and(|(_, zombie)| !zombie)
+/// Whether the formatter of the segment file at `path` is alive: it holds
+/// the formatter lock while it formats (asked through a read-only
+/// descriptor; works from any PID namespace).
+pub fn formatter_liveness(path: &Path) -> Liveness {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(file) => matrix_core::participant::formatter_liveness(&file),
+        Err(_) => Liveness::Unknown,
+    }
 }
 
-/// Whether the participant in `slot` counts as live: claimed (or being
-/// claimed) and its process still running.
-pub fn slot_live(slot: &ParticipantSlot) -> bool {
-    // Acquire: pairs with claim's Release of ACTIVE, so `holder_alive`
-    // checks the pid and start time published with it.
-    matches!(
-        slot.state.load(Acquire),
-        slot_state::ACTIVE | slot_state::CLAIMING
-    ) && holder_alive(slot)
+/// The liveness of the participant in slot `index`: attached (ACTIVE, or
+/// RECOVERING by an attacher that took the slot for itself) and asked
+/// through its lock; an EMPTY or DETACHED slot has no live holder.
+pub fn slot_liveness<A: Arena>(arena: &A, index: usize) -> Liveness {
+    // Acquire: pairs with the Release CAS that set the slot word.
+    match arena.segment().participants[index].state(Acquire) {
+        slot_state::ACTIVE | slot_state::RECOVERING => arena.liveness(index),
+        _ => Liveness::Dead,
+    }
 }
 
-/// Pids of the live participants of the segment `arena` views.
-pub fn live_participant_pids<A: Arena>(arena: &A) -> Vec<u32> {
-    arena
-        .segment()
-        .participants
-        .iter()
-        .filter(|s| slot_live(s))
-        // Relaxed: `slot_live` Acquired the state the pid was published with.
-        .map(|s| s.pid.load(crate::sync::Ordering::Relaxed))
-        .collect()
+/// Pids of the participants of the segment `arena` views that are alive,
+/// and how many more are of unknown liveness (possibly alive).
+pub fn live_participant_pids<A: Arena>(arena: &A) -> (Vec<u32>, usize) {
+    let mut pids = Vec::new();
+    let mut unknown = 0;
+    for (index, slot) in arena.segment().participants.iter().enumerate() {
+        match slot_liveness(arena, index) {
+            // Relaxed: the pid is for display only.
+            Liveness::Alive => pids.push(slot.pid.load(crate::sync::Ordering::Relaxed)),
+            Liveness::Unknown => unknown += 1,
+            Liveness::Dead => {}
+        }
+    }
+    (pids, unknown)
 }

@@ -46,7 +46,21 @@ fn hold_blocks_until_killed() {
 
 /// Starts a child that attaches to `name`, holds blocks, and waits to be killed.
 fn spawn_holder(name: &str) -> ChildGuard {
-    let mut child = Command::new(std::env::current_exe().expect("test binary path"))
+    spawn_holder_under(&[], name)
+}
+
+/// [`spawn_holder`], run as `prefix... <test binary>` (e.g. under `unshare`).
+fn spawn_holder_under(prefix: &[&str], name: &str) -> ChildGuard {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut command = match prefix.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    let mut child = command
         .args([
             "--exact",
             "hold_blocks_until_killed",
@@ -184,6 +198,91 @@ fn find_state(states: &Value, state: u64) -> &Value {
         .unwrap_or_else(|| panic!("no state {state} in {states:#}"))
 }
 
+/// Whether `unshare` with these flags runs here; says why not otherwise.
+fn unshare_works(flags: &[&str]) -> bool {
+    match Command::new("unshare").args(flags).arg("true").output() {
+        Ok(out) if out.status.success() => true,
+        Ok(out) => {
+            eprintln!(
+                "skipping: `unshare {}` is refused here: {}",
+                flags.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("skipping: cannot run unshare: {e}");
+            false
+        }
+    }
+}
+
+/// `matrix ARGS` run inside a fresh PID namespace with its own `/proc`.
+fn matrix_in_pid_namespace(args: &[&str]) -> common::Outcome {
+    let mut command = Command::new("unshare");
+    command
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            env!("CARGO_BIN_EXE_matrix"),
+        ])
+        .args(args);
+    common::run(command)
+}
+
+/// A participant attached from another PID namespace is live to `fsck
+/// --repair` and `rm` run outside it and inside a third one (where neither
+/// can see the other's pid): nothing of it is reclaimed and the segment is
+/// not removed. Once it is killed, `fsck --repair` reclaims its blocks.
+#[test]
+fn fsck_repair_and_rm_in_other_pid_namespaces_spare_a_live_participant() {
+    if !unshare_works(&["--pid", "--fork", "--kill-child"])
+        || !unshare_works(&["--pid", "--fork", "--mount-proc"])
+    {
+        return;
+    }
+    let name = unique("pidns");
+    let _guard = ShmGuard::new(&name);
+    matrix(&["create", &name, "--size", "4MiB"]).expect(0);
+    let mut holder = spawn_holder_under(&["unshare", "--pid", "--fork", "--kill-child"], &name);
+
+    let outside = matrix(&["fsck", &name, "--repair", "--json"]).json();
+    assert_eq!(outside["repair"]["recovered_blocks"], 0, "{outside:#}");
+    let inside = matrix_in_pid_namespace(&["fsck", &name, "--repair", "--json"]).json();
+    assert_eq!(inside["repair"]["recovered_blocks"], 0, "{inside:#}");
+    matrix_in_pid_namespace(&["rm", &name])
+        .expect(1)
+        .stderr_has("live participant");
+    matrix(&["rm", &name])
+        .expect(1)
+        .stderr_has("live participant");
+    let live = matrix(&["stat", &name, "--json"]).expect(0).json();
+    assert_eq!(live["participants_alive"], 1, "{live:#}");
+    assert_eq!(live["participants"][0]["liveness"], "alive");
+    assert_eq!(live["participants"][0]["blocks"], HELD_BLOCKS + 1);
+
+    holder.kill().expect("the holder was running");
+    // The namespace's init goes down with unshare; wait (bounded) until
+    // its lock is gone and the repair takes its blocks.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let repaired = loop {
+        let r = matrix(&["fsck", &name, "--repair", "--json"]).json();
+        if r["repair"]["recovered_participants"] == 1 || std::time::Instant::now() >= deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        repaired["repair"]["recovered_participants"], 1,
+        "{repaired:#}"
+    );
+    assert_eq!(
+        repaired["repair"]["recovered_blocks"], HELD_BLOCKS,
+        "{repaired:#}"
+    );
+}
+
 #[test]
 fn dead_participant_is_found_and_repaired() {
     let name = unique("dead");
@@ -195,6 +294,7 @@ fn dead_participant_is_found_and_repaired() {
     assert_eq!(live["participants_alive"], 1, "{live:#}");
     let p = &live["participants"][0];
     assert_eq!(p["alive"], true);
+    assert_eq!(p["liveness"], "alive");
     assert_eq!(p["blocks"], HELD_BLOCKS + 1);
     matrix(&["fsck", &name])
         .expect(0)

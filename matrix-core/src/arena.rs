@@ -6,8 +6,10 @@
 //! ordinary atomics that loom can model-check.
 
 use crate::layout::{
-    BlockHeader, ParticipantSlot, SegmentHeader, BLOCK_ALIGN, BLOCK_HEADER_SIZE, MAX_PARTICIPANTS,
+    slot_state, slot_word, BlockHeader, ParticipantSlot, SegmentHeader, BLOCK_ALIGN,
+    BLOCK_HEADER_SIZE, MAX_PARTICIPANTS,
 };
+use crate::participant::Liveness;
 use crate::sync::{AtomicU32, Ordering, Ordering::Relaxed};
 
 /// An owner id: the participant slot + 1; 0 means "owned by the segment".
@@ -58,8 +60,10 @@ pub trait Arena {
     fn header(&self, offset: u32) -> Option<&BlockHeader>;
     /// The participant acting through this view.
     fn owner(&self) -> OwnerId;
-    /// Whether the process holding `slot` is still alive.
-    fn is_alive(&self, slot: &ParticipantSlot) -> bool;
+    /// Whether the participant holding slot `index` is alive, as far as
+    /// this view can tell (its own slot is always alive). Only
+    /// [`Liveness::Dead`] allows reclaiming what the slot holds.
+    fn liveness(&self, index: usize) -> Liveness;
 
     /// Gives the calling thread's cached blocks back to the free index, so a
     /// consolidation can merge them. Views without thread caches do nothing.
@@ -98,12 +102,17 @@ pub trait Arena {
 /// A small arena in ordinary memory: one header at every 16-byte position,
 /// so splits and merges can place headers anywhere, as in a real segment.
 /// Used by loom models and unit tests of the engine.
+///
+/// Liveness is modelled by one flag per slot standing in for the slot's
+/// file lock: set by whoever claims the slot before it becomes ACTIVE,
+/// cleared by [`kill`](ModelArena::kill) (the kernel dropping a dead
+/// holder's lock).
 pub struct ModelArena {
     segment: SegmentHeader,
     headers: Vec<BlockHeader>,
     start: u32,
     end: u32,
-    dead: Vec<AtomicU32>,
+    locks: Vec<AtomicU32>,
 }
 
 impl ModelArena {
@@ -122,26 +131,70 @@ impl ModelArena {
             headers: (0..len / BLOCK_ALIGN).map(|_| BlockHeader::new()).collect(),
             start,
             end: start + len,
-            dead: (0..MAX_PARTICIPANTS).map(|_| AtomicU32::new(0)).collect(),
+            locks: (0..MAX_PARTICIPANTS).map(|_| AtomicU32::new(0)).collect(),
         }
     }
 
-    /// A view acting as participant `slot` (claimed on first use).
+    /// A view acting as participant `slot`, which is claimed (lock, then
+    /// ACTIVE) on first use if it is still unused.
     pub fn participant(&self, slot: usize) -> ModelView<'_> {
         let p = &self.segment.participants[slot];
-        p.state
-            .store(crate::layout::slot_state::ACTIVE, Ordering::Relaxed);
+        let active = slot_word::pack(slot_state::ACTIVE, None, 0, 0);
         // Relaxed: views are made before the model's threads start.
-        p.pid.store(slot as u32 + 1, Ordering::Relaxed);
+        if p.word
+            .compare_exchange(0, active, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.locks[slot].store(1, Ordering::Relaxed);
+            p.pid.store(slot as u32 + 1, Ordering::Relaxed);
+        }
         ModelView {
             arena: self,
             owner: OwnerId::of_slot(slot),
         }
     }
 
-    /// Marks the participant in `slot` dead (for recovery models).
+    /// Claims a free slot as a new live participant, as `attach` does: takes
+    /// the slot's lock first, then moves it EMPTY → ACTIVE; `None` if every
+    /// slot is taken. Usable inside a model's threads.
+    pub fn claim(&self) -> Option<ModelView<'_>> {
+        for (index, slot) in self.segment.participants.iter().enumerate() {
+            // SeqCst: stands in for the kernel's lock, which is one total
+            // order with every query of it.
+            if self.locks[index]
+                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                continue;
+            }
+            match crate::participant::claim_slot(slot) {
+                Some(_) => {
+                    return Some(ModelView {
+                        arena: self,
+                        owner: OwnerId::of_slot(index),
+                    })
+                }
+                // SeqCst: as above.
+                None => self.locks[index].store(0, Ordering::SeqCst),
+            }
+        }
+        None
+    }
+
+    /// Marks the participant in `slot` dead: its lock is dropped.
     pub fn kill(&self, slot: usize) {
-        self.dead[slot].store(1, Ordering::Relaxed);
+        // SeqCst: as in `claim`.
+        self.locks[slot].store(0, Ordering::SeqCst);
+    }
+
+    /// Detaches participant `view` as dropping its handle does: ACTIVE →
+    /// DETACHED, then its lock is released.
+    pub fn detach(&self, view: &ModelView<'_>) {
+        let index = view.owner.slot().expect("a participant view");
+        let generation = self.segment.participants[index].generation(Ordering::Acquire);
+        crate::participant::detach_slot(&self.segment.participants[index], generation);
+        // SeqCst: as in `claim`.
+        self.locks[index].store(0, Ordering::SeqCst);
     }
 }
 
@@ -172,10 +225,20 @@ impl Arena for ModelView<'_> {
     fn owner(&self) -> OwnerId {
         self.owner
     }
-    fn is_alive(&self, slot: &ParticipantSlot) -> bool {
-        // Relaxed: set before the model's threads start; `kill` is the
-        // model's own liveness flag, not a synchronizing event.
-        let pid = slot.pid.load(Ordering::Relaxed) as usize;
-        pid == 0 || self.arena.dead[pid - 1].load(Ordering::Relaxed) == 0
+    fn liveness(&self, index: usize) -> Liveness {
+        if Some(index) == self.owner.slot() {
+            return Liveness::Alive;
+        }
+        // SeqCst: as in `ModelArena::claim`.
+        match self
+            .arena
+            .locks
+            .get(index)
+            .map(|l| l.load(Ordering::SeqCst))
+        {
+            Some(0) => Liveness::Dead,
+            Some(_) => Liveness::Alive,
+            None => Liveness::Unknown,
+        }
     }
 }

@@ -26,8 +26,8 @@ use crate::arena::Arena;
 use crate::matrix::Attachment;
 use crate::size_class::{class_of, SL_COUNT};
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Once, Weak};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Weak};
 
 /// Blocks kept per small size class before half of them are flushed.
 const BIN_CAPACITY: usize = 32;
@@ -38,23 +38,11 @@ const LARGE_CAPACITY: usize = 4;
 /// Largest per-thread cache, in bytes.
 const MAX_CACHE_BYTES: u64 = 8 << 20;
 
-/// Bumped in a forked child; caches made before it are discarded.
-// Process-local bookkeeping, not shared memory: std atomics are right here.
-static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
-static ATFORK: Once = Once::new();
-
-extern "C" fn after_fork_in_child() {
-    // Relaxed: the child is single-threaded right after fork.
-    FORK_EPOCH.fetch_add(1, Relaxed);
-}
-
-/// Registers the fork hook once per process.
-pub(crate) fn install_fork_hook() {
-    ATFORK.call_once(|| {
-        // SAFETY: registers a plain function that only bumps an atomic, which
-        // is async-signal-safe as pthread_atfork requires of child handlers.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-    });
+/// The process's fork epoch (kept in `participant.rs`, whose atfork child
+/// handler bumps it); caches made under an older epoch are discarded.
+#[inline]
+fn fork_epoch() -> u64 {
+    crate::participant::fork_epoch()
 }
 
 #[derive(Clone, Copy)]
@@ -98,9 +86,7 @@ impl ThreadCache {
             id: attachment.id,
             generation_next: 0,
             generations_left: 0,
-            // Relaxed: the epoch changes only in a child right after fork,
-            // while the child is single-threaded.
-            fork_epoch: FORK_EPOCH.load(Relaxed),
+            fork_epoch: fork_epoch(),
             attachment: Arc::downgrade(attachment),
             bins: Box::new(
                 [Bin {
@@ -181,8 +167,7 @@ impl ThreadCache {
 
 impl Drop for ThreadCache {
     fn drop(&mut self) {
-        // Relaxed: see `ThreadCache::new`.
-        if self.fork_epoch != FORK_EPOCH.load(Relaxed) {
+        if self.fork_epoch != fork_epoch() {
             return; // inherited across fork: the blocks are the parent's
         }
         if let Some(arena) = self.attachment.upgrade() {
@@ -204,8 +189,7 @@ fn with_cache<R>(id: u64, f: impl FnOnce(&mut ThreadCache) -> R) -> Option<R> {
                 caches.swap(0, found);
             }
             let cache = &mut caches[0];
-            // Relaxed: see `ThreadCache::new`.
-            if cache.fork_epoch != FORK_EPOCH.load(Relaxed) {
+            if cache.fork_epoch != fork_epoch() {
                 // Inherited across fork: dropped unflushed (see Drop).
                 caches.clear();
                 return None;

@@ -121,12 +121,18 @@ fn wait_for_consolidator<A: Arena>(
         }
         let holder = seg.consolidator.load(Acquire);
         if holder != 0 && round % 64 == 63 {
-            let holder_alive = crate::arena::OwnerId(holder)
-                .slot()
-                .map(|s| arena.is_alive(&seg.participants[s]))
-                .unwrap_or(false);
+            // A holder is taken over only if it is definitely dead (nobody
+            // holds its liveness lock; unknown waits). A garbage holder id
+            // names no participant and is cleared as well.
+            let holder_dead = match crate::arena::OwnerId(holder).slot() {
+                // Owner ids name a slot, not a claim: a slot whose lock is
+                // held (its holder, or a recoverer closing it) may still be
+                // consolidating; only a definitely dead one is taken over.
+                Some(s) => arena.liveness(s) == crate::participant::Liveness::Dead,
+                None => true,
+            };
             // AcqRel: taking over a dead holder's word orders with its last writes.
-            if !holder_alive
+            if holder_dead
                 && seg
                     .consolidator
                     .compare_exchange(holder, 0, AcqRel, Relaxed)

@@ -104,6 +104,29 @@ pub enum SegmentError {
         /// How many other live participants there are.
         live_participants: usize,
     },
+    /// Participants whose liveness cannot be told (their lock could not be
+    /// queried) prevent an operation that needs them definitely dead.
+    LivenessUnknown {
+        /// How many participants could not be judged.
+        participants: usize,
+    },
+    /// The handle was inherited across `fork()` and belongs to the parent.
+    InheritedHandle {
+        /// The process that attached it.
+        parent_pid: u32,
+    },
+    /// This process holds as many attachments of named segments as it can
+    /// track for `fork()`.
+    TooManyAttachments {
+        /// Attachments one process can hold at once.
+        max: usize,
+    },
+    /// The operation needs a participant (a slot and its liveness lock) to
+    /// act in its name, and the view it was called on has none.
+    NotAParticipant {
+        /// What was asked.
+        operation: &'static str,
+    },
     /// The operating system refused an operation.
     Io {
         /// What we were doing.
@@ -190,6 +213,25 @@ impl fmt::Display for SegmentError {
                 f,
                 "{live_participants} other live participant(s) hold the segment; stop them first"
             ),
+            LivenessUnknown { participants } => write!(
+                f,
+                "the liveness of {participants} participant(s) cannot be told (their lock could \
+                 not be queried), so they count as possibly alive; retry, or stop them first"
+            ),
+            InheritedHandle { parent_pid } => write!(
+                f,
+                "this handle was attached by process {parent_pid} and inherited across fork(); \
+                 it acts for that process only: open the segment again in this process"
+            ),
+            TooManyAttachments { max } => write!(
+                f,
+                "this process already holds {max} attachments of named segments; drop some first"
+            ),
+            NotAParticipant { operation } => write!(
+                f,
+                "{operation} needs a participant slot to act in its name, and this view has none: \
+                 call it on an AtomicMatrix, or on an Observer opened with open_writable"
+            ),
             Io { op, message, .. } => write!(f, "{op}: {message}"),
         }
     }
@@ -226,6 +268,8 @@ pub enum AllocError {
         /// What is wrong.
         what: &'static str,
     },
+    /// The handle may not do this (e.g. it was inherited across `fork()`).
+    Refused(SegmentError),
 }
 
 impl fmt::Display for AllocError {
@@ -245,6 +289,7 @@ impl fmt::Display for AllocError {
             AllocError::Corrupted { offset, what } => {
                 write!(f, "segment corrupted at offset {offset}: {what}; run `matrix fsck`")
             }
+            AllocError::Refused(e) => write!(f, "refused: {e}"),
         }
     }
 }
@@ -334,6 +379,9 @@ pub enum BlockError {
         /// What it waited for.
         what: &'static str,
     },
+    /// The handle or view may not do this (inherited across `fork()`, or
+    /// not a participant).
+    Refused(SegmentError),
 }
 
 impl fmt::Display for BlockError {
@@ -391,6 +439,7 @@ impl fmt::Display for BlockError {
                 f,
                 "recovery postponed: {what}; nothing was lost, run recover() again"
             ),
+            Refused(e) => write!(f, "refused: {e}"),
         }
     }
 }

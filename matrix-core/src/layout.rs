@@ -43,6 +43,13 @@ pub const MAX_PARTICIPANTS: usize = 64;
 #[cfg(loom)]
 pub const MAX_PARTICIPANTS: usize = 4;
 
+/// File offset of the liveness lock byte of participant slot 0; slot `i`
+/// locks byte `LIVENESS_LOCK_BASE + i`. Beyond any segment size, so no
+/// other lock (or read of the file) ever touches them.
+pub const LIVENESS_LOCK_BASE: u64 = 1 << 40;
+/// File offset of the lock byte a formatter holds while it formats.
+pub const FORMAT_LOCK: u64 = LIVENESS_LOCK_BASE + 256;
+
 /// Segment life: `UNINIT` → `FORMATTING` → `READY`.
 pub mod init {
     /// Fresh zero-filled file.
@@ -142,18 +149,21 @@ impl Default for FreeIndex {
 }
 
 /// One participant (an attached handle of one process).
+///
+/// Everything a decision about the slot depends on (its state, the
+/// generation of the current claim, who is recovering it) lives in the one
+/// word [`ParticipantSlot::word`], so every transition is a single CAS from
+/// the exact value that was judged; see [`slot_word`] and
+/// `participant.rs` for the protocol. `pid` and `start_time` are for display
+/// only: liveness comes from the slot's file lock, never from them.
 #[repr(C)]
 pub struct ParticipantSlot {
-    /// `slot_state::*`.
-    pub state: AtomicU32,
-    /// Process id of the holder.
+    /// The slot word: state, recoverer and generation (see [`slot_word`]).
+    pub word: AtomicU64,
+    /// Process id of the holder, as its own PID namespace numbers it (display only).
     pub pid: AtomicU32,
-    /// Bumped each time the slot is claimed; part of the owner id.
-    pub generation: AtomicU32,
-    /// Owner id of the participant recovering this slot, while `RECOVERING`.
-    pub recoverer: AtomicU32,
-    /// Start time of the holder process (clock ticks since boot), to tell a
-    /// reused pid from the original process.
+    _reserved: AtomicU32,
+    /// Start time of the holder process (clock ticks since boot; display only).
     pub start_time: AtomicU64,
     /// Carve intents, `size << 32 | offset` of a wilderness carve in progress
     /// (0 = unused). Several threads of one participant each take an entry.
@@ -168,14 +178,25 @@ impl ParticipantSlot {
     /// An empty slot, for model arenas.
     pub fn new() -> Self {
         Self {
-            state: AtomicU32::new(0),
+            word: AtomicU64::new(0),
             pid: AtomicU32::new(0),
-            generation: AtomicU32::new(0),
-            recoverer: AtomicU32::new(0),
+            _reserved: AtomicU32::new(0),
             start_time: AtomicU64::new(0),
             carve_intents: std::array::from_fn(|_| AtomicU64::new(0)),
             _pad: AtomicU64::new(0),
         }
+    }
+
+    /// The slot state (`slot_state::*`), from one load of the slot word.
+    #[inline]
+    pub fn state(&self, order: crate::sync::Ordering) -> u32 {
+        slot_word::state_of(self.word.load(order))
+    }
+
+    /// The generation of the current (or last) claim, from one load of the slot word.
+    #[inline]
+    pub fn generation(&self, order: crate::sync::Ordering) -> u32 {
+        slot_word::generation_of(self.word.load(order))
     }
 }
 
@@ -185,18 +206,81 @@ impl Default for ParticipantSlot {
     }
 }
 
-/// States of a participant slot.
+/// States of a participant slot (the low byte of the slot word).
 pub mod slot_state {
     /// Unused.
     pub const EMPTY: u32 = 0;
-    /// Being claimed (pid and generation not yet published).
-    pub const CLAIMING: u32 = 1;
-    /// Held by a live (or not yet known dead) process.
+    /// Held by a participant whose liveness lock tells whether it is alive.
     pub const ACTIVE: u32 = 2;
     /// Its handle was dropped; its blocks are reclaimed by the next `recover()`.
     pub const DETACHED: u32 = 3;
-    /// A `recover()` is reclaiming its blocks.
+    /// A recoverer (named in the slot word) is reclaiming its blocks.
     pub const RECOVERING: u32 = 4;
+}
+
+/// The participant slot word: one `u64` holding everything a transition of
+/// the slot depends on.
+///
+/// ```text
+///  63                    32 31             16 15          8 7         0
+/// +------------------------+-----------------+-------------+-----------+
+/// | generation (32)        | recoverer gen16 | recoverer   | state     |
+/// |                        | (low 16 bits)   | (slot + 1)  | slot_state|
+/// +------------------------+-----------------+-------------+-----------+
+/// ```
+///
+/// The generation is bumped by every claim (EMPTY → ACTIVE) and names it;
+/// the recoverer fields are non-zero only in `RECOVERING` and name the
+/// recovering participant's slot and the low 16 bits of the generation of
+/// *its* claim, so a recoverer whose slot was recycled since is told apart
+/// from the participant now holding that slot.
+pub mod slot_word {
+    /// Packs a slot word; `recoverer` is a slot index, `None` for none.
+    #[inline]
+    pub const fn pack(
+        state: u32,
+        recoverer: Option<usize>,
+        recoverer_generation: u32,
+        generation: u32,
+    ) -> u64 {
+        let rec = match recoverer {
+            Some(slot) => (slot as u64 + 1) & 0xFF,
+            None => 0,
+        };
+        let rec_gen = if recoverer.is_some() {
+            (recoverer_generation & 0xFFFF) as u64
+        } else {
+            0
+        };
+        ((generation as u64) << 32) | (rec_gen << 16) | (rec << 8) | (state as u64 & 0xFF)
+    }
+
+    /// The state (`slot_state::*`).
+    #[inline]
+    pub const fn state_of(word: u64) -> u32 {
+        (word & 0xFF) as u32
+    }
+
+    /// The recovering participant's slot index, if any.
+    #[inline]
+    pub const fn recoverer_of(word: u64) -> Option<usize> {
+        match (word >> 8) & 0xFF {
+            0 => None,
+            s => Some(s as usize - 1),
+        }
+    }
+
+    /// The low 16 bits of the recovering participant's own claim generation.
+    #[inline]
+    pub const fn recoverer_generation_of(word: u64) -> u32 {
+        ((word >> 16) & 0xFFFF) as u32
+    }
+
+    /// The generation of the slot's current (or last) claim.
+    #[inline]
+    pub const fn generation_of(word: u64) -> u32 {
+        (word >> 32) as u32
+    }
 }
 
 /// Monotonic event counters, for tools.
@@ -306,17 +390,25 @@ const fn fnv1a(mut hash: u64, value: u64) -> u64 {
     hash
 }
 
+/// The slot word's field positions, as one fact for the fingerprint: a
+/// build that packs the word differently must not open the segment.
+const SLOT_WORD_LAYOUT: u64 = slot_word::pack(0xAB, Some(0xCC), 0xDDEE, 0x1234_5678);
+
 /// Hash of every layout fact two processes must agree on: struct sizes,
 /// alignments, field offsets, index shape and slot count.
 pub const fn layout_fingerprint() -> u64 {
     use std::mem::{align_of, offset_of, size_of};
-    let facts: [u64; 20] = [
+    let facts: [u64; 24] = [
         size_of::<SegmentHeader>() as u64,
         align_of::<SegmentHeader>() as u64,
         size_of::<BlockHeader>() as u64,
         align_of::<BlockHeader>() as u64,
         size_of::<ParticipantSlot>() as u64,
         size_of::<CachePadded<ParticipantSlot>>() as u64,
+        offset_of!(ParticipantSlot, word) as u64,
+        offset_of!(ParticipantSlot, pid) as u64,
+        offset_of!(ParticipantSlot, carve_intents) as u64,
+        SLOT_WORD_LAYOUT,
         FL_COUNT as u64,
         SL_COUNT as u64,
         MAX_PARTICIPANTS as u64,
@@ -355,6 +447,13 @@ mod pinned {
     const_assert!(offset_of!(BlockHeader, reserved) == 16);
     const_assert!(offset_of!(BlockHeader, check) == 24);
     const_assert!(size_of::<ParticipantSlot>() == 64);
+    const_assert!(offset_of!(ParticipantSlot, word) == 0);
+    const_assert!(offset_of!(ParticipantSlot, pid) == 8);
+    const_assert!(offset_of!(ParticipantSlot, start_time) == 16);
+    const_assert!(offset_of!(ParticipantSlot, carve_intents) == 24);
+    const_assert!(SLOT_WORD_LAYOUT == 0x1234_5678_DDEE_CDAB);
+    // Lock bytes live beyond any segment (offsets are u32), one per slot.
+    const_assert!(LIVENESS_LOCK_BASE > MAX_SEGMENT_SIZE);
     const_assert!(offset_of!(SegmentHeader, magic) == 0);
     const_assert!(offset_of!(SegmentHeader, version) == 8);
     const_assert!(offset_of!(SegmentHeader, init_state) == 12);

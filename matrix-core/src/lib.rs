@@ -16,7 +16,6 @@ mod matrix;
 pub mod name;
 #[cfg(not(loom))]
 pub mod observer;
-#[cfg(not(loom))]
 pub mod participant;
 pub mod recover;
 pub mod relative_ptr;
@@ -34,6 +33,7 @@ pub use layout::{BlockHeader, SegmentHeader, BLOCK_HEADER_SIZE, MIN_PAYLOAD};
 pub use matrix::AtomicMatrix;
 #[cfg(not(loom))]
 pub use observer::Observer;
+pub use participant::Liveness;
 pub use recover::{RecoveryReport, RepairError};
 pub use relative_ptr::RelativePtr;
 #[cfg(not(loom))]

@@ -12,19 +12,29 @@
 //! ```
 //!
 //! [`Observer::open_writable`] maps it shared instead, for the repair paths
-//! of tools (`recover`, `repair`) that must write without participating.
+//! of tools (`recover`, `repair`). Those act through a short-lived
+//! participant of their own (a slot and its liveness lock, so other
+//! recoverers can tell it is alive), which [`AtomicMatrix::close`]
+//! (crate::AtomicMatrix::close) empties again before they return: the tool
+//! leaves no slot behind.
+//!
+//! An observer's liveness answers come from `F_OFD_GETLK` on its own
+//! descriptor, which works on a read-only descriptor and from any PID
+//! namespace.
 
 use crate::arena::{Arena, OwnerId};
 use crate::error::{BlockError, SegmentError};
-use crate::layout::{BlockHeader, ParticipantSlot, SegmentHeader};
-use crate::participant::{self, ParticipantInfo};
-use crate::recover::{self, RecoveryReport, RepairError};
+use crate::layout::{BlockHeader, SegmentHeader};
+use crate::participant::{self, Liveness, ParticipantInfo};
+use crate::recover::{RecoveryReport, RepairError};
 use crate::segment::{self, Mapping};
 use crate::walk::{self, ArenaStats, ChainWalk};
+use crate::AtomicMatrix;
 
 /// A validated view of a segment that is not a participant of it.
 pub struct Observer {
     mapping: Mapping,
+    writable: bool,
 }
 
 impl Observer {
@@ -32,6 +42,7 @@ impl Observer {
     pub fn open(name: &str) -> Result<Self, SegmentError> {
         Ok(Observer {
             mapping: segment::open_observer(name, false)?,
+            writable: false,
         })
     }
 
@@ -40,6 +51,7 @@ impl Observer {
     pub fn open_writable(name: &str) -> Result<Self, SegmentError> {
         Ok(Observer {
             mapping: segment::open_observer(name, true)?,
+            writable: true,
         })
     }
 
@@ -68,21 +80,40 @@ impl Observer {
         walk::stats(self)
     }
 
-    /// The participant table.
+    /// The participant table, with liveness as this observer sees it.
     pub fn participants(&self) -> Vec<ParticipantInfo> {
-        participant::list(self.header())
+        participant::list(self)
     }
 
-    /// Reclaims the blocks of dead or detached participants (needs
-    /// [`open_writable`](Self::open_writable); a read-only observer's
-    /// changes stay in its private copy).
+    fn participant(&self, operation: &'static str) -> Result<AtomicMatrix, SegmentError> {
+        if !self.writable {
+            return Err(SegmentError::NotAParticipant { operation });
+        }
+        AtomicMatrix::open(self.name())
+    }
+
+    /// Reclaims the blocks of dead or detached participants, through a
+    /// short-lived participant of its own that it closes again (needs
+    /// [`open_writable`](Self::open_writable)).
     pub fn recover(&self, reclaim_user_states: bool) -> Result<RecoveryReport, BlockError> {
-        recover::recover(self, reclaim_user_states)
+        let tool = self
+            .participant("Observer::recover")
+            .map_err(BlockError::Refused)?;
+        let report = tool.recover(reclaim_user_states);
+        tool.close()?;
+        report
     }
 
-    /// Rebuilds the free index from the chain; refuses while any participant is alive.
+    /// Rebuilds the free index from the chain, through a short-lived
+    /// participant of its own; refuses while any other participant is alive
+    /// or of unknown liveness (needs [`open_writable`](Self::open_writable)).
     pub fn repair(&self, reclaim_user_states: bool) -> Result<RecoveryReport, RepairError> {
-        recover::repair(self, reclaim_user_states)
+        let tool = self
+            .participant("Observer::repair")
+            .map_err(RepairError::Segment)?;
+        let report = tool.repair(reclaim_user_states);
+        tool.close().map_err(RepairError::Block)?;
+        report
     }
 }
 
@@ -106,7 +137,7 @@ impl Arena for Observer {
     fn owner(&self) -> OwnerId {
         OwnerId::SEGMENT
     }
-    fn is_alive(&self, slot: &ParticipantSlot) -> bool {
-        self.mapping.is_alive(slot)
+    fn liveness(&self, index: usize) -> Liveness {
+        self.mapping.slot_liveness(index)
     }
 }

@@ -23,7 +23,8 @@
 use crate::alloc::{is_carve_intent, is_hold_intent, release_block, write_header};
 use crate::arena::{Arena, OwnerId};
 use crate::error::{BlockError, SegmentError};
-use crate::layout::{header_check, slot_state, ParticipantSlot, MIN_BLOCK};
+use crate::layout::{header_check, slot_state, slot_word, ParticipantSlot, MIN_BLOCK};
+use crate::participant;
 use crate::size_class::{class_of, FL_COUNT, SL_COUNT};
 use crate::state::{self, ACKED, ALLOCATED, CACHED, COALESCING, FREE, RELEASING};
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
@@ -45,64 +46,52 @@ pub struct RecoveryReport {
     pub carves_rebuilt: u32,
 }
 
-/// Whether `slot` should be recovered, as seen by `arena`.
-/// Acquire loads here pair with the Release stores of the slot's state,
-/// pid and recoverer made by `claim`, `detach` and `recover`.
-fn is_recoverable<A: Arena>(arena: &A, slot: &ParticipantSlot) -> bool {
-    match slot.state.load(Acquire) {
-        slot_state::DETACHED => true,
-        slot_state::ACTIVE => !arena.is_alive(slot),
-        slot_state::CLAIMING => slot.pid.load(Acquire) != 0 && !arena.is_alive(slot),
-        slot_state::RECOVERING => {
-            let recoverer = OwnerId(slot.recoverer.load(Acquire));
-            recoverer
-                .slot()
-                .map(|s| !arena.is_alive(&arena.segment().participants[s]))
-                .unwrap_or(true)
-        }
-        _ => false,
-    }
-}
-
 /// Reclaims the blocks of every dead or detached participant.
+///
+/// Each slot is judged from one load of its slot word
+/// ([`participant::is_recoverable`]: detached, or its holder or recoverer
+/// definitely [`Liveness::Dead`](crate::Liveness::Dead)) and taken with one
+/// CAS from exactly that word to `RECOVERING` naming this participant, so
+/// a slot re-claimed, detached or taken by another recoverer since is left
+/// alone. `arena` must be a participant (the recoverer must be checkable
+/// by others: its own slot and lock); other views get
+/// [`SegmentError::NotAParticipant`]. If reclaiming fails the slot is given
+/// back, for a later recovery to try again.
 pub fn recover<A: Arena>(
     arena: &A,
     reclaim_user_states: bool,
 ) -> Result<RecoveryReport, BlockError> {
     let seg = arena.segment();
-    let me = arena.owner();
+    let Some(me) = arena.owner().slot() else {
+        return Err(BlockError::Refused(SegmentError::NotAParticipant {
+            operation: "recover()",
+        }));
+    };
+    // Acquire: pairs with the Release CAS of this participant's own claim;
+    // the generation cannot change while it holds the slot.
+    let my_generation = seg.participants[me].generation(Acquire);
     let mut report = RecoveryReport::default();
     for (index, slot) in seg.participants.iter().enumerate() {
-        if Some(index) == me.slot() || !is_recoverable(arena, slot) {
+        if index == me {
             continue;
         }
-        // Acquire: as in `is_recoverable`.
-        let seen = slot.state.load(Acquire);
-        // AcqRel: one recoverer wins the slot and sees everything its holder published.
-        if slot
-            .state
-            .compare_exchange(seen, slot_state::RECOVERING, AcqRel, Relaxed)
-            .is_err()
-        {
+        // Acquire: pairs with the Release CAS that produced the word.
+        let judged = slot.word.load(Acquire);
+        if !participant::is_recoverable(arena, index, judged) {
             continue;
         }
-        // Release: other recoverers that Acquire it see who works on the
-        // slot; Acquire: the generation the dead holder claimed the slot with.
-        slot.recoverer.store(me.0, Release);
-        let dead = OwnerId::of_slot(index);
-        reclaim_dead_slot(arena, index, reclaim_user_states, &mut report)?;
-        // AcqRel: a consolidation word left by the dead participant is released.
-        let _ = seg
-            .consolidator
-            .compare_exchange(dead.0, 0, AcqRel, Relaxed);
-        for e in &slot.carve_intents {
-            // Relaxed: published by the Release store of EMPTY below.
-            e.store(0, Relaxed);
+        let mine = participant::recovering_word(judged, me, my_generation);
+        if !participant::begin_recovery(slot, judged, mine) {
+            continue;
         }
-        slot.pid.store(0, Relaxed);
-        // Release: the slot is reusable only after its blocks are back.
-        slot.state.store(slot_state::EMPTY, Release);
+        if let Err(e) = reclaim_dead_slot(arena, index, reclaim_user_states, &mut report) {
+            participant::give_back(slot, mine, judged);
+            return Err(e);
+        }
+        clear_dead_leftovers(arena, index, slot_word::generation_of(judged));
+        participant::finish_recovery(slot, mine);
         report.participants += 1;
+        // Relaxed: statistics only.
         seg.counters.recoveries.fetch_add(1, Relaxed);
     }
     if reclaim_user_states {
@@ -112,17 +101,20 @@ pub fn recover<A: Arena>(
     Ok(report)
 }
 
-/// Returns everything the dead participant in slot `index` held: the carves
-/// it won but never wrote, every block whose state word names it, and the
-/// blocks it was moving into or out of a free list. Called by the
-/// recoverer that won the slot.
-pub(crate) fn reclaim_dead_slot<A: Arena>(
+/// Returns everything the dead holder of slot `index` left: the carves it
+/// won but never wrote, every block whose state word names it, and the
+/// blocks it was moving into or out of a free list. The caller has taken
+/// the slot (it is `RECOVERING` in the caller's name).
+pub fn reclaim_dead_slot<A: Arena>(
     arena: &A,
     index: usize,
     reclaim_user_states: bool,
     report: &mut RecoveryReport,
 ) -> Result<(), BlockError> {
     let slot = &arena.segment().participants[index];
+    // The consolidator word, if the dead claim held it (killed
+    // mid-consolidation): released first, as the drain below needs it.
+    clear_dead_leftovers(arena, index, 0);
     rebuild_dead_carves(arena, slot, report);
     let dead = OwnerId::of_slot(index);
     let releasing = reclaim_blocks_of(arena, dead, reclaim_user_states, report)?;
@@ -138,6 +130,19 @@ pub(crate) fn reclaim_dead_slot<A: Arena>(
         return Ok(());
     }
     place_unplaced(arena, index, &releasing, &popped, report)
+}
+
+/// Releases the consolidator word if the dead holder of slot `index` held
+/// it (killed mid-consolidation). Owner ids name the slot; the caller has
+/// the slot RECOVERING in its name, so the id can only be the dead claim's.
+pub(crate) fn clear_dead_leftovers<A: Arena + ?Sized>(arena: &A, index: usize, _generation: u32) {
+    let dead = OwnerId::of_slot(index);
+    // AcqRel: the takeover orders with the dead holder's last writes and
+    // publishes the free word to the next consolidator.
+    let _ = arena
+        .segment()
+        .consolidator
+        .compare_exchange(dead.0, 0, AcqRel, Relaxed);
 }
 
 /// Reclaims every block whose state word names `dead`, and returns the
@@ -385,7 +390,7 @@ fn rebuild_dead_carves<A: Arena>(arena: &A, slot: &ParticipantSlot, report: &mut
         }
         let live_carver = seg.participants.iter().any(|other| {
             !std::ptr::eq(&**other, slot)
-                && other.state.load(Acquire) == slot_state::ACTIVE
+                && other.state(Acquire) == slot_state::ACTIVE
                 && other
                     .carve_intents
                     .iter()
@@ -433,22 +438,17 @@ pub fn repair<A: Arena>(
     // everything dead participants published before they died.
     let seg = arena.segment();
     let me = arena.owner();
-    let live = seg
-        .participants
-        .iter()
-        .enumerate()
-        .filter(|(i, s)| {
-            Some(*i) != me.slot()
-                && matches!(
-                    s.state.load(Acquire),
-                    slot_state::ACTIVE | slot_state::CLAIMING
-                )
-                && arena.is_alive(s)
-        })
-        .count();
+    // Only a definite *dead* lets repair rebuild under a participant: one
+    // that is alive, or that cannot be told, refuses the repair.
+    let (live, unknown) = participant::count_live(arena, me.slot());
     if live > 0 {
         return Err(RepairError::Segment(SegmentError::InUse {
             live_participants: live,
+        }));
+    }
+    if unknown > 0 {
+        return Err(RepairError::Segment(SegmentError::LivenessUnknown {
+            participants: unknown,
         }));
     }
     let mut report = RecoveryReport::default();
@@ -543,10 +543,19 @@ pub fn repair<A: Arena>(
         i = j;
     }
     for (index, slot) in seg.participants.iter().enumerate() {
-        if Some(index) != me.slot() && slot.state.load(Acquire) != slot_state::EMPTY {
+        let word = slot.word.load(Acquire);
+        if Some(index) != me.slot() && slot_word::state_of(word) != slot_state::EMPTY {
             slot.pid.store(0, Relaxed);
-            slot.state.store(slot_state::EMPTY, Release);
-            report.participants += 1;
+            let empty = slot_word::pack(slot_state::EMPTY, None, 0, slot_word::generation_of(word));
+            // A CAS, not a store: a participant that attached since the
+            // check keeps its claim (it holds its lock and is alive).
+            if slot
+                .word
+                .compare_exchange(word, empty, Release, Relaxed)
+                .is_ok()
+            {
+                report.participants += 1;
+            }
         }
     }
     seg.counters.repairs.fetch_add(1, Relaxed);

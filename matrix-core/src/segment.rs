@@ -8,14 +8,22 @@
 //! magic, init state (waiting briefly for a live formatter), version, layout
 //! fingerprint, recorded size = file size, and the arena bounds. Open never
 //! truncates or resizes.
+//!
+//! A formatter holds an OFD lock on the byte [`FORMAT_LOCK`] while the
+//! segment is FORMATTING; an opener that finds FORMATTING and no lock knows
+//! the formatter died, whatever PID namespace either of them runs in. Every
+//! mapping keeps its own descriptor of the file, through which participants
+//! hold their liveness locks and anyone asks about them (see
+//! `participant.rs`).
 
 use crate::arena::{Arena, OwnerId};
 use crate::error::SegmentError;
 use crate::layout::{
-    init, layout_fingerprint, BlockHeader, ParticipantSlot, SegmentHeader, ARENA_START,
-    BLOCK_ALIGN, FORMAT_VERSION, MAGIC, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
+    init, layout_fingerprint, slot_state, BlockHeader, SegmentHeader, ARENA_START, BLOCK_ALIGN,
+    FORMAT_LOCK, FORMAT_VERSION, MAGIC, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
 };
 use crate::name::validate_name;
+use crate::participant::{self, Liveness};
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
 use memmap2::{MmapMut, MmapOptions, MmapRaw};
 use std::fs::{File, OpenOptions};
@@ -62,6 +70,9 @@ pub(crate) struct Mapping {
     len: usize,
     arena_end: u32,
     pub(crate) name: Option<String>,
+    /// The segment file, through its own open file description (`None` for
+    /// an anonymous arena): liveness locks are held and queried through it.
+    pub(crate) file: Option<File>,
 }
 
 // SAFETY: the mapping is shared memory accessed only through atomics; `base`
@@ -71,7 +82,7 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    fn new(map: Map, name: Option<String>) -> Self {
+    fn new(map: Map, name: Option<String>, file: Option<File>) -> Self {
         let (base, len) = match &map {
             Map::Shared(m) => (m.as_mut_ptr(), m.len()),
             Map::Private(m) => (m.as_ptr() as *mut u8, m.len()),
@@ -83,6 +94,33 @@ impl Mapping {
             len,
             arena_end,
             name,
+            file,
+        }
+    }
+
+    /// The raw descriptor of the segment file, if there is one.
+    pub(crate) fn fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.file.as_ref().map(|f| f.as_raw_fd())
+    }
+
+    /// Liveness of slot `index` as this mapping's descriptor sees it: its
+    /// lock held by another open file description = alive, not held =
+    /// dead, the query failing = unknown. An anonymous arena has one
+    /// process, which is alive while it holds the slot.
+    pub(crate) fn slot_liveness(&self, index: usize) -> Liveness {
+        match self.fd() {
+            Some(fd) => participant::query_lock(fd, participant::slot_lock(index)),
+            None => {
+                let Some(slot) = self.segment_header().participants.get(index) else {
+                    return Liveness::Unknown;
+                };
+                // Acquire: pairs with the Release CAS that set the word.
+                match slot.state(Acquire) {
+                    slot_state::ACTIVE | slot_state::RECOVERING => Liveness::Alive,
+                    _ => Liveness::Dead,
+                }
+            }
         }
     }
 
@@ -131,8 +169,8 @@ impl Arena for Mapping {
     fn owner(&self) -> OwnerId {
         OwnerId::SEGMENT
     }
-    fn is_alive(&self, slot: &ParticipantSlot) -> bool {
-        crate::participant::holder_alive(slot)
+    fn liveness(&self, index: usize) -> Liveness {
+        self.slot_liveness(index)
     }
 }
 
@@ -181,9 +219,36 @@ pub(crate) fn create(
         .map_err(|e| cleanup(SegmentError::io("size segment file", e)))?;
     reserve(&file, size).map_err(cleanup)?;
     let map = map_file(&file).map_err(cleanup)?;
-    let mapping = Mapping::new(Map::Shared(map), Some(name.to_owned()));
-    format(mapping.segment_header(), size);
+    let mapping = Mapping::new(Map::Shared(map), Some(name.to_owned()), Some(file));
+    format_locked(&mapping, size, init::UNINIT).map_err(cleanup)?;
     Ok(mapping)
+}
+
+/// Formats a named segment while holding its formatter lock, so openers can
+/// tell a live formatter from a dead one without `/proc`. `expect` is the
+/// init state the segment must still be in once the lock is held (another
+/// re-formatter may have finished meanwhile).
+fn format_locked(mapping: &Mapping, size: u64, expect: u32) -> Result<(), SegmentError> {
+    let fd = mapping.fd().expect("named segments keep their file");
+    match participant::try_lock(fd, FORMAT_LOCK) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(SegmentError::NotReady {
+                init_state: init::FORMATTING,
+            })
+        }
+        Err(e) => return Err(SegmentError::io("lock segment for formatting", e)),
+    }
+    // Acquire: pairs with the Release of READY by a formatter that held the
+    // lock before us.
+    let found = mapping.segment_header().init_state.load(Acquire);
+    if found != expect {
+        participant::unlock(fd, FORMAT_LOCK);
+        return Err(SegmentError::NotReady { init_state: found });
+    }
+    format(mapping.segment_header(), size);
+    participant::unlock(fd, FORMAT_LOCK);
+    Ok(())
 }
 
 fn reserve(file: &File, size: u64) -> Result<(), SegmentError> {
@@ -212,7 +277,7 @@ pub(crate) fn anonymous(size: u64) -> Result<Mapping, SegmentError> {
         .len(size as usize)
         .map_anon()
         .map_err(|e| SegmentError::io("map anonymous arena", e))?;
-    let mapping = Mapping::new(Map::Shared(MmapRaw::from(map)), None);
+    let mapping = Mapping::new(Map::Shared(MmapRaw::from(map)), None, None);
     format(mapping.segment_header(), size);
     Ok(mapping)
 }
@@ -244,7 +309,7 @@ pub(crate) fn format(seg: &SegmentHeader, size: u64) {
     }
     seg.index.fl_bitmap.store(0, Relaxed);
     for slot in &seg.participants {
-        slot.state.store(0, Relaxed);
+        slot.word.store(0, Relaxed);
         slot.pid.store(0, Relaxed);
         for e in &slot.carve_intents {
             e.store(0, Relaxed);
@@ -300,8 +365,9 @@ fn open_file(name: &str, writable: bool) -> Result<(File, u64), SegmentError> {
 /// Opens and validates an existing named segment for a participant.
 pub(crate) fn open(name: &str) -> Result<Mapping, SegmentError> {
     let (file, file_size) = open_file(name, true)?;
-    let mapping = Mapping::new(Map::Shared(map_file(&file)?), Some(name.to_owned()));
-    wait_ready(mapping.segment_header())?;
+    let map = Map::Shared(map_file(&file)?);
+    let mapping = Mapping::new(map, Some(name.to_owned()), Some(file));
+    wait_ready(&mapping)?;
     validate(mapping.segment_header(), file_size)?;
     Ok(mapping)
 }
@@ -319,13 +385,14 @@ pub(crate) fn open_observer(name: &str, writable: bool) -> Result<Mapping, Segme
         let map = unsafe { MmapOptions::new().map_copy(&file) };
         Map::Private(map.map_err(|e| SegmentError::io("map segment", e))?)
     };
-    let mapping = Mapping::new(map, Some(name.to_owned()));
-    wait_ready(mapping.segment_header())?;
+    let mapping = Mapping::new(map, Some(name.to_owned()), Some(file));
+    wait_ready(&mapping)?;
     validate(mapping.segment_header(), file_size)?;
     Ok(mapping)
 }
 
-fn wait_ready(seg: &SegmentHeader) -> Result<(), SegmentError> {
+fn wait_ready(mapping: &Mapping) -> Result<(), SegmentError> {
+    let seg = mapping.segment_header();
     let deadline = Instant::now() + FORMAT_WAIT;
     loop {
         // Acquire: pairs with the formatter's Release of READY (below).
@@ -347,9 +414,17 @@ fn wait_ready(seg: &SegmentHeader) -> Result<(), SegmentError> {
                 })
             }
             init::FORMATTING => {
-                // Acquire: the pid was stored before FORMATTING became visible.
-                let pid = seg.formatter_pid.load(Acquire);
-                if crate::participant::process_start_time(pid).is_none_or(|(_, zombie)| zombie) {
+                // Relaxed: the pid is for the message only.
+                let pid = seg.formatter_pid.load(Relaxed);
+                // The formatter holds FORMAT_LOCK from before FORMATTING is
+                // stored until after READY is: no lock (and still not
+                // READY, re-checked) means it died. Unknown means wait.
+                let formatter = mapping.fd().map_or(Liveness::Unknown, |fd| {
+                    participant::query_lock(fd, FORMAT_LOCK)
+                });
+                // Acquire: as above; READY may have been stored just before
+                // the lock was released.
+                if formatter == Liveness::Dead && seg.init_state.load(Acquire) == init::FORMATTING {
                     return Err(SegmentError::FormatterDied { pid });
                 }
             }
@@ -434,22 +509,13 @@ pub(crate) fn validate(seg: &SegmentHeader, file_size: u64) -> Result<(), Segmen
 /// segment that is ready or whose formatter is alive.
 pub(crate) fn reformat_abandoned(name: &str) -> Result<Mapping, SegmentError> {
     let (file, size) = open_file(name, true)?;
-    let mapping = Mapping::new(Map::Shared(map_file(&file)?), Some(name.to_owned()));
-    match wait_ready(mapping.segment_header()) {
-        Err(SegmentError::FormatterDied { pid }) => {
-            // AcqRel-free takeover: claim the formatting by CAS so two
-            // re-formatters cannot interleave.
-            let seg = mapping.segment_header();
-            if seg
-                .formatter_pid
-                .compare_exchange(pid, std::process::id(), Acquire, Relaxed)
-                .is_err()
-            {
-                return Err(SegmentError::NotReady {
-                    init_state: init::FORMATTING,
-                });
-            }
-            format(seg, size);
+    let map = Map::Shared(map_file(&file)?);
+    let mapping = Mapping::new(map, Some(name.to_owned()), Some(file));
+    match wait_ready(&mapping) {
+        Err(SegmentError::FormatterDied { .. }) => {
+            // Two re-formatters cannot interleave: the formatter lock admits
+            // one, and the other gets NotReady.
+            format_locked(&mapping, size, init::FORMATTING)?;
             Ok(mapping)
         }
         Err(e) => Err(e),

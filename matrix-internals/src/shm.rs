@@ -3,9 +3,9 @@
 //! one, and sleeping on a shared word with a futex.
 
 use crate::sync::{AtomicU32, AtomicU64, Ordering::Acquire};
-use matrix_core::layout::slot_state;
+use matrix_core::layout::{slot_state, slot_word};
 use matrix_core::state;
-use matrix_core::{participant, AtomicMatrix, BlockError, OwnerId, BLOCK_HEADER_SIZE};
+use matrix_core::{Arena, AtomicMatrix, BlockError, Liveness, OwnerId, BLOCK_HEADER_SIZE};
 use matrix_handler::{HandlerError, HandlerFunctions};
 use std::time::Duration;
 
@@ -106,10 +106,11 @@ pub(crate) unsafe fn structure_header<T>(
 }
 
 /// Whether the participant `owner` (an owner id stamped into a shared word)
-/// may still be running: its slot is active, still at that generation, and
-/// its process is alive. The caller itself is always alive.
+/// may still be running: its slot still carries that claim (ACTIVE, same
+/// owner id) and its liveness is not definitely dead (unknown counts as
+/// possibly running). The caller itself is always alive.
 ///
-/// Reads `/proc`, so it belongs on cold paths only.
+/// Asks the slot's liveness lock (one `fcntl`), so it belongs on cold paths only.
 pub(crate) fn owner_alive(matrix: &AtomicMatrix, owner: u32) -> bool {
     let id = OwnerId(owner);
     if id == matrix.owner_id() {
@@ -119,13 +120,12 @@ pub(crate) fn owner_alive(matrix: &AtomicMatrix, owner: u32) -> bool {
     let Some(slot) = matrix.header().participants.get(index) else {
         return false;
     };
-    // Acquire: pairs with the Release that made the slot ACTIVE, so the pid
-    // read below belongs to that claim.
-    let st = slot.state.load(Acquire);
-    if st != slot_state::ACTIVE && st != slot_state::CLAIMING {
+    // Acquire: pairs with the Release CAS that made the slot ACTIVE.
+    let word = slot.word.load(Acquire);
+    if slot_word::state_of(word) != slot_state::ACTIVE {
         return false;
     }
-    participant::holder_alive(slot)
+    matrix.liveness(index) != Liveness::Dead
 }
 
 /// Sleeps in the kernel while `word` holds `expected`, for at most

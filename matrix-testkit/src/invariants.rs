@@ -21,10 +21,10 @@
 //! those are reported as violations only where recovery should already have
 //! taken them back.
 
-use matrix_core::layout::{header_check, slot_state, ParticipantSlot, MIN_BLOCK, NIL};
+use matrix_core::layout::{header_check, slot_state, slot_word, ParticipantSlot, MIN_BLOCK, NIL};
 use matrix_core::size_class::{class_of, SizeClass, FL_COUNT, SL_COUNT};
 use matrix_core::state::{self, ACKED, ALLOCATED, CACHED, COALESCING, FREE};
-use matrix_core::{Arena, AtomicMatrix, OwnerId, BLOCK_HEADER_SIZE};
+use matrix_core::{Arena, AtomicMatrix, Liveness, OwnerId, BLOCK_HEADER_SIZE};
 use matrix_handler::HandlerFunctions;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -582,15 +582,20 @@ fn check_lists<A: Arena>(
 /// Whether `owner` names a participant currently registered in its slot.
 fn registered<A: Arena>(arena: &A, owner: OwnerId) -> Option<&ParticipantSlot> {
     let slot = &*arena.segment().participants[owner.slot()?];
-    // Acquire: pairs with the claimer's Release of ACTIVE.
-    let st = slot.state.load(Acquire);
-    (st != slot_state::EMPTY).then_some(slot)
+    // Acquire: pairs with the claimer's Release CAS of the slot word.
+    let word = slot.word.load(Acquire);
+    (slot_word::state_of(word) != slot_state::EMPTY).then_some(slot)
 }
 
-/// Whether `owner` is registered and its process is alive and attached.
+/// Whether `owner` is registered, attached, and not definitely dead (a
+/// participant whose liveness is unknown may be running).
 fn live_participant<A: Arena>(arena: &A, owner: OwnerId) -> bool {
-    registered(arena, owner)
-        .is_some_and(|slot| slot.state.load(Acquire) == slot_state::ACTIVE && arena.is_alive(slot))
+    let Some(index) = owner.slot() else {
+        return false;
+    };
+    registered(arena, owner).is_some_and(|slot| {
+        slot.state(Acquire) == slot_state::ACTIVE && arena.liveness(index) != Liveness::Dead
+    })
 }
 
 fn check_blocks<A: Arena>(arena: &A, listed: &HashMap<u32, SizeClass>, audit: &mut Audit) {

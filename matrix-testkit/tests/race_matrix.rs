@@ -1057,7 +1057,6 @@ fn recover_x_adopt() {
 }
 
 #[test]
-#[ignore = "fails on b9610d9: recover() decides on one load of a slot's state (DETACHED) and CASes from a second load, so a recoverer that reloads RECOVERING, just taken by another, CASes RECOVERING -> RECOVERING and both recover the one participant (each reports it); enabled when the fix lands"]
 fn recover_x_recover() {
     const BLOCKS: usize = 4;
     let s = seg("race-recover-recover");
@@ -1207,7 +1206,6 @@ fn consolidate_x_consolidate() {
 /// it exits with blocks in its cache: the exit flushes them to the index
 /// while the detach lets a recovery take them back.
 #[test]
-#[ignore = "fails on b9610d9: a thread's exit flushes its cached blocks of a participant that is detaching while recover() reclaims the same CACHED blocks, so both push them into the free index; enabled when the fix lands"]
 fn detach_x_thread_exit() {
     let name = SegmentName::new("race-detach-exit");
     // 1 MiB: a thread cache holds up to 1/16 of the arena.
@@ -1332,7 +1330,6 @@ fn observer_x_allocate_free() {
 /// inherited and exits. The parent's participant must stay alive and keep
 /// every block.
 #[test]
-#[ignore = "fails on b9610d9: a fork child's drop of its inherited handle detaches the parent's participant slot, so recover() reclaims the live parent's blocks; enabled when the fix lands"]
 fn fork_child_drop_x_parent_allocate() {
     let s = seg("race-fork");
     let pf = s.peer();

@@ -421,7 +421,7 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
                 if backoff.is_completed() {
                     waited = waited.wrapping_add(1);
                 }
-                // The claimant's pulse is read from /proc: only every 64th wait.
+                // The claimant's liveness lock is queried (a syscall): only every 64th wait.
                 if waited % 64 == 1 && !owner_alive(self.handler.matrix(), status) {
                     // Acquire: as above.
                     if ks
@@ -487,7 +487,7 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
             if !free && backoff.is_completed() {
                 waited = waited.wrapping_add(1);
             }
-            // The holder's pulse is read from /proc: only every 64th wait.
+            // The holder's liveness lock is queried (a syscall): only every 64th wait.
             let dead = !free && waited % 64 == 1 && !owner_alive(self.handler.matrix(), holder);
             if free || dead {
                 let mine = (c & COMMITTED) | LOCKED | (self.owner as u64) << 32;

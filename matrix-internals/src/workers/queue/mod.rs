@@ -45,7 +45,7 @@
 //! behind it. A dead consumer's slot stops producers one lap later. A
 //! blocked `pop_timeout` / `push_timeout` checks the claimant of the slot it
 //! waits on every few milliseconds and repairs it if it died; `try_push` /
-//! `try_pop` never do (they never read `/proc`).
+//! `try_pop` never do (they never query a liveness lock).
 //!
 //! A recoverer itself killed while moving a block to the tail can strand
 //! that one block (owned by the segment, in no slot): recovery is built for

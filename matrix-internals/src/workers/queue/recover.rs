@@ -55,7 +55,7 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
         let seq = seq_of(s);
         // Acquire: the dead claimant's stores to `value` and to the block's
         // owner were made before it died and are visible once its death is
-        // (the /proc check above); Acquire orders our reads after that.
+        // (its liveness lock, freed by the kernel at its death); Acquire orders our reads after that.
         let token = BlockToken(slot.value.load(Acquire));
         let in_custody = token.0 != 0 && self.in_custody(token);
         if seq % 2 == 0 {
