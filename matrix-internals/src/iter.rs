@@ -139,7 +139,8 @@ pub fn typed_in_state<T, H: HandlerFunctions>(
         Err(e) => Some(Err(e)),
         Ok(b) if b.type_tag != layout_tag::<T>() => None,
         Ok(b) => {
-            let token = BlockToken(((b.generation as u64) << 32) | b.payload_offset() as u64);
+            let word = ((b.generation as u64) << 32) | b.payload_offset() as u64;
+            let token = BlockToken::new(word, handler.segment_nonce());
             match handler.block_from_token::<T>(token) {
                 Ok(block) => Some(Ok(block)),
                 Err(HandlerError::Block(_) | HandlerError::InvalidOffset(_)) => None,

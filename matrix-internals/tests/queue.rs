@@ -244,7 +244,7 @@ fn child_role() {
         }
         "holder" => {
             let b = q.pop_timeout(WAIT).unwrap();
-            println!("@@holding {}", b.token().0);
+            println!("@@holding {}", b.token().to_u128());
             std::thread::sleep(WAIT);
         }
         "crash-pop" => {
@@ -254,7 +254,7 @@ fn child_role() {
         }
         "crash-push" => {
             let b = msg(&h, 1000, 1000);
-            println!("@@pushing {}", b.token().0);
+            println!("@@pushing {}", b.token().to_u128());
             matrix_internals::fault::arm(crash_at.unwrap());
             let _ = q.push_timeout(b, WAIT);
             println!("@@survived");
@@ -305,7 +305,7 @@ fn sigkilled_consumer_holding_a_block_loses_nothing() {
     }
     let mut child = spawn("child_role", "holder", g.name(), &[]);
     let line = child.line().expect("holder reports");
-    let token = BlockToken(line.strip_prefix("holding ").unwrap().parse().unwrap());
+    let token = BlockToken::from_u128(line.strip_prefix("holding ").unwrap().parse().unwrap());
     let held = h.block_from_token::<Msg>(token).unwrap();
     assert_eq!(h.read_pod(&held).unwrap(), [0, 0]);
     assert_ne!(
@@ -401,7 +401,7 @@ fn crash_in_push(point: u32, test: &str) -> (Vec<Msg>, BlockToken, MatrixHandler
         g.name(),
         &[("CRASH_AT", point.to_string())],
     );
-    let token = BlockToken(
+    let token = BlockToken::from_u128(
         child
             .line()
             .unwrap()

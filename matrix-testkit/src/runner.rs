@@ -503,7 +503,8 @@ impl ModelRunner {
         let Some((header, generation)) = self.model.pick_freed(pick) else {
             return Ok(());
         };
-        let token = BlockToken(((generation as u64) << 32) | (header + BLOCK_HEADER_SIZE) as u64);
+        let word = ((generation as u64) << 32) | (header + BLOCK_HEADER_SIZE) as u64;
+        let token = BlockToken::new(word, self.main.segment_nonce());
         match self.main.block_from_token::<u8>(token) {
             Ok(b) => Err(format!(
                 "stale token (offset {header}, generation {generation}) accepted: a freed block's generation came back (live now: {:?})",

@@ -155,7 +155,11 @@ impl fmt::Display for PopError {
             PopError::Closed => write!(f, "the queue is closed and drained"),
             PopError::Timeout => write!(f, "the queue stayed empty until the timeout"),
             PopError::Corrupted { token, error } => {
-                write!(f, "skipped a damaged queue entry {:#x}: {error}", token.0)
+                write!(
+                    f,
+                    "skipped a damaged queue entry {:#x}: {error}",
+                    token.word()
+                )
             }
         }
     }

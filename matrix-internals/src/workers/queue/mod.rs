@@ -438,7 +438,7 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
         }
         // Relaxed: published by publish_full's Release; a recoverer that
         // sees the block owned by the segment (AcqRel CAS below) sees it too.
-        slot.value.store(block.token().0, Relaxed);
+        slot.value.store(block.token().word(), Relaxed);
         if let Err(e) = self.handler.release_to_segment(&block) {
             slot.value.store(0, Relaxed);
             self.publish_full(slot, want);
@@ -540,8 +540,8 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
     /// Takes the block out of a slot we claimed; `None` for a hole.
     fn take(&self, slot: &Slot, pos: u64) -> Option<Result<Block<T>, PopError>> {
         // Relaxed: our claim Acquired the publishing stamp.
-        let token = BlockToken(slot.value.load(Relaxed));
-        if token.0 == 0 {
+        let token = BlockToken::new(slot.value.load(Relaxed), self.handler.segment_nonce());
+        if token.word() == 0 {
             self.release_slot(slot, pos);
             return None;
         }
