@@ -533,6 +533,71 @@ fn destroy_frees_the_queue_its_blocks_and_its_name() {
     WorkQueue::<Msg, _>::create(h.share(), "gone", 8).unwrap();
 }
 
+/// Used bytes and blocks, to show a refused destroy changed nothing.
+fn usage(h: &impl HandlerFunctions) -> (u64, u64) {
+    let s = h.stats().unwrap();
+    (s.used_bytes, s.used_blocks)
+}
+
+#[test]
+fn destroy_under_a_name_of_another_type_changes_nothing() {
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let _other = WorkQueue::<u32, _>::create(h.share(), "other", 8).unwrap();
+    let empty = usage(&h);
+    let q = WorkQueue::<Msg, _>::create(h.share(), "mine", 8).unwrap();
+    q.try_push(msg(&h, 0, 1)).unwrap();
+    let full = usage(&h);
+    let err = q.destroy(Some("other")).unwrap_err();
+    assert!(
+        matches!(
+            err.error,
+            QueueError::Registry(RegistryError::TypeMismatch { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(usage(&h), full, "nothing freed");
+    let q = err.into_queue();
+    assert!(!q.is_closed());
+    assert_eq!(q.len(), 1);
+    assert!(WorkQueue::<u32, _>::open(h.share(), "other").is_ok());
+    assert_eq!(q.destroy(Some("mine")).unwrap(), 1);
+    assert_eq!(usage(&h), empty, "the ring and the message were freed");
+}
+
+#[test]
+fn destroy_under_an_unregistered_name_changes_nothing() {
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let empty = usage(&h);
+    let q = WorkQueue::<Msg, _>::create_unnamed(h.share(), 8).unwrap();
+    q.try_push(msg(&h, 0, 1)).unwrap();
+    q.try_push(msg(&h, 0, 2)).unwrap();
+    let full = usage(&h);
+    let err = q.destroy(Some("never-registered")).unwrap_err();
+    assert!(
+        matches!(
+            err.error,
+            QueueError::Registry(RegistryError::NotFound { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(usage(&h), full, "nothing freed, no root registry made");
+    let q = err.into_queue();
+    assert!(!q.is_closed());
+    // Registered under another queue's name: refused too.
+    let named = WorkQueue::<Msg, _>::create(h.share(), "taken", 8).unwrap();
+    let with_named = usage(&h);
+    let err = q.destroy(Some("taken")).unwrap_err();
+    assert!(
+        matches!(err.error, QueueError::NotThisQueue { .. }),
+        "{err}"
+    );
+    assert_eq!(usage(&h), with_named);
+    assert_eq!(err.into_queue().destroy(None).unwrap(), 2);
+    named.destroy(Some("taken")).unwrap();
+    // The root registry made for "taken" stays.
+    assert_eq!(usage(&h).1, empty.1 + 1);
+}
+
 #[test]
 fn random_single_thread_ops_match_a_fifo_model() {
     let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
