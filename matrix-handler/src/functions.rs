@@ -488,8 +488,8 @@ fn read_header(matrix: &AtomicMatrix, payload_offset: u32) -> Result<HeaderView,
         .ok_or(HandlerError::InvalidOffset(payload_offset))?;
     // Bounds, alignment and a genuine header; its size is read again below.
     let (hdr, _) = matrix.block_header(offset)?;
-    // Acquire: pairs with the Release CAS that advanced `top` over carved
-    // blocks; nothing above it is a block.
+    // Acquire: pairs with the carve's CAS on `top` (SeqCst, so a release)
+    // and recovery's Release store of it; nothing above `top` is a block.
     let top = matrix.header().top.load(Ordering::Acquire);
     let limit = (matrix.segment_size() as u64).min(top as u64);
     for _ in 0..HEADER_READ_RETRIES {
