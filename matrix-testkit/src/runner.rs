@@ -255,7 +255,12 @@ impl ModelRunner {
             },
         };
         match result {
-            Err(HandlerError::AllocationFailed(AllocError::TooLarge { .. })) if too_large => {
+            // A slice whose element count exceeds u32 is refused by the
+            // handler before the allocator sees it.
+            Err(
+                HandlerError::AllocationFailed(AllocError::TooLarge { .. })
+                | HandlerError::SliceTooLarge { .. },
+            ) if too_large => {
                 self.stats.too_large += 1;
                 Ok(())
             }
