@@ -86,7 +86,7 @@ fn parent(args: &Args) -> Result<()> {
     let pid = child.pid();
     let ready = child.wait_for_line("ready", Duration::from_secs(60))?;
     let mut words = ready.split_whitespace();
-    let survivor_token = BlockToken(
+    let survivor_token = BlockToken::from_u128(
         words
             .next()
             .ok_or("worker sent no survivor token")?
@@ -172,7 +172,11 @@ fn worker(name: &str, args: &Args) -> Result<()> {
     handler.release_to_segment(&survivor)?;
     let user = handler.allocate::<u64>()?;
     handler.set_state(&user, WORKER_STATE)?;
-    println!("ready {} {}", survivor.token().0, user.header_offset());
+    println!(
+        "ready {} {}",
+        survivor.token().to_u128(),
+        user.header_offset()
+    );
     // Wait to be killed (the parent dies → PR_SET_PDEATHSIG kills us too).
     std::thread::sleep(Duration::from_secs(120));
     Err("the worker was never killed".into())

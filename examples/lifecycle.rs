@@ -96,7 +96,7 @@ fn producer(args: &Args) -> Result<()> {
     for _ in 0..args.orders {
         orders.push(handler.allocate::<Order>()?);
     }
-    let tokens: Vec<u64> = orders.iter().map(|b| b.token().0).collect();
+    let tokens: Vec<u64> = orders.iter().map(|b| b.token().word()).collect();
     let mut mailbox = handler.allocate_slice::<u64>(tokens.len())?;
     handler.write_slice(&mut mailbox, &tokens)?;
 
@@ -114,7 +114,7 @@ fn producer(args: &Args) -> Result<()> {
             "--consumer".to_owned(),
             index.to_string(),
             name.clone(),
-            mailbox.token().0.to_string(),
+            mailbox.token().to_u128().to_string(),
         ];
         children.push(ChildRole::spawn(&format!("consumer {index}"), &argv)?);
     }
@@ -204,10 +204,13 @@ fn consumer(index: &str, name: &str, mailbox: &str) -> Result<()> {
     child_process_setup();
     let me: u32 = index.parse()?;
     let handler = MatrixHandler::open(name)?;
-    let mailbox = handler.block_from_token::<u64>(BlockToken(mailbox.parse()?))?;
+    let mailbox = handler.block_from_token::<u64>(BlockToken::from_u128(mailbox.parse()?))?;
     let mut tokens = vec![0u64; mailbox.len()];
     handler.read_slice(&mailbox, &mut tokens)?;
-    let mut pending: Vec<BlockToken> = tokens.into_iter().map(BlockToken).collect();
+    let mut pending: Vec<BlockToken> = tokens
+        .into_iter()
+        .map(|word| BlockToken::from_word(word, handler.segment_nonce()))
+        .collect();
     println!("started");
     let (mut claimed, mut lost) = (0u64, 0u64);
     let deadline = Instant::now() + PATIENCE;

@@ -91,13 +91,13 @@ struct Args {
     index: u32,
     /// (internal) control block token
     #[arg(long, hide = true)]
-    control: Option<u64>,
+    control: Option<u128>,
     /// (internal) result block token
     #[arg(long, hide = true)]
-    result: Option<u64>,
+    result: Option<u128>,
     /// (internal) bitmap block token
     #[arg(long, hide = true)]
-    bitmap: Option<u64>,
+    bitmap: Option<u128>,
 }
 
 /// Written by the parent before RUNNING; read by the children after.
@@ -184,9 +184,9 @@ fn child_args(role: &str, name: &str, control: BlockToken, result: BlockToken) -
         "--segment",
         name,
         "--control",
-        &control.0.to_string(),
+        &control.to_u128().to_string(),
         "--result",
-        &result.0.to_string(),
+        &result.to_u128().to_string(),
     ]
     .into_iter()
     .map(str::to_owned)
@@ -265,7 +265,7 @@ fn coordinator(args: &Args) -> Result<i32> {
             "--index".into(),
             index.to_string(),
             "--bitmap".into(),
-            bitmap.token().0.to_string(),
+            bitmap.token().to_u128().to_string(),
         ]);
         consumers.push(ChildRole::spawn(&format!("consumer {index}"), &argv)?);
     }
@@ -498,8 +498,9 @@ fn attach(args: &Args) -> Result<(MatrixHandler, Block<Control>)> {
     child_process_setup();
     let name = args.segment.as_deref().ok_or("--segment missing")?;
     let handler = MatrixHandler::open(name)?;
-    let control = handler
-        .block_from_token::<Control>(BlockToken(args.control.ok_or("--control missing")?))?;
+    let control = handler.block_from_token::<Control>(BlockToken::from_u128(
+        args.control.ok_or("--control missing")?,
+    ))?;
     Ok((handler, control))
 }
 
@@ -521,8 +522,9 @@ fn wait_for_start(handler: &MatrixHandler, control: &Block<Control>) -> Result<C
 fn producer(args: &Args) -> Result<i32> {
     let (handler, control) = attach(args)?;
     let queue = WorkQueue::<u64, _>::open(handler.share(), QUEUE_NAME)?;
-    let mut result_block = handler
-        .block_from_token::<ProducerResult>(BlockToken(args.result.ok_or("--result missing")?))?;
+    let mut result_block = handler.block_from_token::<ProducerResult>(BlockToken::from_u128(
+        args.result.ok_or("--result missing")?,
+    ))?;
     let c = wait_for_start(&handler, &control)?;
     let start = monotonic_ns();
     let mut rng = fastrand::Rng::with_seed(c.seed);
@@ -622,10 +624,12 @@ fn producer(args: &Args) -> Result<i32> {
 fn consumer(args: &Args) -> Result<i32> {
     let (handler, control) = attach(args)?;
     let queue = WorkQueue::<u64, _>::open(handler.share(), QUEUE_NAME)?;
-    let mut result_block = handler
-        .block_from_token::<ConsumerResult>(BlockToken(args.result.ok_or("--result missing")?))?;
-    let mut bitmap_block =
-        handler.block_from_token::<u64>(BlockToken(args.bitmap.ok_or("--bitmap missing")?))?;
+    let mut result_block = handler.block_from_token::<ConsumerResult>(BlockToken::from_u128(
+        args.result.ok_or("--result missing")?,
+    ))?;
+    let mut bitmap_block = handler.block_from_token::<u64>(BlockToken::from_u128(
+        args.bitmap.ok_or("--bitmap missing")?,
+    ))?;
     let mut seen = vec![0u64; bitmap_block.len()];
     let c = wait_for_start(&handler, &control)?;
     let mut buf = vec![0u64; c.max_words as usize];

@@ -307,6 +307,10 @@ pub struct SegmentHeader {
     pub init_state: AtomicU32,
     /// [`layout_fingerprint`] of the formatter's build.
     pub fingerprint: AtomicU64,
+    /// Random, never 0, chosen at format time: the segment's identity.
+    /// Handles carry it, so a handle made by one segment is refused by
+    /// another (generations alone repeat across segments).
+    pub nonce: AtomicU64,
     /// Size of the segment in bytes.
     pub segment_size: AtomicU64,
     /// Offset of the first block.
@@ -343,6 +347,7 @@ impl SegmentHeader {
             version: AtomicU32::new(0),
             init_state: AtomicU32::new(0),
             fingerprint: AtomicU64::new(0),
+            nonce: AtomicU64::new(0),
             segment_size: AtomicU64::new(0),
             arena_start: AtomicU32::new(0),
             arena_end: AtomicU32::new(0),
@@ -398,7 +403,7 @@ const SLOT_WORD_LAYOUT: u64 = slot_word::pack(0xAB, Some(0xCC), 0xDDEE, 0x1234_5
 /// alignments, field offsets, index shape and slot count.
 pub const fn layout_fingerprint() -> u64 {
     use std::mem::{align_of, offset_of, size_of};
-    let facts: [u64; 24] = [
+    let facts: [u64; 25] = [
         size_of::<SegmentHeader>() as u64,
         align_of::<SegmentHeader>() as u64,
         size_of::<BlockHeader>() as u64,
@@ -416,6 +421,7 @@ pub const fn layout_fingerprint() -> u64 {
         offset_of!(SegmentHeader, index) as u64,
         offset_of!(SegmentHeader, participants) as u64,
         offset_of!(SegmentHeader, consolidator) as u64,
+        offset_of!(SegmentHeader, nonce) as u64,
         offset_of!(BlockHeader, state) as u64,
         offset_of!(BlockHeader, size) as u64,
         offset_of!(BlockHeader, next_free) as u64,
@@ -457,6 +463,8 @@ mod pinned {
     const_assert!(offset_of!(SegmentHeader, magic) == 0);
     const_assert!(offset_of!(SegmentHeader, version) == 8);
     const_assert!(offset_of!(SegmentHeader, init_state) == 12);
+    const_assert!(offset_of!(SegmentHeader, fingerprint) == 16);
+    const_assert!(offset_of!(SegmentHeader, nonce) == 24);
     const_assert!(ARENA_START % BLOCK_ALIGN == 0);
     // Every slot has an owner value in the state word's owner field.
     const_assert!(MAX_PARTICIPANTS < crate::state::OWNER_MAX as usize);

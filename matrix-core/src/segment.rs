@@ -4,8 +4,9 @@
 //! configured), reserves the file's pages up front so a full `/dev/shm`
 //! is an error at create time rather than a SIGBUS later, and formats the
 //! header: `init_state` goes UNINIT → FORMATTING (with the formatter's pid)
-//! → READY. Open validates, in order: the file is large enough for a header,
-//! magic, init state (waiting briefly for a live formatter), version, layout
+//! → READY, choosing the segment's random nonce (its identity, which
+//! handles carry) on the way. Open validates, in order: the file is large
+//! enough for a header, magic, init state (waiting briefly for a live formatter), version, layout
 //! fingerprint, recorded size = file size, and the arena bounds. Open never
 //! truncates or resizes.
 //!
@@ -292,6 +293,7 @@ pub(crate) fn format(seg: &SegmentHeader, size: u64) {
     seg.magic.store(MAGIC, Relaxed);
     seg.version.store(FORMAT_VERSION, Relaxed);
     seg.fingerprint.store(layout_fingerprint(), Relaxed);
+    seg.nonce.store(fresh_nonce(), Relaxed);
     seg.segment_size.store(size, Relaxed);
     seg.arena_start.store(ARENA_START, Relaxed);
     seg.arena_end
@@ -317,6 +319,46 @@ pub(crate) fn format(seg: &SegmentHeader, size: u64) {
     }
     // Release: openers that Acquire READY see the whole header.
     seg.init_state.store(init::READY, Release);
+}
+
+/// A random segment nonce, never 0: from `getrandom(2)`, else
+/// `/dev/urandom`; only if both fail (no kernel support and no device),
+/// from the clock, the pid and the address of the stack, which still differ
+/// between segments formatted at different times or by different processes.
+fn fresh_nonce() -> u64 {
+    loop {
+        let nonce = random_u64().unwrap_or_else(weak_entropy);
+        if nonce != 0 {
+            return nonce;
+        }
+    }
+}
+
+fn random_u64() -> Option<u64> {
+    let mut bytes = [0u8; 8];
+    // SAFETY: one syscall writing at most `bytes.len()` bytes into `bytes`,
+    // which lives across the call.
+    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if got == bytes.len() as isize {
+        return Some(u64::from_ne_bytes(bytes));
+    }
+    use std::io::Read;
+    let mut file = File::open("/dev/urandom").ok()?;
+    file.read_exact(&mut bytes).ok()?;
+    Some(u64::from_ne_bytes(bytes))
+}
+
+fn weak_entropy() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let local = 0u8;
+    let mixed = now ^ ((std::process::id() as u64) << 32) ^ (&local as *const u8 as u64);
+    // splitmix64 finalizer: spreads the few changing bits over the word.
+    let mut z = mixed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// How long `open` waits for a live formatter.

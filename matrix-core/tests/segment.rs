@@ -246,3 +246,25 @@ fn a_directory_under_the_name_is_not_a_segment() {
     std::fs::remove_dir(g.path()).unwrap();
     assert!(r.is_err());
 }
+
+#[test]
+fn every_format_chooses_a_fresh_nonzero_nonce() {
+    use std::sync::atomic::Ordering::Acquire;
+    let g = SegmentGuard::new("nonce");
+    let named = AtomicMatrix::create(g.as_str(), 1 << 16).unwrap();
+    // Acquire: pairs with the formatter's Release of READY, after which the
+    // nonce never changes.
+    let nonce = named.header().nonce.load(Acquire);
+    let reopened = AtomicMatrix::open(g.as_str()).unwrap();
+    assert_eq!(
+        reopened.header().nonce.load(Acquire),
+        nonce,
+        "open keeps it"
+    );
+    let mut seen = std::collections::HashSet::from([nonce]);
+    for _ in 0..8 {
+        let anon = AtomicMatrix::anonymous(1 << 16).unwrap();
+        assert!(seen.insert(anon.header().nonce.load(Acquire)));
+    }
+    assert!(!seen.contains(&0), "0 is never a nonce");
+}

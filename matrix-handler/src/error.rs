@@ -27,6 +27,30 @@ pub enum HandlerError {
     Block(BlockError),
     /// The segment could not be created, opened or removed.
     Segment(SegmentError),
+    /// The handle or token was made by another segment: its nonce is not
+    /// this segment's. Its offset means nothing here.
+    ForeignHandle {
+        /// This segment's nonce.
+        expected: u64,
+        /// The nonce the handle carries.
+        found: u64,
+    },
+    /// `len` elements of `elem_size` bytes cannot fit in any block of this
+    /// segment (or their byte count does not fit in 64 bits).
+    SliceTooLarge {
+        /// Elements asked for.
+        len: u64,
+        /// Bytes per element.
+        elem_size: u64,
+        /// Largest payload the segment could hold.
+        max_payload: u64,
+    },
+    /// The block header kept changing while it was validated: it is being
+    /// freed, re-allocated or moved between states by someone else.
+    HeaderChanged {
+        /// Header offset.
+        offset: u32,
+    },
 }
 
 impl fmt::Display for HandlerError {
@@ -50,6 +74,25 @@ impl fmt::Display for HandlerError {
             HandlerError::InvalidOffset(o) => write!(f, "offset {o} does not name a block"),
             HandlerError::Block(e) => e.fmt(f),
             HandlerError::Segment(e) => e.fmt(f),
+            HandlerError::ForeignHandle { expected, found } => write!(
+                f,
+                "the handle belongs to another segment (nonce {found:#018x}, this segment's is \
+                 {expected:#018x}): use it with a handler of the segment that made it"
+            ),
+            HandlerError::SliceTooLarge {
+                len,
+                elem_size,
+                max_payload,
+            } => write!(
+                f,
+                "a slice of {len} elements of {elem_size} B cannot fit in a block: a payload \
+                 holds at most {max_payload} B in this segment; ask for fewer elements"
+            ),
+            HandlerError::HeaderChanged { offset } => write!(
+                f,
+                "block at {offset} changed while it was being validated (freed, re-allocated \
+                 or moved between states concurrently): retry once its owner is done with it"
+            ),
         }
     }
 }

@@ -3,6 +3,7 @@
 use crate::block::{layout_tag, Block, BlockToken, TOKEN_GENERATION_BITS};
 use crate::error::HandlerError;
 use bytemuck::Pod;
+use matrix_core::layout::{BLOCK_ALIGN, MIN_BLOCK};
 use matrix_core::state::{self, STATE_MAX, USER_STATE_MIN};
 use matrix_core::{
     AllocError, ArenaStats, AtomicMatrix, BlockError, BlockHeader, ConsolidationReport, OwnerId,
@@ -42,6 +43,12 @@ pub trait HandlerFunctions {
         self.matrix().segment_size()
     }
 
+    /// This segment's nonce: its identity, carried by every [`Block`] and
+    /// [`BlockToken`] it makes, checked by every operation that takes one.
+    fn segment_nonce(&self) -> u64 {
+        segment_nonce(self.matrix())
+    }
+
     /// Allocates a block for one `T` (at least 16 bytes), tagged with `T`'s layout.
     ///
     /// # Errors
@@ -53,6 +60,11 @@ pub trait HandlerFunctions {
     }
 
     /// Allocates a block for `len` consecutive `T`.
+    ///
+    /// # Errors
+    /// [`HandlerError::SliceTooLarge`] when `len × size_of::<T>()` overflows
+    /// or `len` exceeds `u32::MAX`; [`HandlerError::AllocationFailed`] when
+    /// the bytes exceed the segment or no free block fits.
     fn allocate_slice<T: Pod>(&self, len: usize) -> Result<Block<T>, HandlerError> {
         allocate_n::<T>(self.matrix(), len)
     }
@@ -63,15 +75,19 @@ pub trait HandlerFunctions {
         Ok(self.matrix().allocate(size as u64, 0)?)
     }
 
-    /// Writes `value` into the block without any check.
+    /// Writes `value` into the block without checking its state or generation.
     ///
     /// # Safety
     /// - `block` is live (not freed) and was allocated for a `T` by this segment.
     /// - No other thread or process reads or writes the payload concurrently.
     ///
+    /// # Panics
+    /// If `block` belongs to another segment or would reach past the end of
+    /// this mapping (checked so that even a broken promise stays in bounds).
+    ///
     /// For plain-old-data types prefer the checked [`write_pod`](Self::write_pod).
     unsafe fn write<T>(&self, block: &mut Block<T>, value: T) {
-        let ptr = payload_ptr::<T>(self.matrix(), block);
+        let ptr = unchecked_payload::<T>(self.matrix(), block);
         // SAFETY: the caller guarantees the block is live, sized and aligned
         // for T (payloads are 16-aligned) and not accessed concurrently.
         unsafe { ptr.write(value) }
@@ -83,8 +99,11 @@ pub trait HandlerFunctions {
     /// - `block` is live and holds an initialized `T` written through this API.
     /// - Nobody writes the payload while the reference lives, and the block is
     ///   not freed before the reference's last use (it is not tied to `block`).
+    ///
+    /// # Panics
+    /// As [`write`](Self::write).
     unsafe fn read<'a, T>(&self, block: &Block<T>) -> &'a T {
-        let ptr = payload_ptr::<T>(self.matrix(), block);
+        let ptr = unchecked_payload::<T>(self.matrix(), block);
         // SAFETY: forwarded to the caller's guarantees above.
         unsafe { &*ptr }
     }
@@ -94,59 +113,62 @@ pub trait HandlerFunctions {
     /// # Safety
     /// As [`read`](Self::read), and no other reference to the payload (in any
     /// thread or process) exists while this one lives.
+    ///
+    /// # Panics
+    /// As [`write`](Self::write).
     unsafe fn read_mut<'a, T>(&self, block: &Block<T>) -> &'a mut T {
-        let ptr = payload_ptr::<T>(self.matrix(), block);
+        let ptr = unchecked_payload::<T>(self.matrix(), block);
         // SAFETY: forwarded to the caller's guarantees above.
         unsafe { &mut *ptr }
     }
 
-    /// Copies the block's `T` out, after checking the handle is current and
-    /// the block live. A concurrent writer in another process can make the
+    /// Copies the block's `T` out, after checking that the handle is this
+    /// segment's and current, the block live, and its payload (read from the
+    /// header under the same validation) large enough for the handle's
+    /// `len` elements. A concurrent writer in another process can make the
     /// copy torn, but for a `Pod` type every bit pattern is a valid value.
     fn read_pod<T: Pod>(&self, block: &Block<T>) -> Result<T, HandlerError> {
-        check_live(self.matrix(), block)?;
-        let ptr = payload_ptr::<T>(self.matrix(), block);
-        // SAFETY: the block is live and at least size_of::<T>() (checked at
-        // allocation or in block_at), 16-aligned; T is Pod so any bytes are
-        // a valid T. Volatile: the memory is shared with other processes.
+        let ptr = checked_payload(self.matrix(), block, 1)?;
+        // SAFETY: checked_payload proved a live block of this mapping whose
+        // payload holds at least one T, 16-aligned; T is Pod so any bytes
+        // are a valid T. Volatile: the memory is shared with other processes.
         Ok(unsafe { ptr.read_volatile() })
     }
 
-    /// Writes `value` after checking the handle is current and the block live.
+    /// Writes `value`, checked as [`read_pod`](Self::read_pod).
     fn write_pod<T: Pod>(&self, block: &mut Block<T>, value: T) -> Result<(), HandlerError> {
-        check_live(self.matrix(), block)?;
-        let ptr = payload_ptr::<T>(self.matrix(), block);
+        let ptr = checked_payload(self.matrix(), block, 1)?;
         // SAFETY: as in read_pod; the caller holds `&mut Block`, the block's
         // ownership token, so this participant is its writer.
         unsafe { ptr.write_volatile(value) };
         Ok(())
     }
 
-    /// Copies `values` into the block's slice (checked; `values.len()` ≤ `block.len()`).
+    /// Copies `values` into the block's slice, checked as
+    /// [`read_pod`](Self::read_pod) and `values.len()` ≤ `block.len()`.
     fn write_slice<T: Pod>(&self, block: &mut Block<T>, values: &[T]) -> Result<(), HandlerError> {
-        check_live(self.matrix(), block)?;
-        check_len(block, values.len())?;
-        let ptr = payload_ptr::<T>(self.matrix(), block);
-        // SAFETY: live block holding block.len() ≥ values.len() elements;
-        // source and destination cannot overlap (one is process memory).
+        let ptr = checked_payload(self.matrix(), block, values.len())?;
+        // SAFETY: checked_payload proved a live block of this mapping whose
+        // payload holds values.len() elements; source and destination cannot
+        // overlap (one is process memory).
         unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), ptr, values.len()) };
         Ok(())
     }
 
-    /// Copies the block's slice into `out` (checked; `out.len()` ≤ `block.len()`).
+    /// Copies the block's slice into `out`, checked as
+    /// [`read_pod`](Self::read_pod) and `out.len()` ≤ `block.len()`.
     fn read_slice<T: Pod>(&self, block: &Block<T>, out: &mut [T]) -> Result<(), HandlerError> {
-        check_live(self.matrix(), block)?;
-        check_len(block, out.len())?;
-        let ptr = payload_ptr::<T>(self.matrix(), block);
+        let ptr = checked_payload(self.matrix(), block, out.len())?;
         // SAFETY: as in write_slice, in the other direction; T is Pod.
         unsafe { std::ptr::copy_nonoverlapping(ptr as *const T, out.as_mut_ptr(), out.len()) };
         Ok(())
     }
 
-    /// Frees a block. A double free, a stale handle or a block in a reserved
-    /// state is an error and changes nothing.
+    /// Frees a block. A double free, a stale handle, a handle of another
+    /// segment or a block in a reserved state is an error and changes nothing.
     #[inline]
     fn free<T>(&self, block: Block<T>) -> Result<(), HandlerError> {
+        check_nonce(self.matrix(), block.nonce())?;
         Ok(self
             .matrix()
             .free(block.header_offset(), Some(block.generation()))?)
@@ -161,14 +183,18 @@ pub trait HandlerFunctions {
 
     /// Rebuilds a handle from a payload offset received from elsewhere,
     /// validating bounds, alignment, that a live block starts there, that it
-    /// holds at least one `T`, and that it was not allocated for another layout.
+    /// holds at least one `T`, and that it was not allocated for another
+    /// layout. The state word is read before and after the size, tag and
+    /// requested length, and must not change in between, so the handle's
+    /// `len` always comes from the block it names.
     fn block_at<T>(&self, offset: u32) -> Result<Block<T>, HandlerError> {
         validate_block::<T>(self.matrix(), offset, None)
     }
 
-    /// As [`block_at`](Self::block_at), and the block must still be the
-    /// generation the token was made from.
+    /// As [`block_at`](Self::block_at), and the token must be this
+    /// segment's and the block still the generation the token was made from.
     fn block_from_token<T>(&self, token: BlockToken) -> Result<Block<T>, HandlerError> {
+        check_nonce(self.matrix(), token.nonce())?;
         validate_block::<T>(
             self.matrix(),
             token.offset(),
@@ -179,7 +205,7 @@ pub trait HandlerFunctions {
     /// Makes this participant the block's owner (after receiving it from
     /// another process), so recovery ties it to this process's life.
     fn adopt<T>(&self, block: &Block<T>) -> Result<(), HandlerError> {
-        check_live(self.matrix(), block)?;
+        checked_header(self.matrix(), block, 0)?;
         self.matrix().set_owner_of(
             block.header_offset(),
             block.generation(),
@@ -192,7 +218,7 @@ pub trait HandlerFunctions {
     /// Gives the block to the segment: it outlives this participant, and
     /// recovery never reclaims it (free it explicitly).
     fn release_to_segment<T>(&self, block: &Block<T>) -> Result<(), HandlerError> {
-        check_live(self.matrix(), block)?;
+        checked_header(self.matrix(), block, 0)?;
         self.matrix().set_owner_of(
             block.header_offset(),
             block.generation(),
@@ -214,6 +240,7 @@ pub trait HandlerFunctions {
         if state > STATE_MAX {
             return Err(HandlerError::StateOutOfRange { state });
         }
+        check_nonce(self.matrix(), block.nonce())?;
         let hdr = header_of(self.matrix(), block)?;
         let mut word = hdr.state.load(Ordering::Acquire);
         loop {
@@ -241,18 +268,31 @@ pub trait HandlerFunctions {
     }
 
     /// The block's current state, loaded with `order`. A handle to a block
-    /// that no longer exists reads whatever the header holds; use
-    /// [`try_get_state`](Self::try_get_state) to have that checked.
+    /// that no longer exists reads whatever the header holds, and a handle
+    /// that names no block here (another segment's, or a bad offset) reads
+    /// FREE; use [`try_get_state`](Self::try_get_state) to have that checked.
+    ///
+    /// Any `order` is accepted: a load has no release half, so `Release`
+    /// and `AcqRel` load with `Acquire` (the strongest load ordering short
+    /// of `SeqCst`, which is kept for callers that ask for it) instead of
+    /// panicking as a bare atomic load would.
     fn get_state<T>(&self, block: &Block<T>, order: Ordering) -> u32 {
+        if check_nonce(self.matrix(), block.nonce()).is_err() {
+            return state::FREE;
+        }
         match header_of(self.matrix(), block) {
-            Ok(hdr) => state::state_of(hdr.state.load(order)),
+            Ok(hdr) => state::state_of(hdr.state.load(load_ordering(order))),
             Err(_) => state::FREE,
         }
     }
 
-    /// The block's current state, refusing a stale handle.
+    /// The block's current state, refusing a stale handle or one of another
+    /// segment. Any `order` is accepted, as in [`get_state`](Self::get_state).
     fn try_get_state<T>(&self, block: &Block<T>, order: Ordering) -> Result<u32, HandlerError> {
-        let word = header_of(self.matrix(), block)?.state.load(order);
+        check_nonce(self.matrix(), block.nonce())?;
+        let word = header_of(self.matrix(), block)?
+            .state
+            .load(load_ordering(order));
         check_word(block, word)?;
         Ok(state::state_of(word))
     }
@@ -264,7 +304,7 @@ pub trait HandlerFunctions {
     /// - [`HandlerError::ReservedStatus`] if `next` is below 49, or `expected`
     ///   is not ALLOCATED or a user state (free blocks are not yours to move).
     /// - [`HandlerError::TransitionFailed`] with the state found otherwise.
-    /// - A stale handle is refused.
+    /// - A stale handle, or one of another segment, is refused.
     fn transition_state<T>(
         &self,
         block: &Block<T>,
@@ -281,6 +321,7 @@ pub trait HandlerFunctions {
         if next > STATE_MAX {
             return Err(HandlerError::StateOutOfRange { state: next });
         }
+        check_nonce(self.matrix(), block.nonce())?;
         let hdr = header_of(self.matrix(), block)?;
         // Failure Relaxed/Acquire as the caller's success ordering allows.
         let failure = match success_order {
@@ -336,28 +377,88 @@ pub trait HandlerFunctions {
     }
 }
 
+/// How many times a header read is retried while the state word keeps
+/// changing under it before the validation gives up.
+const HEADER_READ_RETRIES: u32 = 64;
+
+#[inline]
+fn segment_nonce(matrix: &AtomicMatrix) -> u64 {
+    // Relaxed: written once by the formatter before its Release store of
+    // READY, which creating or opening this mapping Acquired; never changed.
+    matrix.header().nonce.load(Ordering::Relaxed)
+}
+
+#[inline]
+fn check_nonce(matrix: &AtomicMatrix, found: u64) -> Result<(), HandlerError> {
+    let expected = segment_nonce(matrix);
+    if found != expected {
+        return Err(HandlerError::ForeignHandle { expected, found });
+    }
+    Ok(())
+}
+
+/// The ordering a load can use for what the caller asked: a load cannot
+/// release, so `Release` and `AcqRel` become `Acquire`.
+#[inline]
+fn load_ordering(order: Ordering) -> Ordering {
+    match order {
+        Ordering::Release | Ordering::AcqRel => Ordering::Acquire,
+        other => other,
+    }
+}
+
 #[inline]
 fn allocate_n<T>(matrix: &AtomicMatrix, len: usize) -> Result<Block<T>, HandlerError> {
     let align = std::mem::align_of::<T>();
     if align > 16 {
         return Err(AllocError::Unaligned { align }.into());
     }
-    let bytes = (std::mem::size_of::<T>() as u64).saturating_mul(len as u64);
-    let len32 = u32::try_from(len).map_err(|_| AllocError::TooLarge {
-        requested: bytes,
-        max_payload: matrix.segment_size() as u64,
-    })?;
+    let elem = std::mem::size_of::<T>() as u64;
+    let max_payload = (matrix.segment_size() - matrix.first_block_offset())
+        .saturating_sub(BLOCK_HEADER_SIZE) as u64;
+    let too_large = || HandlerError::SliceTooLarge {
+        len: len as u64,
+        elem_size: elem,
+        max_payload,
+    };
+    let bytes = elem.checked_mul(len as u64).ok_or_else(too_large)?;
+    let len32 = u32::try_from(len).map_err(|_| too_large())?;
+    // Refused here, before the allocator adds the header size to it.
+    if bytes > max_payload {
+        return Err(AllocError::TooLarge {
+            requested: bytes,
+            max_payload,
+        }
+        .into());
+    }
     let ptr = matrix.allocate(bytes, layout_tag::<T>())?;
     let (hdr, _) = matrix.block_header(ptr.offset() - BLOCK_HEADER_SIZE)?;
+    // Relaxed: this thread stored the word when it allocated the block.
     let generation = state::generation_of(hdr.state.load(Ordering::Relaxed));
-    Ok(Block::new(ptr.offset(), generation, len32))
+    Ok(Block::new(
+        segment_nonce(matrix),
+        ptr.offset(),
+        generation,
+        len32,
+    ))
 }
 
+/// The payload pointer for the unchecked accessors. Their callers promise a
+/// live block of this segment; the two asserts keep even a broken promise
+/// (a handle of another segment) from reaching outside this mapping.
 #[inline]
-fn payload_ptr<T>(matrix: &AtomicMatrix, block: &Block<T>) -> *mut T {
-    // The offset came from this segment's allocator or was validated by
-    // block_at; wrapping_add keeps this free of UB even for a forged handle,
-    // which the unsafe accessors' callers promise not to pass.
+fn unchecked_payload<T>(matrix: &AtomicMatrix, block: &Block<T>) -> *mut T {
+    if let Err(e) = check_nonce(matrix, block.nonce()) {
+        panic!("{e}");
+    }
+    let end = block.offset() as u64 + std::mem::size_of::<T>() as u64;
+    assert!(
+        end <= matrix.segment_size() as u64,
+        "a {} B value at offset {} reaches past the {} B segment",
+        std::mem::size_of::<T>(),
+        block.offset(),
+        matrix.segment_size()
+    );
     matrix.base_ptr().wrapping_add(block.offset() as usize) as *mut T
 }
 
@@ -385,30 +486,121 @@ fn check_word<T>(block: &Block<T>, word: u64) -> Result<(), HandlerError> {
     Ok(())
 }
 
-fn check_live<T>(matrix: &AtomicMatrix, block: &Block<T>) -> Result<(), HandlerError> {
-    let word = header_of(matrix, block)?.state.load(Ordering::Acquire);
-    check_word(block, word)?;
-    let st = state::state_of(word);
+/// One consistent reading of a block header: the size, tag and requested
+/// length all belong to the allocation that `word` names.
+struct HeaderView {
+    /// Header offset.
+    offset: u32,
+    word: u64,
+    payload: u32,
+    tag: u32,
+    requested: u32,
+}
+
+/// Reads the header in front of `payload_offset` seqlock style: state word,
+/// then size, tag and requested, then the state word again, retried until
+/// both state reads agree. A generation is never reused, so equal words
+/// mean no free or re-allocation (the only things that change a block's
+/// size) happened in between. The size is bounded by this mapping and the
+/// wilderness, so the payload it gives is safe to access.
+fn read_header(matrix: &AtomicMatrix, payload_offset: u32) -> Result<HeaderView, HandlerError> {
+    let offset = payload_offset
+        .checked_sub(BLOCK_HEADER_SIZE)
+        .ok_or(HandlerError::InvalidOffset(payload_offset))?;
+    // Bounds, alignment and a genuine header; its size is read again below.
+    let (hdr, _) = matrix.block_header(offset)?;
+    // Acquire: pairs with the carve's CAS on `top` (SeqCst, so a release)
+    // and recovery's Release store of it; nothing above `top` is a block.
+    let top = matrix.header().top.load(Ordering::Acquire);
+    let limit = (matrix.segment_size() as u64).min(top as u64);
+    for _ in 0..HEADER_READ_RETRIES {
+        // Acquire: pairs with the Release store of the state word that
+        // published the allocation (owner, tag, requested, size before it).
+        let word = hdr.state.load(Ordering::Acquire);
+        // Acquire, all three: the second state load below cannot move
+        // before them (the reader's half of the seqlock); the size load also
+        // pairs with the Release store that shrinks or grows a block, which
+        // the allocator makes only after the state word left the block's
+        // last generation.
+        let size = hdr.size.load(Ordering::Acquire);
+        let tag = hdr.type_tag.load(Ordering::Acquire);
+        let requested = hdr.requested.load(Ordering::Acquire);
+        // Acquire: as the first load.
+        if hdr.state.load(Ordering::Acquire) != word {
+            std::hint::spin_loop();
+            continue;
+        }
+        if size < MIN_BLOCK || size % BLOCK_ALIGN != 0 || offset as u64 + size as u64 > limit {
+            return Err(BlockError::Corrupted {
+                offset,
+                what: "impossible block size",
+            }
+            .into());
+        }
+        return Ok(HeaderView {
+            offset,
+            word,
+            payload: size - BLOCK_HEADER_SIZE,
+            tag,
+            requested,
+        });
+    }
+    Err(HandlerError::HeaderChanged { offset })
+}
+
+/// Validates a handle before its block is used: this segment's nonce, a
+/// current generation, a live state, `count` ≤ `block.len()`, and the
+/// handle's `len × size_of::<T>()` within the payload read from the header
+/// under the same validation.
+fn checked_header<T>(
+    matrix: &AtomicMatrix,
+    block: &Block<T>,
+    count: usize,
+) -> Result<HeaderView, HandlerError> {
+    check_nonce(matrix, block.nonce())?;
+    let view = read_header(matrix, block.offset())?;
+    check_word(block, view.word)?;
+    let st = state::state_of(view.word);
     if !state::is_live(st) {
         return Err(BlockError::NotLive {
-            offset: block.header_offset(),
+            offset: view.offset,
             state: st,
         }
         .into());
     }
-    Ok(())
-}
-
-fn check_len<T>(block: &Block<T>, wanted: usize) -> Result<(), HandlerError> {
-    if wanted > block.len() {
+    let elem = std::mem::size_of::<T>() as u64;
+    if count > block.len() {
         return Err(BlockError::TooSmall {
-            offset: block.header_offset(),
-            payload: (block.len() * std::mem::size_of::<T>()) as u32,
-            needed: (wanted * std::mem::size_of::<T>()) as u64,
+            offset: view.offset,
+            payload: (block.len() as u64)
+                .saturating_mul(elem)
+                .min(u32::MAX as u64) as u32,
+            needed: (count as u64).saturating_mul(elem),
         }
         .into());
     }
-    Ok(())
+    match (block.len() as u64).checked_mul(elem) {
+        Some(bytes) if bytes <= view.payload as u64 => Ok(view),
+        bytes => Err(BlockError::TooSmall {
+            offset: view.offset,
+            payload: view.payload,
+            needed: bytes.unwrap_or(u64::MAX),
+        }
+        .into()),
+    }
+}
+
+/// [`checked_header`], then the payload pointer.
+#[inline]
+fn checked_payload<T>(
+    matrix: &AtomicMatrix,
+    block: &Block<T>,
+    count: usize,
+) -> Result<*mut T, HandlerError> {
+    let view = checked_header(matrix, block, count)?;
+    let start = view.offset as usize + BLOCK_HEADER_SIZE as usize;
+    // In bounds: read_header bounded the block by this mapping's length.
+    Ok(matrix.base_ptr().wrapping_add(start) as *mut T)
 }
 
 fn validate_block<T>(
@@ -417,56 +609,53 @@ fn validate_block<T>(
     // The generation the caller expects, and which of its bits it knows.
     generation: Option<(u64, u64)>,
 ) -> Result<Block<T>, HandlerError> {
-    let header = offset
-        .checked_sub(BLOCK_HEADER_SIZE)
-        .ok_or(HandlerError::InvalidOffset(offset))?;
-    let (hdr, size) = matrix.block_header(header)?;
-    let word = hdr.state.load(Ordering::Acquire);
-    let st = state::state_of(word);
-    if !state::is_live(st) {
-        return Err(BlockError::NotLive {
-            offset: header,
-            state: st,
-        }
-        .into());
-    }
-    let found = state::generation_of(word);
-    if let Some((expected, mask)) = generation {
-        if expected != found & mask {
-            return Err(BlockError::Stale {
-                offset: header,
-                expected,
-                found,
-            }
-            .into());
-        }
-    }
     if std::mem::align_of::<T>() > 16 {
         return Err(AllocError::Unaligned {
             align: std::mem::align_of::<T>(),
         }
         .into());
     }
-    let payload = size - BLOCK_HEADER_SIZE;
+    let view = read_header(matrix, offset)?;
+    let st = state::state_of(view.word);
+    if !state::is_live(st) {
+        return Err(BlockError::NotLive {
+            offset: view.offset,
+            state: st,
+        }
+        .into());
+    }
+    let found = state::generation_of(view.word);
+    if let Some((expected, mask)) = generation {
+        if expected != found & mask {
+            return Err(BlockError::Stale {
+                offset: view.offset,
+                expected,
+                found,
+            }
+            .into());
+        }
+    }
+    let payload = view.payload as u64;
     let elem = std::mem::size_of::<T>() as u64;
-    if elem > payload as u64 {
+    if elem > payload {
         return Err(BlockError::TooSmall {
-            offset: header,
-            payload,
+            offset: view.offset,
+            payload: view.payload,
             needed: elem,
         }
         .into());
     }
-    let tag = hdr.type_tag.load(Ordering::Acquire);
-    if tag != 0 && tag != layout_tag::<T>() {
+    if view.tag != 0 && view.tag != layout_tag::<T>() {
         return Err(BlockError::TypeMismatch {
-            offset: header,
+            offset: view.offset,
             expected: layout_tag::<T>(),
-            found: tag,
+            found: view.tag,
         }
         .into());
     }
-    let requested = (hdr.requested.load(Ordering::Acquire) as u64).min(payload as u64);
+    // requested ≤ payload, so len × elem ≤ payload: the handle never claims
+    // more than the block it names.
+    let requested = (view.requested as u64).min(payload);
     let len = requested.max(elem).checked_div(elem).unwrap_or(1) as u32;
-    Ok(Block::new(offset, found, len))
+    Ok(Block::new(segment_nonce(matrix), offset, found, len))
 }

@@ -206,7 +206,7 @@ fn double_free_stale_blocks_and_bad_offsets_change_nothing() {
     let again = h.allocate::<u64>().unwrap();
     assert_eq!(again.header_offset(), a_header);
     assert_ne!(again.generation(), a_gen);
-    let stale_token = matrix_handler::BlockToken::new(a_header + 32, a_gen);
+    let stale_token = matrix_handler::BlockToken::new(a_header + 32, a_gen, h.segment_nonce());
     assert!(matches!(
         h.block_from_token::<u64>(stale_token),
         Err(HandlerError::Block(BlockError::Stale { .. }))

@@ -104,18 +104,18 @@ fn child_role() {
                 if line == "end" {
                     break;
                 }
-                let token = BlockToken(line.parse().unwrap());
+                let token = BlockToken::from_u128(line.parse().unwrap());
                 let b = h.block_from_token::<u8>(token).unwrap();
-                bad += u64::from(!matches(&h, b.offset(), 64, 1, token.0));
+                bad += u64::from(!matches(&h, b.offset(), 64, 1, token.word()));
                 h.free(b).unwrap();
             }
             bad += mix(&h, 2, 300_000);
             // Hand 1,000 blocks to the parent; they outlive this process.
             for _ in 0..1000 {
                 let b = h.allocate_slice::<u8>(64).unwrap();
-                fill(&h, b.offset(), 64, 2, b.token().0);
+                fill(&h, b.offset(), 64, 2, b.token().word());
                 h.release_to_segment(&b).unwrap();
-                writeln!(out.lock(), "@@{}", b.token().0).unwrap();
+                writeln!(out.lock(), "@@{}", b.token().to_u128()).unwrap();
             }
             writeln!(out.lock(), "@@bad {bad}").unwrap();
         }
@@ -154,8 +154,8 @@ fn two_processes_mix_and_free_each_others_blocks() {
         let mut stdin = child.0.stdin.take().unwrap();
         for _ in 0..1000 {
             let b = h.allocate_slice::<u8>(64).unwrap();
-            fill(&h, b.offset(), 64, 1, b.token().0);
-            writeln!(stdin, "{}", b.token().0).unwrap();
+            fill(&h, b.offset(), 64, 1, b.token().word());
+            writeln!(stdin, "{}", b.token().to_u128()).unwrap();
         }
         writeln!(stdin, "end").unwrap();
     }
@@ -165,7 +165,7 @@ fn two_processes_mix_and_free_each_others_blocks() {
     for line in protocol_lines(&mut child) {
         match line.strip_prefix("bad ") {
             Some(n) => child_bad = Some(n.parse::<u64>().unwrap()),
-            None => from_child.push(BlockToken(line.parse().unwrap())),
+            None => from_child.push(BlockToken::from_u128(line.parse().unwrap())),
         }
     }
     assert!(child.0.wait().unwrap().success());
@@ -173,7 +173,7 @@ fn two_processes_mix_and_free_each_others_blocks() {
     assert_eq!(from_child.len(), 1000);
     for token in from_child {
         let b = h.block_from_token::<u8>(token).unwrap();
-        assert!(matches(&h, b.offset(), 64, 2, token.0));
+        assert!(matches(&h, b.offset(), 64, 2, token.word()));
         h.free(b).unwrap();
     }
     h.recover().unwrap();

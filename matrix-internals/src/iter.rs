@@ -139,7 +139,7 @@ pub fn typed_in_state<T, H: HandlerFunctions>(
         Err(e) => Some(Err(e)),
         Ok(b) if b.type_tag != layout_tag::<T>() => None,
         Ok(b) => {
-            let token = BlockToken::new(b.payload_offset(), b.generation);
+            let token = BlockToken::new(b.payload_offset(), b.generation, handler.segment_nonce());
             match handler.block_from_token::<T>(token) {
                 Ok(block) => Some(Ok(block)),
                 Err(HandlerError::Block(_) | HandlerError::InvalidOffset(_)) => None,

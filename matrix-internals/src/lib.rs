@@ -10,7 +10,8 @@ pub mod workers;
 pub use iter::{blocks, in_state, sum_by_state, Blocks, StateTotals, WalkError};
 pub use tables::{MapError, Registry, RegistryEntry, RegistryError, ShmHashMap, TypeFingerprint};
 pub use workers::{
-    PanicReport, PoolReport, PopError, PushError, QueueError, QueueRecovery, WorkQueue, WorkerPool,
+    DestroyError, PanicReport, PoolReport, PopError, PushError, QueueError, QueueRecovery,
+    WorkQueue, WorkerPool,
 };
 
 #[cfg(feature = "fault-injection")]

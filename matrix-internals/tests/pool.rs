@@ -61,7 +61,10 @@ fn a_panicking_job_is_reported_and_the_pool_carries_on() {
             .all(|m| m.starts_with("job ") && m.ends_with("0 refuses to run")),
         "{failed:?}"
     );
-    assert!(report.panics.iter().all(|p| p.worker < 2 && p.block.0 != 0));
+    assert!(report
+        .panics
+        .iter()
+        .all(|p| p.worker < 2 && p.block.word() != 0));
 }
 
 #[test]

@@ -246,7 +246,7 @@ fn child_role() {
         }
         "holder" => {
             let b = q.pop_timeout(WAIT).unwrap();
-            println!("@@holding {}", b.token().0);
+            println!("@@holding {}", b.token().to_u128());
             std::thread::sleep(WAIT);
         }
         "crash-pop" => {
@@ -256,7 +256,7 @@ fn child_role() {
         }
         "crash-push" => {
             let b = msg(&h, 1000, 1000);
-            println!("@@pushing {}", b.token().0);
+            println!("@@pushing {}", b.token().to_u128());
             matrix_internals::fault::arm(crash_at.unwrap());
             let _ = q.push_timeout(b, WAIT);
             println!("@@survived");
@@ -307,7 +307,7 @@ fn sigkilled_consumer_holding_a_block_loses_nothing() {
     }
     let mut child = spawn("child_role", "holder", g.name(), &[]);
     let line = child.line().expect("holder reports");
-    let token = BlockToken(line.strip_prefix("holding ").unwrap().parse().unwrap());
+    let token = BlockToken::from_u128(line.strip_prefix("holding ").unwrap().parse().unwrap());
     let held = h.block_from_token::<Msg>(token).unwrap();
     assert_eq!(h.read_pod(&held).unwrap(), [0, 0]);
     assert_ne!(
@@ -403,7 +403,7 @@ fn crash_in_push(point: u32, test: &str) -> (Vec<Msg>, BlockToken, MatrixHandler
         g.name(),
         &[("CRASH_AT", point.to_string())],
     );
-    let token = BlockToken(
+    let token = BlockToken::from_u128(
         child
             .line()
             .unwrap()
@@ -533,6 +533,71 @@ fn destroy_frees_the_queue_its_blocks_and_its_name() {
     assert_eq!(h.stats().unwrap().used_blocks, before + 1);
     // The name is free again.
     WorkQueue::<Msg, _>::create(h.share(), "gone", 8).unwrap();
+}
+
+/// Used bytes and blocks, to show a refused destroy changed nothing.
+fn usage(h: &impl HandlerFunctions) -> (u64, u64) {
+    let s = h.stats().unwrap();
+    (s.used_bytes, s.used_blocks)
+}
+
+#[test]
+fn destroy_under_a_name_of_another_type_changes_nothing() {
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let _other = WorkQueue::<u32, _>::create(h.share(), "other", 8).unwrap();
+    let empty = usage(&h);
+    let q = WorkQueue::<Msg, _>::create(h.share(), "mine", 8).unwrap();
+    q.try_push(msg(&h, 0, 1)).unwrap();
+    let full = usage(&h);
+    let err = q.destroy(Some("other")).unwrap_err();
+    assert!(
+        matches!(
+            err.error,
+            QueueError::Registry(RegistryError::TypeMismatch { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(usage(&h), full, "nothing freed");
+    let q = err.into_queue();
+    assert!(!q.is_closed());
+    assert_eq!(q.len(), 1);
+    assert!(WorkQueue::<u32, _>::open(h.share(), "other").is_ok());
+    assert_eq!(q.destroy(Some("mine")).unwrap(), 1);
+    assert_eq!(usage(&h), empty, "the ring and the message were freed");
+}
+
+#[test]
+fn destroy_under_an_unregistered_name_changes_nothing() {
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let empty = usage(&h);
+    let q = WorkQueue::<Msg, _>::create_unnamed(h.share(), 8).unwrap();
+    q.try_push(msg(&h, 0, 1)).unwrap();
+    q.try_push(msg(&h, 0, 2)).unwrap();
+    let full = usage(&h);
+    let err = q.destroy(Some("never-registered")).unwrap_err();
+    assert!(
+        matches!(
+            err.error,
+            QueueError::Registry(RegistryError::NotFound { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(usage(&h), full, "nothing freed, no root registry made");
+    let q = err.into_queue();
+    assert!(!q.is_closed());
+    // Registered under another queue's name: refused too.
+    let named = WorkQueue::<Msg, _>::create(h.share(), "taken", 8).unwrap();
+    let with_named = usage(&h);
+    let err = q.destroy(Some("taken")).unwrap_err();
+    assert!(
+        matches!(err.error, QueueError::NotThisQueue { .. }),
+        "{err}"
+    );
+    assert_eq!(usage(&h), with_named);
+    assert_eq!(err.into_queue().destroy(None).unwrap(), 2);
+    named.destroy(Some("taken")).unwrap();
+    // The root registry made for "taken" stays.
+    assert_eq!(usage(&h).1, empty.1 + 1);
 }
 
 #[test]

@@ -726,8 +726,8 @@ pub fn spawn_holder(
             match lines.next() {
                 // Lines that are not tokens (a test harness's banner) are skipped.
                 Some(Ok(l)) => {
-                    if let Ok(t) = l.trim().parse::<u64>() {
-                        tokens.push(BlockToken(t));
+                    if let Ok(t) = l.trim().parse::<u128>() {
+                        tokens.push(BlockToken::from_u128(t));
                     }
                 }
                 _ => break,
@@ -761,7 +761,7 @@ fn holder_main() -> Result<(), String> {
         let b = h
             .allocate_slice::<u8>(size)
             .map_err(|e| format!("allocate: {e}"))?;
-        writeln!(out, "\n{}", b.token().0).map_err(|e| e.to_string())?;
+        writeln!(out, "\n{}", b.token().to_u128()).map_err(|e| e.to_string())?;
         held.push(b);
     }
     out.flush().map_err(|e| e.to_string())?;

@@ -255,7 +255,12 @@ impl ModelRunner {
             },
         };
         match result {
-            Err(HandlerError::AllocationFailed(AllocError::TooLarge { .. })) if too_large => {
+            // A slice whose element count exceeds u32 is refused by the
+            // handler before the allocator sees it.
+            Err(
+                HandlerError::AllocationFailed(AllocError::TooLarge { .. })
+                | HandlerError::SliceTooLarge { .. },
+            ) if too_large => {
                 self.stats.too_large += 1;
                 Ok(())
             }
@@ -503,7 +508,11 @@ impl ModelRunner {
         let Some((header, generation)) = self.model.pick_freed(pick) else {
             return Ok(());
         };
-        let token = BlockToken::new(header + BLOCK_HEADER_SIZE, generation);
+        let token = BlockToken::new(
+            header + BLOCK_HEADER_SIZE,
+            generation,
+            self.main.segment_nonce(),
+        );
         match self.main.block_from_token::<u8>(token) {
             Ok(b) => Err(format!(
                 "stale token (offset {header}, generation {generation}) accepted: a freed block's generation came back (live now: {:?})",

@@ -38,7 +38,7 @@ const SIDES: &[ChildSide] = &[
         name: "adopt",
         op: |h, ts| {
             CHILD_WALK.bits(ts, |&t| {
-                let t = BlockToken(t);
+                let t = BlockToken::from_word(t, h.segment_nonce());
                 h.block_from_token::<u64>(t)
                     .and_then(|b| h.adopt(&b))
                     .is_ok()
@@ -47,13 +47,17 @@ const SIDES: &[ChildSide] = &[
     },
     ChildSide {
         name: "free",
-        op: |h, ts| CHILD_WALK.bits(ts, |&t| free_token(h, BlockToken(t)).is_ok()),
+        op: |h, ts| {
+            CHILD_WALK.bits(ts, |&t| {
+                free_token(h, BlockToken::from_word(t, h.segment_nonce())).is_ok()
+            })
+        },
     },
     ChildSide {
         name: "transition-61",
         op: |h, ts| {
             CHILD_WALK.bits(ts, |&t| {
-                let t = BlockToken(t);
+                let t = BlockToken::from_word(t, h.segment_nonce());
                 h.block_from_token::<u64>(t)
                     .and_then(|b| h.transition_state(&b, ALLOCATED, 61, SeqCst))
                     .is_ok()
@@ -75,12 +79,13 @@ fn race_child() {
     );
 }
 
-/// `op` on every token in order; bit i of the result is its result on token i.
+/// `op` on every token word in order (rebuilt without a segment nonce: `op`
+/// uses offset and generation only); bit i of the result is its result on
+/// token i.
 fn bits(tokens: &[u64], mut op: impl FnMut(BlockToken) -> bool) -> u64 {
-    tokens
-        .iter()
-        .enumerate()
-        .fold(0, |acc, (i, &t)| acc | ((op(BlockToken(t)) as u64) << i))
+    tokens.iter().enumerate().fold(0, |acc, (i, &t)| {
+        acc | ((op(BlockToken::from_word(t, 0)) as u64) << i)
+    })
 }
 
 /// How side B walks a round's batch: the same way as side A in one round,
@@ -149,7 +154,7 @@ impl Walk {
 }
 
 fn words_of(tokens: &[BlockToken]) -> Vec<u64> {
-    tokens.iter().map(|t| t.0).collect()
+    tokens.iter().map(|t| t.word()).collect()
 }
 
 fn launcher() -> Launcher {
@@ -673,7 +678,11 @@ fn free_x_block_at_large_then_small() {
             s.h.consolidate().map_err(|e| e.to_string())?;
             let small = s.h.allocate_raw(16).map_err(|e| e.to_string())?;
             let (_, generation, _) = words(&s.h, small.offset());
-            Ok(BlockToken::new(small.offset(), generation))
+            Ok(BlockToken::new(
+                small.offset(),
+                generation,
+                s.h.segment_nonce(),
+            ))
         },
         // block_at polled while the block is freed and re-carved: every
         // handle it returns is checked.

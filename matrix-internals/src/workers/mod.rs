@@ -12,4 +12,6 @@ mod pool;
 mod queue;
 
 pub use pool::{PanicReport, PoolReport, WorkerPool};
-pub use queue::{PopError, PushError, QueueError, QueueRecovery, WorkQueue, MAX_QUEUE_CAPACITY};
+pub use queue::{
+    DestroyError, PopError, PushError, QueueError, QueueRecovery, WorkQueue, MAX_QUEUE_CAPACITY,
+};

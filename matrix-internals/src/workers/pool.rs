@@ -161,7 +161,7 @@ impl WorkerPool {
                     .push(PanicReport {
                         worker: usize::MAX,
                         message: panic_message(&*payload),
-                        block: BlockToken(0),
+                        block: BlockToken::from_word(0, 0),
                     });
             }
         }

@@ -57,7 +57,8 @@ pub struct ThreadReport {
 pub(crate) fn drain_mailbox(h: &impl HandlerFunctions, ctl: &Control) -> (u64, u64) {
     let (mut damaged, mut drained) = (0, 0);
     for token in ctl.drain_mailbox() {
-        let Ok(block) = h.block_from_token::<u8>(BlockToken(token)) else {
+        let Ok(block) = h.block_from_token::<u8>(BlockToken::from_word(token, h.segment_nonce()))
+        else {
             continue;
         };
         let intact = verify(h, &block, None).map(|(_, ok)| ok).unwrap_or(false);

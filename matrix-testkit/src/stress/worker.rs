@@ -209,7 +209,7 @@ impl<H: HandlerFunctions> Worker<'_, H> {
             return;
         }
         let i = self.rng.usize(0..self.live.len());
-        let token = self.live[i].0.token().0;
+        let token = self.live[i].0.token().word();
         for _ in 0..8 {
             let slot = &self.ctl.mailbox[self.rng.usize(0..MAILBOX)];
             // Release: the receiver's AcqRel swap sees the payload written before.
@@ -231,7 +231,10 @@ impl<H: HandlerFunctions> Worker<'_, H> {
         if token == 0 {
             return;
         }
-        let block = match self.h.block_from_token::<u8>(BlockToken(token)) {
+        let block = match self
+            .h
+            .block_from_token::<u8>(BlockToken::from_word(token, self.h.segment_nonce()))
+        {
             Ok(b) => b,
             Err(_) => {
                 // The sender died and its blocks were reclaimed meanwhile.

@@ -1,8 +1,9 @@
 //! The queue's error and report types.
 
+use super::WorkQueue;
 use super::MAX_QUEUE_CAPACITY;
 use crate::tables::RegistryError;
-use matrix_handler::{Block, BlockToken, HandlerError};
+use matrix_handler::{Block, BlockToken, HandlerError, HandlerFunctions};
 use std::fmt;
 
 /// Why a queue could not be created or opened.
@@ -30,6 +31,15 @@ pub enum QueueError {
     InUse,
     /// Looking the name up failed (missing, wrong type, registry full…).
     Registry(RegistryError),
+    /// `destroy` was given a name registered for another queue.
+    NotThisQueue {
+        /// The name.
+        name: String,
+        /// Payload offset of the queue registered under it.
+        registered: u32,
+        /// Payload offset of the queue being destroyed.
+        offset: u32,
+    },
     /// Allocating or validating a block failed.
     Handler(HandlerError),
 }
@@ -54,6 +64,15 @@ impl fmt::Display for QueueError {
                 "the queue is still in use: a live participant is pushing or popping"
             ),
             QueueError::Registry(e) => write!(f, "queue name: {e}"),
+            QueueError::NotThisQueue {
+                name,
+                registered,
+                offset,
+            } => write!(
+                f,
+                "{name:?} names the queue at offset {registered}, not this one at {offset}: \
+                 pass this queue's own name, or None"
+            ),
             QueueError::Handler(e) => write!(f, "queue block: {e}"),
         }
     }
@@ -78,6 +97,53 @@ impl From<RegistryError> for QueueError {
 impl From<HandlerError> for QueueError {
     fn from(e: HandlerError) -> Self {
         QueueError::Handler(e)
+    }
+}
+
+/// Why [`WorkQueue::destroy`] did not finish: the error, and the queue
+/// handed back (untouched when the name was refused; see `destroy`).
+pub struct DestroyError<T, H: HandlerFunctions> {
+    /// What went wrong.
+    pub error: QueueError,
+    pub(super) queue: WorkQueue<T, H>,
+}
+
+impl<T, H: HandlerFunctions> DestroyError<T, H> {
+    /// The queue that was not destroyed.
+    pub fn into_queue(self) -> WorkQueue<T, H> {
+        self.queue
+    }
+}
+
+impl<T, H: HandlerFunctions> fmt::Debug for DestroyError<T, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DestroyError")
+            .field("error", &self.error)
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
+impl<T, H: HandlerFunctions> fmt::Display for DestroyError<T, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "queue at offset {} not destroyed: {}",
+            self.queue.offset(),
+            self.error
+        )
+    }
+}
+
+impl<T, H: HandlerFunctions> std::error::Error for DestroyError<T, H> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<T, H: HandlerFunctions> From<DestroyError<T, H>> for QueueError {
+    fn from(e: DestroyError<T, H>) -> Self {
+        e.error
     }
 }
 
@@ -155,7 +221,11 @@ impl fmt::Display for PopError {
             PopError::Closed => write!(f, "the queue is closed and drained"),
             PopError::Timeout => write!(f, "the queue stayed empty until the timeout"),
             PopError::Corrupted { token, error } => {
-                write!(f, "skipped a damaged queue entry {:#x}: {error}", token.0)
+                write!(
+                    f,
+                    "skipped a damaged queue entry {:#x}: {error}",
+                    token.word()
+                )
             }
         }
     }

@@ -71,11 +71,11 @@ mod error;
 mod recover;
 mod wait;
 
-pub use error::{PopError, PushError, QueueError, QueueRecovery};
+pub use error::{DestroyError, PopError, PushError, QueueError, QueueRecovery};
 
 use crate::shm::{self, checked_region, fault, NotThere};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering::*};
-use crate::tables::{Registry, TypeFingerprint};
+use crate::tables::{Registry, RegistryError, TypeFingerprint};
 use matrix_core::{OwnerId, BLOCK_HEADER_SIZE};
 use matrix_handler::{layout_tag, Block, BlockToken, HandlerError, HandlerFunctions};
 use std::fmt;
@@ -438,7 +438,7 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
         }
         // Relaxed: published by publish_full's Release; a recoverer that
         // sees the block owned by the segment (AcqRel CAS below) sees it too.
-        slot.value.store(block.token().0, Relaxed);
+        slot.value.store(block.token().word(), Relaxed);
         if let Err(e) = self.handler.release_to_segment(&block) {
             slot.value.store(0, Relaxed);
             self.publish_full(slot, want);
@@ -540,8 +540,8 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
     /// Takes the block out of a slot we claimed; `None` for a hole.
     fn take(&self, slot: &Slot, pos: u64) -> Option<Result<Block<T>, PopError>> {
         // Relaxed: our claim Acquired the publishing stamp.
-        let token = BlockToken(slot.value.load(Relaxed));
-        if token.0 == 0 {
+        let token = BlockToken::from_word(slot.value.load(Relaxed), self.handler.segment_nonce());
+        if token.word() == 0 {
             self.release_slot(slot, pos);
             return None;
         }
@@ -600,14 +600,57 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
     }
 
     /// Removes the queue: closes it, frees the blocks still in it, removes
-    /// `name` from the root registry (if given and it names this queue) and
-    /// frees the ring. Returns how many queued blocks were freed.
+    /// `name` from the root registry (if given) and frees the ring. Returns
+    /// how many queued blocks were freed.
+    ///
+    /// `name` is checked first: if it is not registered, holds another
+    /// type, or names another queue, the queue is handed back in the error
+    /// untouched (not closed, nothing freed). An error met later (a queued
+    /// block that cannot be freed, a slot still claimed by a live
+    /// participant) also hands the queue back, closed, with its ring still
+    /// allocated, so the call can be retried.
     ///
     /// Call it once no other participant uses the queue: handles elsewhere
     /// would be left pointing at freed memory (still mapped, so it is not
     /// undefined behaviour, but their operations would act on whatever
     /// reuses it).
-    pub fn destroy(self, name: Option<&str>) -> Result<usize, QueueError> {
+    pub fn destroy(self, name: Option<&str>) -> Result<usize, DestroyError<T, H>> {
+        if let Some(name) = name {
+            if let Err(error) = self.check_name(name) {
+                return Err(DestroyError { error, queue: self });
+            }
+        }
+        match self.tear_down(name) {
+            Ok(freed) => Ok(freed),
+            Err(error) => Err(DestroyError { error, queue: self }),
+        }
+    }
+
+    /// That `name` is registered in the root registry, for this element
+    /// type, and for this queue. Creates nothing (not even the root
+    /// registry) and changes nothing.
+    fn check_name(&self, name: &str) -> Result<(), QueueError> {
+        // Acquire: pairs with the AcqRel CAS that published the root
+        // registry, so its initialized header is visible.
+        let root = self.handler.matrix().header().root_registry.load(Acquire);
+        if root == 0 {
+            return Err(RegistryError::NotFound {
+                name: name.to_owned(),
+            }
+            .into());
+        }
+        let registered = Registry::open_at(&self.handler, root)?.find(name, fingerprint::<T>())?;
+        if registered != self.offset {
+            return Err(QueueError::NotThisQueue {
+                name: name.to_owned(),
+                registered,
+                offset: self.offset,
+            });
+        }
+        Ok(())
+    }
+
+    fn tear_down(&self, name: Option<&str>) -> Result<usize, QueueError> {
         self.close();
         let mut freed = 0;
         for block in self.recover().unplaced {
@@ -627,7 +670,9 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
         }
         if let Some(name) = name {
             let registry = Registry::root(&self.handler)?;
-            if registry.find(name, fingerprint::<T>())? == self.offset {
+            // Checked again: the name may have been removed or re-registered
+            // while the queue was drained; only this queue's entry goes.
+            if registry.find(name, fingerprint::<T>()) == Ok(self.offset) {
                 registry.remove(name)?;
             }
         }

@@ -56,8 +56,8 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
         // Acquire: the dead claimant's stores to `value` and to the block's
         // owner were made before it died and are visible once its death is
         // (its liveness lock, freed by the kernel at its death); Acquire orders our reads after that.
-        let token = BlockToken(slot.value.load(Acquire));
-        let in_custody = token.0 != 0 && self.in_custody(token);
+        let token = BlockToken::from_word(slot.value.load(Acquire), self.handler.segment_nonce());
+        let in_custody = token.word() != 0 && self.in_custody(token);
         if seq % 2 == 0 {
             // A producer died mid-push: deliver if it handed the block over.
             // AcqRel: one recoverer takes the slot; it sees what the claim published.
@@ -134,7 +134,7 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
         }
         // Relaxed (both): published by the Release stores of the stamps that follow.
         slot.value.store(0, Relaxed);
-        target.value.store(token.0, Relaxed);
+        target.value.store(token.word(), Relaxed);
         self.publish_full(target, target_empty);
         self.finish_slot(slot, next_lap_empty);
         report.redelivered += 1;
