@@ -72,18 +72,30 @@ pub fn allocate_sized<A: Arena>(
     payload: u64,
     type_tag: u32,
 ) -> Result<u32, AllocError> {
+    match take_or_carve(arena, size, payload, type_tag)? {
+        Some(offset) => Ok(offset),
+        None => allocate_slow(arena, size, payload, type_tag),
+    }
+}
+
+/// One try of the shared path under an intent entry: a block from the free
+/// index, else one carved from the wilderness. `None` when neither fits (or
+/// no intent entry could be had).
+#[inline]
+fn take_or_carve<A: Arena>(
+    arena: &A,
+    size: u32,
+    payload: u64,
+    type_tag: u32,
+) -> Result<Option<u32>, AllocError> {
     let Some(intent) = claim_intent(arena) else {
-        return Err(out_of_memory(arena, payload));
+        return Ok(None);
     };
     let intent = IntentGuard(intent);
     if let Some(offset) = take_free_block(arena, size, &intent)? {
-        return finish(arena, offset, size, payload, type_tag, &intent);
+        return finish(arena, offset, size, payload, type_tag, &intent).map(Some);
     }
-    if let Some(offset) = carve(arena, size, &intent) {
-        return Ok(carved_marked(arena, offset, payload, type_tag));
-    }
-    drop(intent);
-    allocate_slow(arena, size, payload, type_tag)
+    Ok(carve(arena, size, &intent).map(|offset| carved_marked(arena, offset, payload, type_tag)))
 }
 
 /// An intent entry claimed by this thread; released (0) when dropped.
@@ -151,18 +163,7 @@ fn allocate_slow<A: Arena>(
 ) -> Result<u32, AllocError> {
     arena.flush_local_cache();
     crate::consolidate::consolidate_or_wait(arena)?;
-    let Some(intent) = claim_intent(arena) else {
-        return Err(out_of_memory(arena, payload));
-    };
-    let intent = IntentGuard(intent);
-    if let Some(offset) = take_free_block(arena, size, &intent)? {
-        return finish(arena, offset, size, payload, type_tag, &intent);
-    }
-    if let Some(offset) = carve(arena, size, &intent) {
-        return Ok(carved_marked(arena, offset, payload, type_tag));
-    }
-    drop(intent);
-    Err(out_of_memory(arena, payload))
+    take_or_carve(arena, size, payload, type_tag)?.ok_or_else(|| out_of_memory(arena, payload))
 }
 
 /// Pops a block of at least `size` bytes from the free index, recording it
