@@ -90,7 +90,7 @@ fn recover_racing_a_new_claim_of_the_slot() {
             ALLOCATED,
             "the new participant's block was reclaimed ({mine:?})"
         );
-        let owner = p0.header(r).unwrap().owner.load(SeqCst);
+        let owner = matrix_core::state::owner_of(p0.header(r).unwrap().state.load(SeqCst));
         assert_eq!(OwnerId(owner), fresh);
     });
 }
