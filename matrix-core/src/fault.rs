@@ -32,8 +32,13 @@ pub const CONSOLIDATE_MERGING: u32 = 9;
 pub const RETRACTING: u32 = 10;
 /// After a thread cache handed out a block, before it is marked.
 pub const CACHE_TAKEN: u32 = 11;
+/// While attaching: the slot is ACTIVE under this process's lock, the
+/// attachment not built yet.
+pub const ATTACH_CLAIMED: u32 = 12;
+/// While detaching: every flusher is done, the slot still ACTIVE.
+pub const DETACHING: u32 = 13;
 /// Every point, for tests that iterate over them.
-pub const ALL: [u32; 11] = [
+pub const ALL: [u32; 13] = [
     ALLOC_POPPED,
     ALLOC_SPLITTING,
     CARVED,
@@ -45,6 +50,8 @@ pub const ALL: [u32; 11] = [
     CONSOLIDATE_MERGING,
     RETRACTING,
     CACHE_TAKEN,
+    ATTACH_CLAIMED,
+    DETACHING,
 ];
 
 #[cfg(feature = "fault-injection")]

@@ -109,6 +109,7 @@ impl Drop for Attachment {
             std::mem::forget(self.lock_file.take());
             return;
         }
+        crate::fault::at(crate::fault::DETACHING);
         // DETACHED first, then the lock goes: a liveness query never sees
         // ACTIVE without the lock while this participant is still here.
         participant::detach_slot(
@@ -285,6 +286,7 @@ impl AtomicMatrix {
                 return Err(e);
             }
         };
+        crate::fault::at(crate::fault::ATTACH_CLAIMED);
         let pid = std::process::id();
         let start = participant::process_start_time(pid).map_or(0, |(s, _)| s);
         let seg_slot = &mapping.segment_header().participants[slot];

@@ -24,6 +24,9 @@ fn child() -> Result<(), String> {
     let name: String = env_var("MTK_SEGMENT")?;
     let point: u32 = env_var("MTK_POINT")?;
     let skip: u32 = env_var("MTK_SKIP")?;
+    if point == fault::ATTACH_CLAIMED {
+        fault::arm(point, skip);
+    }
     let h = MatrixHandler::open(&name).map_err(|e| e.to_string())?;
     fault::arm(point, skip);
     let mut rng = fastrand::Rng::with_seed(point as u64 * 100 + skip as u64);
@@ -52,6 +55,9 @@ fn child() -> Result<(), String> {
             h.consolidate().map_err(|e| e.to_string())?;
         }
     }
+    // The detach point is reached when the handle goes.
+    drop(live);
+    drop(h);
     Err(format!(
         "crash point {point} (skip {skip}) was never reached"
     ))
@@ -70,6 +76,8 @@ fn point_name(p: u32) -> &'static str {
         fault::CONSOLIDATE_MERGING => "CONSOLIDATE_MERGING",
         fault::RETRACTING => "RETRACTING",
         fault::CACHE_TAKEN => "CACHE_TAKEN",
+        fault::ATTACH_CLAIMED => "ATTACH_CLAIMED",
+        fault::DETACHING => "DETACHING",
         _ => "?",
     }
 }
@@ -250,7 +258,13 @@ fn every_window_recovers_online_and_strands_nothing() {
     let mut failures = Vec::new();
     for point in fault::ALL {
         let mut stranded = Vec::new();
-        for skip in [0u32, 3, 17] {
+        // Attach and detach happen once per child.
+        let skips: &[u32] = if point == fault::ATTACH_CLAIMED || point == fault::DETACHING {
+            &[0, 0, 0]
+        } else {
+            &[0, 3, 17]
+        };
+        for &skip in skips {
             match kill_at(point, skip) {
                 Ok(s) => stranded.push(s),
                 Err(e) => failures.push(format!("{} (skip {skip}): {e}", point_name(point))),
