@@ -142,6 +142,14 @@ impl Mapping {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+
+    /// The segment file's size now (the mapping length for an anonymous arena).
+    fn file_len(&self) -> std::io::Result<u64> {
+        match &self.file {
+            Some(f) => f.metadata().map(|m| m.len()),
+            None => Ok(self.len as u64),
+        }
+    }
 }
 
 impl Arena for Mapping {
@@ -409,6 +417,7 @@ pub(crate) fn open(name: &str) -> Result<Mapping, SegmentError> {
     let (file, file_size) = open_file(name, true)?;
     let map = Map::Shared(map_file(&file)?);
     let mapping = Mapping::new(map, Some(name.to_owned()), Some(file));
+    check_mapped_size(&mapping, file_size)?;
     wait_ready(&mapping)?;
     validate(mapping.segment_header(), file_size)?;
     Ok(mapping)
@@ -428,9 +437,29 @@ pub(crate) fn open_observer(name: &str, writable: bool) -> Result<Mapping, Segme
         Map::Private(map.map_err(|e| SegmentError::io("map segment", e))?)
     };
     let mapping = Mapping::new(map, Some(name.to_owned()), Some(file));
+    check_mapped_size(&mapping, file_size)?;
     wait_ready(&mapping)?;
     validate(mapping.segment_header(), file_size)?;
     Ok(mapping)
+}
+
+/// Refuses a mapping whose length is not the size the file had when it was
+/// checked, or whose file is shorter now: a file truncated between the
+/// `stat` and the `mmap` would fault (SIGBUS) on the first read past its
+/// end. Truncation by another process *after* this check is fatal, as for
+/// any shared mapping; only the owner (or root) can do it.
+fn check_mapped_size(mapping: &Mapping, file_size: u64) -> Result<(), SegmentError> {
+    let now = mapping
+        .file_len()
+        .map_err(|e| SegmentError::io("stat segment", e))?;
+    let mapped = mapping.len() as u64;
+    if mapped != file_size || now < mapped {
+        return Err(SegmentError::SizeMismatch {
+            recorded: mapped,
+            actual: now.min(file_size),
+        });
+    }
+    Ok(())
 }
 
 fn wait_ready(mapping: &Mapping) -> Result<(), SegmentError> {
