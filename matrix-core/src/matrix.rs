@@ -226,7 +226,7 @@ fn claim_dead_for_self(
                 found: index as u64,
             });
         }
-        recover::clear_dead_leftovers(mapping, index, generation);
+        recover::clear_dead_leftovers(mapping, index);
         for e in &slot.carve_intents {
             // Relaxed: published by the Release CAS to ACTIVE below.
             e.store(0, Relaxed);
@@ -519,7 +519,7 @@ impl AtomicMatrix {
                 participant::give_back(slot, mine, active);
                 return Err(e);
             }
-            recover::clear_dead_leftovers(&attachment, attachment.slot, attachment.generation);
+            recover::clear_dead_leftovers(&attachment, attachment.slot);
             participant::finish_recovery(slot, mine);
         }
         Ok(report)

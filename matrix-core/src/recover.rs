@@ -88,7 +88,6 @@ pub fn recover<A: Arena>(
             participant::give_back(slot, mine, judged);
             return Err(e);
         }
-        clear_dead_leftovers(arena, index, slot_word::generation_of(judged));
         participant::finish_recovery(slot, mine);
         report.participants += 1;
         // Relaxed: statistics only.
@@ -114,7 +113,7 @@ pub fn reclaim_dead_slot<A: Arena>(
     let slot = &arena.segment().participants[index];
     // The consolidator word, if the dead claim held it (killed
     // mid-consolidation): released first, as the drain below needs it.
-    clear_dead_leftovers(arena, index, 0);
+    clear_dead_leftovers(arena, index);
     rebuild_dead_carves(arena, slot, report);
     let dead = OwnerId::of_slot(index);
     let releasing = reclaim_blocks_of(arena, dead, reclaim_user_states, report)?;
@@ -135,7 +134,7 @@ pub fn reclaim_dead_slot<A: Arena>(
 /// Releases the consolidator word if the dead holder of slot `index` held
 /// it (killed mid-consolidation). Owner ids name the slot; the caller has
 /// the slot RECOVERING in its name, so the id can only be the dead claim's.
-pub(crate) fn clear_dead_leftovers<A: Arena + ?Sized>(arena: &A, index: usize, _generation: u32) {
+pub(crate) fn clear_dead_leftovers<A: Arena + ?Sized>(arena: &A, index: usize) {
     let dead = OwnerId::of_slot(index);
     // AcqRel: the takeover orders with the dead holder's last writes and
     // publishes the free word to the next consolidator.
