@@ -640,9 +640,27 @@ impl ScratchName {
             .collect();
         let pid = std::process::id();
         ScratchName {
-            name: format!("matrix-scratch-{pid}-{n}-{label}"),
+            name: format!("{}{n}-{label}", Self::prefix_of(pid)),
             owner_pid: pid,
         }
+    }
+
+    /// Removes every scratch segment that process `pid` made and left
+    /// behind (a process killed by a signal never runs its guards'
+    /// destructors). Returns how many files were removed.
+    pub fn remove_leftovers_of(pid: u32) -> usize {
+        let prefix = Self::prefix_of(pid);
+        let Ok(dir) = std::fs::read_dir(SHM_DIR) else {
+            return 0;
+        };
+        dir.flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .filter(|e| std::fs::remove_file(e.path()).is_ok())
+            .count()
+    }
+
+    fn prefix_of(pid: u32) -> String {
+        format!("matrix-scratch-{pid}-")
     }
 
     /// Adopts a name made elsewhere (e.g. by a parent process); dropping it

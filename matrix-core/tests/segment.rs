@@ -268,3 +268,29 @@ fn every_format_chooses_a_fresh_nonzero_nonce() {
     }
     assert!(!seen.contains(&0), "0 is never a nonce");
 }
+
+#[test]
+fn leftovers_of_a_killed_process_are_removed_by_pid() {
+    use matrix_core::ScratchName;
+    // A child that makes a scratch segment and is killed before its guard
+    // runs: the file stays until someone removes the child's leftovers.
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let name = format!("matrix-scratch-{pid}-0-killed");
+    let path = std::path::Path::new("/dev/shm").join(&name);
+    std::fs::write(&path, b"left behind").unwrap();
+    let other = ScratchName::new("kept");
+    std::fs::write(other.path(), b"ours").unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(ScratchName::remove_leftovers_of(pid), 1);
+    assert!(!path.exists());
+    assert!(
+        other.path().exists(),
+        "another process's scratch files stay"
+    );
+    assert_eq!(ScratchName::remove_leftovers_of(pid), 0);
+}

@@ -536,19 +536,6 @@ struct Batch {
     started: Instant,
 }
 
-/// Removes the segments a (dead) child left behind: a crashed or killed
-/// batch never ran its name guards' destructors.
-fn remove_segments_of(pid: u32) {
-    let prefix = format!("mtk-{pid}-");
-    if let Ok(dir) = std::fs::read_dir("/dev/shm") {
-        for entry in dir.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
-}
-
 /// Runs the hostile harness: batches of cases, each in a child process.
 pub fn run_hostile(cfg: &HostileConfig, launcher: &Launcher) -> Result<HostileReport, StressError> {
     let batches = cfg.cases.div_ceil(cfg.batch.max(1)) as u64;
@@ -605,7 +592,8 @@ pub fn run_hostile(cfg: &HostileConfig, launcher: &Launcher) -> Result<HostileRe
             }
             let (last_case, summary) = b.reader.join().unwrap_or((None, None));
             let status = b.child.try_wait().ok().flatten();
-            remove_segments_of(b.child.pid());
+            // A killed batch never ran its name guards' destructors.
+            matrix_core::ScratchName::remove_leftovers_of(b.child.pid());
             match (status, summary) {
                 (Some(s), Some(o)) if s.success() => {
                     report.batches += 1;
