@@ -1,7 +1,8 @@
 #![doc = include_str!("../README.md")]
 
-mod shm;
 mod sync;
+
+pub mod shm;
 
 pub mod iter;
 pub mod tables;

@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
     /// Segment size in bytes.
-    pub segment_size: usize,
+    pub segment_size: u32,
     /// Label used in the segment name.
     pub label: String,
 }

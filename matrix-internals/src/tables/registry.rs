@@ -35,7 +35,7 @@ use crate::shm::{self, checked_region, fault, owner_alive, NotThere};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering::*};
 use crossbeam_utils::Backoff;
 use matrix_core::{state, OwnerId, BLOCK_HEADER_SIZE};
-use matrix_handler::{Block, HandlerError, HandlerFunctions, Pod};
+use matrix_handler::{Block, HandlerError, HandlerFunctions, Pod, RelativePtr};
 use std::fmt;
 use std::time::Duration;
 
@@ -98,6 +98,13 @@ pub struct RegistryEntry {
     pub creator: OwnerId,
 }
 
+impl RegistryEntry {
+    /// The object's payload, as `free_raw` takes it.
+    pub fn payload(&self) -> RelativePtr<u8> {
+        RelativePtr::new(self.offset)
+    }
+}
+
 /// A consistent copy of one entry.
 #[derive(Clone, Copy)]
 struct Snapshot {
@@ -133,38 +140,39 @@ enum Lookup {
 
 /// A name → object table living in a block of the segment.
 ///
-/// Generic over any [`HandlerFunctions`]; it borrows the handler, so it is
-/// cheap to make one whenever a name must be resolved.
-pub struct Registry<'h, H: HandlerFunctions> {
-    handler: &'h H,
+/// Generic over any [`HandlerFunctions`] and, like every structure of this
+/// crate, it owns the handler it is given: pass `&handler` to borrow one
+/// (it is cheap to make a registry whenever a name must be resolved), or a
+/// `SharedHandler` / `Arc` to keep it.
+pub struct Registry<H: HandlerFunctions> {
+    handler: H,
     offset: u32,
     capacity: u32,
 }
 
-impl<'h, H: HandlerFunctions> Registry<'h, H> {
+impl<H: HandlerFunctions> Registry<H> {
     /// The segment's root registry, created on first use.
     ///
     /// Creation races are settled by one CAS on the segment header's
     /// `root_registry` word; the loser frees its block. A creator killed
     /// between giving its block to the segment and that CAS leaks the one
     /// block (a few KiB), never the word.
-    pub fn root(handler: &'h H) -> Result<Self, RegistryError> {
-        let word = &handler.matrix().header().root_registry;
-        loop {
-            // Acquire: pairs with the AcqRel CAS below that published the
-            // root, so its initialized header is visible before we read it.
-            let offset = word.load(Acquire);
-            if offset != 0 {
-                return Self::open_at(handler, offset);
-            }
-            let made = Self::create(handler, ROOT_CAPACITY)?;
-            // AcqRel: Release publishes the initialized registry; Acquire (on
-            // failure too) sees the winner's.
-            match word.compare_exchange(0, made.offset, AcqRel, Acquire) {
-                Ok(_) => return Ok(made),
-                Err(_) => {
-                    handler.free_at(made.offset - BLOCK_HEADER_SIZE)?;
-                }
+    pub fn root(handler: H) -> Result<Self, RegistryError> {
+        // Acquire: pairs with the AcqRel CAS below that published the root,
+        // so its initialized header is visible before we read it.
+        let offset = handler.matrix().header().root_registry.load(Acquire);
+        if offset != 0 {
+            return Self::open_at(handler, offset);
+        }
+        let made = Self::create(handler, ROOT_CAPACITY)?;
+        let word = &made.handler.matrix().header().root_registry;
+        // AcqRel: Release publishes the initialized registry; Acquire (on
+        // failure too) sees the winner's, which is never unpublished.
+        match word.compare_exchange(0, made.offset, AcqRel, Acquire) {
+            Ok(_) => Ok(made),
+            Err(winner) => {
+                made.handler.free_raw(RelativePtr::new(made.offset))?;
+                Self::open_at(made.handler, winner)
             }
         }
     }
@@ -173,7 +181,7 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
     /// segment (it outlives its creator; free it with `free_at` when done).
     /// Pass its [`offset`](Self::offset) to other processes, or register it
     /// in the root registry.
-    pub fn create(handler: &'h H, capacity: u32) -> Result<Self, RegistryError> {
+    pub fn create(handler: H, capacity: u32) -> Result<Self, RegistryError> {
         if capacity == 0 || capacity > MAX_REGISTRY_CAPACITY {
             return Err(RegistryError::NotARegistry {
                 offset: 0,
@@ -201,7 +209,8 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
         hdr.capacity.store(capacity, Relaxed);
         // Release: whoever Acquires the magic sees the zeroed entries and capacity.
         hdr.magic.store(REGISTRY_MAGIC, Release);
-        handler
+        registry
+            .handler
             .matrix()
             .set_owner(offset - BLOCK_HEADER_SIZE, None, OwnerId::SEGMENT)
             .map_err(HandlerError::from)?;
@@ -210,11 +219,11 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
 
     /// Opens the registry whose payload starts at `offset`, checking that it
     /// is one.
-    pub fn open_at(handler: &'h H, offset: u32) -> Result<Self, RegistryError> {
+    pub fn open_at(handler: H, offset: u32) -> Result<Self, RegistryError> {
         let not = |what| RegistryError::NotARegistry { offset, what };
         // SAFETY: RegistryHeader is repr(C), atomics and integers, magic first.
         let hdr: &RegistryHeader =
-            unsafe { shm::structure_header(handler, offset, REGISTRY_MAGIC) }.map_err(
+            unsafe { shm::structure_header(&handler, offset, REGISTRY_MAGIC) }.map_err(
                 |e| match e {
                     NotThere::NoBlock => not("no live block of a registry's size there"),
                     NotThere::WrongMagic => not("wrong magic"),
@@ -225,7 +234,7 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
             return Err(not("impossible capacity"));
         }
         checked_region(
-            handler,
+            &handler,
             offset,
             HEADER_BYTES + capacity as u64 * ENTRY_BYTES,
         )
@@ -250,7 +259,7 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
     fn header(&self) -> &RegistryHeader {
         // SAFETY: `offset` was validated for the header and all entries at
         // construction; the handler keeps the mapping alive.
-        unsafe { shm::shared(self.handler, self.offset as u64) }
+        unsafe { shm::shared(&self.handler, self.offset as u64) }
     }
 
     fn entry(&self, index: u32) -> &Entry {
@@ -259,7 +268,7 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
         // SAFETY: index < capacity, and the region for `capacity` entries
         // was validated at construction; 8-aligned (offset 16-aligned, sizes
         // multiples of 8).
-        unsafe { shm::shared(self.handler, at) }
+        unsafe { shm::shared(&self.handler, at) }
     }
 
     /// Copies an entry; `None` if a writer kept it busy through every try.
@@ -470,7 +479,7 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
     }
 
     /// Removes `name` and returns what it held. The object itself is left
-    /// alone: free it (`free_at(entry.offset - 32)`) once no process uses it.
+    /// alone: free it (`free_raw(entry.payload())`) once no process uses it.
     pub fn remove(&self, name: &str) -> Result<RegistryEntry, RegistryError> {
         let words = Self::validated(name)?;
         let _guard = self.lock();
@@ -576,7 +585,7 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
     }
 }
 
-impl<H: HandlerFunctions> fmt::Debug for Registry<'_, H> {
+impl<H: HandlerFunctions> fmt::Debug for Registry<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
             .field("offset", &self.offset)
@@ -586,12 +595,12 @@ impl<H: HandlerFunctions> fmt::Debug for Registry<'_, H> {
 }
 
 /// Empties a `CREATING` entry whose creation did not finish.
-struct Undo<'r, 'h, H: HandlerFunctions> {
-    registry: &'r Registry<'h, H>,
+struct Undo<'r, H: HandlerFunctions> {
+    registry: &'r Registry<H>,
     entry: &'r Entry,
 }
 
-impl<H: HandlerFunctions> Drop for Undo<'_, '_, H> {
+impl<H: HandlerFunctions> Drop for Undo<'_, H> {
     fn drop(&mut self) {
         // Relaxed: inside a seqlock write.
         self.registry
