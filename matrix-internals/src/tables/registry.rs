@@ -465,7 +465,7 @@ impl<H: HandlerFunctions> Registry<H> {
     ) -> Result<(Block<T>, bool), RegistryError> {
         let (offset, created) =
             self.find_or_create(name, TypeFingerprint::of::<T>(type_id), || {
-                let mut block = self.handler.allocate::<T>()?;
+                let mut block = self.handler.allocate_slice::<T>(1)?;
                 self.handler.write_pod(&mut block, init())?;
                 Ok(block.offset())
             })?;
