@@ -15,7 +15,7 @@
 //! writer changes it), and a reader copies the entry and re-checks the
 //! version. Changes (create, remove) are rare and serialize on one word,
 //! `lock`, holding the owner id of the participant making them; that is what
-//! makes `find_or_create` create exactly one object when several processes
+//! makes `find_or_create` (and `find_or_create_raw`) create exactly one object when several processes
 //! race on one name. A waiter sleeps on the word with a futex and checks
 //! every few milliseconds whether the holder is still alive; if it died, the
 //! waiter takes the lock over and rolls the dead holder's half-made entry
@@ -35,7 +35,7 @@ use crate::shm::{self, checked_region, fault, owner_alive, NotThere};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering::*};
 use crossbeam_utils::Backoff;
 use matrix_core::{state, OwnerId, BLOCK_HEADER_SIZE};
-use matrix_handler::{Block, HandlerError, HandlerFunctions, Pod, RelativePtr};
+use matrix_handler::{Block, HandlerError, HandlerFunctions, Pod, RelativePtr, ShmSafe};
 use std::fmt;
 use std::time::Duration;
 
@@ -386,35 +386,120 @@ impl<H: HandlerFunctions> Registry<H> {
         Ok(entry.offset)
     }
 
-    /// Finds `name`, or creates it with `create` (which allocates and
-    /// initializes the object and returns its payload offset). Returns the
-    /// offset and whether this call created it.
+    /// Finds `name` as a `T`, or creates it: exactly one of several
+    /// processes racing on the name runs `init`, whose value is moved into a
+    /// new block before the block is given to the segment and published
+    /// under the name; the others wait for it and get its block. Returns the
+    /// block and whether this call created it.
+    ///
+    /// The name records `T`'s fingerprint (its type name and layout,
+    /// [`TypeFingerprint::derived`]), so a process asking for another type
+    /// is refused with [`RegistryError::TypeMismatch`]. Errors of `init`
+    /// come out as they are; the registry's own errors through
+    /// `E: From<RegistryError>`. `init` runs under the registry's lock: it
+    /// must not use this registry.
+    ///
+    /// ```
+    /// use matrix_handler::{HandlerFunctions, MatrixHandler, ShmSafe};
+    /// use matrix_internals::{Registry, RegistryError};
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// #[derive(ShmSafe)]
+    /// #[repr(C)]
+    /// struct Hits { count: AtomicU64 }
+    ///
+    /// let h = MatrixHandler::bootstrap(None, 1 << 20)?;
+    /// let registry = Registry::root(&h)?;
+    /// let (hits, created) = registry
+    ///     .find_or_create("hits", || Ok::<_, RegistryError>(Hits { count: AtomicU64::new(0) }))?;
+    /// assert!(created);
+    /// h.get(&hits)?.count.fetch_add(1, Ordering::Relaxed);
+    /// let (again, created) = registry.find_or_create("hits", || -> Result<Hits, RegistryError> {
+    ///     unreachable!("it exists")
+    /// })?;
+    /// assert!(!created);
+    /// assert_eq!(h.get(&again)?.count.load(Ordering::Relaxed), 1);
+    /// # Ok::<(), RegistryError>(())
+    /// ```
+    pub fn find_or_create<T: ShmSafe, E: From<RegistryError>>(
+        &self,
+        name: &str,
+        init: impl FnOnce() -> Result<T, E>,
+    ) -> Result<(Block<T>, bool), E> {
+        let made = self.find_or_create_with(name, TypeFingerprint::derived::<T>(), || {
+            let value = init().map_err(Made::Init)?;
+            let block = self.handler.allocate_with(value).map_err(Made::Handler)?;
+            Ok(block.offset())
+        });
+        let (offset, created) = match made {
+            Ok(found) => found,
+            Err(Failed::Registry(e)) => return Err(e.into()),
+            Err(Failed::Create(Made::Handler(e))) => {
+                return Err(RegistryError::CreateFailed(e).into())
+            }
+            Err(Failed::Create(Made::Init(e))) => return Err(e),
+        };
+        let block = self
+            .handler
+            .block_at::<T>(offset)
+            .map_err(RegistryError::from)?;
+        Ok((block, created))
+    }
+
+    /// The block registered under `name`, if it was made for a `T` by
+    /// [`find_or_create`](Self::find_or_create).
+    pub fn find_block<T: ShmSafe>(&self, name: &str) -> Result<Block<T>, RegistryError> {
+        let offset = self.find(name, TypeFingerprint::derived::<T>())?;
+        Ok(self.handler.block_at::<T>(offset)?)
+    }
+
+    /// Finds `name`, or creates it with `create`, which allocates and
+    /// initializes the object and returns its payload offset: the untyped
+    /// form, for objects with a variable tail (a queue's ring, a map's
+    /// slots). Returns the offset and whether this call created it.
     ///
     /// Run by several processes at once, exactly one runs `create`; the
     /// others wait for it and get its object. The created block is given to
-    /// the segment (`release_to_segment`), so it outlives its creator.
-    /// `create` runs under the registry's lock: it must not use this
-    /// registry itself.
-    pub fn find_or_create(
+    /// the segment before the name is published, so it outlives its creator
+    /// and recovery never frees a published object. `create` runs under the
+    /// registry's lock: it must not use this registry itself.
+    pub fn find_or_create_raw(
         &self,
         name: &str,
         expected: TypeFingerprint,
         create: impl FnOnce() -> Result<u32, HandlerError>,
     ) -> Result<(u32, bool), RegistryError> {
-        let words = Self::validated(name)?;
+        self.find_or_create_with(name, expected, create)
+            .map_err(|e| match e {
+                Failed::Registry(e) => e,
+                Failed::Create(e) => RegistryError::CreateFailed(e),
+            })
+    }
+
+    fn find_or_create_with<E>(
+        &self,
+        name: &str,
+        expected: TypeFingerprint,
+        create: impl FnOnce() -> Result<u32, E>,
+    ) -> Result<(u32, bool), Failed<E>> {
+        let words = Self::validated(name).map_err(Failed::Registry)?;
         if let Lookup::Found(s) = self.lookup(&words, name.len()) {
-            return Self::checked(name, s, expected).map(|o| (o, false));
+            return Self::checked(name, s, expected)
+                .map(|o| (o, false))
+                .map_err(Failed::Registry);
         }
         let _guard = self.lock();
         if let Lookup::Found(s) = self.lookup(&words, name.len()) {
-            return Self::checked(name, s, expected).map(|o| (o, false));
+            return Self::checked(name, s, expected)
+                .map(|o| (o, false))
+                .map_err(Failed::Registry);
         }
         let e = (0..self.capacity)
             .map(|i| self.entry(i))
             .find(|e| self.read(e).is_some_and(|s| s.state == EMPTY))
-            .ok_or(RegistryError::Full {
+            .ok_or(Failed::Registry(RegistryError::Full {
                 capacity: self.capacity,
-            })?;
+            }))?;
         let me = self.handler.matrix().owner_id().0;
         // Relaxed (all fields): inside a seqlock write; see `write`.
         self.write(e, |e| {
@@ -435,7 +520,7 @@ impl<H: HandlerFunctions> Registry<H> {
             entry: e,
         };
         fault::at(fault::REGISTRY_CREATING);
-        let offset = create().map_err(RegistryError::CreateFailed)?;
+        let offset = create().map_err(Failed::Create)?;
         // Relaxed: inside a seqlock write.
         self.write(e, |e| e.offset.store(offset, Relaxed));
         let header = offset
@@ -448,14 +533,14 @@ impl<H: HandlerFunctions> Registry<H> {
                     .set_owner(h, None, OwnerId::SEGMENT)
                     .map_err(HandlerError::from)
             })
-            .map_err(RegistryError::CreateFailed)?;
+            .map_err(|e| Failed::Registry(RegistryError::CreateFailed(e)))?;
         std::mem::forget(undo);
         // Relaxed: inside a seqlock write.
         self.write(e, |e| e.state.store(READY, Relaxed));
         Ok((offset, true))
     }
 
-    /// [`find_or_create`](Self::find_or_create) for a plain-old-data object
+    /// [`find_or_create_raw`](Self::find_or_create_raw) for a plain-old-data object
     /// in its own block: `init` gives its first value.
     pub fn find_or_create_pod<T: Pod>(
         &self,
@@ -464,7 +549,7 @@ impl<H: HandlerFunctions> Registry<H> {
         init: impl FnOnce() -> T,
     ) -> Result<(Block<T>, bool), RegistryError> {
         let (offset, created) =
-            self.find_or_create(name, TypeFingerprint::of::<T>(type_id), || {
+            self.find_or_create_raw(name, TypeFingerprint::of::<T>(type_id), || {
                 let mut block = self.handler.allocate_slice::<T>(1)?;
                 self.handler.write_pod(&mut block, init())?;
                 Ok(block.offset())
@@ -592,6 +677,18 @@ impl<H: HandlerFunctions> fmt::Debug for Registry<H> {
             .field("capacity", &self.capacity)
             .finish()
     }
+}
+
+/// Why a creation under a name did not happen.
+enum Failed<E> {
+    Registry(RegistryError),
+    Create(E),
+}
+
+/// Why the typed creation closure failed.
+enum Made<E> {
+    Init(E),
+    Handler(HandlerError),
 }
 
 /// Empties a `CREATING` entry whose creation did not finish.
