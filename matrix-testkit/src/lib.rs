@@ -28,3 +28,8 @@ pub use invariants::{
 };
 pub use model::{Divergence, Op, ShadowModel};
 pub use runner::{run_ops, ModelConfig, ModelRunner, RunStats};
+pub use segment::SegmentName;
+
+/// The property-testing crate the strategies are written for, so that a
+/// crate depending on `matrix-testkit` runs them without its own copy.
+pub use proptest;
