@@ -41,6 +41,9 @@ pub use handler::{unlink, MatrixHandler, SharedHandler};
 pub use bytemuck;
 pub use bytemuck::{Pod, Zeroable};
 
+/// The padding of the segment header's hot words ([`SegmentHeader`]).
+pub use crossbeam_utils::CachePadded;
+pub use matrix_core::layout::{Counters, FreeIndex, ParticipantSlot};
 pub use matrix_core::participant::ParticipantInfo;
 pub use matrix_core::state::{
     ACKED as STATE_ACKED, ALLOCATED as STATE_ALLOCATED, CACHED as STATE_CACHED,
