@@ -2,7 +2,7 @@
 //! this crate alone (its own types, and `matrix-handler`'s through
 //! `matrix_internals::handler`).
 
-#![allow(dead_code, clippy::too_many_arguments)]
+#![allow(dead_code, clippy::too_many_arguments, clippy::type_complexity)]
 
 use matrix_internals as mi;
 use mi::handler as mh;

@@ -2,7 +2,7 @@
 //! this crate alone (its own types, and the lower crates' through
 //! `matrix_testkit::handler`).
 
-#![allow(dead_code, clippy::too_many_arguments)]
+#![allow(dead_code, clippy::too_many_arguments, clippy::type_complexity)]
 
 use matrix_testkit as tk;
 use tk::handler as mh;
