@@ -57,7 +57,7 @@ fn constants_are_nameable() {
     assert!(states.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(mh::BLOCK_HEADER_SIZE, 32);
     assert_eq!(mh::MIN_PAYLOAD, 16);
-    assert!(mh::TOKEN_GENERATION_BITS <= 40);
+    const { assert!(mh::TOKEN_GENERATION_BITS <= 40) };
     bounds::<mh::AtomicMatrix, u64, u64, mh::MatrixHandler>();
     names(None, None, None, None, None, None, None, None);
 }
@@ -71,7 +71,8 @@ fn borrowed_and_counted_handles_are_handles() {
     let h = mh::MatrixHandler::bootstrap(None, 1 << 16).unwrap();
     let size = h.segment_size();
     assert_eq!(takes(&h), size);
-    assert_eq!(takes(&&h), size);
+    let borrowed = &h;
+    assert_eq!(takes(borrowed), size);
     assert_eq!(takes(std::sync::Arc::new(h.share())), size);
     // free_raw takes what allocate_raw returns.
     let p = takes_raw(&h);
