@@ -41,7 +41,14 @@ pub fn build_children(this_exe: &Path) -> Result<PathBuf, String> {
         .unwrap_or_else(|| "cargo".into());
     eprintln!("building the measured children: cargo build --profile bench-lto -p matrix-bench");
     let status = Command::new(cargo)
-        .args(["build", "--profile", "bench-lto", "-p", "matrix-bench", "--bin"])
+        .args([
+            "build",
+            "--profile",
+            "bench-lto",
+            "-p",
+            "matrix-bench",
+            "--bin",
+        ])
         .arg(env!("CARGO_PKG_NAME"))
         .arg("--manifest-path")
         .arg(&manifest)

@@ -214,7 +214,9 @@ fn parent(args: &Args) -> i32 {
         match lto::build_children(&exe) {
             Ok(child) => (child, lto::Build::Lto),
             Err(e) => {
-                eprintln!("cannot build the LTO children ({e}); pass --no-lto to measure this binary");
+                eprintln!(
+                    "cannot build the LTO children ({e}); pass --no-lto to measure this binary"
+                );
                 return 2;
             }
         }

@@ -4,7 +4,7 @@
 use crate::contenders::Contender;
 use crate::plan::{Section, ARENA};
 use crate::report::Report;
-use matrix_core::{layout::ARENA_START, SegmentHeader, BLOCK_HEADER_SIZE};
+use matrix_core::{layout::ARENA_START, BLOCK_HEADER_SIZE};
 use serde::Serialize;
 
 /// The memory facts of the segment format.
@@ -12,10 +12,18 @@ use serde::Serialize;
 pub struct MemoryFacts {
     /// In-band header of every block.
     pub block_header_bytes: u32,
-    /// `size_of::<SegmentHeader>()`: bitmaps, bucket heads, participants, counters.
-    pub segment_header_bytes: usize,
-    /// Offset of the first block.
+    /// The fixed part of the segment header: bitmaps, bucket heads, counters.
+    pub fixed_header_bytes: usize,
+    /// One participant table entry (a slot padded to its cache lines).
+    pub slot_bytes: usize,
+    /// Offset of the first block with the default table (64 slots).
     pub arena_start: u32,
+    /// Offset of the first block with 1,024 slots.
+    pub arena_start_1024_slots: u32,
+    /// Offset of the first block with the largest table.
+    pub arena_start_max_slots: u32,
+    /// Largest table.
+    pub max_slots: usize,
     /// `arena_start` as a percentage of a 64 MiB segment.
     pub metadata_percent_of_64_mib: f64,
 }
@@ -23,10 +31,15 @@ pub struct MemoryFacts {
 impl MemoryFacts {
     /// Reads them from `matrix-core`.
     pub fn of_this_build() -> MemoryFacts {
+        use matrix_core::layout::{arena_start_for, SlotEntry, MAX_PARTICIPANTS, TABLE_OFFSET};
         MemoryFacts {
             block_header_bytes: BLOCK_HEADER_SIZE,
-            segment_header_bytes: std::mem::size_of::<SegmentHeader>(),
+            fixed_header_bytes: TABLE_OFFSET,
+            slot_bytes: std::mem::size_of::<SlotEntry>(),
             arena_start: ARENA_START,
+            arena_start_1024_slots: arena_start_for(1024).unwrap_or(0),
+            arena_start_max_slots: arena_start_for(MAX_PARTICIPANTS).unwrap_or(0),
+            max_slots: MAX_PARTICIPANTS,
             metadata_percent_of_64_mib: ARENA_START as f64 * 100.0 / ARENA as f64,
         }
     }
@@ -306,6 +319,6 @@ mod tests {
     fn metadata_is_measured_against_64_mib() {
         let facts = MemoryFacts::of_this_build();
         assert_eq!(facts.block_header_bytes, 32);
-        assert!(facts.arena_start as usize >= facts.segment_header_bytes);
+        assert!(facts.arena_start as usize >= facts.fixed_header_bytes + 64 * facts.slot_bytes);
     }
 }

@@ -253,7 +253,10 @@ fn a_crashed_child_is_reported_as_crashed_and_its_segment_removed() {
         .expect("an rlsf column");
     assert_eq!(cells[3], "crashed (SIGSEGV)", "{row}");
     assert!(
-        cells[rlsf].chars().next().is_some_and(|c| c.is_ascii_digit()),
+        cells[rlsf]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit()),
         "rlsf still measured: {row}"
     );
     // A crash stops that contender's repetitions on the row: one run only.

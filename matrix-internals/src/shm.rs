@@ -117,7 +117,7 @@ pub(crate) fn owner_alive(matrix: &AtomicMatrix, owner: u32) -> bool {
         return true;
     }
     let Some(index) = id.slot() else { return false };
-    let Some(slot) = matrix.header().participants.get(index) else {
+    let Some(slot) = matrix.header().participant(index) else {
         return false;
     };
     // Acquire: pairs with the Release CAS that made the slot ACTIVE.
