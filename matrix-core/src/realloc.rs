@@ -191,7 +191,14 @@ pub fn reallocate<A: Arena>(
     }
     let kind = if new_size <= size {
         if size - new_size >= MIN_BLOCK {
-            split_tail(arena, hdr, offset, new_size, size, crate::fault::REALLOC_SHRINKING);
+            split_tail(
+                arena,
+                hdr,
+                offset,
+                new_size,
+                size,
+                crate::fault::REALLOC_SHRINKING,
+            );
             ResizeKind::Shrunk
         } else {
             ResizeKind::Unchanged
@@ -287,8 +294,7 @@ fn let_go<A: Arena>(
     // Release: whoever Acquires the word sees the size, request and record
     // stored before it. A plain store: a RESIZING word naming a live
     // participant is changed by that participant only.
-    hdr.state
-        .store(state::pack(generation, owner, st), Release);
+    hdr.state.store(state::pack(generation, owner, st), Release);
     generation
 }
 
@@ -371,7 +377,10 @@ fn grow_into_neighbour<A: Arena>(
     new_size: u32,
 ) -> Result<bool, ReallocError> {
     let next = offset + size;
-    let need = new_size - size;
+    // At least a whole block's worth: the piece kept must hold the header
+    // whose `check` is cleared below, and the split tail's header must not
+    // overlap it.
+    let need = (new_size - size).max(MIN_BLOCK);
     let Ok((next_hdr, next_size)) = alloc::checked_header(arena, next) else {
         return Ok(false);
     };
@@ -586,7 +595,12 @@ pub fn settle_dead_resizes<A: Arena>(
             // AcqRel: a claim like recovery's others (see recover.rs).
             if new_hdr
                 .state
-                .compare_exchange(word, state::pack(state::generation_of(word), owner, st), AcqRel, Acquire)
+                .compare_exchange(
+                    word,
+                    state::pack(state::generation_of(word), owner, st),
+                    AcqRel,
+                    Acquire,
+                )
                 .is_ok()
             {
                 new_hdr.reserved.store(0, Relaxed);
@@ -609,8 +623,7 @@ pub fn settle_dead_resizes<A: Arena>(
         }
         // A missing record cannot come from a resize (it is written before
         // the hold): hand the block to the dead participant, to be reclaimed.
-        let (owner, st) =
-            decode_record(hdr.reserved.load(Acquire)).unwrap_or((dead.0, ALLOCATED));
+        let (owner, st) = decode_record(hdr.reserved.load(Acquire)).unwrap_or((dead.0, ALLOCATED));
         let generation = arena.next_generation();
         // AcqRel: as above.
         if hdr

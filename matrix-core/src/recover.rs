@@ -477,9 +477,8 @@ pub fn repair<A: Arena>(
             continue;
         }
         let intents: Vec<u64> = slot.carve_intents.iter().map(|e| e.load(Acquire)).collect();
-        let settled =
-            crate::realloc::settle_dead_resizes(arena, OwnerId::of_slot(index), &intents)
-                .map_err(RepairError::Block)?;
+        let settled = crate::realloc::settle_dead_resizes(arena, OwnerId::of_slot(index), &intents)
+            .map_err(RepairError::Block)?;
         report.resized.extend(settled);
     }
     // Rebuild carve holes from dead intents, then walk.

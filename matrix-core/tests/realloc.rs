@@ -8,11 +8,16 @@ use matrix_core::{AtomicMatrix, BlockError, ReallocError, ResizeKind, BLOCK_HEAD
 fn alloc(m: &AtomicMatrix, n: u64) -> (u32, u64) {
     let off = m.allocate(n, 0).unwrap().offset() - BLOCK_HEADER_SIZE;
     let (hdr, _) = m.block_header(off).unwrap();
-    (off, generation_of(hdr.state.load(std::sync::atomic::Ordering::Acquire)))
+    (
+        off,
+        generation_of(hdr.state.load(std::sync::atomic::Ordering::Acquire)),
+    )
 }
 
 fn fill(m: &AtomicMatrix, off: u32, len: usize, seed: u8) {
-    let p = m.base_ptr().wrapping_add((off + BLOCK_HEADER_SIZE) as usize) as *mut u8;
+    let p = m
+        .base_ptr()
+        .wrapping_add((off + BLOCK_HEADER_SIZE) as usize) as *mut u8;
     for i in 0..len {
         // SAFETY: the block at `off` is live, ours and holds `len` bytes.
         unsafe { p.add(i).write(seed.wrapping_add(i as u8)) };
@@ -20,7 +25,9 @@ fn fill(m: &AtomicMatrix, off: u32, len: usize, seed: u8) {
 }
 
 fn holds(m: &AtomicMatrix, off: u32, len: usize, seed: u8) -> bool {
-    let p = m.base_ptr().wrapping_add((off + BLOCK_HEADER_SIZE) as usize);
+    let p = m
+        .base_ptr()
+        .wrapping_add((off + BLOCK_HEADER_SIZE) as usize);
     // SAFETY: as in `fill`.
     (0..len).all(|i| unsafe { p.add(i).read() } == seed.wrapping_add(i as u8))
 }
@@ -161,13 +168,15 @@ fn refused_resizes_change_nothing() {
     // A block of another participant is not ours to resize.
     let (hdr, _) = m.block_header(a).unwrap();
     let theirs = state::with_owner(before, 7);
-    hdr.state.store(theirs, std::sync::atomic::Ordering::Release);
+    hdr.state
+        .store(theirs, std::sync::atomic::Ordering::Release);
     assert!(matches!(
         m.reallocate(a, ga, 1000),
         Err(ReallocError::NotOwner { owner: 7, .. })
     ));
     assert_eq!(word(&m, a), theirs);
-    hdr.state.store(before, std::sync::atomic::Ordering::Release);
+    hdr.state
+        .store(before, std::sync::atomic::Ordering::Release);
     // Out of memory for a move: the block stays as it was, handle and all.
     let (_b, _) = alloc(&m, 700_000);
     assert!(matches!(
@@ -228,7 +237,58 @@ fn random_resizes_keep_every_byte_and_the_arena_whole() {
         m.free(off, Some(gen)).unwrap();
     }
     settled(&m);
-    for k in ["Shrunk", "GrownIntoWilderness", "GrownIntoNeighbour", "Moved"] {
-        assert!(kinds.get(k).copied().unwrap_or(0) > 0, "{k} never ran: {kinds:?}");
+    for k in [
+        "Shrunk",
+        "GrownIntoWilderness",
+        "GrownIntoNeighbour",
+        "Moved",
+    ] {
+        assert!(
+            kinds.get(k).copied().unwrap_or(0) > 0,
+            "{k} never ran: {kinds:?}"
+        );
+    }
+}
+
+#[test]
+fn the_chain_tiles_after_every_resize_among_large_fillers() {
+    use matrix_core::OwnerId;
+    let m = AtomicMatrix::anonymous(4 << 20).unwrap();
+    let mut rng = fastrand::Rng::with_seed(1703);
+    let mut kept = Vec::new();
+    for _ in 0..12 {
+        let (off, g) = alloc(&m, 64);
+        m.set_owner(off, None, OwnerId::SEGMENT).unwrap();
+        kept.push((off, g));
+    }
+    let mut filler = Vec::new();
+    for round in 0..20_000u32 {
+        if filler.len() < 24 {
+            let n = if rng.bool() {
+                rng.u64(40_000..90_000)
+            } else {
+                rng.u64(16..2000)
+            };
+            if let Ok(p) = m.allocate(n, 0) {
+                filler.push(p.offset() - BLOCK_HEADER_SIZE);
+            }
+        }
+        if rng.u32(0..3) == 0 && !filler.is_empty() {
+            let off = filler.swap_remove(rng.usize(0..filler.len()));
+            m.free(off, None).unwrap();
+        }
+        if round % 16 == 0 {
+            m.flush_thread_cache();
+        }
+        let i = rng.usize(0..kept.len());
+        let (off, g) = kept[i];
+        let to = rng.u64(16..60_000);
+        let r = m.reallocate(off, g, to);
+        if let Ok(r) = &r {
+            kept[i] = (r.offset, r.generation);
+        }
+        if let Some(Err(e)) = m.blocks().find(|b| b.is_err()) {
+            panic!("round {round}: after {r:?} of {off}: {e}");
+        }
     }
 }
