@@ -101,7 +101,7 @@ struct Args {
 }
 
 /// Written by the parent before RUNNING; read by the children after.
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable, matrix_handler::ShmSafe)]
 #[repr(C)]
 struct Control {
     deadline_ns: u64,
@@ -112,7 +112,7 @@ struct Control {
 }
 
 /// The producer's counts (also its progress, rewritten as it goes).
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable, matrix_handler::ShmSafe)]
 #[repr(C)]
 struct ProducerResult {
     sent: u64,
@@ -127,7 +127,7 @@ struct ProducerResult {
 }
 
 /// One consumer's counts and latency histogram.
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable, matrix_handler::ShmSafe)]
 #[repr(C)]
 struct ConsumerResult {
     received: u64,

@@ -4,6 +4,10 @@ mod block;
 mod error;
 mod functions;
 mod handler;
+mod shm_safe;
+
+// The derive names the trait as `::matrix_handler::ShmSafe`, here too.
+extern crate self as matrix_handler;
 
 pub use block::{layout_tag, Block, BlockToken, TOKEN_GENERATION_BITS};
 pub use bytemuck::{Pod, Zeroable};
@@ -17,6 +21,9 @@ pub use matrix_core::state::{
 pub use matrix_core::{
     AllocError, ArenaStats, AtomicMatrix, BlockError, RecoveryReport, RelativePtr, SegmentError,
 };
+/// Derives [`ShmSafe`](trait@ShmSafe) after checking the type at compile time.
+pub use matrix_derive::ShmSafe;
+pub use shm_safe::ShmSafe;
 
 /// The workspace README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

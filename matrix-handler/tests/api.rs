@@ -5,11 +5,11 @@ mod common;
 use common::{assert_consistent, SegmentGuard};
 use matrix_handler::{
     AllocError, BlockError, HandlerError, HandlerFunctions, MatrixHandler, Pod, SegmentError,
-    Zeroable, USER_STATE_MIN,
+    ShmSafe, Zeroable, USER_STATE_MIN,
 };
 use std::sync::atomic::Ordering;
 
-#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable, ShmSafe)]
 #[repr(C)]
 struct Tick {
     seq: u64,
@@ -56,8 +56,14 @@ fn typed_round_trips() {
     };
     h.write_pod(&mut t, tick).unwrap();
     assert_eq!(h.read_pod(&t).unwrap(), tick);
-    let mut s = h.allocate::<String>().unwrap();
-    // SAFETY: freshly allocated for a String, used by this thread only.
+    // A String is not ShmSafe (it owns a heap pointer): `allocate` refuses it
+    // at compile time, and only the unchecked accessors work on raw bytes.
+    let raw = h
+        .allocate_raw(std::mem::size_of::<String>() as u32)
+        .unwrap();
+    let mut s = h.block_at::<String>(raw.offset()).unwrap();
+    // SAFETY: freshly allocated, large and aligned enough for a String, used
+    // by this thread only.
     unsafe {
         h.write(&mut s, String::from("not plain data"));
         assert_eq!(h.read(&s).as_str(), "not plain data");

@@ -456,7 +456,7 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
     ) -> Result<(Block<T>, bool), RegistryError> {
         let (offset, created) =
             self.find_or_create(name, TypeFingerprint::of::<T>(type_id), || {
-                let mut block = self.handler.allocate::<T>()?;
+                let mut block = self.handler.allocate_slice::<T>(1)?;
                 self.handler.write_pod(&mut block, init())?;
                 Ok(block.offset())
             })?;
