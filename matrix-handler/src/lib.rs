@@ -19,7 +19,8 @@ pub use matrix_core::state::{
     FREE as STATE_FREE, USER_STATE_MIN,
 };
 pub use matrix_core::{
-    AllocError, ArenaStats, AtomicMatrix, BlockError, RecoveryReport, RelativePtr, SegmentError,
+    AllocError, ArenaStats, AtomicMatrix, BlockError, OwnerId, RecoveryReport, RelativePtr,
+    ResizeKind, SegmentError,
 };
 /// Derives [`ShmSafe`](trait@ShmSafe) after checking the type at compile time.
 pub use matrix_derive::ShmSafe;
