@@ -3,10 +3,12 @@
 mod shm;
 mod sync;
 
+pub mod dynamic;
 pub mod iter;
 pub mod tables;
 pub mod workers;
 
+pub use dynamic::{DynError, OwnsBlocks, ShmBox, ShmBytes, ShmString, ShmVec};
 pub use iter::{blocks, in_state, sum_by_state, Blocks, StateTotals, WalkError};
 pub use tables::{MapError, Registry, RegistryEntry, RegistryError, ShmHashMap, TypeFingerprint};
 pub use workers::{
