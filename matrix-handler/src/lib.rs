@@ -54,7 +54,7 @@ pub use matrix_core::walk::ChainWalk;
 pub use matrix_core::{
     AllocError, Arena, ArenaStats, AtomicMatrix, BlockError, BlockHeader, BlockInfo,
     ConsolidationReport, CreateOptions, Liveness, OwnerId, RecoveryReport, RelativePtr,
-    RepairError, SegmentError, SegmentHeader, BLOCK_HEADER_SIZE, MIN_PAYLOAD,
+    RepairError, ResizeKind, SegmentError, SegmentHeader, BLOCK_HEADER_SIZE, MIN_PAYLOAD,
 };
 /// Derives [`ShmSafe`](trait@ShmSafe) after checking the type at compile time.
 pub use matrix_derive::ShmSafe;

@@ -2,12 +2,14 @@
 
 mod sync;
 
+pub mod dynamic;
 pub mod shm;
 
 pub mod iter;
 pub mod tables;
 pub mod workers;
 
+pub use dynamic::{DynError, OwnsBlocks, ShmBox, ShmBytes, ShmString, ShmVec};
 pub use iter::{
     blocks, in_state, orphaned, orphaned_of, sum_by_state, Blocks, StateTotals, WalkError,
 };
