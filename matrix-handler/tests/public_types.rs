@@ -37,6 +37,11 @@ fn names(
         &mh::CachePadded<u64>,
         mh::ChainWalk<'static, mh::AtomicMatrix>,
     )>,
+    _: Option<(
+        &mh::ReallocError,
+        &mh::Resized,
+        &mh::SegmentHeaderOf<[mh::SlotEntry]>,
+    )>,
 ) {
 }
 
@@ -59,7 +64,7 @@ fn constants_are_nameable() {
     assert_eq!(mh::MIN_PAYLOAD, 16);
     const { assert!(mh::TOKEN_GENERATION_BITS <= 40) };
     bounds::<mh::AtomicMatrix, u64, u64, mh::MatrixHandler>();
-    names(None, None, None, None, None, None, None, None);
+    names(None, None, None, None, None, None, None, None, None);
 }
 
 #[test]

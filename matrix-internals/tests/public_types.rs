@@ -44,6 +44,13 @@ fn names(
         &mh::AtomicMatrix,
     )>,
     _: Option<(mi::shm::NotThere, mi::shm::Liveness)>,
+    _: Option<(
+        &mi::DynError,
+        &mi::ShmVec<u64>,
+        &mi::ShmString,
+        &mi::ShmBytes,
+        &mi::ShmBox<u64>,
+    )>,
 ) {
 }
 
@@ -51,7 +58,7 @@ fn bounds<H: mh::HandlerFunctions, S: mh::ShmSafe, P: mh::Pod>() {}
 
 #[test]
 fn every_signature_type_is_nameable() {
-    names(None, None, None, None, None, None, None);
+    names(None, None, None, None, None, None, None, None);
     bounds::<mh::MatrixHandler, u64, u64>();
     let _pool: Option<mi::WorkerPool> = None;
 }
