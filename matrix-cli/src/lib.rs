@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod bench;
+pub mod confirm;
 pub mod error;
 pub mod fsck;
 pub mod inspect;
@@ -9,5 +10,5 @@ pub mod size;
 mod sync;
 pub mod view;
 
-pub use error::{CliError, EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS};
+pub use error::{CliError, EXIT_ERROR, EXIT_INCONCLUSIVE, EXIT_OK, EXIT_PROBLEMS};
 pub use view::SegmentView;

@@ -4,7 +4,7 @@
 
 use clap::{Parser, Subcommand};
 use matrix_cli::bench::{self, BenchOptions};
-use matrix_cli::error::{CliError, EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS};
+use matrix_cli::error::{CliError, EXIT_ERROR, EXIT_INCONCLUSIVE, EXIT_OK, EXIT_PROBLEMS};
 use matrix_cli::fsck::{self, FsckReport};
 use matrix_cli::size::{format_size, parse_size};
 use matrix_cli::{inspect, manage, view};
@@ -34,7 +34,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Check a segment's invariants (exit 0 clean, 1 problems found, 2 error)
+    /// Check a segment's invariants (exit 0 clean, 1 problems found, 2 error, 3 inconclusive)
     Fsck {
         /// Segment name
         name: String,
@@ -44,6 +44,9 @@ enum Command {
         /// With --repair: also free user-state blocks of dead participants
         #[arg(long, requires = "repair")]
         reclaim_user_states: bool,
+        /// List every finding (default: the first 20 of each kind, with counts per kind)
+        #[arg(long)]
+        all: bool,
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
@@ -128,25 +131,40 @@ fn run(command: Command) -> Result<(i32, String), CliError> {
             name,
             repair,
             reclaim_user_states,
+            all,
             json,
         } => {
-            let before = fsck::check(&view::open(&name)?);
+            let limit = (!all).then_some(fsck::SHOWN_PER_KIND);
+            let mut before = fsck::check(&view::open(&name)?);
+            before.summarize(limit);
             let (repair, after) = if repair {
-                let summary = fsck::repair(&name, reclaim_user_states)?;
-                (Some(summary), Some(fsck::check(&view::open(&name)?)))
+                let summary = fsck::repair(&name, reclaim_user_states, &before)?;
+                let mut after = fsck::check(&view::open(&name)?);
+                after.summarize(limit);
+                (Some(summary), Some(after))
             } else {
                 (None, None)
             };
-            let problems = after.as_ref().unwrap_or(&before).problems();
+            let last = after.as_ref().unwrap_or(&before);
+            let problems = last.problems();
+            let inconclusive = last.inconclusive;
+            let cannot_repair = repair.as_ref().is_some_and(|r| r.cannot_repair.is_some());
             let report = FsckReport {
                 name,
-                clean: problems == 0,
+                clean: problems == 0 && !cannot_repair,
                 problems,
+                inconclusive,
                 before,
                 repair,
                 after,
             };
-            let code = if report.clean { EXIT_OK } else { EXIT_PROBLEMS };
+            let code = if !report.clean {
+                EXIT_PROBLEMS
+            } else if inconclusive {
+                EXIT_INCONCLUSIVE
+            } else {
+                EXIT_OK
+            };
             Ok((
                 code,
                 if json {
