@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod manage;
 pub mod size;
 mod sync;
+pub mod users;
 pub mod view;
 
 pub use error::{CliError, EXIT_ERROR, EXIT_INCONCLUSIVE, EXIT_OK, EXIT_PROBLEMS};

@@ -53,22 +53,38 @@ enum Command {
     },
     /// Remove a segment (refused while live participants hold it, unless --force)
     Rm {
-        /// Segment name
-        name: String,
+        /// Segment name (not with --dead)
+        #[arg(required_unless_present = "dead", conflicts_with = "dead")]
+        name: Option<String>,
         /// Remove it even if live participants hold it (their mappings stay valid)
         #[arg(long)]
         force: bool,
+        /// Every matrix segment with no live participant: list them (remove with --yes)
+        #[arg(long, conflicts_with = "force")]
+        dead: bool,
+        /// With --dead: remove what was listed
+        #[arg(long, requires = "dead")]
+        yes: bool,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
     },
     /// Create and format a segment
     Create {
-        /// Segment name: 1 to 200 of A-Z a-z 0-9 . _ -
+        /// Segment name: 1 to 200 of A-Z a-z 0-9 . _ - (not only dots)
         name: String,
         /// Size: a number of bytes or with a unit (B, KiB, MiB, GiB; KB, MB, GB)
         #[arg(long, short, default_value = "64MiB")]
         size: String,
-        /// File mode, octal
+        /// File mode, octal (e.g. 600, 660, 1777); set exactly, whatever the umask
         #[arg(long, default_value = "600")]
         mode: String,
+        /// Group of the file (name or gid); you must belong to it, or be root
+        #[arg(long)]
+        group: Option<String>,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
     },
     /// Run the standard mixed workload (random 32-544 B, 70% alloc / 30% free) on this machine
     Bench {
@@ -174,8 +190,31 @@ fn run(command: Command) -> Result<(i32, String), CliError> {
                 },
             ))
         }
-        Command::Rm { name, force } => {
+        Command::Rm {
+            name,
+            force,
+            dead,
+            yes,
+            json,
+        } => {
+            if dead {
+                let found = manage::remove_dead(yes)?;
+                let failed = found.iter().any(|d| d.error.is_some());
+                let code = if failed { EXIT_PROBLEMS } else { EXIT_OK };
+                return Ok((
+                    code,
+                    if json {
+                        to_json(&found)?
+                    } else {
+                        render_dead(&found, yes)
+                    },
+                ));
+            }
+            let name = name.unwrap_or_default();
             let removed = manage::remove(&name, force)?;
+            if json {
+                return Ok((EXIT_OK, to_json(&removed)?));
+            }
             let note = if removed.live_participants > 0 {
                 format!(
                     " ({} live participant(s) keep their mapping until they detach)",
@@ -186,20 +225,30 @@ fn run(command: Command) -> Result<(i32, String), CliError> {
             };
             Ok((EXIT_OK, format!("removed /dev/shm/{name}{note}\n")))
         }
-        Command::Create { name, size, mode } => {
+        Command::Create {
+            name,
+            size,
+            mode,
+            group,
+            json,
+        } => {
             let bytes = parse_size(&size)?;
-            let mode = u32::from_str_radix(&mode, 8).map_err(|_| {
-                CliError::Argument(format!(
-                    "--mode {mode:?} is not an octal file mode (e.g. 600)"
-                ))
-            })?;
-            let created = manage::create(&name, bytes, mode)?;
+            let mode = manage::parse_mode(&mode)?;
+            let group = group.as_deref().map(manage::parse_group).transpose()?;
+            let created = manage::create(&name, bytes, mode, group)?;
+            if json {
+                return Ok((EXIT_OK, to_json(&created)?));
+            }
             Ok((
                 EXIT_OK,
                 format!(
-                    "created /dev/shm/{name}: {} ({} B), largest first allocation {}\n",
+                    "created {}: {}, mode {} ({}), owner {}:{}, largest first allocation {}\n",
+                    created.path,
                     format_size(created.size),
-                    created.size,
+                    created.mode,
+                    created.permissions,
+                    created.owner,
+                    created.group,
                     format_size(created.largest_free as u64)
                 ),
             ))
@@ -232,6 +281,44 @@ fn run(command: Command) -> Result<(i32, String), CliError> {
             ))
         }
     }
+}
+
+/// `matrix rm --dead` as text.
+fn render_dead(found: &[manage::DeadSegment], yes: bool) -> String {
+    if found.is_empty() {
+        return "no matrix segment without live participants\n".into();
+    }
+    let mut out = String::new();
+    for d in found {
+        let what = format!(
+            "/dev/shm/{} ({}, {} dead participant(s))",
+            d.name,
+            format_size(d.size_bytes),
+            d.dead_participants
+        );
+        let line = match (&d.error, d.removed) {
+            (Some(e), _) => format!("not removed {what}: {e}"),
+            (None, true) => format!("removed {what}"),
+            (None, false) => format!("would remove {what}"),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    if !yes {
+        out.push_str("(nothing removed; pass --yes to remove these)\n");
+    }
+    out
+}
+
+/// Whether the command line asks for JSON output.
+fn wants_json() -> bool {
+    std::env::args_os().skip(1).any(|a| a == "--json")
+}
+
+/// An error as one line of JSON on stdout: `{"error": ..., "exit_code": ...}`.
+fn json_error(message: &str, code: i32) {
+    let value = serde_json::json!({ "error": message, "exit_code": code });
+    println!("{value}");
 }
 
 /// Clap's error as one line: the message lines before the usage, joined.
@@ -282,7 +369,11 @@ fn main() {
             std::process::exit(EXIT_ERROR);
         }
         Err(e) => {
-            eprintln!("{}", one_line(&e));
+            let line = one_line(&e);
+            if wants_json() {
+                json_error(line.trim_start_matches("error: "), EXIT_ERROR);
+            }
+            eprintln!("{line}");
             std::process::exit(EXIT_ERROR);
         }
     };
@@ -299,6 +390,9 @@ fn main() {
             std::process::exit(code);
         }
         Err(e) => {
+            if wants_json() {
+                json_error(&e.to_string(), e.exit_code());
+            }
             eprintln!("error: {e}");
             std::process::exit(e.exit_code());
         }

@@ -42,6 +42,22 @@ impl MatrixHandler {
         )?))
     }
 
+    /// [`create`](Self::create) with options: the file's exact mode
+    /// (`fchmod` after creation, whatever the umask) and its group
+    /// (`fchown`), e.g. `CreateOptions { mode: 0o660, group: Some(gid),
+    /// ..Default::default() }` for a segment shared by a group of users.
+    pub fn create_with(
+        name: &str,
+        size: usize,
+        options: &crate::CreateOptions,
+    ) -> Result<MatrixHandler, HandlerError> {
+        Ok(Self::from_matrix(AtomicMatrix::create_with(
+            name,
+            segment_size(size)?,
+            options,
+        )?))
+    }
+
     /// Opens and validates an existing segment.
     pub fn open(name: &str) -> Result<MatrixHandler, HandlerError> {
         Ok(Self::from_matrix(AtomicMatrix::open(name)?))

@@ -14,6 +14,8 @@ pub use matrix_core::state::{
     ACKED as STATE_ACKED, ALLOCATED as STATE_ALLOCATED, COALESCING as STATE_COALESCING,
     FREE as STATE_FREE, USER_STATE_MIN,
 };
+/// Options of [`MatrixHandler::create_with`]: mode and group.
+pub use matrix_core::CreateOptions;
 pub use matrix_core::{
     AllocError, ArenaStats, AtomicMatrix, BlockError, RecoveryReport, RelativePtr, SegmentError,
 };
