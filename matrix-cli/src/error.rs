@@ -51,6 +51,8 @@ pub enum CliError {
     Size(SizeError),
     /// An argument is out of its range.
     Argument(String),
+    /// The operating system refused, for a reason the message explains.
+    Denied(String),
     /// Listing `/dev/shm` or writing output failed.
     Io {
         /// What we were doing.
@@ -105,7 +107,7 @@ impl fmt::Display for CliError {
                 write!(f, "; stop them first or pass --force")
             }
             CliError::Size(e) => e.fmt(f),
-            CliError::Argument(message) => f.write_str(message),
+            CliError::Argument(message) | CliError::Denied(message) => f.write_str(message),
             CliError::Io { op, err } => write!(f, "{op}: {err}"),
         }
     }

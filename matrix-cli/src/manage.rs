@@ -163,7 +163,21 @@ pub fn remove(name: &str, force: bool) -> Result<Removed, CliError> {
         }
         Err(_) => 0,
     };
-    matrix_core::unlink(name)?;
+    if let Err(e) = matrix_core::unlink(name) {
+        if let SegmentError::Io {
+            kind: std::io::ErrorKind::PermissionDenied,
+            ..
+        } = e
+        {
+            let owner = std::fs::symlink_metadata(&path)
+                .map(|m| crate::users::user_name(m.uid()))
+                .unwrap_or_else(|_| "its owner".into());
+            return Err(CliError::Denied(format!(
+                "not permitted to remove /dev/shm/{name}: /dev/shm is sticky, so only the file's owner ({owner}) or root may remove it"
+            )));
+        }
+        return Err(e.into());
+    }
     Ok(Removed {
         name: name.to_owned(),
         live_participants: live,

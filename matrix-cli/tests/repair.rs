@@ -62,8 +62,13 @@ fn kinds(report: &Value, which: &str) -> Vec<String> {
 /// `fsck --repair` that must end clean, after finding `kind`.
 fn repairs_to_clean(name: &str, kind: &str) -> Value {
     let found = matrix(&["fsck", name, "--json"]).expect(1).json();
-    assert!(kinds(&found, "before").contains(&kind.to_owned()), "{found:#}");
-    let repaired = matrix(&["fsck", name, "--repair", "--json"]).expect(0).json();
+    assert!(
+        kinds(&found, "before").contains(&kind.to_owned()),
+        "{found:#}"
+    );
+    let repaired = matrix(&["fsck", name, "--repair", "--json"])
+        .expect(0)
+        .json();
     assert_eq!(repaired["clean"], true, "{repaired:#}");
     assert_eq!(repaired["repair"]["cannot_repair"], Value::Null);
     matrix(&["fsck", name]).expect(0).stdout_has("clean");
@@ -77,7 +82,9 @@ fn repairs_to_clean(name: &str, kind: &str) -> Value {
     assert_eq!(row["attached"], 0, "the tool left a slot: {row:#}");
     // The repaired segment works: a participant allocates most of it.
     let m = AtomicMatrix::open(name).unwrap();
-    let big = m.allocate(1 << 20, 0).expect("a large allocation after repair");
+    let big = m
+        .allocate(1 << 20, 0)
+        .expect("a large allocation after repair");
     m.free(big.offset() - BLOCK_HEADER_SIZE, None).unwrap();
     m.close().unwrap();
     repaired
@@ -92,7 +99,10 @@ fn a_free_list_head_out_of_bounds_is_rebuilt_first() {
     drop(view);
     let repaired = repairs_to_clean(&name, "list-entry-not-a-block");
     assert_eq!(repaired["repair"]["rebuilt_first"], true, "{repaired:#}");
-    let text = matrix(&["fsck", &name, "--repair"]).expect(0).stdout.clone();
+    let text = matrix(&["fsck", &name, "--repair"])
+        .expect(0)
+        .stdout
+        .clone();
     assert!(!text.contains("run `matrix fsck`"), "{text}");
 }
 
@@ -151,7 +161,9 @@ fn a_destroyed_first_header_cannot_be_repaired_and_says_what_next() {
         "points back at itself: {}",
         out.stdout
     );
-    let json = matrix(&["fsck", &name, "--repair", "--json"]).expect(1).json();
+    let json = matrix(&["fsck", &name, "--repair", "--json"])
+        .expect(1)
+        .json();
     assert!(json["repair"]["cannot_repair"].is_string(), "{json:#}");
     assert!(json["repair"]["next_step"].is_string(), "{json:#}");
 }
@@ -197,7 +209,9 @@ fn a_damaged_index_waits_for_the_segment_to_itself() {
     for _ in 0..3 {
         matrix(&["fsck", &name, "--repair"])
             .expect(1)
-            .stdout_has("cannot repair: the free index is damaged and 1 participant(s) are attached")
+            .stdout_has(
+                "cannot repair: the free index is damaged and 1 participant(s) are attached",
+            )
             .stdout_has(&format!("pid {}", std::process::id()))
             .stdout_has("next step: stop them");
     }
@@ -214,7 +228,12 @@ fn slot_exhaustion_names_the_unrecoverable_slots() {
     for slot in view.header().participants.iter() {
         let word = slot.word.load(SeqCst);
         slot.word.store(
-            slot_word::pack(slot_state::DETACHED, None, 0, slot_word::generation_of(word)),
+            slot_word::pack(
+                slot_state::DETACHED,
+                None,
+                0,
+                slot_word::generation_of(word),
+            ),
             SeqCst,
         );
     }
@@ -226,10 +245,7 @@ fn slot_exhaustion_names_the_unrecoverable_slots() {
         Ok(_) => panic!("attached to a segment whose slots are all taken"),
     };
     assert!(err.contains("0 are held by live processes"), "{err}");
-    assert!(
-        err.contains(&format!("{slots} dead holder(s)")),
-        "{err}"
-    );
+    assert!(err.contains(&format!("{slots} dead holder(s)")), "{err}");
     assert!(err.contains("--repair"), "{err}");
     let ls = matrix(&["ls", "--json"]).expect(0).json();
     let row = ls
