@@ -2,6 +2,7 @@
 
 use crate::block::{layout_tag, Block, BlockToken, TOKEN_GENERATION_BITS};
 use crate::error::HandlerError;
+use crate::shm_safe::ShmSafe;
 use bytemuck::Pod;
 use matrix_core::layout::{BLOCK_ALIGN, MIN_BLOCK};
 use matrix_core::state::{self, STATE_MAX, USER_STATE_MIN};
@@ -49,14 +50,80 @@ pub trait HandlerFunctions {
         segment_nonce(self.matrix())
     }
 
-    /// Allocates a block for one `T` (at least 16 bytes), tagged with `T`'s layout.
+    /// Allocates a block for one `T` (at least 16 bytes), tagged with `T`'s
+    /// layout. Its bytes are whatever the memory held — a value, since every
+    /// bit pattern of a [`ShmSafe`] type is one; use
+    /// [`allocate_with`](Self::allocate_with) or
+    /// [`allocate_zeroed`](Self::allocate_zeroed) to start from a known one.
     ///
     /// # Errors
     /// [`HandlerError::AllocationFailed`] when out of memory (with the largest
     /// free block) or when `T` needs more than 16-byte alignment.
     #[inline]
-    fn allocate<T>(&self) -> Result<Block<T>, HandlerError> {
+    fn allocate<T: ShmSafe>(&self) -> Result<Block<T>, HandlerError> {
         allocate_n::<T>(self.matrix(), 1)
+    }
+
+    /// Allocates a block for one `T` and moves `value` into it, before any
+    /// other thread or process can have a handle to the block.
+    ///
+    /// # Errors
+    /// As [`allocate`](Self::allocate).
+    fn allocate_with<T: ShmSafe>(&self, value: T) -> Result<Block<T>, HandlerError> {
+        let block = allocate_n::<T>(self.matrix(), 1)?;
+        let ptr = checked_payload(self.matrix(), &block, 1)?;
+        // SAFETY: checked_payload proved a live block of this mapping holding
+        // one T, 16-aligned. The block was allocated just now by this thread
+        // and its handle has not left this function, so nothing else reads or
+        // writes it (a stale handle of the previous occupant is refused by its
+        // generation). Volatile: the memory is shared with other processes.
+        unsafe { ptr.write_volatile(value) };
+        Ok(block)
+    }
+
+    /// Allocates a block for one `T` whose bytes are all zero (a value of
+    /// every [`ShmSafe`] type).
+    ///
+    /// # Errors
+    /// As [`allocate`](Self::allocate).
+    fn allocate_zeroed<T: ShmSafe>(&self) -> Result<Block<T>, HandlerError> {
+        let block = allocate_n::<T>(self.matrix(), 1)?;
+        let ptr = checked_payload(self.matrix(), &block, 1)?;
+        // SAFETY: as in allocate_with; all-zero bytes are a valid T because
+        // every bit pattern of a ShmSafe type is.
+        unsafe { std::ptr::write_bytes(ptr, 0, 1) };
+        Ok(block)
+    }
+
+    /// A shared reference to the block's `T`, after the checks of
+    /// [`read_pod`](Self::read_pod) (this segment's handle, current
+    /// generation, live block, payload large enough).
+    ///
+    /// This is how processes share a structure: its fields that change are
+    /// atomics, which give the interior mutability, and any other field is
+    /// written before the block is shared and only read afterwards. The
+    /// reference borrows both the handler and the handle, so this handle
+    /// cannot be freed, and its mapping cannot be dropped, while it lives.
+    /// Another handle to the same block (rebuilt from a token) can still be
+    /// freed meanwhile — the reference then reads the memory's next contents,
+    /// still a `T` because every bit pattern is one; writing a non-atomic
+    /// field through [`write_pod`](Self::write_pod) while such a reference
+    /// lives is a data race, as for any memory shared with other processes.
+    fn get<'a, T: ShmSafe>(&'a self, block: &'a Block<T>) -> Result<&'a T, HandlerError> {
+        let ptr = checked_payload(self.matrix(), block, 1)?;
+        // SAFETY: checked_payload proved a live block of this mapping whose
+        // payload holds a T, 16-aligned; any bytes are a valid T (ShmSafe),
+        // and the mapping outlives 'a because the handler is borrowed for 'a.
+        Ok(unsafe { &*ptr })
+    }
+
+    /// The block's elements as a shared slice, checked as [`get`](Self::get)
+    /// for all `block.len()` of them.
+    fn get_slice<'a, T: ShmSafe>(&'a self, block: &'a Block<T>) -> Result<&'a [T], HandlerError> {
+        let ptr = checked_payload(self.matrix(), block, block.len())?;
+        // SAFETY: as in get, for block.len() consecutive elements, all inside
+        // the payload (checked_payload compared len × size_of::<T>() with it).
+        Ok(unsafe { std::slice::from_raw_parts(ptr as *const T, block.len()) })
     }
 
     /// Allocates a block for `len` consecutive `T`.
@@ -69,7 +136,8 @@ pub trait HandlerFunctions {
         allocate_n::<T>(self.matrix(), len)
     }
 
-    /// Allocates `size` untyped bytes; returns the payload offset.
+    /// Allocates `size` untyped bytes; returns the payload offset. Free it
+    /// with [`free_raw`](Self::free_raw), which takes what this returns.
     #[inline]
     fn allocate_raw(&self, size: u32) -> Result<RelativePtr<u8>, HandlerError> {
         Ok(self.matrix().allocate(size as u64, 0)?)
@@ -174,11 +242,27 @@ pub trait HandlerFunctions {
             .free(block.header_offset(), Some(block.generation()))?)
     }
 
-    /// Frees the block whose header is at `header_offset` (payload − 32),
-    /// whatever its generation.
+    /// Frees the block whose header is at `header_offset`, whatever its
+    /// generation: the specification's name, for code that walks headers
+    /// ([`BlockInfo::offset`](crate::BlockInfo::offset)). Code holding a
+    /// payload offset uses [`free_raw`](Self::free_raw) instead.
     #[inline]
     fn free_at(&self, header_offset: u32) -> Result<(), HandlerError> {
         Ok(self.matrix().free(header_offset, None)?)
+    }
+
+    /// Frees the block whose payload is `payload` (what
+    /// [`allocate_raw`](Self::allocate_raw) returned, a registry entry's
+    /// [`payload`](crate::BlockInfo::payload)), whatever its generation.
+    /// A payload offset that names no block is
+    /// [`HandlerError::InvalidOffset`]; a double free is refused.
+    #[inline]
+    fn free_raw(&self, payload: RelativePtr<u8>) -> Result<(), HandlerError> {
+        let header = payload
+            .offset()
+            .checked_sub(BLOCK_HEADER_SIZE)
+            .ok_or(HandlerError::InvalidOffset(payload.offset()))?;
+        Ok(self.matrix().free(header, None)?)
     }
 
     /// Rebuilds a handle from a payload offset received from elsewhere,
@@ -374,6 +458,24 @@ pub trait HandlerFunctions {
     /// The raw mapping base, for internals that resolve offsets themselves.
     fn raw_base_ptr(&self) -> *const u8 {
         self.base_ptr()
+    }
+}
+
+/// A borrowed handle is a handle: structures that own their handler
+/// (`WorkQueue<T, H>`, `Registry<H>`) can be given `&handler`.
+impl<H: HandlerFunctions> HandlerFunctions for &H {
+    #[inline]
+    fn matrix(&self) -> &AtomicMatrix {
+        (**self).matrix()
+    }
+}
+
+/// A reference-counted handle is a handle (e.g. one `Arc<MatrixHandler>`
+/// shared by structures and threads).
+impl<H: HandlerFunctions> HandlerFunctions for std::sync::Arc<H> {
+    #[inline]
+    fn matrix(&self) -> &AtomicMatrix {
+        (**self).matrix()
     }
 }
 
