@@ -14,7 +14,10 @@ const ROUNDS: usize = 3000;
 
 fn alloc(m: &AtomicMatrix, n: u64) -> (u32, u64) {
     let off = m.allocate(n, 0).unwrap().offset() - BLOCK_HEADER_SIZE;
-    (off, generation_of(m.block_header(off).unwrap().0.state.load(Acquire)))
+    (
+        off,
+        generation_of(m.block_header(off).unwrap().0.state.load(Acquire)),
+    )
 }
 
 fn assert_whole(m: &AtomicMatrix) {
@@ -99,7 +102,11 @@ fn two_neighbours_growing_into_the_same_free_block_never_overlap() {
                 barrier.wait();
                 m.reallocate(b, gb, 1000)
             });
-            (ta.join().unwrap().unwrap(), tp.join().unwrap(), tb.join().unwrap().unwrap())
+            (
+                ta.join().unwrap().unwrap(),
+                tp.join().unwrap(),
+                tb.join().unwrap().unwrap(),
+            )
         });
         let mut spans = vec![ra.offset, rb.offset];
         if let Some(p) = popped {
@@ -114,7 +121,9 @@ fn two_neighbours_growing_into_the_same_free_block_never_overlap() {
             assert!(w[0].1 <= w[1].0, "round {round}: {ranges:?} overlap");
         }
         for &o in &spans {
-            assert!(is_live(state_of(m.block_header(o).unwrap().0.state.load(Acquire))));
+            assert!(is_live(state_of(
+                m.block_header(o).unwrap().0.state.load(Acquire)
+            )));
             m.free(o, None).unwrap();
         }
     }
@@ -135,7 +144,8 @@ fn reallocate_racing_consolidations_and_allocations_keeps_every_byte() {
                         live.push(p.offset() - BLOCK_HEADER_SIZE);
                     }
                 } else {
-                    m.free(live.swap_remove(rng.usize(0..live.len())), None).unwrap();
+                    m.free(live.swap_remove(rng.usize(0..live.len())), None)
+                        .unwrap();
                 }
                 if rng.u32(0..64) == 0 {
                     m.consolidate().unwrap();
@@ -173,13 +183,17 @@ fn reallocate_racing_consolidations_and_allocations_keeps_every_byte() {
 }
 
 fn fill(m: &AtomicMatrix, off: u32, len: usize, seed: u8) {
-    let p = m.base_ptr().wrapping_add((off + BLOCK_HEADER_SIZE) as usize) as *mut u8;
+    let p = m
+        .base_ptr()
+        .wrapping_add((off + BLOCK_HEADER_SIZE) as usize) as *mut u8;
     // SAFETY: the block at `off` is live, ours, and holds `len` bytes.
     (0..len).for_each(|i| unsafe { p.add(i).write(seed ^ i as u8) });
 }
 
 fn holds(m: &AtomicMatrix, off: u32, len: usize, seed: u8) -> bool {
-    let p = m.base_ptr().wrapping_add((off + BLOCK_HEADER_SIZE) as usize);
+    let p = m
+        .base_ptr()
+        .wrapping_add((off + BLOCK_HEADER_SIZE) as usize);
     // SAFETY: as in `fill`.
     (0..len).all(|i| unsafe { p.add(i).read() } == seed ^ i as u8)
 }
