@@ -226,7 +226,7 @@ fn coordinator(args: &Args) -> Result<i32> {
     let bitmap_words = (MESSAGE_CAP / 64) as usize;
     let in_flight = args.capacity as u64 * (max_words as u64 * 8 + 64);
     let size = (64 << 20) + args.consumers as u64 * bitmap_words as u64 * 8 + 2 * in_flight;
-    let size = size.min(u32::MAX as u64 & !0xFFF) as usize;
+    let size = size.min(u32::MAX as u64 & !0xFFF) as u32;
 
     let name = unique_name("matrix-pipeline");
     let guard = SegmentGuard::new(&name);

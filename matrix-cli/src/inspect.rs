@@ -134,7 +134,7 @@ fn percent(part: u64, whole: u64) -> f64 {
 pub fn participant_counts(view: &SegmentView) -> (usize, usize) {
     let mut alive = 0;
     let mut dead = 0;
-    for (index, slot) in view.segment().participants.iter().enumerate() {
+    for (index, slot) in view.segment().participants().enumerate() {
         // Acquire: pairs with the Release CAS that set the slot word.
         match slot.state(Acquire) {
             slot_state::EMPTY => {}
@@ -352,8 +352,7 @@ pub fn stat(view: &SegmentView) -> Result<StatReport, CliError> {
     }
     let participants: Vec<ParticipantReport> = view
         .segment()
-        .participants
-        .iter()
+        .participants()
         .enumerate()
         // Acquire: pairs with the Release CAS that set the slot word; state
         // and generation come from that one load.

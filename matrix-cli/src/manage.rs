@@ -22,7 +22,14 @@ pub fn create(name: &str, size: u64, mode: u32) -> Result<Created, CliError> {
             "--mode {mode:o} is not a file mode: use octal digits, e.g. 600 or 660"
         )));
     }
-    let matrix = AtomicMatrix::create_with(name, size, &CreateOptions { mode })?;
+    let matrix = AtomicMatrix::create_with(
+        name,
+        size,
+        &CreateOptions {
+            mode,
+            ..CreateOptions::default()
+        },
+    )?;
     let largest_free = matrix.stats()?.largest_free;
     matrix.close()?;
     Ok(Created { size, largest_free })

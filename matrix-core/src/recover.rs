@@ -73,9 +73,16 @@ pub fn recover<A: Arena>(
     };
     // Acquire: pairs with the Release CAS of this participant's own claim;
     // the generation cannot change while it holds the slot.
-    let my_generation = seg.participants[me].generation(Acquire);
+    let my_generation = match seg.participant(me) {
+        Some(slot) => slot.generation(Acquire),
+        None => {
+            return Err(BlockError::Refused(SegmentError::NotAParticipant {
+                operation: "recover()",
+            }))
+        }
+    };
     let mut report = RecoveryReport::default();
-    for (index, slot) in seg.participants.iter().enumerate() {
+    for (index, slot) in seg.participants().enumerate() {
         if index == me {
             continue;
         }
@@ -114,7 +121,12 @@ pub fn reclaim_dead_slot<A: Arena>(
     reclaim_user_states: bool,
     report: &mut RecoveryReport,
 ) -> Result<(), BlockError> {
-    let slot = &arena.segment().participants[index];
+    let Some(slot) = arena.segment().participant(index) else {
+        return Err(BlockError::Corrupted {
+            offset: 0,
+            what: "participant slot beyond the table",
+        });
+    };
     // The consolidator word, if the dead claim held it (killed
     // mid-consolidation): released first, as the drain below needs it.
     clear_dead_leftovers(arena, index);
@@ -250,8 +262,7 @@ fn reclaim_blocks_of<A: Arena>(
 fn named_by_another_pop<A: Arena>(arena: &A, dead: usize, offset: u32) -> bool {
     arena
         .segment()
-        .participants
-        .iter()
+        .participants()
         .enumerate()
         .filter(|&(i, _)| i != dead)
         .any(|(_, slot)| {
@@ -398,8 +409,8 @@ fn rebuild_dead_carves<A: Arena>(arena: &A, slot: &ParticipantSlot, report: &mut
         if offset >= top || size < MIN_BLOCK || offset as u64 + size as u64 > top as u64 {
             continue;
         }
-        let live_carver = seg.participants.iter().any(|other| {
-            !std::ptr::eq(&**other, slot)
+        let live_carver = seg.participants().any(|other| {
+            !std::ptr::eq(other, slot)
                 && other.state(Acquire) == slot_state::ACTIVE
                 && other
                     .carve_intents
@@ -472,7 +483,7 @@ pub fn repair<A: Arena>(
     seg.index.fl_bitmap.store(0, Relaxed);
 
     // Unfinished resizes first (they read the intents cleared below).
-    for (index, slot) in seg.participants.iter().enumerate() {
+    for (index, slot) in seg.participants().enumerate() {
         if Some(index) == me.slot() {
             continue;
         }
@@ -483,7 +494,7 @@ pub fn repair<A: Arena>(
     }
     // Rebuild carve holes from dead intents, then walk.
     let landed = unfinished_intents(arena);
-    for slot in seg.participants.iter() {
+    for slot in seg.participants() {
         for e in &slot.carve_intents {
             let v = e.load(Acquire);
             let (offset, size) = (v as u32, (v >> 32) as u32);
@@ -562,7 +573,7 @@ pub fn repair<A: Arena>(
         }
         i = j;
     }
-    for (index, slot) in seg.participants.iter().enumerate() {
+    for (index, slot) in seg.participants().enumerate() {
         let word = slot.word.load(Acquire);
         if Some(index) != me.slot() && slot_word::state_of(word) != slot_state::EMPTY {
             slot.pid.store(0, Relaxed);

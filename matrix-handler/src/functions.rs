@@ -282,7 +282,8 @@ pub trait HandlerFunctions {
         allocate_n::<T>(self.matrix(), len)
     }
 
-    /// Allocates `size` untyped bytes; returns the payload offset.
+    /// Allocates `size` untyped bytes; returns the payload offset. Free it
+    /// with [`free_raw`](Self::free_raw), which takes what this returns.
     #[inline]
     fn allocate_raw(&self, size: u32) -> Result<RelativePtr<u8>, HandlerError> {
         Ok(self.matrix().allocate(size as u64, 0)?)
@@ -387,11 +388,27 @@ pub trait HandlerFunctions {
             .free(block.header_offset(), Some(block.generation()))?)
     }
 
-    /// Frees the block whose header is at `header_offset` (payload − 32),
-    /// whatever its generation.
+    /// Frees the block whose header is at `header_offset`, whatever its
+    /// generation: the specification's name, for code that walks headers
+    /// ([`BlockInfo::offset`](crate::BlockInfo::offset)). Code holding a
+    /// payload offset uses [`free_raw`](Self::free_raw) instead.
     #[inline]
     fn free_at(&self, header_offset: u32) -> Result<(), HandlerError> {
         Ok(self.matrix().free(header_offset, None)?)
+    }
+
+    /// Frees the block whose payload is `payload` (what
+    /// [`allocate_raw`](Self::allocate_raw) returned, a registry entry's
+    /// [`payload`](crate::BlockInfo::payload)), whatever its generation.
+    /// A payload offset that names no block is
+    /// [`HandlerError::InvalidOffset`]; a double free is refused.
+    #[inline]
+    fn free_raw(&self, payload: RelativePtr<u8>) -> Result<(), HandlerError> {
+        let header = payload
+            .offset()
+            .checked_sub(BLOCK_HEADER_SIZE)
+            .ok_or(HandlerError::InvalidOffset(payload.offset()))?;
+        Ok(self.matrix().free(header, None)?)
     }
 
     /// Rebuilds a handle from a payload offset received from elsewhere,
@@ -587,6 +604,24 @@ pub trait HandlerFunctions {
     /// The raw mapping base, for internals that resolve offsets themselves.
     fn raw_base_ptr(&self) -> *const u8 {
         self.base_ptr()
+    }
+}
+
+/// A borrowed handle is a handle: structures that own their handler
+/// (`WorkQueue<T, H>`, `Registry<H>`) can be given `&handler`.
+impl<H: HandlerFunctions> HandlerFunctions for &H {
+    #[inline]
+    fn matrix(&self) -> &AtomicMatrix {
+        (**self).matrix()
+    }
+}
+
+/// A reference-counted handle is a handle (e.g. one `Arc<MatrixHandler>`
+/// shared by structures and threads).
+impl<H: HandlerFunctions> HandlerFunctions for std::sync::Arc<H> {
+    #[inline]
+    fn matrix(&self) -> &AtomicMatrix {
+        (**self).matrix()
     }
 }
 

@@ -106,7 +106,7 @@ fn raw_sizes_from_one_byte_to_most_of_the_arena() {
             .allocate_raw(size)
             .unwrap_or_else(|e| panic!("{size}: {e}"));
         assert_eq!(p.offset() % 16, 0);
-        h.free_at(p.offset() - 32).unwrap();
+        h.free_raw(p).unwrap();
         h.consolidate().unwrap();
     }
     assert!(matches!(
@@ -180,14 +180,14 @@ fn fill_until_out_of_memory_then_free_all_and_allocate_almost_everything() {
     assert_consistent(&h);
     rng.shuffle(&mut live);
     for p in live {
-        h.free_at(p.offset() - 32).unwrap();
+        h.free_raw(p).unwrap();
     }
     assert_consistent(&h);
     let total = h.stats().unwrap().total_bytes;
     let big = h
         .allocate_raw((total * 95 / 100) as u32)
         .expect("consolidation merges everything");
-    h.free_at(big.offset() - 32).unwrap();
+    h.free_raw(big).unwrap();
     h.consolidate().unwrap();
     let s = h.stats().unwrap();
     assert_eq!((s.used_bytes, s.free_blocks), (0, 1));
