@@ -237,14 +237,34 @@ fn pipeline_refuses_bad_arguments() {
         &["--consumers", "0"],
         &["--seconds", "0"],
     ] {
+        // Exit code 2 and one `error:` line, as for clap's own usage errors.
         let run = example("pipeline", args);
-        assert_eq!(run.status.code(), Some(1), "{args:?}: {}", run.stdout);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stdout);
         assert!(
-            run.stderr.starts_with("pipeline: "),
+            run.stderr.starts_with("error: "),
             "{args:?}: {}",
             run.stderr
         );
     }
+    let clap_own = example("pipeline", &["--consumers", "many"]);
+    assert_eq!(clap_own.status.code(), Some(2), "{}", clap_own.stderr);
+}
+
+#[test]
+fn pipeline_paced_sends_exactly_rate_times_seconds() {
+    let run = example("pipeline", &["--seconds", "0.5", "--rate", "1000"]);
+    assert!(run.status.success(), "{}\n{}", run.stdout, run.stderr);
+    run.has("every message received exactly once: 500 sent, 500 received");
+    assert_segment_removed(&run.stdout);
+}
+
+#[test]
+fn pipeline_that_sends_nothing_does_not_verify() {
+    let run = example("pipeline", &["--seconds", "0.000001"]);
+    assert_eq!(run.status.code(), Some(1), "{}\n{}", run.stdout, run.stderr);
+    assert!(!run.stdout.contains("verified"), "{}", run.stdout);
+    run.has("no message was sent");
+    assert_segment_removed(&run.stdout);
 }
 
 #[test]
@@ -303,6 +323,33 @@ fn hashmap_updates_from_several_processes_add_up() {
         .has("no update lost or doubled")
         .has("get(SYM000) -> None");
     assert_segment_removed(&run.stdout);
+}
+
+#[test]
+fn dynamic_messages_arrive_exactly_once_and_are_freed_whole() {
+    let run = example(
+        "dynamic_messages",
+        &[
+            "--messages",
+            "300",
+            "--max-samples",
+            "2000",
+            "--consumers",
+            "2",
+        ],
+    );
+    assert!(run.status.success(), "{}\n{}", run.stdout, run.stderr);
+    run.has("sent     300 records")
+        .has("verify   300 of 300 records received exactly once, 0 missing, 0 more than once, 0 bad checksums: OK")
+        .has("% in place");
+    assert!(!run.stdout.contains("FAILED"), "{}", run.stdout);
+    assert_segment_removed(&run.stdout);
+}
+
+#[test]
+fn dynamic_messages_refuses_bad_arguments() {
+    let run = example("dynamic_messages", &["--consumers", "0"]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stdout);
 }
 
 /// Children of `pid`, from `/proc/<pid>/task/<pid>/children`.

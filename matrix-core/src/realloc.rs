@@ -334,6 +334,9 @@ fn grow_into_wilderness<A: Arena>(
     new_size: u32,
 ) -> bool {
     let end = offset + size;
+    // At least a whole block's worth: if this participant dies before the
+    // size store, recovery rebuilds the new bytes as a block of their own.
+    let new_size = new_size.max(size + MIN_BLOCK);
     if offset as u64 + new_size as u64 > arena.arena_end() as u64 {
         return false;
     }

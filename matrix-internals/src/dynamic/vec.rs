@@ -343,8 +343,15 @@ impl<T: ShmSafe + Copy + OwnsBlocks> ShmVec<T> {
 }
 
 impl<T: ShmSafe + Copy + OwnsBlocks> OwnsBlocks for ShmVec<T> {
+    /// Frees the elements' blocks (last first), then the buffer. Any
+    /// holder of the value may free it — a reader that received it
+    /// through a queue is its last user — so no writer check is made.
     fn free_blocks<H: HandlerFunctions>(&mut self, h: &H) -> Result<(), DynError> {
-        self.truncate(h, 0)?;
+        while self.len > 0 {
+            let mut last = self.as_slice(h)?[self.len as usize - 1];
+            last.free_blocks(h)?;
+            self.len -= 1;
+        }
         if let Some(b) = self.block(h)? {
             h.free(b)?;
         }
