@@ -84,11 +84,11 @@ fn a_grow_into_the_wilderness_never_makes_a_concurrent_lookup_see_corruption() {
         s.spawn(|| {
             let start = Instant::now();
             while start.elapsed() < BUDGET && corrupted.load(SeqCst) == 0 {
-                // One block at the arena start, grown 16 bytes at a time:
+                // One block at the arena start, grown 48 bytes (a whole block) at a time:
                 // every step moves `top`.
                 let (b, mut g) = alloc(&m, 16);
                 assert_eq!(b, first, "the block is carved at the arena start");
-                for n in (32..64 << 10).step_by(16) {
+                for n in (64..64 << 10).step_by(48) {
                     let r = m.reallocate(b, g, n).unwrap();
                     assert_eq!(r.kind, ResizeKind::GrownIntoWilderness);
                     g = r.generation;
@@ -145,7 +145,7 @@ fn handler_lookups_racing_a_grow_into_the_wilderness_never_see_corruption() {
             while start.elapsed() < BUDGET && corrupted.load(SeqCst) == 0 {
                 let mut b = h.allocate_array::<u8>(16).unwrap();
                 assert_eq!(b.offset(), first);
-                for len in (32..64 << 10).step_by(16) {
+                for len in (64..64 << 10).step_by(48) {
                     let kind = h.reallocate(&mut b, len).unwrap();
                     assert_eq!(kind, ResizeKind::GrownIntoWilderness);
                 }
