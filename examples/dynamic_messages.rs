@@ -134,7 +134,7 @@ fn coordinator(args: &Args) -> Result<()> {
     catch_interrupts();
     let name = unique_name("matrix-dynamic");
     let guard = SegmentGuard::new(&name);
-    let size = 64usize << 20;
+    let size = 64u32 << 20;
     let h = MatrixHandler::create(&name, size)?;
     let queue = WorkQueue::<Reading, _>::create(h.share(), QUEUE_NAME, 64)?;
     let counters = h.allocate_array::<AtomicU64>(COUNTERS)?;

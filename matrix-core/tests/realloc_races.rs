@@ -64,7 +64,7 @@ fn reallocate_racing_a_free_of_the_same_block_has_one_winner() {
                     m.free(r.offset, Some(r.generation)).unwrap();
                 }
             }
-            (Ok(r), Err(BlockError::DoubleFree { .. } | BlockError::NotLive { .. })) => {
+            (Ok(r), Err(BlockError::NotLive { .. })) => {
                 resized += 1;
                 m.free(r.offset, Some(r.generation)).unwrap();
             }
