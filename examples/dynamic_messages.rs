@@ -291,7 +291,7 @@ fn producer(args: &Args) -> Result<()> {
             let x = (seq as f64).sin() * 100.0 + i as f64 * 0.25;
             local.push(x);
             match samples.push(&h, x)? {
-                Some(kind) if kind == ResizeKind::Moved => c[GROWS_MOVED].fetch_add(1, Relaxed),
+                Some(ResizeKind::Moved) => c[GROWS_MOVED].fetch_add(1, Relaxed),
                 Some(_) => c[GROWS_IN_PLACE].fetch_add(1, Relaxed),
                 None => 0,
             };
