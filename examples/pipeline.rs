@@ -104,6 +104,8 @@ struct Args {
 #[derive(Clone, Copy, Debug, Pod, Zeroable, matrix_handler::ShmSafe)]
 #[repr(C)]
 struct Control {
+    /// When the stream starts (monotonic): paced sends are due from here.
+    start_ns: u64,
     deadline_ns: u64,
     rate: u64,
     seed: u64,
@@ -193,6 +195,16 @@ fn child_args(role: &str, name: &str, control: BlockToken, result: BlockToken) -
     .collect()
 }
 
+/// `987`, `12.3k`, `4.56M`: a count in at most six columns.
+fn abbreviated(n: u64) -> String {
+    match n {
+        0..=9_999 => n.to_string(),
+        10_000..=999_999 => format!("{:.1}k", n as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.2}M", n as f64 / 1e6),
+        _ => format!("{:.2}G", n as f64 / 1e9),
+    }
+}
+
 fn with_commas(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
@@ -207,18 +219,30 @@ fn with_commas(n: u64) -> String {
 
 // ---------------------------------------------------------------- parent
 
+/// Refuses an argument the way clap refuses one it cannot parse: one
+/// `error:` line on stderr and exit code 2.
+fn argument_error(message: &str) -> ! {
+    use clap::CommandFactory;
+    Args::command()
+        .error(clap::error::ErrorKind::ValueValidation, message)
+        .exit()
+}
+
 fn coordinator(args: &Args) -> Result<i32> {
     if !(args.seconds > 0.0 && args.seconds <= 3600.0) {
-        return Err("--seconds must be more than 0 and at most 3600".into());
+        argument_error("--seconds must be more than 0 and at most 3600");
     }
     if args.min_size < (HEADER_WORDS * 8) as u32
         || args.max_size < args.min_size
         || args.max_size > 1 << 20
     {
-        return Err("message sizes must satisfy 32 <= --min-size <= --max-size <= 1048576".into());
+        argument_error("message sizes must satisfy 32 <= --min-size <= --max-size <= 1048576");
     }
     if args.consumers == 0 || args.consumers > 32 {
-        return Err("--consumers must be 1 to 32".into());
+        argument_error("--consumers must be 1 to 32");
+    }
+    if args.capacity == 0 {
+        argument_error("--capacity must be at least 1");
     }
     catch_interrupts();
     let min_words = args.min_size.div_ceil(8);
@@ -249,12 +273,17 @@ fn coordinator(args: &Args) -> Result<i32> {
     let before = handler.stats()?;
 
     println!(
-        "pipeline: 1 producer -> WorkQueue ({} slots) -> {} consumers, {} s, messages {}-{} B",
+        "pipeline: 1 producer -> WorkQueue ({} slots) -> {} consumers, {} s, messages {} to {}{}",
         queue.capacity(),
         args.consumers,
         args.seconds,
-        min_words * 8,
-        max_words * 8
+        format_bytes(min_words as u64 * 8),
+        format_bytes(max_words as u64 * 8),
+        if args.rate > 0 {
+            format!(", {} messages/s", with_commas(args.rate))
+        } else {
+            String::new()
+        }
     );
     println!("segment  /dev/shm/{name} ({})", format_bytes(size as u64));
 
@@ -279,8 +308,10 @@ fn coordinator(args: &Args) -> Result<i32> {
 
     // Go.
     let started = Instant::now();
+    let go = monotonic_ns();
     let control_value = Control {
-        deadline_ns: monotonic_ns() + (args.seconds * 1e9) as u64,
+        start_ns: go,
+        deadline_ns: go + (args.seconds * 1e9) as u64,
         rate: args.rate,
         seed: u64::from(std::process::id()),
         min_words,
@@ -295,8 +326,10 @@ fn coordinator(args: &Args) -> Result<i32> {
         Some((args.seconds * 1000.0) as u64),
         ProgressDrawTarget::stderr(),
     );
+    // Spinner, bar and message stay within 80 columns (the counts are
+    // abbreviated), so the bar never wraps and leaves lines behind.
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{bar:30}] {msg}")
+        ProgressStyle::with_template("{spinner} [{bar:20}] {msg:.wide_msg}")
             .expect("valid template")
             .progress_chars("=> "),
     );
@@ -305,6 +338,10 @@ fn coordinator(args: &Args) -> Result<i32> {
     loop {
         if interrupted() && !interrupted_run {
             interrupted_run = true;
+            // Cleared now and drawn no more: the terminal's own echo of
+            // ^C would otherwise leave a stale bar line above the results.
+            bar.finish_and_clear();
+            bar.set_draw_target(ProgressDrawTarget::hidden());
             // AcqRel: nothing rides on it but the flag; the usual pairing.
             let _ = handler.transition_state(&control, RUNNING, STOP, AcqRel);
         }
@@ -333,11 +370,11 @@ fn coordinator(args: &Args) -> Result<i32> {
             .sum();
         bar.set_position(started.elapsed().as_millis() as u64);
         bar.set_message(format!(
-            "{:.1}/{} s  {} sent  {} received  queue {}",
+            "{:.1}/{}s sent {} recv {} queue {}",
             started.elapsed().as_secs_f64().min(args.seconds),
             args.seconds,
-            with_commas(sent),
-            with_commas(received),
+            abbreviated(sent),
+            abbreviated(received),
             queue.len()
         ));
         std::thread::sleep(Duration::from_millis(100));
@@ -446,7 +483,8 @@ fn coordinator(args: &Args) -> Result<i32> {
         && beyond_sent == 0
         && out_of_range == 0;
     let sound = checksum_errors == 0 && corrupted == 0 && bytes == p.bytes;
-    let verdict = if exact && sound {
+    // Nothing sent verifies nothing: a run that sent no message fails.
+    let verdict = if exact && sound && p.sent > 0 {
         "verified"
     } else {
         "FAILED  "
@@ -484,11 +522,19 @@ fn coordinator(args: &Args) -> Result<i32> {
         println!("interrupted: stopped early on Ctrl-C");
         return Ok(130);
     }
-    Ok(if exact && sound && after.used_bytes == before.used_bytes {
-        0
-    } else {
-        1
-    })
+    if p.sent == 0 {
+        println!(
+            "note: no message was sent in {} s; give a longer --seconds",
+            args.seconds
+        );
+    }
+    Ok(
+        if exact && sound && p.sent > 0 && after.used_bytes == before.used_bytes {
+            0
+        } else {
+            1
+        },
+    )
 }
 
 // -------------------------------------------------------------- children
@@ -532,9 +578,12 @@ fn producer(args: &Args) -> Result<i32> {
     let mut r = ProducerResult::zeroed();
     let mut seq = 0u64;
     'stream: loop {
+        // Unpaced runs stop at the deadline, looked at every 256 messages;
+        // paced ones when the next message is due after it (below), so
+        // they send exactly `rate × seconds`, late ones included.
         if seq % 256 == 0 {
             let now = monotonic_ns();
-            if now >= c.deadline_ns
+            if (c.rate == 0 && now >= c.deadline_ns)
                 || seq >= MESSAGE_CAP
                 // Relaxed: a stop flag; nothing is read on the strength of it.
                 || handler.get_state(&control, Relaxed) == STOP
@@ -546,7 +595,10 @@ fn producer(args: &Args) -> Result<i32> {
             }
         }
         if let Some(interval) = (seq * 1_000_000_000).checked_div(c.rate) {
-            let due = start + interval;
+            let due = c.start_ns + interval;
+            if due >= c.deadline_ns {
+                break;
+            }
             while monotonic_ns() < due {
                 std::hint::spin_loop();
             }

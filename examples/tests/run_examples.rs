@@ -237,14 +237,34 @@ fn pipeline_refuses_bad_arguments() {
         &["--consumers", "0"],
         &["--seconds", "0"],
     ] {
+        // Exit code 2 and one `error:` line, as for clap's own usage errors.
         let run = example("pipeline", args);
-        assert_eq!(run.status.code(), Some(1), "{args:?}: {}", run.stdout);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stdout);
         assert!(
-            run.stderr.starts_with("pipeline: "),
+            run.stderr.starts_with("error: "),
             "{args:?}: {}",
             run.stderr
         );
     }
+    let clap_own = example("pipeline", &["--consumers", "many"]);
+    assert_eq!(clap_own.status.code(), Some(2), "{}", clap_own.stderr);
+}
+
+#[test]
+fn pipeline_paced_sends_exactly_rate_times_seconds() {
+    let run = example("pipeline", &["--seconds", "0.5", "--rate", "1000"]);
+    assert!(run.status.success(), "{}\n{}", run.stdout, run.stderr);
+    run.has("every message received exactly once: 500 sent, 500 received");
+    assert_segment_removed(&run.stdout);
+}
+
+#[test]
+fn pipeline_that_sends_nothing_does_not_verify() {
+    let run = example("pipeline", &["--seconds", "0.000001"]);
+    assert_eq!(run.status.code(), Some(1), "{}\n{}", run.stdout, run.stderr);
+    assert!(!run.stdout.contains("verified"), "{}", run.stdout);
+    run.has("no message was sent");
+    assert_segment_removed(&run.stdout);
 }
 
 #[test]

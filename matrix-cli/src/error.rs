@@ -4,7 +4,8 @@
 //! |---|---|
 //! | 0 | success; `fsck` found nothing wrong |
 //! | 1 | `fsck` found problems; `rm` refused a segment with live participants |
-//! | 2 | error: bad arguments, no such segment, not a segment, I/O, … |
+//! | 2 | error: bad arguments (clap's usage errors and the tool's own), no such segment, not a segment, I/O, … |
+//! | 3 | `fsck` on a segment in use was inconclusive: it changed under every attempt too fast to tell; run it again |
 
 use crate::size::SizeError;
 use matrix_core::{AllocError, BlockError, RepairError, SegmentError};
@@ -14,8 +15,10 @@ use std::fmt;
 pub const EXIT_OK: i32 = 0;
 /// Exit code: `fsck` found problems, or `rm` refused.
 pub const EXIT_PROBLEMS: i32 = 1;
-/// Exit code: an error stopped the command.
+/// Exit code: an error stopped the command (bad arguments included).
 pub const EXIT_ERROR: i32 = 2;
+/// Exit code: `fsck` could not reach a conclusive answer on a segment in use.
+pub const EXIT_INCONCLUSIVE: i32 = 3;
 
 /// Everything that can stop a `matrix` command. Each prints as one line.
 #[derive(Debug)]
@@ -48,6 +51,8 @@ pub enum CliError {
     Size(SizeError),
     /// An argument is out of its range.
     Argument(String),
+    /// The operating system refused, for a reason the message explains.
+    Denied(String),
     /// Listing `/dev/shm` or writing output failed.
     Io {
         /// What we were doing.
@@ -102,7 +107,7 @@ impl fmt::Display for CliError {
                 write!(f, "; stop them first or pass --force")
             }
             CliError::Size(e) => e.fmt(f),
-            CliError::Argument(message) => f.write_str(message),
+            CliError::Argument(message) | CliError::Denied(message) => f.write_str(message),
             CliError::Io { op, err } => write!(f, "{op}: {err}"),
         }
     }

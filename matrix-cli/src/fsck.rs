@@ -21,6 +21,7 @@
 //!
 //! Corruption and leaks are problems (exit code 1); notes are not.
 
+use crate::confirm::Verdict;
 use crate::error::CliError;
 use crate::sync::Ordering::{Acquire, Relaxed};
 use matrix_core::layout::{slot_state, slot_word};
@@ -52,8 +53,60 @@ pub struct Finding {
     pub kind: &'static str,
     /// Header offset of the block concerned, if one.
     pub offset: Option<u32>,
+    /// Participant slot concerned, if one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<usize>,
+    /// Pid recorded in that slot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Blocks concerned, when more than one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<u64>,
+    /// Bytes concerned (headers included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// State of the block concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Free-list bucket concerned (`[first level, second level]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<[usize; 2]>,
     /// What was found, in words.
     pub message: String,
+}
+
+impl Finding {
+    fn new(severity: Severity, kind: &'static str, offset: Option<u32>, message: String) -> Self {
+        Finding {
+            severity,
+            kind,
+            offset,
+            slot: None,
+            pid: None,
+            blocks: None,
+            bytes: None,
+            state: None,
+            bucket: None,
+            message,
+        }
+    }
+
+    fn of_slot(mut self, slot: usize, pid: u32) -> Self {
+        self.slot = Some(slot);
+        self.pid = Some(pid);
+        self
+    }
+}
+
+/// Findings of one kind.
+#[derive(Debug, Clone, Serialize)]
+pub struct KindCount {
+    /// The kind.
+    pub kind: &'static str,
+    /// Its severity.
+    pub severity: Severity,
+    /// How many findings of it there are.
+    pub count: usize,
 }
 
 /// The checker's result.
@@ -63,25 +116,42 @@ pub struct CheckReport {
     pub blocks: u64,
     /// Blocks found in the free lists.
     pub free_list_entries: u64,
-    /// Live participants while checking (findings may be transient if > 0).
+    /// Live participants while checking (or of unknown liveness).
     pub live_participants: usize,
     /// Bitmap bits set over empty buckets (allowed: bits are cleared lazily).
     pub stale_bitmap_bits: u64,
     /// Largest run of adjacent free blocks: what one consolidation could offer.
     pub largest_free_run: u64,
-    /// Findings of one pass that the next pass no longer saw (segment in use).
+    /// Findings that a second look showed to be operations in flight.
     pub unconfirmed: u64,
-    /// Everything found.
+    /// Passes whose findings could not all be decided (segment in use).
+    pub undecided_rounds: u32,
+    /// Whether the segment changed under every attempt too fast to tell:
+    /// the findings are then the confirmed ones only, and more may exist.
+    pub inconclusive: bool,
+    /// Findings per kind (all of them, also those not listed below).
+    pub summary: Vec<KindCount>,
+    /// Findings left out of `findings` (beyond the first few of each kind).
+    pub findings_omitted: usize,
+    /// What was found (the first few of each kind unless all were asked for).
     pub findings: Vec<Finding>,
 }
 
 impl CheckReport {
-    /// Findings that are problems (not notes).
+    /// Findings that are problems (not notes), omitted ones included.
     pub fn problems(&self) -> usize {
-        self.findings
+        if self.summary.is_empty() {
+            return self
+                .findings
+                .iter()
+                .filter(|f| f.severity > Severity::Note)
+                .count();
+        }
+        self.summary
             .iter()
-            .filter(|f| f.severity > Severity::Note)
-            .count()
+            .filter(|k| k.severity > Severity::Note)
+            .map(|k| k.count)
+            .sum()
     }
 
     fn add(
@@ -91,12 +161,35 @@ impl CheckReport {
         offset: Option<u32>,
         message: String,
     ) {
-        self.findings.push(Finding {
-            severity,
-            kind,
-            offset,
-            message,
-        });
+        self.findings
+            .push(Finding::new(severity, kind, offset, message));
+    }
+
+    /// Counts the findings per kind and keeps only the first `limit` of
+    /// each in [`findings`](Self::findings) (`None`: keep all).
+    pub fn summarize(&mut self, limit: Option<usize>) {
+        let mut counts: BTreeMap<(&'static str, Severity), usize> = BTreeMap::new();
+        for f in &self.findings {
+            *counts.entry((f.kind, f.severity)).or_default() += 1;
+        }
+        self.summary = counts
+            .iter()
+            .map(|(&(kind, severity), &count)| KindCount {
+                kind,
+                severity,
+                count,
+            })
+            .collect();
+        if let Some(limit) = limit {
+            let mut shown: BTreeMap<&str, usize> = BTreeMap::new();
+            let before = self.findings.len();
+            self.findings.retain(|f| {
+                let n = shown.entry(f.kind).or_default();
+                *n += 1;
+                *n <= limit
+            });
+            self.findings_omitted += before - self.findings.len();
+        }
     }
 }
 
@@ -179,16 +272,20 @@ fn classify(v: &Violation) -> (Severity, &'static str) {
     }
 }
 
-/// Passes over a segment in use: a finding is reported only if every pass sees it.
-pub const CONFIRMING_PASSES: usize = 3;
+/// Attempts at a conclusive check of a segment in use before it is
+/// reported inconclusive.
+pub const ATTEMPTS: u32 = 5;
 
 /// Runs every check over `arena`; see the module docs for the list.
 ///
 /// On a quiescent segment one pass is exact. When live participants are
-/// attached, one pass is a snapshot taken while blocks move; so the checks
-/// run [`CONFIRMING_PASSES`] times, a little apart, and only findings that
-/// every pass sees are reported (the others are counted in
-/// [`CheckReport::unconfirmed`]).
+/// attached, every problem of a pass is looked at twice more and reported
+/// only if it held still ([`crate::confirm`]); findings that moved are
+/// counted in [`CheckReport::unconfirmed`]. If some could not be decided
+/// (the segment changed too fast), the whole check is tried again, up to
+/// [`ATTEMPTS`] times; after that the report is
+/// [`inconclusive`](CheckReport::inconclusive), with the confirmed problems
+/// only.
 pub fn check<A: Arena>(arena: &A) -> CheckReport {
     // Alive or possibly alive (unknown): either may be changing blocks.
     let live = (0..arena.segment().participant_count())
@@ -199,27 +296,70 @@ pub fn check<A: Arena>(arena: &A) -> CheckReport {
     if live == 0 {
         return report;
     }
-    let key = |f: &Finding| (f.kind, f.offset, f.message.clone());
-    for _ in 1..CONFIRMING_PASSES {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        let again: std::collections::HashSet<_> =
-            check_once(arena).findings.iter().map(key).collect();
-        let before = report.findings.len();
-        report.findings.retain(|f| again.contains(&key(f)));
-        report.unconfirmed += (before - report.findings.len()) as u64;
+    let mut unconfirmed = 0;
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            report = check_once(arena);
+            report.live_participants = live;
+        }
+        let (problems, notes): (Vec<Finding>, Vec<Finding>) = report
+            .findings
+            .drain(..)
+            .partition(|f| f.severity > Severity::Note);
+        let verdicts = crate::confirm::confirm(arena, &problems, || {
+            check_once(arena)
+                .findings
+                .iter()
+                .filter(|f| f.severity > Severity::Note)
+                .map(crate::confirm::key)
+                .collect()
+        });
+        let mut undecided = 0;
+        let mut kept = Vec::new();
+        for (f, v) in problems.into_iter().zip(verdicts) {
+            match v {
+                Verdict::Confirmed => kept.push(f),
+                Verdict::InFlight => unconfirmed += 1,
+                Verdict::Undecidable => undecided += 1,
+            }
+        }
+        kept.extend(notes);
+        report.findings = kept;
+        if undecided == 0 {
+            report.inconclusive = false;
+            break;
+        }
+        report.undecided_rounds += 1;
+        report.inconclusive = true;
     }
-    if report.unconfirmed > 0 {
+    report.unconfirmed = unconfirmed;
+    if unconfirmed > 0 {
         report.add(
             Severity::Note,
             "in-flight",
             None,
             format!(
-                "{} finding(s) seen in one pass but not in the next were operations in flight; not reported",
-                report.unconfirmed
+                "{unconfirmed} finding(s) changed between two looks {} ms apart: operations in flight, not reported",
+                crate::confirm::SETTLE.as_millis()
             ),
         );
     }
     report
+}
+
+/// The free-list bucket a violation concerns, if one.
+fn bucket_of(kind: &ViolationKind) -> Option<[usize; 2]> {
+    use ViolationKind::*;
+    match kind {
+        ListEntryNotFree { class, .. }
+        | ListEntryNotABlock { class }
+        | WrongBucket { class, .. }
+        | ListCycle { class }
+        | BitmapHidesBucket { class }
+        | LevelBitHidesBucket { class } => Some([class.fl, class.sl]),
+        ListedTwice { second, .. } => Some([second.fl, second.sl]),
+        _ => None,
+    }
 }
 
 /// One pass of every check.
@@ -232,8 +372,7 @@ fn check_once<A: Arena>(arena: &A) -> CheckReport {
         live_participants: 0,
         stale_bitmap_bits: audit.report.stale_bitmap_bits,
         largest_free_run: audit.report.largest_free_run,
-        unconfirmed: 0,
-        findings: Vec::new(),
+        ..CheckReport::default()
     };
 
     // 1. The invariant checker's violations.
@@ -245,7 +384,16 @@ fn check_once<A: Arena>(arena: &A) -> CheckReport {
             Severity::Corruption => "",
         };
         let offset = (v.offset != 0).then_some(v.offset);
-        report.add(severity, kind, offset, format!("{v}{remedy}"));
+        let mut finding = Finding::new(severity, kind, offset, format!("{v}{remedy}"));
+        finding.bucket = bucket_of(&v.kind);
+        if let ViolationKind::ListEntryNotFree { state, .. }
+        | ViolationKind::TransientState { state, .. }
+        | ViolationKind::UnknownOwner { state, .. }
+        | ViolationKind::ReservedState { state } = &v.kind
+        {
+            finding.state = Some(state_name(*state).into());
+        }
+        report.findings.push(finding);
     }
 
     // 2. Who holds what: blocks of departed participants, user-state blocks.
@@ -263,15 +411,18 @@ fn check_once<A: Arena>(arena: &A) -> CheckReport {
         );
         match holder_of(arena, b.owner) {
             Holder::Segment | Holder::Live => {}
-            Holder::Departed { slot, pid } if user => report.add(
-                Severity::Note,
-                "user-state-block-of-departed",
-                Some(b.offset),
-                format!(
-                    "{what} in user state {} is held by departed participant slot {slot} (pid {pid}); \
-                     kept by design, `fsck --repair --reclaim-user-states` frees it",
-                    b.state
-                ),
+            Holder::Departed { slot, pid } if user => report.findings.push(
+                Finding::new(
+                    Severity::Note,
+                    "user-state-block-of-departed",
+                    Some(b.offset),
+                    format!(
+                        "{what} in user state {} is held by departed participant slot {slot} (pid {pid}); \
+                         kept by design, `fsck --repair --reclaim-user-states` frees it",
+                        b.state
+                    ),
+                )
+                .of_slot(slot, pid),
             ),
             Holder::Departed { slot, pid } => {
                 let entry = held_by.entry((slot, pid)).or_default();
@@ -294,7 +445,7 @@ fn check_once<A: Arena>(arena: &A) -> CheckReport {
     }
     let holding: Vec<usize> = held_by.keys().map(|&(slot, _)| slot).collect();
     for ((slot, pid), (blocks, bytes)) in held_by {
-        report.add(
+        let mut f = Finding::new(
             Severity::Leak,
             "held-by-departed",
             None,
@@ -302,7 +453,11 @@ fn check_once<A: Arena>(arena: &A) -> CheckReport {
                 "{blocks} block(s), {bytes} B, are held by departed participant slot {slot} (pid {pid}); \
                  `fsck --repair` (recover) reclaims them"
             ),
-        );
+        )
+        .of_slot(slot, pid);
+        f.blocks = Some(blocks);
+        f.bytes = Some(bytes);
+        report.findings.push(f);
     }
 
     // 3. Departed participant slots: unfinished carves, empty slots.
@@ -320,7 +475,7 @@ fn check_once<A: Arena>(arena: &A) -> CheckReport {
             .filter(|e| e.load(Acquire) > 1)
             .count();
         if intents > 0 {
-            report.add(
+            let mut f = Finding::new(
                 Severity::Leak,
                 "dead-carve-intent",
                 None,
@@ -328,16 +483,22 @@ fn check_once<A: Arena>(arena: &A) -> CheckReport {
                     "departed participant slot {index} (pid {pid}) left {intents} carve(s) unfinished; \
                      `fsck --repair` (recover) rebuilds them"
                 ),
-            );
+            )
+            .of_slot(index, pid);
+            f.blocks = Some(intents as u64);
+            report.findings.push(f);
         } else if !holding.contains(&index) {
-            report.add(
-                Severity::Note,
-                "departed-participant",
-                None,
-                format!(
-                    "participant slot {index} (pid {pid}) is departed and holds nothing; \
-                     the next recover() frees the slot"
-                ),
+            report.findings.push(
+                Finding::new(
+                    Severity::Note,
+                    "departed-participant",
+                    None,
+                    format!(
+                        "participant slot {index} (pid {pid}) is departed and holds nothing; \
+                         the next recover() frees the slot"
+                    ),
+                )
+                .of_slot(index, pid),
             );
         }
     }
@@ -383,12 +544,20 @@ pub struct RepairSummary {
     pub consolidated_out: usize,
     /// Whether the offline repair (rebuild of the free index) ran.
     pub rebuilt_index: bool,
+    /// Whether it ran first, because the free index itself was damaged.
+    pub rebuilt_first: bool,
     /// Why it did not, when it did not.
     pub rebuild_skipped: Option<String>,
     /// Blocks the offline repair reclaimed.
     pub rebuilt_blocks: u64,
     /// Their bytes.
     pub rebuilt_bytes: u64,
+    /// Participant slots the offline repair emptied.
+    pub rebuilt_slots: u32,
+    /// What could not be repaired, when something could not.
+    pub cannot_repair: Option<String>,
+    /// What to do about it.
+    pub next_step: Option<String>,
 }
 
 fn add_recovery(summary: &mut RepairSummary, r: &RecoveryReport) {
@@ -397,44 +566,149 @@ fn add_recovery(summary: &mut RepairSummary, r: &RecoveryReport) {
     summary.recovered_bytes += r.bytes;
 }
 
-/// Repairs segment `name`: `recover()` and a consolidation as a short-lived
-/// participant, then — when every other participant is definitely dead —
-/// the offline `repair()` that rebuilds the free index from the chain. A
-/// participant that is alive, or whose liveness cannot be told, keeps its
-/// blocks and skips the rebuild. Finally the tool closes its own slot, so
-/// it leaves no trace.
-pub fn repair(name: &str, reclaim_user_states: bool) -> Result<RepairSummary, CliError> {
+/// Kinds that mean the free index itself is damaged: `recover()` and a
+/// consolidation walk its lists, so it is rebuilt from the chain first.
+const INDEX_DAMAGE: &[&str] = &[
+    "listed-block-not-free",
+    "list-entry-not-a-block",
+    "wrong-bucket",
+    "free-list-cycle",
+    "hidden-bucket",
+    "hidden-level",
+    "listed-twice",
+];
+
+/// Kinds that mean the block chain itself is damaged: nothing that walks
+/// it (recovery, the rebuild of the index) can run past the damage.
+const CHAIN_DAMAGE: &[&str] = &["broken-chain", "top-out-of-range", "wilderness-header"];
+
+fn first_of<'a>(report: &'a CheckReport, kinds: &[&str]) -> Option<&'a Finding> {
+    report.findings.iter().find(|f| kinds.contains(&f.kind))
+}
+
+fn has_kind(report: &CheckReport, kinds: &[&str]) -> bool {
+    report.summary.iter().any(|k| kinds.contains(&k.kind)) || first_of(report, kinds).is_some()
+}
+
+/// Repairs segment `name`, whose check found `before`.
+///
+/// * A broken block chain cannot be repaired: nothing is attempted, and
+///   the summary says what and the next step.
+/// * A damaged free index is rebuilt from the chain first, by the offline
+///   `repair()` (which also reclaims what dead participants held) — only
+///   when every other participant is definitely dead; otherwise nothing is
+///   attempted and the summary says whom to stop.
+/// * Otherwise `recover()` and a consolidation run as a short-lived
+///   participant, then — when every other participant is definitely dead —
+///   the offline `repair()`. A participant that is alive, or whose
+///   liveness cannot be told, keeps its blocks and skips the rebuild.
+///
+/// The tool's own participant slot is emptied again on every path, also
+/// when a step fails (see [`AtomicMatrix::close`]).
+pub fn repair(
+    name: &str,
+    reclaim_user_states: bool,
+    before: &CheckReport,
+) -> Result<RepairSummary, CliError> {
     let mut summary = RepairSummary::default();
-    {
-        let matrix = AtomicMatrix::open(name)?;
-        add_recovery(&mut summary, &matrix.recover(reclaim_user_states)?);
-        let c = matrix.consolidate()?;
-        summary.consolidated_in = c.blocks_in;
-        summary.consolidated_out = c.blocks_out;
-        match matrix.repair(reclaim_user_states) {
-            Ok(r) => {
-                summary.rebuilt_index = true;
-                summary.rebuilt_blocks = r.blocks;
-                summary.rebuilt_bytes = r.bytes;
-            }
-            Err(matrix_core::RepairError::Segment(
-                e @ (matrix_core::SegmentError::InUse { .. }
-                | matrix_core::SegmentError::LivenessUnknown { .. }),
-            )) => {
-                summary.rebuild_skipped = Some(e.to_string());
-            }
-            Err(e) => return Err(e.into()),
-        }
-        matrix.close()?;
+    if has_kind(before, CHAIN_DAMAGE) {
+        let at = first_of(before, CHAIN_DAMAGE)
+            .and_then(|f| f.offset)
+            .map_or_else(String::new, |o| format!(" at offset {o}"));
+        summary.cannot_repair = Some(format!(
+            "the block chain is broken{at}: the blocks from there on cannot be told apart, \
+             so neither recovery nor a rebuild of the free index can run"
+        ));
+        summary.next_step = Some(format!(
+            "let the programs attached to it save what they still can (blocks before the damage stay readable), \
+             then remove it with `matrix rm {name} --force` and create it again"
+        ));
+        return Ok(summary);
     }
+    let index_damaged = has_kind(before, INDEX_DAMAGE);
+    if index_damaged {
+        let view = crate::view::open(name)?;
+        let (pids, unknown) = crate::view::live_participant_pids(&view);
+        if !pids.is_empty() || unknown > 0 {
+            let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+            summary.cannot_repair = Some(format!(
+                "the free index is damaged and {} participant(s) are attached (pid {}{}); \
+                 it can only be rebuilt with the segment to itself",
+                pids.len() + unknown,
+                if list.is_empty() {
+                    "-".into()
+                } else {
+                    list.join(", ")
+                },
+                if unknown > 0 {
+                    format!("; {unknown} of unknown liveness")
+                } else {
+                    String::new()
+                }
+            ));
+            summary.next_step = Some(format!(
+                "stop them (or wait until they exit), then run `matrix fsck {name} --repair` again"
+            ));
+            return Ok(summary);
+        }
+    }
+    let matrix = AtomicMatrix::open(name)?;
+    let outcome = repair_attached(&matrix, reclaim_user_states, index_damaged, &mut summary);
+    let closed = matrix.close();
+    outcome?;
+    closed?;
     Ok(summary)
 }
 
-/// Recovers detached and dead participants' slots through a writable view
-/// (which acts through a short-lived participant of its own and closes it).
-pub fn release_tool_slot(name: &str) -> Result<(), CliError> {
-    let view = crate::view::open_writable(name)?;
-    view.recover(false)?;
+/// The steps of [`repair`] that run through the tool's participant.
+fn repair_attached(
+    matrix: &AtomicMatrix,
+    reclaim_user_states: bool,
+    index_damaged: bool,
+    summary: &mut RepairSummary,
+) -> Result<(), CliError> {
+    if index_damaged {
+        let r = match matrix.repair(reclaim_user_states) {
+            Ok(r) => r,
+            Err(e) => {
+                summary.cannot_repair = Some(format!("the free index could not be rebuilt: {e}"));
+                summary.next_step = Some(
+                    "stop every program attached to the segment and run `matrix fsck NAME --repair` again; \
+                     if it fails the same way, save what the programs still can and remove the segment"
+                        .into(),
+                );
+                return Ok(());
+            }
+        };
+        summary.rebuilt_index = true;
+        summary.rebuilt_first = true;
+        summary.rebuilt_blocks = r.blocks;
+        summary.rebuilt_bytes = r.bytes;
+        summary.rebuilt_slots = r.participants;
+        let c = matrix.consolidate()?;
+        summary.consolidated_in = c.blocks_in;
+        summary.consolidated_out = c.blocks_out;
+        return Ok(());
+    }
+    add_recovery(summary, &matrix.recover(reclaim_user_states)?);
+    let c = matrix.consolidate()?;
+    summary.consolidated_in = c.blocks_in;
+    summary.consolidated_out = c.blocks_out;
+    match matrix.repair(reclaim_user_states) {
+        Ok(r) => {
+            summary.rebuilt_index = true;
+            summary.rebuilt_blocks = r.blocks;
+            summary.rebuilt_bytes = r.bytes;
+            summary.rebuilt_slots = r.participants;
+        }
+        Err(matrix_core::RepairError::Segment(
+            e @ (matrix_core::SegmentError::InUse { .. }
+            | matrix_core::SegmentError::LivenessUnknown { .. }),
+        )) => {
+            summary.rebuild_skipped = Some(e.to_string());
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(())
 }
 
@@ -447,6 +721,8 @@ pub struct FsckReport {
     pub clean: bool,
     /// Problems found (after repair, if one ran).
     pub problems: usize,
+    /// The check could not decide everything (segment in use); exit code 3.
+    pub inconclusive: bool,
     /// The check before any repair.
     pub before: CheckReport,
     /// What the repair did, if `--repair` was given.
@@ -455,8 +731,8 @@ pub struct FsckReport {
     pub after: Option<CheckReport>,
 }
 
-/// Findings of one kind shown in text output (`--json` has them all).
-const MAX_SHOWN_PER_KIND: usize = 20;
+/// Findings of one kind listed (text and JSON) unless `--all` is given.
+pub const SHOWN_PER_KIND: usize = 20;
 
 /// Renders a check report.
 pub fn render_check(title: &str, r: &CheckReport) -> String {
@@ -469,19 +745,22 @@ pub fn render_check(title: &str, r: &CheckReport) -> String {
         r.live_participants,
         r.problems()
     );
-    if r.live_participants > 0 {
+    if r.inconclusive {
         let _ = writeln!(
             out,
-            "  (the segment is in use: {CONFIRMING_PASSES} passes were made and only what each of them saw is reported)"
+            "  INCONCLUSIVE: the segment changed under {} attempts too fast to tell; only confirmed problems are listed; run fsck again",
+            r.undecided_rounds
+        );
+    } else if r.live_participants > 0 {
+        let _ = writeln!(
+            out,
+            "  (the segment is in use: every problem was looked at twice more, {} ms apart, and only those that held still are reported)",
+            crate::confirm::SETTLE.as_millis()
         );
     }
     let mut shown: BTreeMap<&str, usize> = BTreeMap::new();
     for f in &r.findings {
-        let count = shown.entry(f.kind).or_default();
-        *count += 1;
-        if *count > MAX_SHOWN_PER_KIND {
-            continue;
-        }
+        *shown.entry(f.kind).or_default() += 1;
         let tag = match f.severity {
             Severity::Note => "note",
             Severity::Leak => "LEAK",
@@ -489,12 +768,15 @@ pub fn render_check(title: &str, r: &CheckReport) -> String {
         };
         let _ = writeln!(out, "  {tag:<8} {:<28} {}", f.kind, f.message);
     }
-    for (kind, count) in shown {
-        if count > MAX_SHOWN_PER_KIND {
+    for k in &r.summary {
+        let listed = shown.get(k.kind).copied().unwrap_or(0);
+        if k.count > listed {
             let _ = writeln!(
                 out,
-                "  ...      {kind:<28} {} more (all are in --json)",
-                count - MAX_SHOWN_PER_KIND
+                "  ...      {:<28} {} more of this kind ({} in all; `--all` lists every one)",
+                k.kind,
+                k.count - listed,
+                k.count
             );
         }
     }
@@ -505,25 +787,54 @@ pub fn render_check(title: &str, r: &CheckReport) -> String {
 pub fn render_fsck(r: &FsckReport) -> String {
     let mut out = render_check(&format!("fsck {}", r.name), &r.before);
     if let Some(s) = &r.repair {
-        let _ = writeln!(
-            out,
-            "repair: recovered {} participant(s), {} block(s), {} B; consolidation {} -> {} free blocks",
-            s.recovered_participants, s.recovered_blocks, s.recovered_bytes, s.consolidated_in, s.consolidated_out
-        );
-        if s.rebuilt_index {
+        if let Some(what) = &s.cannot_repair {
+            let _ = writeln!(out, "repair: cannot repair: {what}");
+            if let Some(next) = &s.next_step {
+                let _ = writeln!(out, "repair: next step: {next}");
+            }
+        }
+        if s.rebuilt_first {
             let _ = writeln!(
                 out,
-                "repair: free index rebuilt from the chain, {} block(s), {} B reclaimed",
-                s.rebuilt_blocks, s.rebuilt_bytes
+                "repair: the free index was damaged: rebuilt it from the chain first, {} block(s), {} B reclaimed, {} slot(s) emptied",
+                s.rebuilt_blocks, s.rebuilt_bytes, s.rebuilt_slots
             );
-        } else if let Some(why) = &s.rebuild_skipped {
-            let _ = writeln!(out, "repair: free index not rebuilt: {why}");
+            let _ = writeln!(
+                out,
+                "repair: consolidation {} -> {} free blocks",
+                s.consolidated_in, s.consolidated_out
+            );
+        } else if s.cannot_repair.is_none() {
+            let _ = writeln!(
+                out,
+                "repair: recovered {} participant(s), {} block(s), {} B; consolidation {} -> {} free blocks",
+                s.recovered_participants, s.recovered_blocks, s.recovered_bytes, s.consolidated_in, s.consolidated_out
+            );
+            if s.rebuilt_index {
+                let _ = writeln!(
+                    out,
+                    "repair: free index rebuilt from the chain, {} block(s), {} B reclaimed",
+                    s.rebuilt_blocks, s.rebuilt_bytes
+                );
+            } else if let Some(why) = &s.rebuild_skipped {
+                let _ = writeln!(out, "repair: free index not rebuilt: {why}");
+            }
         }
     }
     if let Some(after) = &r.after {
         out.push_str(&render_check("after repair", after));
     }
-    let _ = writeln!(out, "{}", if r.clean { "clean" } else { "problems found" });
+    let cannot = r.repair.as_ref().is_some_and(|s| s.cannot_repair.is_some());
+    let verdict = if cannot {
+        "cannot repair"
+    } else if r.inconclusive && r.clean {
+        "inconclusive"
+    } else if r.clean {
+        "clean"
+    } else {
+        "problems found"
+    };
+    let _ = writeln!(out, "{verdict}");
     out
 }
 

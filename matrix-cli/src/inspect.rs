@@ -6,10 +6,11 @@ use crate::sync::Ordering::{Acquire, Relaxed};
 use crate::view::{peek_init, probe, slot_liveness, Probe, SegmentView, SHM_DIR};
 use matrix_core::layout::{init, slot_state, slot_word, MAGIC};
 use matrix_core::state::{state_name, FREE};
-use matrix_core::{Arena, Liveness, OwnerId};
+use matrix_core::{Arena, Liveness, OwnerId, SegmentError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::os::unix::fs::MetadataExt;
 
 /// One line of `matrix ls`.
 #[derive(Debug, Clone, Serialize)]
@@ -18,20 +19,35 @@ pub struct LsEntry {
     pub name: String,
     /// File size in bytes.
     pub size_bytes: u64,
+    /// Owner of the file (user name, or uid).
+    pub owner: String,
+    /// Group of the file (group name, or gid).
+    pub group: String,
+    /// File mode, octal digits (`0660`).
+    pub mode: String,
+    /// Seconds since the file was created (or last changed, where the
+    /// file system records no creation time).
+    pub age_seconds: Option<u64>,
     /// Bytes in blocks that are not free, over the arena size (0–100).
     pub used_percent: Option<f64>,
+    /// Participant slots taken (alive, dead, detached or unknown).
+    pub attached: Option<usize>,
     /// Live participants.
     pub participants_alive: Option<usize>,
     /// Dead or detached participants whose slots await recovery.
     pub participants_dead: Option<usize>,
-    /// `ok`, or why the segment could not be read.
+    /// Participants whose liveness cannot be told (possibly alive).
+    pub participants_unknown: Option<usize>,
+    /// `ok`, `needs recover`, `inaccessible`, `permission denied`, or why
+    /// the segment could not be read.
     pub status: String,
 }
 
-/// Lists the files of `/dev/shm` that start with the matrix magic number.
-/// Other files are skipped: only their type and first 8 bytes are read,
-/// through a read-only descriptor, and FIFOs, directories and symlinks are
-/// not opened at all.
+/// Lists the files of `/dev/shm` that start with the matrix magic number,
+/// and those it may not read at all ("permission denied": they may be
+/// segments). Other files are skipped: only their type and first 8 bytes
+/// are read, through a read-only descriptor, and FIFOs, directories and
+/// symlinks are not opened at all.
 pub fn list_segments() -> Result<Vec<LsEntry>, CliError> {
     let entries = std::fs::read_dir(SHM_DIR).map_err(|err| CliError::Io {
         op: "list /dev/shm",
@@ -40,22 +56,39 @@ pub fn list_segments() -> Result<Vec<LsEntry>, CliError> {
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        // Anything we cannot even probe (vanished, no permission) is not shown.
-        if !matches!(probe(&path), Ok(Probe::Segment)) {
-            continue;
-        }
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        let size_bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue; // vanished meanwhile
+        };
+        if !meta.file_type().is_file() {
+            continue;
+        }
         let mut row = LsEntry {
             name: name.clone(),
-            size_bytes,
+            size_bytes: meta.len(),
+            owner: crate::users::user_name(meta.uid()),
+            group: crate::users::group_name(meta.gid()),
+            mode: format!("{:04o}", meta.mode() & 0o7777),
+            age_seconds: age_of(&meta),
             used_percent: None,
+            attached: None,
             participants_alive: None,
             participants_dead: None,
+            participants_unknown: None,
             status: "ok".into(),
         };
+        match probe(&path) {
+            Ok(Probe::Segment) => {}
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                row.status = "permission denied".into();
+                out.push(row);
+                continue;
+            }
+            Err(_) => continue,
+        }
         // A segment still being formatted (or abandoned mid-format) is
         // reported as it is; opening it would wait for the formatter.
         match peek_init(&path) {
@@ -77,13 +110,44 @@ pub fn list_segments() -> Result<Vec<LsEntry>, CliError> {
         }
         match crate::view::open(&name) {
             Ok(view) => {
-                let (alive, dead) = participant_counts(&view);
-                row.participants_alive = Some(alive);
-                row.participants_dead = Some(dead);
+                let counts = participant_counts(&view);
+                row.attached = Some(counts.alive + counts.dead + counts.unknown);
+                row.participants_alive = Some(counts.alive);
+                row.participants_dead = Some(counts.dead);
+                row.participants_unknown = Some(counts.unknown);
+                row.status = if counts.unknown > 0 {
+                    format!(
+                        "inaccessible: the liveness of {} participant(s) cannot be told",
+                        counts.unknown
+                    )
+                } else if counts.dead > 0 {
+                    "needs recover".into()
+                } else {
+                    "ok".into()
+                };
                 match view.stats() {
                     Ok(s) => row.used_percent = Some(percent(s.used_bytes, s.total_bytes)),
                     Err(e) => row.status = format!("damaged: {e}"),
                 }
+            }
+            Err(CliError::Segment(
+                SegmentError::SizeMismatch { recorded, actual }
+                | SegmentError::TooSmallForHeader {
+                    file_size: actual,
+                    header_size: recorded,
+                },
+            )) => {
+                row.status = format!(
+                    "truncated: the file has {}, the segment needs {}",
+                    format_size(actual),
+                    format_size(recorded)
+                );
+            }
+            Err(CliError::Segment(SegmentError::Io {
+                kind: std::io::ErrorKind::PermissionDenied,
+                ..
+            })) => {
+                row.status = "permission denied".into();
             }
             Err(e) => row.status = e.to_string(),
         }
@@ -93,15 +157,42 @@ pub fn list_segments() -> Result<Vec<LsEntry>, CliError> {
     Ok(out)
 }
 
+fn age_of(meta: &std::fs::Metadata) -> Option<u64> {
+    let born = meta.created().ok().or_else(|| {
+        let secs = u64::try_from(meta.ctime()).ok()?;
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+    })?;
+    std::time::SystemTime::now()
+        .duration_since(born)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
+/// `45s`, `12m`, `3h`, `2d`.
+pub fn format_age(seconds: u64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
 /// Renders `matrix ls` as a table.
 pub fn render_ls(rows: &[LsEntry]) -> String {
     if rows.is_empty() {
         return "no matrix segments in /dev/shm\n".into();
     }
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+    let owner_width = rows
+        .iter()
+        .map(|r| r.owner.len() + 1 + r.group.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     let mut out = format!(
-        "{:<width$}  {:>10}  {:>6}  {:>5}  {:>4}  STATUS\n",
-        "NAME", "SIZE", "USED", "ALIVE", "DEAD"
+        "{:<width$}  {:<owner_width$}  {:>4}  {:>10}  {:>4}  {:>6}  {:>3}  {:>5}  {:>4}  STATUS\n",
+        "NAME", "OWNER", "MODE", "SIZE", "AGE", "USED", "ATT", "ALIVE", "DEAD"
     );
     for r in rows {
         let opt = |v: Option<usize>| v.map_or("-".to_owned(), |v| v.to_string());
@@ -110,10 +201,14 @@ pub fn render_ls(rows: &[LsEntry]) -> String {
             .map_or("-".to_owned(), |p| format!("{p:.1}%"));
         let _ = writeln!(
             out,
-            "{:<width$}  {:>10}  {:>6}  {:>5}  {:>4}  {}",
+            "{:<width$}  {:<owner_width$}  {:>4}  {:>10}  {:>4}  {:>6}  {:>3}  {:>5}  {:>4}  {}",
             r.name,
+            format!("{}:{}", r.owner, r.group),
+            r.mode,
             format_size(r.size_bytes),
+            r.age_seconds.map_or("-".to_owned(), format_age),
             used,
+            opt(r.attached),
             opt(r.participants_alive),
             opt(r.participants_dead),
             r.status
@@ -130,19 +225,32 @@ fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// Live (or possibly live: liveness unknown) and dead (or detached) participants.
-pub fn participant_counts(view: &SegmentView) -> (usize, usize) {
-    let mut alive = 0;
-    let mut dead = 0;
+/// Participants by liveness.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    /// Attached and alive.
+    pub alive: usize,
+    /// Dead, or detached: awaiting recovery.
+    pub dead: usize,
+    /// Attached, liveness cannot be told (possibly alive).
+    pub unknown: usize,
+}
+
+/// Participants of `view` by liveness.
+pub fn participant_counts(view: &SegmentView) -> Counts {
+    let mut counts = Counts::default();
     for (index, slot) in view.segment().participants().enumerate() {
         // Acquire: pairs with the Release CAS that set the slot word.
-        match slot.state(Acquire) {
-            slot_state::EMPTY => {}
-            _ if slot_liveness(view, index) != Liveness::Dead => alive += 1,
-            _ => dead += 1,
+        if slot.state(Acquire) == slot_state::EMPTY {
+            continue;
+        }
+        match slot_liveness(view, index) {
+            Liveness::Alive => counts.alive += 1,
+            Liveness::Unknown => counts.unknown += 1,
+            Liveness::Dead => counts.dead += 1,
         }
     }
-    (alive, dead)
+    counts
 }
 
 /// The segment header, field by field.
@@ -374,7 +482,8 @@ pub fn stat(view: &SegmentView) -> Result<StatReport, CliError> {
             }
         })
         .collect();
-    let (alive, dead) = participant_counts(view);
+    let counts = participant_counts(view);
+    let (alive, dead) = (counts.alive + counts.unknown, counts.dead);
     Ok(StatReport {
         name: view.name().to_owned(),
         header: header_report(view),

@@ -4,7 +4,7 @@
 
 use clap::{Parser, Subcommand};
 use matrix_cli::bench::{self, BenchOptions};
-use matrix_cli::error::{CliError, EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS};
+use matrix_cli::error::{CliError, EXIT_ERROR, EXIT_INCONCLUSIVE, EXIT_OK, EXIT_PROBLEMS};
 use matrix_cli::fsck::{self, FsckReport};
 use matrix_cli::size::{format_size, parse_size};
 use matrix_cli::{inspect, manage, view};
@@ -34,7 +34,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Check a segment's invariants (exit 0 clean, 1 problems found, 2 error)
+    /// Check a segment's invariants (exit 0 clean, 1 problems found, 2 error, 3 inconclusive)
     Fsck {
         /// Segment name
         name: String,
@@ -44,28 +44,47 @@ enum Command {
         /// With --repair: also free user-state blocks of dead participants
         #[arg(long, requires = "repair")]
         reclaim_user_states: bool,
+        /// List every finding (default: the first 20 of each kind, with counts per kind)
+        #[arg(long)]
+        all: bool,
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// Remove a segment (refused while live participants hold it, unless --force)
     Rm {
-        /// Segment name
-        name: String,
+        /// Segment name (not with --dead)
+        #[arg(required_unless_present = "dead", conflicts_with = "dead")]
+        name: Option<String>,
         /// Remove it even if live participants hold it (their mappings stay valid)
         #[arg(long)]
         force: bool,
+        /// Every matrix segment with no live participant: list them (remove with --yes)
+        #[arg(long, conflicts_with = "force")]
+        dead: bool,
+        /// With --dead: remove what was listed
+        #[arg(long, requires = "dead")]
+        yes: bool,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
     },
     /// Create and format a segment
     Create {
-        /// Segment name: 1 to 200 of A-Z a-z 0-9 . _ -
+        /// Segment name: 1 to 200 of A-Z a-z 0-9 . _ - (not only dots)
         name: String,
         /// Size: a number of bytes or with a unit (B, KiB, MiB, GiB; KB, MB, GB)
         #[arg(long, short, default_value = "64MiB")]
         size: String,
-        /// File mode, octal
+        /// File mode, octal (e.g. 600, 660, 1777); set exactly, whatever the umask
         #[arg(long, default_value = "600")]
         mode: String,
+        /// Group of the file (name or gid); you must belong to it, or be root
+        #[arg(long)]
+        group: Option<String>,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
     },
     /// Run the standard mixed workload (random 32-544 B, 70% alloc / 30% free) on this machine
     Bench {
@@ -128,25 +147,40 @@ fn run(command: Command) -> Result<(i32, String), CliError> {
             name,
             repair,
             reclaim_user_states,
+            all,
             json,
         } => {
-            let before = fsck::check(&view::open(&name)?);
+            let limit = (!all).then_some(fsck::SHOWN_PER_KIND);
+            let mut before = fsck::check(&view::open(&name)?);
+            before.summarize(limit);
             let (repair, after) = if repair {
-                let summary = fsck::repair(&name, reclaim_user_states)?;
-                (Some(summary), Some(fsck::check(&view::open(&name)?)))
+                let summary = fsck::repair(&name, reclaim_user_states, &before)?;
+                let mut after = fsck::check(&view::open(&name)?);
+                after.summarize(limit);
+                (Some(summary), Some(after))
             } else {
                 (None, None)
             };
-            let problems = after.as_ref().unwrap_or(&before).problems();
+            let last = after.as_ref().unwrap_or(&before);
+            let problems = last.problems();
+            let inconclusive = last.inconclusive;
+            let cannot_repair = repair.as_ref().is_some_and(|r| r.cannot_repair.is_some());
             let report = FsckReport {
                 name,
-                clean: problems == 0,
+                clean: problems == 0 && !cannot_repair,
                 problems,
+                inconclusive,
                 before,
                 repair,
                 after,
             };
-            let code = if report.clean { EXIT_OK } else { EXIT_PROBLEMS };
+            let code = if !report.clean {
+                EXIT_PROBLEMS
+            } else if inconclusive {
+                EXIT_INCONCLUSIVE
+            } else {
+                EXIT_OK
+            };
             Ok((
                 code,
                 if json {
@@ -156,8 +190,31 @@ fn run(command: Command) -> Result<(i32, String), CliError> {
                 },
             ))
         }
-        Command::Rm { name, force } => {
+        Command::Rm {
+            name,
+            force,
+            dead,
+            yes,
+            json,
+        } => {
+            if dead {
+                let found = manage::remove_dead(yes)?;
+                let failed = found.iter().any(|d| d.error.is_some());
+                let code = if failed { EXIT_PROBLEMS } else { EXIT_OK };
+                return Ok((
+                    code,
+                    if json {
+                        to_json(&found)?
+                    } else {
+                        render_dead(&found, yes)
+                    },
+                ));
+            }
+            let name = name.unwrap_or_default();
             let removed = manage::remove(&name, force)?;
+            if json {
+                return Ok((EXIT_OK, to_json(&removed)?));
+            }
             let note = if removed.live_participants > 0 {
                 format!(
                     " ({} live participant(s) keep their mapping until they detach)",
@@ -168,20 +225,30 @@ fn run(command: Command) -> Result<(i32, String), CliError> {
             };
             Ok((EXIT_OK, format!("removed /dev/shm/{name}{note}\n")))
         }
-        Command::Create { name, size, mode } => {
+        Command::Create {
+            name,
+            size,
+            mode,
+            group,
+            json,
+        } => {
             let bytes = parse_size(&size)?;
-            let mode = u32::from_str_radix(&mode, 8).map_err(|_| {
-                CliError::Argument(format!(
-                    "--mode {mode:?} is not an octal file mode (e.g. 600)"
-                ))
-            })?;
-            let created = manage::create(&name, bytes, mode)?;
+            let mode = manage::parse_mode(&mode)?;
+            let group = group.as_deref().map(manage::parse_group).transpose()?;
+            let created = manage::create(&name, bytes, mode, group)?;
+            if json {
+                return Ok((EXIT_OK, to_json(&created)?));
+            }
             Ok((
                 EXIT_OK,
                 format!(
-                    "created /dev/shm/{name}: {} ({} B), largest first allocation {}\n",
+                    "created {}: {}, mode {} ({}), owner {}:{}, largest first allocation {}\n",
+                    created.path,
                     format_size(created.size),
-                    created.size,
+                    created.mode,
+                    created.permissions,
+                    created.owner,
+                    created.group,
                     format_size(created.largest_free as u64)
                 ),
             ))
@@ -214,6 +281,44 @@ fn run(command: Command) -> Result<(i32, String), CliError> {
             ))
         }
     }
+}
+
+/// `matrix rm --dead` as text.
+fn render_dead(found: &[manage::DeadSegment], yes: bool) -> String {
+    if found.is_empty() {
+        return "no matrix segment without live participants\n".into();
+    }
+    let mut out = String::new();
+    for d in found {
+        let what = format!(
+            "/dev/shm/{} ({}, {} dead participant(s))",
+            d.name,
+            format_size(d.size_bytes),
+            d.dead_participants
+        );
+        let line = match (&d.error, d.removed) {
+            (Some(e), _) => format!("not removed {what}: {e}"),
+            (None, true) => format!("removed {what}"),
+            (None, false) => format!("would remove {what}"),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    if !yes {
+        out.push_str("(nothing removed; pass --yes to remove these)\n");
+    }
+    out
+}
+
+/// Whether the command line asks for JSON output.
+fn wants_json() -> bool {
+    std::env::args_os().skip(1).any(|a| a == "--json")
+}
+
+/// An error as one line of JSON on stdout: `{"error": ..., "exit_code": ...}`.
+fn json_error(message: &str, code: i32) {
+    let value = serde_json::json!({ "error": message, "exit_code": code });
+    println!("{value}");
 }
 
 /// Clap's error as one line: the message lines before the usage, joined.
@@ -264,7 +369,11 @@ fn main() {
             std::process::exit(EXIT_ERROR);
         }
         Err(e) => {
-            eprintln!("{}", one_line(&e));
+            let line = one_line(&e);
+            if wants_json() {
+                json_error(line.trim_start_matches("error: "), EXIT_ERROR);
+            }
+            eprintln!("{line}");
             std::process::exit(EXIT_ERROR);
         }
     };
@@ -281,6 +390,9 @@ fn main() {
             std::process::exit(code);
         }
         Err(e) => {
+            if wants_json() {
+                json_error(&e.to_string(), e.exit_code());
+            }
             eprintln!("error: {e}");
             std::process::exit(e.exit_code());
         }

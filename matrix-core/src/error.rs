@@ -102,10 +102,22 @@ pub enum SegmentError {
         /// Most slots a segment can have.
         maximum: usize,
     },
-    /// Every participant slot is held by a live process.
+    /// No participant slot is free, and none could be taken over.
     TooManyParticipants {
         /// Slot count.
         max: usize,
+        /// Slots held by live processes.
+        alive: usize,
+        /// Slots whose holder's liveness cannot be told (possibly alive).
+        unknown: usize,
+        /// Slots of dead or detached holders whose blocks could not be
+        /// reclaimed (a damaged chain or free index).
+        unrecoverable: Vec<usize>,
+    },
+    /// A file mode with bits outside `0o7777`.
+    InvalidMode {
+        /// The mode given.
+        mode: u32,
     },
     /// Live participants prevent an operation that needs the segment alone.
     InUse {
@@ -217,9 +229,38 @@ impl fmt::Display for SegmentError {
                 f,
                 "a participant table of {requested} slots is not possible (1 to {maximum})"
             ),
-            TooManyParticipants { max } => write!(
+            TooManyParticipants {
+                max,
+                alive,
+                unknown,
+                unrecoverable,
+            } => {
+                write!(
+                    f,
+                    "no free participant slot: of {max}, {alive} are held by live processes"
+                )?;
+                if *unknown > 0 {
+                    write!(f, ", {unknown} by processes whose liveness cannot be told")?;
+                }
+                if !unrecoverable.is_empty() {
+                    let list: Vec<String> = unrecoverable.iter().map(usize::to_string).collect();
+                    write!(
+                        f,
+                        ", and {} dead holder(s) (slot {}) could not be recovered; \
+                         `matrix fsck NAME --repair` with the segment to itself frees them, \
+                         or remove the segment",
+                        unrecoverable.len(),
+                        list.join(", ")
+                    )?;
+                } else {
+                    write!(f, "; stop a participant, or wait for one to exit")?;
+                }
+                Ok(())
+            }
+            InvalidMode { mode } => write!(
                 f,
-                "all {max} participant slots are held by live processes"
+                "file mode {mode:o} has bits outside 7777 (octal): give permission bits, \
+                 with setuid / setgid / sticky at most"
             ),
             InUse { live_participants } => write!(
                 f,

@@ -201,6 +201,7 @@ fn claim_free(
 fn claim_dead_for_self(
     mapping: &Mapping,
     lock: Option<RawFd>,
+    unrecoverable: &mut Vec<usize>,
 ) -> Result<Option<(usize, u32)>, SegmentError> {
     let seg = mapping.segment_header();
     for (index, slot) in seg.participants().enumerate() {
@@ -219,16 +220,13 @@ fn claim_dead_for_self(
             continue;
         }
         let mut report = RecoveryReport::default();
-        if let Err(e) = recover::reclaim_dead_slot(mapping, index, false, &mut report) {
+        if recover::reclaim_dead_slot(mapping, index, false, &mut report).is_err() {
+            // Another dead slot may still be recoverable; this one is
+            // named in the error if none is.
             participant::give_back(slot, mine, judged);
             unlock_slot(lock, index);
-            return Err(SegmentError::CorruptHeader {
-                field: match e {
-                    BlockError::Corrupted { what, .. } => what,
-                    _ => "block chain (reclaiming a dead participant's slot)",
-                },
-                found: index as u64,
-            });
+            unrecoverable.push(index);
+            continue;
         }
         recover::clear_dead_leftovers(mapping, index);
         for e in &slot.carve_intents {
@@ -274,11 +272,20 @@ impl AtomicMatrix {
         };
         let claimed = match claim_free(&mapping, lock) {
             Ok(Some(c)) => Ok(c),
-            Ok(None) => claim_dead_for_self(&mapping, lock).and_then(|c| {
-                c.ok_or(SegmentError::TooManyParticipants {
-                    max: mapping.segment_header().participant_count(),
+            Ok(None) => {
+                let mut unrecoverable = Vec::new();
+                claim_dead_for_self(&mapping, lock, &mut unrecoverable).and_then(|c| {
+                    c.ok_or_else(|| {
+                        let (alive, unknown) = participant::count_live(&mapping, None);
+                        SegmentError::TooManyParticipants {
+                            max: mapping.segment_header().participant_count(),
+                            alive,
+                            unknown,
+                            unrecoverable,
+                        }
+                    })
                 })
-            }),
+            }
             Err(e) => Err(e),
         };
         let (slot, generation) = match claimed {

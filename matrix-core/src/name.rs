@@ -5,7 +5,7 @@ use crate::error::SegmentError;
 /// Longest accepted segment name.
 pub const MAX_NAME_LEN: usize = 200;
 
-/// Checks that `name` is `[A-Za-z0-9._-]{1,200}` and not `.` or `..`, so it
+/// Checks that `name` is `[A-Za-z0-9._-]{1,200}` and not only dots, so it
 /// names exactly one file directly inside `/dev/shm`.
 pub fn validate_name(name: &str) -> Result<(), SegmentError> {
     let bad = |reason| {
@@ -22,6 +22,9 @@ pub fn validate_name(name: &str) -> Result<(), SegmentError> {
     }
     if name == "." || name == ".." {
         return bad("it names a directory");
+    }
+    if name.bytes().all(|b| b == b'.') {
+        return bad("it is only dots, which reads as a path, not a name");
     }
     if let Some(c) = name
         .chars()
@@ -54,6 +57,7 @@ mod tests {
             "a/b",
             "..",
             ".",
+            "...",
             "/abs",
             "sp ace",
             "é",

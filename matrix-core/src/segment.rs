@@ -1,7 +1,8 @@
 //! Segment files: create, open, validate, unlink, and anonymous mappings.
 //!
-//! Create is exclusive (`O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600 unless
-//! configured), reserves the file's pages up front so a full `/dev/shm`
+//! Create is exclusive (`O_CREAT | O_EXCL | O_NOFOLLOW`), gives the file
+//! its group and exactly its mode (0600 unless configured; `fchmod`, so the
+//! umask plays no part), reserves the file's pages up front so a full `/dev/shm`
 //! is an error at create time rather than a SIGBUS later, and formats the
 //! header: `init_state` goes UNINIT → FORMATTING (with the formatter's pid)
 //! → READY, choosing the segment's random nonce (its identity, which
@@ -45,8 +46,13 @@ pub fn segment_path(name: &str) -> Result<PathBuf, SegmentError> {
 /// How to create a segment.
 #[derive(Debug, Clone)]
 pub struct CreateOptions {
-    /// File mode of a named segment (default 0600).
+    /// File mode of a named segment (default 0600), set exactly with
+    /// `fchmod` after creation, whatever the umask; bits outside `0o7777`
+    /// are refused ([`SegmentError::InvalidMode`]).
     pub mode: u32,
+    /// Group of a named segment (default: the creator's), set with
+    /// `fchown` before the mode; the creator must belong to it (or be root).
+    pub group: Option<u32>,
     /// Participant slots: how many attachments can hold the segment at once
     /// (default [`DEFAULT_PARTICIPANTS`], at most [`MAX_PARTICIPANTS`]).
     /// Each slot takes 128 bytes of the segment header.
@@ -57,9 +63,36 @@ impl Default for CreateOptions {
     fn default() -> Self {
         Self {
             mode: 0o600,
+            group: None,
             participants: DEFAULT_PARTICIPANTS,
         }
     }
+}
+
+/// Gives the new segment file its group and its exact mode: `open`'s mode
+/// is reduced by the umask, and `fchown` may clear setgid, so the group
+/// goes first and the mode last.
+fn set_owner_and_mode(file: &File, options: &CreateOptions) -> Result<(), SegmentError> {
+    use std::os::fd::AsRawFd;
+    if let Some(group) = options.group {
+        // SAFETY: plain syscall on a descriptor we own; uid -1 keeps the owner.
+        let rc = unsafe { libc::fchown(file.as_raw_fd(), u32::MAX, group) };
+        if rc != 0 {
+            return Err(SegmentError::io(
+                "set the segment file's group",
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    // SAFETY: plain syscall on a descriptor we own.
+    let rc = unsafe { libc::fchmod(file.as_raw_fd(), options.mode as libc::mode_t) };
+    if rc != 0 {
+        return Err(SegmentError::io(
+            "set the segment file's mode",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
 }
 
 enum Map {
@@ -243,11 +276,15 @@ pub(crate) fn create(
 ) -> Result<Mapping, SegmentError> {
     let path = segment_path(name)?;
     check_size(size, options.participants)?;
+    if options.mode & !0o7777 != 0 {
+        return Err(SegmentError::InvalidMode { mode: options.mode });
+    }
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
-        .mode(options.mode)
+        // Owner-only until the exact mode is set below.
+        .mode(options.mode & 0o700)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
         .map_err(|e| match e.kind() {
@@ -260,6 +297,7 @@ pub(crate) fn create(
         let _ = std::fs::remove_file(&path);
         err
     };
+    set_owner_and_mode(&file, options).map_err(cleanup)?;
     file.set_len(size)
         .map_err(|e| cleanup(SegmentError::io("size segment file", e)))?;
     reserve(&file, size).map_err(cleanup)?;

@@ -222,7 +222,7 @@ fn the_default_table_admits_sixty_four_and_refuses_the_next() {
         .map(|_| AtomicMatrix::open(name.as_str()).unwrap())
         .collect();
     match AtomicMatrix::open(name.as_str()) {
-        Err(SegmentError::TooManyParticipants { max }) => assert_eq!(max, DEFAULT_PARTICIPANTS),
+        Err(SegmentError::TooManyParticipants { max, .. }) => assert_eq!(max, DEFAULT_PARTICIPANTS),
         other => panic!("the 65th attachment: {:?}", other.map(|m| m.owner_id())),
     }
     // A slot given back is taken again.
@@ -239,7 +239,7 @@ fn a_one_slot_table_works_and_impossible_tables_are_refused() {
         .unwrap();
     assert!(matches!(
         AtomicMatrix::open(name.as_str()),
-        Err(SegmentError::TooManyParticipants { max: 1 })
+        Err(SegmentError::TooManyParticipants { max: 1, .. })
     ));
     drop(only);
     // Reopened, the table keeps its size.

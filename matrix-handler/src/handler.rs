@@ -30,6 +30,22 @@ impl MatrixHandler {
         Ok(Self::from_matrix(AtomicMatrix::create(name, size as u64)?))
     }
 
+    /// [`create`](Self::create) with options: the file's exact mode
+    /// (`fchmod` after creation, whatever the umask) and its group
+    /// (`fchown`), e.g. `CreateOptions { mode: 0o660, group: Some(gid),
+    /// ..Default::default() }` for a segment shared by a group of users.
+    pub fn create_with(
+        name: &str,
+        size: u32,
+        options: &crate::CreateOptions,
+    ) -> Result<MatrixHandler, HandlerError> {
+        Ok(Self::from_matrix(AtomicMatrix::create_with(
+            name,
+            size as u64,
+            options,
+        )?))
+    }
+
     /// Opens and validates an existing segment.
     pub fn open(name: &str) -> Result<MatrixHandler, HandlerError> {
         Ok(Self::from_matrix(AtomicMatrix::open(name)?))

@@ -22,3 +22,11 @@ pub use workers::{
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub use shm::fault;
+
+/// Everything of `matrix-handler`, which this crate's signatures use
+/// (`Block`, `HandlerFunctions`, `HandlerError`, `OwnerId`, …), nameable from
+/// here: a crate depending on `matrix-internals` alone names them as
+/// `matrix_internals::handler::Block`.
+pub mod handler {
+    pub use matrix_handler::*;
+}
