@@ -18,6 +18,7 @@
 mod child;
 mod clock;
 mod contenders;
+mod dynamic;
 mod lto;
 mod machine;
 mod plan;
@@ -43,6 +44,9 @@ struct Args {
     /// Short runs and 5 repetitions (under 2 minutes).
     #[arg(long)]
     quick: bool,
+    /// Only the dynamic-container rows (ShmVec / ShmString vs Vec / String)
+    #[arg(long)]
+    dynamic: bool,
     /// Also write the results as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -111,6 +115,9 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
 
 fn main() {
     let args = Args::parse();
+    if args.dynamic {
+        std::process::exit(dynamic::run());
+    }
     match &args.single {
         Some(pair) => single(&args, &pair[0], &pair[1]),
         None => std::process::exit(parent(&args)),
