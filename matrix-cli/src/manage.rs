@@ -199,13 +199,17 @@ pub struct DeadSegment {
     pub error: Option<String>,
 }
 
-/// `matrix rm --dead`: every matrix segment in `/dev/shm` with no live
-/// participant and none of unknown liveness; removed only if `yes`.
+/// `matrix rm --dead`: every matrix segment in `/dev/shm` whose name starts
+/// with `prefix`, with no live participant and none of unknown liveness;
+/// removed only if `yes`.
 /// Segments that cannot be read (permission, damage, still formatting)
 /// are left alone: their participants cannot be told.
-pub fn remove_dead(yes: bool) -> Result<Vec<DeadSegment>, CliError> {
+pub fn remove_dead(yes: bool, prefix: &str) -> Result<Vec<DeadSegment>, CliError> {
     let mut out = Vec::new();
     for row in crate::inspect::list_segments()? {
+        if !row.name.starts_with(prefix) {
+            continue;
+        }
         if row.participants_alive != Some(0) || row.participants_unknown != Some(0) {
             continue;
         }
