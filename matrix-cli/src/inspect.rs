@@ -143,9 +143,10 @@ pub fn list_segments() -> Result<Vec<LsEntry>, CliError> {
                     format_size(recorded)
                 );
             }
-            Err(CliError::Segment(SegmentError::Io { kind, .. }))
-                if kind == std::io::ErrorKind::PermissionDenied =>
-            {
+            Err(CliError::Segment(SegmentError::Io {
+                kind: std::io::ErrorKind::PermissionDenied,
+                ..
+            })) => {
                 row.status = "permission denied".into();
             }
             Err(e) => row.status = e.to_string(),

@@ -74,6 +74,8 @@ pub fn create(name: &str, size: u64, mode: u32, group: Option<u32>) -> Result<Cr
         }
         _ => {}
     }
+    // `..default()` so that options added later keep their defaults.
+    #[allow(clippy::needless_update)]
     let options = CreateOptions {
         mode,
         group,
