@@ -4,8 +4,9 @@
 //! ([`matrix_testkit::audit`]), run over a participant-less view; fsck adds
 //! what an operator needs on top of it: who holds what, and whether those
 //! holders are still alive. Exact when the segment is quiescent (no
-//! allocation or free in flight); with live participants a block caught
-//! mid-operation may be reported once and not again.
+//! allocation or free in flight); with live participants every problem is
+//! re-validated before it is reported ([`crate::confirm`]), and a check
+//! that cannot be decided is reported inconclusive.
 //!
 //! | check | severity when it fails |
 //! |---|---|
