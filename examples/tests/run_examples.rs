@@ -325,6 +325,33 @@ fn hashmap_updates_from_several_processes_add_up() {
     assert_segment_removed(&run.stdout);
 }
 
+#[test]
+fn dynamic_messages_arrive_exactly_once_and_are_freed_whole() {
+    let run = example(
+        "dynamic_messages",
+        &[
+            "--messages",
+            "300",
+            "--max-samples",
+            "2000",
+            "--consumers",
+            "2",
+        ],
+    );
+    assert!(run.status.success(), "{}\n{}", run.stdout, run.stderr);
+    run.has("sent     300 records")
+        .has("verify   300 of 300 records received exactly once, 0 missing, 0 more than once, 0 bad checksums: OK")
+        .has("% in place");
+    assert!(!run.stdout.contains("FAILED"), "{}", run.stdout);
+    assert_segment_removed(&run.stdout);
+}
+
+#[test]
+fn dynamic_messages_refuses_bad_arguments() {
+    let run = example("dynamic_messages", &["--consumers", "0"]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stdout);
+}
+
 /// Children of `pid`, from `/proc/<pid>/task/<pid>/children`.
 fn children_of(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))

@@ -7,6 +7,7 @@
 //! with [`FAILURE_EXIT`] at once, so that a panicking thread cannot leave
 //! its partner spinning on a queue forever.
 
+use crate::contenders::mimalloc::Mimalloc;
 use crate::contenders::ours::Ours;
 use crate::contenders::peer::Peer;
 use crate::contenders::system::System;
@@ -59,6 +60,10 @@ pub fn run(contender: Contender, spec: &Spec, verify: bool, shm_name: &str) -> O
         Contender::System => {
             crash_if_asked(contender);
             run_shared(&System, spec, touch)
+        }
+        Contender::Mimalloc => {
+            crash_if_asked(contender);
+            run_shared(&Mimalloc, spec, touch)
         }
         Contender::Peer => {
             let peer = Peer::create(shm_name, arena);

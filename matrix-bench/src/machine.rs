@@ -27,6 +27,8 @@ pub struct Machine {
     pub load_at_start: String,
     /// 1-minute load average when the run ended (set by the caller).
     pub load_at_end: String,
+    /// How the measured children were built (set by the caller).
+    pub build: String,
 }
 
 impl Machine {
@@ -59,6 +61,7 @@ impl Machine {
             shm_free_bytes: shm_free_bytes(),
             load_at_start: load_average(),
             load_at_end: String::new(),
+            build: String::new(),
             source: source_revision(),
         }
     }
@@ -67,7 +70,7 @@ impl Machine {
     pub fn markdown(&self) -> String {
         format!(
             "Machine: {} ({} cores), {}, {}, {}, {:.1} GiB RAM; load average {} at the start, {} at the end. \
-             Source: {}.",
+             Source: {}. Children: {}.",
             self.cpu,
             self.cores,
             self.kernel,
@@ -76,7 +79,8 @@ impl Machine {
             self.memory_bytes as f64 / (1u64 << 30) as f64,
             self.load_at_start,
             self.load_at_end,
-            self.source
+            self.source,
+            self.build
         )
     }
 }

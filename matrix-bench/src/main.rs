@@ -18,6 +18,7 @@
 mod child;
 mod clock;
 mod contenders;
+mod lto;
 mod machine;
 mod plan;
 mod report;
@@ -58,6 +59,10 @@ struct Args {
     /// Repetitions (default: 5 with --quick, 9 otherwise, 1 with --verify).
     #[arg(long, value_name = "N")]
     reps: Option<usize>,
+    /// Run the children from this binary as it was built, instead of
+    /// building them with the `bench-lto` profile (LTO, one codegen unit).
+    #[arg(long)]
+    no_lto: bool,
 
     /// Run one contender on one workload in this process and print its
     /// result line (workloads: pair64, size, mixed, handoff).
@@ -203,6 +208,20 @@ fn parent(args: &Args) -> i32 {
             return 2;
         }
     };
+    let (exe, build) = if args.no_lto {
+        (exe, lto::Build::ThisBinary)
+    } else {
+        match lto::build_children(&exe) {
+            Ok(child) => (child, lto::Build::Lto),
+            Err(e) => {
+                eprintln!(
+                    "cannot build the LTO children ({e}); pass --no-lto to measure this binary"
+                );
+                return 2;
+            }
+        }
+    };
+    machine.build = build.describe().to_owned();
     let runner = Runner {
         exe: &exe,
         verify: args.verify,
@@ -222,8 +241,10 @@ fn parent(args: &Args) -> i32 {
         elapsed_s: started.elapsed().as_secs_f64(),
     };
     println!("{}", report.markdown());
+    let json = report.json();
+    println!("\n#### JSON\n\n```json\n{json}\n```");
     if let Some(path) = &args.json {
-        if let Err(e) = std::fs::write(path, report.json()) {
+        if let Err(e) = std::fs::write(path, &json) {
             eprintln!("cannot write {}: {e}", path.display());
             return 1;
         }

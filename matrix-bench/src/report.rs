@@ -265,8 +265,23 @@ impl Report<'_> {
         );
         let _ = writeln!(
             out,
-            "- allocator metadata: `SegmentHeader` {} B, first block at {} B = {:.3} % of a 64 MiB segment",
-            facts.segment_header_bytes, facts.arena_start, facts.metadata_percent_of_64_mib
+            "- block payloads: requests rounded up to 16 B, at least 16 B; a block taken whole from a \
+             bigger free block carries the rest only when it is under {} B (a smaller remainder \
+             cannot hold a header and a minimum payload)",
+            matrix_core::layout::MIN_BLOCK
+        );
+        let _ = writeln!(
+            out,
+            "- segment header: {} B fixed (free index, counters) + {} B per participant slot; \
+             first block at {} B with the default 64 slots = {:.3} % of a 64 MiB segment, \
+             {} B with 1,024 slots, {} B with the most ({} slots)",
+            facts.fixed_header_bytes,
+            facts.slot_bytes,
+            facts.arena_start,
+            facts.metadata_percent_of_64_mib,
+            facts.arena_start_1024_slots,
+            facts.arena_start_max_slots,
+            facts.max_slots
         );
         for row in &self.plan.rows {
             let spec = &self.plan.cells[row.cell];

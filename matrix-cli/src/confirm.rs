@@ -211,8 +211,7 @@ fn look_listed_not_free<A: Arena>(
 fn popped_by_a_live_participant<A: Arena>(arena: &A, offset: u32) -> bool {
     arena
         .segment()
-        .participants
-        .iter()
+        .participants()
         .enumerate()
         .filter(|&(i, _)| crate::view::slot_liveness(arena, i) != Liveness::Dead)
         .any(|(_, slot)| {

@@ -204,7 +204,10 @@ impl CheckReport {
 /// liveness is not departed.
 fn slot_departed<A: Arena>(arena: &A, index: usize) -> bool {
     // Acquire: pairs with the Release CAS that set the slot word.
-    let word = arena.segment().participants[index].word.load(Acquire);
+    let Some(slot) = arena.segment().participant(index) else {
+        return false;
+    };
+    let word = slot.word.load(Acquire);
     matrix_core::participant::is_recoverable(arena, index, word)
 }
 
@@ -227,7 +230,9 @@ fn holder_of<A: Arena>(arena: &A, owner: OwnerId) -> Holder {
     let Some(index) = owner.slot() else {
         return Holder::Vanished;
     };
-    let slot = &arena.segment().participants[index];
+    let Some(slot) = arena.segment().participant(index) else {
+        return Holder::Vanished;
+    };
     // Acquire: pairs with claim's Release of ACTIVE, which publishes the
     // pid (read Relaxed after it).
     // Acquire: pairs with the Release CAS that set the slot word.
@@ -288,7 +293,7 @@ pub const ATTEMPTS: u32 = 5;
 /// only.
 pub fn check<A: Arena>(arena: &A) -> CheckReport {
     // Alive or possibly alive (unknown): either may be changing blocks.
-    let live = (0..arena.segment().participants.len())
+    let live = (0..arena.segment().participant_count())
         .filter(|&i| crate::view::slot_liveness(arena, i) != matrix_core::Liveness::Dead)
         .count();
     let mut report = check_once(arena);
@@ -503,7 +508,7 @@ fn check_once<A: Arena>(arena: &A) -> CheckReport {
     }
 
     // 3. Departed participant slots: unfinished carves, empty slots.
-    for (index, slot) in seg.participants.iter().enumerate() {
+    for (index, slot) in seg.participants().enumerate() {
         // Acquire: pairs with claim's Release of ACTIVE (pid published before it).
         if slot.state(Acquire) == slot_state::EMPTY || !slot_departed(arena, index) {
             continue;

@@ -239,7 +239,7 @@ pub struct Counts {
 /// Participants of `view` by liveness.
 pub fn participant_counts(view: &SegmentView) -> Counts {
     let mut counts = Counts::default();
-    for (index, slot) in view.segment().participants.iter().enumerate() {
+    for (index, slot) in view.segment().participants().enumerate() {
         // Acquire: pairs with the Release CAS that set the slot word.
         if slot.state(Acquire) == slot_state::EMPTY {
             continue;
@@ -494,8 +494,7 @@ pub fn stat(view: &SegmentView) -> Result<StatReport, CliError> {
     }
     let participants: Vec<ParticipantReport> = view
         .segment()
-        .participants
-        .iter()
+        .participants()
         .enumerate()
         // Acquire: pairs with the Release CAS that set the slot word; state
         // and generation come from that one load.

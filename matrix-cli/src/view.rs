@@ -164,8 +164,8 @@ pub fn formatter_liveness(path: &Path) -> Liveness {
 /// through its lock; an EMPTY or DETACHED slot has no live holder.
 pub fn slot_liveness<A: Arena>(arena: &A, index: usize) -> Liveness {
     // Acquire: pairs with the Release CAS that set the slot word.
-    match arena.segment().participants[index].state(Acquire) {
-        slot_state::ACTIVE | slot_state::RECOVERING => arena.liveness(index),
+    match arena.segment().participant(index).map(|s| s.state(Acquire)) {
+        Some(slot_state::ACTIVE | slot_state::RECOVERING) => arena.liveness(index),
         _ => Liveness::Dead,
     }
 }
@@ -175,7 +175,7 @@ pub fn slot_liveness<A: Arena>(arena: &A, index: usize) -> Liveness {
 pub fn live_participant_pids<A: Arena>(arena: &A) -> (Vec<u32>, usize) {
     let mut pids = Vec::new();
     let mut unknown = 0;
-    for (index, slot) in arena.segment().participants.iter().enumerate() {
+    for (index, slot) in arena.segment().participants().enumerate() {
         match slot_liveness(arena, index) {
             // Relaxed: the pid is for display only.
             Liveness::Alive => pids.push(slot.pid.load(crate::sync::Ordering::Relaxed)),

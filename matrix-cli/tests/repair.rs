@@ -174,7 +174,7 @@ fn a_destroyed_first_header_cannot_be_repaired_and_says_what_next() {
 #[test]
 fn failed_repairs_leave_no_slot_behind() {
     let (name, _guard) = populated("failed");
-    let slots = writable(&name).header().participants.len();
+    let slots = writable(&name).header().participant_count();
     break_first_header(&name);
     for _ in 0..slots + 4 {
         matrix(&["fsck", &name, "--repair"])
@@ -225,7 +225,7 @@ fn a_damaged_index_waits_for_the_segment_to_itself() {
 fn slot_exhaustion_names_the_unrecoverable_slots() {
     let (name, _guard) = populated("full");
     let view = writable(&name);
-    for slot in view.header().participants.iter() {
+    for slot in view.header().participants() {
         let word = slot.word.load(SeqCst);
         slot.word.store(
             slot_word::pack(
@@ -237,7 +237,7 @@ fn slot_exhaustion_names_the_unrecoverable_slots() {
             SeqCst,
         );
     }
-    let slots = view.header().participants.len();
+    let slots = view.header().participant_count();
     drop(view);
     break_first_header(&name);
     let err = match AtomicMatrix::open(&name) {

@@ -6,9 +6,12 @@
 //! ordinary atomics that loom can model-check.
 
 use crate::layout::{
-    slot_state, slot_word, BlockHeader, ParticipantSlot, SegmentHeader, BLOCK_ALIGN,
-    BLOCK_HEADER_SIZE, MAX_PARTICIPANTS,
+    slot_state, slot_word, BlockHeader, ParticipantSlot, SegmentHeader, SegmentHeaderOf, SlotEntry,
+    BLOCK_ALIGN, BLOCK_HEADER_SIZE, DEFAULT_PARTICIPANTS, MAX_PARTICIPANTS,
 };
+
+/// Participant slots of a [`ModelArena`].
+pub const MODEL_PARTICIPANTS: usize = DEFAULT_PARTICIPANTS;
 use crate::participant::Liveness;
 use crate::sync::{AtomicU32, Ordering, Ordering::Relaxed};
 
@@ -35,8 +38,10 @@ impl OwnerId {
         OwnerId(slot as u32 + 1)
     }
 
-    /// The participant slot, or `None` for [`OwnerId::SEGMENT`] or an id
-    /// beyond the slot table.
+    /// The participant slot, or `None` for [`OwnerId::SEGMENT`],
+    /// [`OwnerId::DEPARTED`] or an id beyond the largest slot table.
+    /// Whether that slot exists in a given segment is for its table to say
+    /// ([`SegmentHeader::participant`]).
     pub fn slot(self) -> Option<usize> {
         let s = self.0 as usize;
         (s != 0 && s <= MAX_PARTICIPANTS).then(|| s - 1)
@@ -87,7 +92,7 @@ pub trait Arena {
     fn my_slot(&self) -> Option<&ParticipantSlot> {
         self.owner()
             .slot()
-            .map(|s| &*self.segment().participants[s])
+            .and_then(|s| self.segment().participant(s))
     }
 
     /// Whether `offset` could start a block: aligned and a header fits.
@@ -108,7 +113,7 @@ pub trait Arena {
 /// cleared by [`kill`](ModelArena::kill) (the kernel dropping a dead
 /// holder's lock).
 pub struct ModelArena {
-    segment: SegmentHeader,
+    segment: Box<SegmentHeader>,
     headers: Vec<BlockHeader>,
     start: u32,
     end: u32,
@@ -120,7 +125,8 @@ impl ModelArena {
     pub fn new(arena_bytes: u32) -> Self {
         let start = 4096;
         let len = arena_bytes & !(BLOCK_ALIGN - 1);
-        let segment = SegmentHeader::new();
+        let segment: Box<SegmentHeader> =
+            Box::<SegmentHeaderOf<[SlotEntry; MODEL_PARTICIPANTS]>>::default();
         // Relaxed: the model is built before any thread of the model starts,
         // and spawning a thread orders everything before it.
         segment.arena_start.store(start, Ordering::Relaxed);
@@ -131,14 +137,17 @@ impl ModelArena {
             headers: (0..len / BLOCK_ALIGN).map(|_| BlockHeader::new()).collect(),
             start,
             end: start + len,
-            locks: (0..MAX_PARTICIPANTS).map(|_| AtomicU32::new(0)).collect(),
+            locks: (0..MODEL_PARTICIPANTS).map(|_| AtomicU32::new(0)).collect(),
         }
     }
 
     /// A view acting as participant `slot`, which is claimed (lock, then
     /// ACTIVE) on first use if it is still unused.
     pub fn participant(&self, slot: usize) -> ModelView<'_> {
-        let p = &self.segment.participants[slot];
+        let p = self
+            .segment
+            .participant(slot)
+            .expect("a slot of the model's table");
         let active = slot_word::pack(slot_state::ACTIVE, None, 0, 0);
         // Relaxed: views are made before the model's threads start.
         if p.word
@@ -158,7 +167,7 @@ impl ModelArena {
     /// the slot's lock first, then moves it EMPTY → ACTIVE; `None` if every
     /// slot is taken. Usable inside a model's threads.
     pub fn claim(&self) -> Option<ModelView<'_>> {
-        for (index, slot) in self.segment.participants.iter().enumerate() {
+        for (index, slot) in self.segment.participants().enumerate() {
             // SeqCst: stands in for the kernel's lock, which is one total
             // order with every query of it.
             if self.locks[index]
@@ -191,8 +200,11 @@ impl ModelArena {
     /// DETACHED, then its lock is released.
     pub fn detach(&self, view: &ModelView<'_>) {
         let index = view.owner.slot().expect("a participant view");
-        let generation = self.segment.participants[index].generation(Ordering::Acquire);
-        crate::participant::detach_slot(&self.segment.participants[index], generation);
+        let p = self
+            .segment
+            .participant(index)
+            .expect("a view's slot is in the table");
+        crate::participant::detach_slot(p, p.generation(Ordering::Acquire));
         // SeqCst: as in `claim`.
         self.locks[index].store(0, Ordering::SeqCst);
     }

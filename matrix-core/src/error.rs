@@ -94,6 +94,14 @@ pub enum SegmentError {
         /// The init state seen last.
         init_state: u32,
     },
+    /// The participant table size asked for (a create option) is 0 or above
+    /// [`crate::layout::MAX_PARTICIPANTS`].
+    InvalidParticipantCount {
+        /// Slots asked for.
+        requested: usize,
+        /// Most slots a segment can have.
+        maximum: usize,
+    },
     /// No participant slot is free, and none could be taken over.
     TooManyParticipants {
         /// Slot count.
@@ -216,6 +224,10 @@ impl fmt::Display for SegmentError {
             NotReady { init_state } => write!(
                 f,
                 "segment not ready (init state {init_state}): its creator is still formatting it"
+            ),
+            InvalidParticipantCount { requested, maximum } => write!(
+                f,
+                "a participant table of {requested} slots is not possible (1 to {maximum})"
             ),
             TooManyParticipants {
                 max,

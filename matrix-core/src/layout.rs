@@ -21,8 +21,9 @@ use crossbeam_utils::CachePadded;
 
 /// `ATMATRX` + format byte, read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ATMATRX1");
-/// Version of the segment format; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version of the segment format; bumped on any incompatible change
+/// (3: the participant table's size is chosen at create time).
+pub const FORMAT_VERSION: u32 = 3;
 /// Bytes of the in-band header in front of every payload.
 pub const BLOCK_HEADER_SIZE: u32 = 32;
 /// Alignment of every block and every payload.
@@ -36,19 +37,24 @@ pub const NIL: u32 = 0;
 /// Largest segment: offsets are `u32`.
 pub const MAX_SEGMENT_SIZE: u64 = u32::MAX as u64;
 
-/// Participant slots in a segment.
+/// Participant slots of a segment created with default options.
 #[cfg(not(loom))]
-pub const MAX_PARTICIPANTS: usize = 64;
-/// Participant slots in a segment.
+pub const DEFAULT_PARTICIPANTS: usize = 64;
+/// Participant slots of a segment created with default options.
 #[cfg(loom)]
-pub const MAX_PARTICIPANTS: usize = 4;
+pub const DEFAULT_PARTICIPANTS: usize = 4;
+/// Most participant slots a segment can have: every slot needs an owner id
+/// in the block state word's owner field, below [`crate::state::OWNER_MAX`]
+/// (which means "departed"), and a recoverer value in the slot word.
+pub const MAX_PARTICIPANTS: usize = crate::state::OWNER_MAX as usize - 1;
 
 /// File offset of the liveness lock byte of participant slot 0; slot `i`
 /// locks byte `LIVENESS_LOCK_BASE + i`. Beyond any segment size, so no
 /// other lock (or read of the file) ever touches them.
 pub const LIVENESS_LOCK_BASE: u64 = 1 << 40;
-/// File offset of the lock byte a formatter holds while it formats.
-pub const FORMAT_LOCK: u64 = LIVENESS_LOCK_BASE + 256;
+/// File offset of the lock byte a formatter holds while it formats: just
+/// below the slots' lock bytes, so no table size reaches it.
+pub const FORMAT_LOCK: u64 = LIVENESS_LOCK_BASE - 1;
 
 /// Segment life: `UNINIT` → `FORMATTING` → `READY`.
 pub mod init {
@@ -206,7 +212,7 @@ impl Default for ParticipantSlot {
     }
 }
 
-/// States of a participant slot (the low byte of the slot word).
+/// States of a participant slot (the low 4 bits of the slot word).
 pub mod slot_state {
     /// Unused.
     pub const EMPTY: u32 = 0;
@@ -222,12 +228,14 @@ pub mod slot_state {
 /// the slot depends on.
 ///
 /// ```text
-///  63                    32 31             16 15          8 7         0
+///  63                    32 31             16 15          4 3         0
 /// +------------------------+-----------------+-------------+-----------+
 /// | generation (32)        | recoverer gen16 | recoverer   | state     |
 /// |                        | (low 16 bits)   | (slot + 1)  | slot_state|
 /// +------------------------+-----------------+-------------+-----------+
 /// ```
+///
+/// The recoverer field has 12 bits, enough for [`MAX_PARTICIPANTS`] slots.
 ///
 /// The generation is bumped by every claim (EMPTY → ACTIVE) and names it;
 /// the recoverer fields are non-zero only in `RECOVERING` and name the
@@ -244,7 +252,7 @@ pub mod slot_word {
         generation: u32,
     ) -> u64 {
         let rec = match recoverer {
-            Some(slot) => (slot as u64 + 1) & 0xFF,
+            Some(slot) => (slot as u64 + 1) & 0xFFF,
             None => 0,
         };
         let rec_gen = if recoverer.is_some() {
@@ -252,19 +260,19 @@ pub mod slot_word {
         } else {
             0
         };
-        ((generation as u64) << 32) | (rec_gen << 16) | (rec << 8) | (state as u64 & 0xFF)
+        ((generation as u64) << 32) | (rec_gen << 16) | (rec << 4) | (state as u64 & 0xF)
     }
 
     /// The state (`slot_state::*`).
     #[inline]
     pub const fn state_of(word: u64) -> u32 {
-        (word & 0xFF) as u32
+        (word & 0xF) as u32
     }
 
     /// The recovering participant's slot index, if any.
     #[inline]
     pub const fn recoverer_of(word: u64) -> Option<usize> {
-        match (word >> 8) & 0xFF {
+        match (word >> 4) & 0xFFF {
             0 => None,
             s => Some(s as usize - 1),
         }
@@ -296,9 +304,19 @@ pub struct Counters {
     pub repairs: AtomicU64,
 }
 
-/// The fixed header at offset 0 of every segment.
+/// One entry of the participant table, padded to its own cache line(s).
+pub type SlotEntry = CachePadded<ParticipantSlot>;
+
+/// The header at offset 0 of every segment: fixed fields, then the
+/// participant table, whose length is chosen at create time
+/// ([`participant_count`](SegmentHeaderOf::participant_count)).
+///
+/// `T` is the table: `[SlotEntry]` in [`SegmentHeader`], the form every
+/// segment is used through; `[SlotEntry; N]` for a header built in ordinary
+/// memory (which coerces to it) and `[SlotEntry; 0]` for the fixed part
+/// alone ([`SegmentFixed`], whose size is where the table starts).
 #[repr(C)]
-pub struct SegmentHeader {
+pub struct SegmentHeaderOf<T: ?Sized> {
     /// [`MAGIC`] once formatting has begun.
     pub magic: AtomicU64,
     /// [`FORMAT_VERSION`].
@@ -335,12 +353,44 @@ pub struct SegmentHeader {
     pub top: CachePadded<AtomicU32>,
     /// The free index.
     pub index: FreeIndex,
-    /// Participant table.
-    pub participants: [CachePadded<ParticipantSlot>; MAX_PARTICIPANTS],
+    /// Participant slots formatted (the table's length); written at format
+    /// time, checked against the mapping at open, never changed after.
+    pub participant_count: AtomicU32,
+    _reserved: AtomicU32,
+    /// The participant table; reached through
+    /// [`participant`](SegmentHeaderOf::participant) and
+    /// [`participants`](SegmentHeaderOf::participants).
+    table: T,
 }
 
+/// A segment header with its participant table, as a mapped segment has it.
+pub type SegmentHeader = SegmentHeaderOf<[SlotEntry]>;
+/// The fixed part of a segment header (an empty table).
+pub type SegmentFixed = SegmentHeaderOf<[SlotEntry; 0]>;
+
 impl SegmentHeader {
-    /// A zeroed header, for model arenas built in ordinary memory.
+    /// Participant slot `index`, `None` beyond the table.
+    #[inline]
+    pub fn participant(&self, index: usize) -> Option<&ParticipantSlot> {
+        self.table.get(index).map(|e| &**e)
+    }
+
+    /// Slots in the participant table.
+    #[inline]
+    pub fn participant_count(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Every participant slot, in index order.
+    #[inline]
+    pub fn participants(&self) -> impl ExactSizeIterator<Item = &ParticipantSlot> + '_ {
+        self.table.iter().map(|e| &**e)
+    }
+}
+
+impl<const N: usize> SegmentHeaderOf<[SlotEntry; N]> {
+    /// A zeroed header with `N` slots, for model arenas built in ordinary
+    /// memory (`Box<Self>` coerces to `Box<SegmentHeader>`).
     pub fn new() -> Self {
         Self {
             magic: AtomicU64::new(0),
@@ -364,26 +414,56 @@ impl SegmentHeader {
             consolidation_epoch: AtomicU64::new(0),
             top: CachePadded::new(AtomicU32::new(0)),
             index: FreeIndex::new(),
-            participants: std::array::from_fn(|_| CachePadded::new(ParticipantSlot::new())),
+            participant_count: AtomicU32::new(N as u32),
+            _reserved: AtomicU32::new(0),
+            table: std::array::from_fn(|_| CachePadded::new(ParticipantSlot::new())),
         }
     }
 }
 
-impl Default for SegmentHeader {
+impl<const N: usize> Default for SegmentHeaderOf<[SlotEntry; N]> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-/// Offset of the first block: the segment header rounded up to 16 (in
-/// practice to a cache line, which the header's own alignment gives).
-pub const ARENA_START: u32 = {
-    let s = std::mem::size_of::<SegmentHeader>() as u32;
-    (s + BLOCK_ALIGN - 1) & !(BLOCK_ALIGN - 1)
+/// Offset of the participant table (the size of the fixed part).
+pub const TABLE_OFFSET: usize = std::mem::size_of::<SegmentFixed>();
+
+/// Offset of the first block of a segment with `participants` slots: the
+/// header and its table rounded up to 16 (in practice to a cache line,
+/// which the table's entries already are). `None` if `participants` is 0,
+/// above [`MAX_PARTICIPANTS`], or the header would not fit a `u32` offset.
+pub const fn arena_start_for(participants: usize) -> Option<u32> {
+    if participants == 0 || participants > MAX_PARTICIPANTS {
+        return None;
+    }
+    let end = TABLE_OFFSET + participants * std::mem::size_of::<SlotEntry>();
+    let rounded = (end + BLOCK_ALIGN as usize - 1) & !(BLOCK_ALIGN as usize - 1);
+    if rounded > u32::MAX as usize {
+        return None;
+    }
+    Some(rounded as u32)
+}
+
+/// Offset of the first block with the default table
+/// ([`DEFAULT_PARTICIPANTS`] slots).
+pub const ARENA_START: u32 = match arena_start_for(DEFAULT_PARTICIPANTS) {
+    Some(start) => start,
+    None => panic!("the default participant table fits"),
 };
 
-/// Smallest segment: the header and one minimum block.
+/// Smallest segment with the default table: the header and one minimum block.
 pub const MIN_SEGMENT_SIZE: u64 = ARENA_START as u64 + MIN_BLOCK as u64;
+
+/// Smallest segment with `participants` slots, `None` for a table size
+/// [`arena_start_for`] refuses.
+pub const fn min_segment_size_for(participants: usize) -> Option<u64> {
+    match arena_start_for(participants) {
+        Some(start) => Some(start as u64 + MIN_BLOCK as u64),
+        None => None,
+    }
+}
 
 const fn fnv1a(mut hash: u64, value: u64) -> u64 {
     let mut i = 0;
@@ -397,15 +477,17 @@ const fn fnv1a(mut hash: u64, value: u64) -> u64 {
 
 /// The slot word's field positions, as one fact for the fingerprint: a
 /// build that packs the word differently must not open the segment.
-const SLOT_WORD_LAYOUT: u64 = slot_word::pack(0xAB, Some(0xCC), 0xDDEE, 0x1234_5678);
+const SLOT_WORD_LAYOUT: u64 = slot_word::pack(0xB, Some(0xCCC), 0xDDEE, 0x1234_5678);
 
 /// Hash of every layout fact two processes must agree on: struct sizes,
 /// alignments, field offsets, index shape and slot count.
 pub const fn layout_fingerprint() -> u64 {
     use std::mem::{align_of, offset_of, size_of};
-    let facts: [u64; 25] = [
-        size_of::<SegmentHeader>() as u64,
-        align_of::<SegmentHeader>() as u64,
+    let facts: [u64; 27] = [
+        size_of::<SegmentFixed>() as u64,
+        align_of::<SegmentFixed>() as u64,
+        size_of::<SlotEntry>() as u64,
+        offset_of!(SegmentFixed, participant_count) as u64,
         size_of::<BlockHeader>() as u64,
         align_of::<BlockHeader>() as u64,
         size_of::<ParticipantSlot>() as u64,
@@ -417,17 +499,17 @@ pub const fn layout_fingerprint() -> u64 {
         FL_COUNT as u64,
         SL_COUNT as u64,
         MAX_PARTICIPANTS as u64,
-        offset_of!(SegmentHeader, top) as u64,
-        offset_of!(SegmentHeader, index) as u64,
-        offset_of!(SegmentHeader, participants) as u64,
-        offset_of!(SegmentHeader, consolidator) as u64,
-        offset_of!(SegmentHeader, nonce) as u64,
+        offset_of!(SegmentFixed, top) as u64,
+        offset_of!(SegmentFixed, index) as u64,
+        offset_of!(SegmentFixed, table) as u64,
+        offset_of!(SegmentFixed, consolidator) as u64,
+        offset_of!(SegmentFixed, nonce) as u64,
         offset_of!(BlockHeader, state) as u64,
         offset_of!(BlockHeader, size) as u64,
         offset_of!(BlockHeader, next_free) as u64,
         offset_of!(BlockHeader, reserved) as u64,
         offset_of!(BlockHeader, check) as u64,
-        ARENA_START as u64,
+        FORMAT_LOCK,
         FORMAT_VERSION as u64,
     ];
     let mut hash = 0xcbf2_9ce4_8422_2325;
@@ -457,17 +539,34 @@ mod pinned {
     const_assert!(offset_of!(ParticipantSlot, pid) == 8);
     const_assert!(offset_of!(ParticipantSlot, start_time) == 16);
     const_assert!(offset_of!(ParticipantSlot, carve_intents) == 24);
-    const_assert!(SLOT_WORD_LAYOUT == 0x1234_5678_DDEE_CDAB);
+    const_assert!(SLOT_WORD_LAYOUT == 0x1234_5678_DDEE_CCDB);
+    // The recoverer field (slot + 1, 12 bits) names every slot.
+    const_assert!(MAX_PARTICIPANTS < 0xFFF);
+    // The table starts right after the fixed part, aligned for its entries.
+    const_assert!(offset_of!(SegmentFixed, table) == TABLE_OFFSET);
+    const_assert!(TABLE_OFFSET % align_of::<SlotEntry>() == 0);
+    // The largest table still leaves a u32 arena.
+    const_assert!(arena_start_for(MAX_PARTICIPANTS).is_some());
+    // The sizes docs/ARCHITECTURE.md gives for x86_64.
+    #[cfg(target_arch = "x86_64")]
+    const _: () = {
+        assert!(TABLE_OFFSET == 3840 && size_of::<SlotEntry>() == 128);
+        assert!(ARENA_START == 12_032);
+        assert!(matches!(arena_start_for(1024), Some(134_912)));
+        assert!(matches!(arena_start_for(MAX_PARTICIPANTS), Some(527_872)));
+    };
+    // The formatter's lock byte is no slot's.
+    const_assert!(FORMAT_LOCK < LIVENESS_LOCK_BASE);
     // Lock bytes live beyond any segment (offsets are u32), one per slot.
     const_assert!(LIVENESS_LOCK_BASE > MAX_SEGMENT_SIZE);
-    const_assert!(offset_of!(SegmentHeader, magic) == 0);
-    const_assert!(offset_of!(SegmentHeader, version) == 8);
-    const_assert!(offset_of!(SegmentHeader, init_state) == 12);
-    const_assert!(offset_of!(SegmentHeader, fingerprint) == 16);
-    const_assert!(offset_of!(SegmentHeader, nonce) == 24);
+    const_assert!(offset_of!(SegmentFixed, magic) == 0);
+    const_assert!(offset_of!(SegmentFixed, version) == 8);
+    const_assert!(offset_of!(SegmentFixed, init_state) == 12);
+    const_assert!(offset_of!(SegmentFixed, fingerprint) == 16);
+    const_assert!(offset_of!(SegmentFixed, nonce) == 24);
     const_assert!(ARENA_START % BLOCK_ALIGN == 0);
     // Every slot has an owner value in the state word's owner field.
     const_assert!(MAX_PARTICIPANTS < crate::state::OWNER_MAX as usize);
-    // The whole index and slot table stay well under 1 % of a 64 MiB segment.
-    const_assert!(size_of::<SegmentHeader>() < 64 * 1024 * 1024 / 100);
+    // The index and the default slot table stay well under 1 % of a 64 MiB segment.
+    const_assert!((ARENA_START as usize) < 64 * 1024 * 1024 / 100);
 }

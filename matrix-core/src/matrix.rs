@@ -5,9 +5,7 @@ use crate::arena::{Arena, OwnerId};
 use crate::cache;
 use crate::consolidate::{self, ConsolidationReport};
 use crate::error::{AllocError, BlockError, SegmentError};
-use crate::layout::{
-    slot_state, slot_word, BlockHeader, SegmentHeader, ARENA_START, BLOCK_HEADER_SIZE,
-};
+use crate::layout::{slot_state, slot_word, BlockHeader, SegmentHeader, BLOCK_HEADER_SIZE};
 use crate::participant::{self, Liveness, ParticipantInfo};
 use crate::recover::{self, RecoveryReport, RepairError};
 use crate::relative_ptr::RelativePtr;
@@ -80,6 +78,15 @@ static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Attachment {
+    /// The slot this attachment holds: an index its own table gave out at
+    /// claim time, so it is in that table.
+    fn own_slot(&self) -> &crate::layout::ParticipantSlot {
+        self.mapping
+            .segment_header()
+            .participant(self.slot)
+            .expect("an attachment's slot is in its table")
+    }
+
     /// Whether this is a forked child's inherited copy.
     #[inline]
     pub(crate) fn inherited(&self) -> bool {
@@ -112,10 +119,7 @@ impl Drop for Attachment {
         crate::fault::at(crate::fault::DETACHING);
         // DETACHED first, then the lock goes: a liveness query never sees
         // ACTIVE without the lock while this participant is still here.
-        participant::detach_slot(
-            &self.mapping.segment_header().participants[self.slot],
-            self.generation,
-        );
+        participant::detach_slot(self.own_slot(), self.generation);
         if let Some(entry) = self.lock_entry {
             participant::unregister_lock_fd(entry);
         }
@@ -173,7 +177,7 @@ fn claim_free(
     mapping: &Mapping,
     lock: Option<RawFd>,
 ) -> Result<Option<(usize, u32)>, SegmentError> {
-    for (index, slot) in mapping.segment_header().participants.iter().enumerate() {
+    for (index, slot) in mapping.segment_header().participants().enumerate() {
         // Relaxed: a pre-filter only; `claim_slot` re-reads with Acquire.
         if slot.state(Relaxed) != slot_state::EMPTY {
             continue;
@@ -200,7 +204,7 @@ fn claim_dead_for_self(
     unrecoverable: &mut Vec<usize>,
 ) -> Result<Option<(usize, u32)>, SegmentError> {
     let seg = mapping.segment_header();
-    for (index, slot) in seg.participants.iter().enumerate() {
+    for (index, slot) in seg.participants().enumerate() {
         // Acquire: pairs with the Release CAS that set the word.
         let judged = slot.word.load(Acquire);
         if !participant::is_recoverable(mapping, index, judged) {
@@ -274,7 +278,7 @@ impl AtomicMatrix {
                     c.ok_or_else(|| {
                         let (alive, unknown) = participant::count_live(&mapping, None);
                         SegmentError::TooManyParticipants {
-                            max: mapping.segment_header().participants.len(),
+                            max: mapping.segment_header().participant_count(),
                             alive,
                             unknown,
                             unrecoverable,
@@ -296,7 +300,10 @@ impl AtomicMatrix {
         crate::fault::at(crate::fault::ATTACH_CLAIMED);
         let pid = std::process::id();
         let start = participant::process_start_time(pid).map_or(0, |(s, _)| s);
-        let seg_slot = &mapping.segment_header().participants[slot];
+        let seg_slot = mapping
+            .segment_header()
+            .participant(slot)
+            .expect("a claimed slot is in the table");
         // Relaxed: display only.
         seg_slot.start_time.store(start, Relaxed);
         seg_slot.pid.store(pid, Relaxed);
@@ -327,7 +334,7 @@ impl AtomicMatrix {
         Self::create_with(name, size, &CreateOptions::default())
     }
 
-    /// [`create`](Self::create) with options (file mode).
+    /// [`create`](Self::create) with options (file mode, participant slots).
     pub fn create_with(
         name: &str,
         size: u64,
@@ -371,7 +378,7 @@ impl AtomicMatrix {
 
     /// Offset of the first block.
     pub fn first_block_offset(&self) -> u32 {
-        ARENA_START
+        self.inner.mapping.arena_start()
     }
 
     /// The participant slot this attachment holds.
@@ -419,6 +426,41 @@ impl AtomicMatrix {
             alloc::release_block(arena, hdr, header_offset, size);
         }
         Ok(())
+    }
+
+    /// Resizes the live block at `header_offset` (of `generation`) to hold
+    /// `payload` bytes: in place when it can, else by moving it (see
+    /// [`crate::realloc`]). Always gives the block a new generation.
+    pub fn reallocate(
+        &self,
+        header_offset: u32,
+        generation: u64,
+        payload: u64,
+    ) -> Result<crate::Resized, crate::ReallocError> {
+        self.inner
+            .refuse_if_inherited()
+            .map_err(|e| crate::ReallocError::Block(BlockError::Refused(e)))?;
+        let base = self.base_ptr();
+        crate::realloc::reallocate(
+            &*self.inner,
+            header_offset,
+            generation,
+            payload,
+            |from, to, len| {
+                // SAFETY: `from` and `to` are payload offsets of two distinct
+                // blocks of this mapping held by the resizer (the old one
+                // RESIZING, the new one just allocated), each with at least
+                // `len` payload bytes, so the ranges are in bounds and
+                // disjoint.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        base.add(from as usize),
+                        base.add(to as usize) as *mut u8,
+                        len as usize,
+                    )
+                }
+            },
+        )
     }
 
     /// The validated header at `header_offset` (genuine, in bounds, sane size).
@@ -515,7 +557,7 @@ impl AtomicMatrix {
         // RECOVERING(by me) while the lock is held, so no other recoverer
         // takes it; then EMPTY; then the drop unlocks (its detach CAS finds
         // the slot EMPTY and does nothing).
-        let slot = &attachment.segment().participants[attachment.slot];
+        let slot = attachment.own_slot();
         let active = slot_word::pack(slot_state::ACTIVE, None, 0, attachment.generation);
         let mine = participant::recovering_word(active, attachment.slot, attachment.generation);
         let mut report = RecoveryReport::default();
@@ -566,7 +608,7 @@ impl Arena for AtomicMatrix {
     }
     #[inline]
     fn arena_start(&self) -> u32 {
-        ARENA_START
+        self.inner.mapping.arena_start()
     }
     #[inline]
     fn arena_end(&self) -> u32 {
@@ -599,7 +641,7 @@ impl Arena for Attachment {
     }
     #[inline]
     fn arena_start(&self) -> u32 {
-        ARENA_START
+        self.mapping.arena_start()
     }
     #[inline]
     fn arena_end(&self) -> u32 {

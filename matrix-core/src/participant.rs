@@ -145,7 +145,7 @@ fn recoverer_gone<A: Arena + ?Sized>(arena: &A, index: usize, word: u64) -> bool
         // An attacher claiming this dead slot for itself holds its lock.
         return arena.liveness(index) == Liveness::Dead;
     }
-    let Some(rslot) = seg.participants.get(r) else {
+    let Some(rslot) = seg.participant(r) else {
         return true; // a garbage recoverer field names nobody
     };
     // Acquire: pairs with the Release CAS that set the recoverer's own slot
@@ -248,8 +248,7 @@ pub struct ParticipantInfo {
 pub fn list<A: Arena + ?Sized>(arena: &A) -> Vec<ParticipantInfo> {
     arena
         .segment()
-        .participants
-        .iter()
+        .participants()
         .enumerate()
         .filter_map(|(index, slot)| {
             // Acquire: pairs with the Release CAS that set the word.
@@ -275,7 +274,7 @@ pub fn list<A: Arena + ?Sized>(arena: &A) -> Vec<ParticipantInfo> {
 /// [`Liveness::Alive`], and those whose liveness is unknown.
 pub fn count_live<A: Arena + ?Sized>(arena: &A, me: Option<usize>) -> (usize, usize) {
     let (mut alive, mut unknown) = (0, 0);
-    for (index, slot) in arena.segment().participants.iter().enumerate() {
+    for (index, slot) in arena.segment().participants().enumerate() {
         if Some(index) == me {
             continue;
         }

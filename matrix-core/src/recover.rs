@@ -44,6 +44,10 @@ pub struct RecoveryReport {
     pub user_state_blocks: Vec<(u32, u32)>,
     /// Carves rebuilt from a dead participant's intent.
     pub carves_rebuilt: u32,
+    /// Blocks a dead participant was resizing, handed back to their owner:
+    /// `(header offset, new generation)` — the old block, or the new one
+    /// of a move that had committed (see `realloc.rs`).
+    pub resized: Vec<(u32, u64)>,
 }
 
 /// Reclaims the blocks of every dead or detached participant.
@@ -69,9 +73,16 @@ pub fn recover<A: Arena>(
     };
     // Acquire: pairs with the Release CAS of this participant's own claim;
     // the generation cannot change while it holds the slot.
-    let my_generation = seg.participants[me].generation(Acquire);
+    let my_generation = match seg.participant(me) {
+        Some(slot) => slot.generation(Acquire),
+        None => {
+            return Err(BlockError::Refused(SegmentError::NotAParticipant {
+                operation: "recover()",
+            }))
+        }
+    };
     let mut report = RecoveryReport::default();
-    for (index, slot) in seg.participants.iter().enumerate() {
+    for (index, slot) in seg.participants().enumerate() {
         if index == me {
             continue;
         }
@@ -110,12 +121,24 @@ pub fn reclaim_dead_slot<A: Arena>(
     reclaim_user_states: bool,
     report: &mut RecoveryReport,
 ) -> Result<(), BlockError> {
-    let slot = &arena.segment().participants[index];
+    let Some(slot) = arena.segment().participant(index) else {
+        return Err(BlockError::Corrupted {
+            offset: 0,
+            what: "participant slot beyond the table",
+        });
+    };
     // The consolidator word, if the dead claim held it (killed
     // mid-consolidation): released first, as the drain below needs it.
     clear_dead_leftovers(arena, index);
-    rebuild_dead_carves(arena, slot, report);
     let dead = OwnerId::of_slot(index);
+    // Before anything is reclaimed by owner: a committed move hands its new
+    // block to the recorded owner, which may not be the dead participant.
+    // SeqCst: pairs with the resizer's intent stores.
+    let intents: Vec<u64> = slot.carve_intents.iter().map(|e| e.load(SeqCst)).collect();
+    report
+        .resized
+        .extend(crate::realloc::settle_dead_resizes(arena, dead, &intents)?);
+    rebuild_dead_carves(arena, slot, report);
     let releasing = reclaim_blocks_of(arena, dead, reclaim_user_states, report)?;
     let popped: Vec<(u32, u32)> = slot
         .carve_intents
@@ -239,8 +262,7 @@ fn reclaim_blocks_of<A: Arena>(
 fn named_by_another_pop<A: Arena>(arena: &A, dead: usize, offset: u32) -> bool {
     arena
         .segment()
-        .participants
-        .iter()
+        .participants()
         .enumerate()
         .filter(|&(i, _)| i != dead)
         .any(|(_, slot)| {
@@ -387,8 +409,8 @@ fn rebuild_dead_carves<A: Arena>(arena: &A, slot: &ParticipantSlot, report: &mut
         if offset >= top || size < MIN_BLOCK || offset as u64 + size as u64 > top as u64 {
             continue;
         }
-        let live_carver = seg.participants.iter().any(|other| {
-            !std::ptr::eq(&**other, slot)
+        let live_carver = seg.participants().any(|other| {
+            !std::ptr::eq(other, slot)
                 && other.state(Acquire) == slot_state::ACTIVE
                 && other
                     .carve_intents
@@ -460,9 +482,19 @@ pub fn repair<A: Arena>(
     }
     seg.index.fl_bitmap.store(0, Relaxed);
 
+    // Unfinished resizes first (they read the intents cleared below).
+    for (index, slot) in seg.participants().enumerate() {
+        if Some(index) == me.slot() {
+            continue;
+        }
+        let intents: Vec<u64> = slot.carve_intents.iter().map(|e| e.load(Acquire)).collect();
+        let settled = crate::realloc::settle_dead_resizes(arena, OwnerId::of_slot(index), &intents)
+            .map_err(RepairError::Block)?;
+        report.resized.extend(settled);
+    }
     // Rebuild carve holes from dead intents, then walk.
     let landed = unfinished_intents(arena);
-    for slot in seg.participants.iter() {
+    for slot in seg.participants() {
         for e in &slot.carve_intents {
             let v = e.load(Acquire);
             let (offset, size) = (v as u32, (v >> 32) as u32);
@@ -541,7 +573,7 @@ pub fn repair<A: Arena>(
         }
         i = j;
     }
-    for (index, slot) in seg.participants.iter().enumerate() {
+    for (index, slot) in seg.participants().enumerate() {
         let word = slot.word.load(Acquire);
         if Some(index) != me.slot() && slot_word::state_of(word) != slot_state::EMPTY {
             slot.pid.store(0, Relaxed);

@@ -21,8 +21,9 @@
 use crate::arena::{Arena, OwnerId};
 use crate::error::SegmentError;
 use crate::layout::{
-    init, layout_fingerprint, slot_state, BlockHeader, SegmentHeader, ARENA_START, BLOCK_ALIGN,
-    FORMAT_LOCK, FORMAT_VERSION, MAGIC, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
+    arena_start_for, init, layout_fingerprint, min_segment_size_for, slot_state, BlockHeader,
+    SegmentHeader, SlotEntry, BLOCK_ALIGN, DEFAULT_PARTICIPANTS, FORMAT_LOCK, FORMAT_VERSION,
+    MAGIC, MAX_PARTICIPANTS, MAX_SEGMENT_SIZE, TABLE_OFFSET,
 };
 use crate::name::validate_name;
 use crate::participant::{self, Liveness};
@@ -52,6 +53,10 @@ pub struct CreateOptions {
     /// Group of a named segment (default: the creator's), set with
     /// `fchown` before the mode; the creator must belong to it (or be root).
     pub group: Option<u32>,
+    /// Participant slots: how many attachments can hold the segment at once
+    /// (default [`DEFAULT_PARTICIPANTS`], at most [`MAX_PARTICIPANTS`]).
+    /// Each slot takes 128 bytes of the segment header.
+    pub participants: usize,
 }
 
 impl Default for CreateOptions {
@@ -59,6 +64,7 @@ impl Default for CreateOptions {
         Self {
             mode: 0o600,
             group: None,
+            participants: DEFAULT_PARTICIPANTS,
         }
     }
 }
@@ -105,6 +111,11 @@ pub(crate) struct Mapping {
     base: *mut u8,
     len: usize,
     arena_end: u32,
+    /// Length of the participant table, process-local: set from the create
+    /// option, or from the header once `validate` accepted it (0 before).
+    slots: usize,
+    /// First block: where the table ends (rounded to 16).
+    arena_start: u32,
     pub(crate) name: Option<String>,
     /// The segment file, through its own open file description (`None` for
     /// an anonymous arena): liveness locks are held and queried through it.
@@ -129,9 +140,21 @@ impl Mapping {
             base,
             len,
             arena_end,
+            slots: 0,
+            arena_start: TABLE_OFFSET as u32,
             name,
             file,
         }
+    }
+
+    /// Gives the mapping its participant table of `slots` entries, which the
+    /// caller has checked fits: `arena_start_for(slots) <= len`.
+    fn with_table(mut self, slots: usize) -> Self {
+        let start = arena_start_for(slots).expect("a checked table size");
+        debug_assert!(start as usize <= self.len);
+        self.slots = slots;
+        self.arena_start = start;
+        self
     }
 
     /// The raw descriptor of the segment file, if there is one.
@@ -148,7 +171,7 @@ impl Mapping {
         match self.fd() {
             Some(fd) => participant::query_lock(fd, participant::slot_lock(index)),
             None => {
-                let Some(slot) = self.segment_header().participants.get(index) else {
+                let Some(slot) = self.segment_header().participant(index) else {
                     return Liveness::Unknown;
                 };
                 // Acquire: pairs with the Release CAS that set the word.
@@ -160,12 +183,17 @@ impl Mapping {
         }
     }
 
-    /// The segment header at offset 0.
+    /// The segment header at offset 0, with the participant table this
+    /// mapping was given (none before it was validated).
     pub(crate) fn segment_header(&self) -> &SegmentHeader {
-        // SAFETY: every mapping is at least MIN_SEGMENT_SIZE long (checked at
-        // create/open), page-aligned, and SegmentHeader holds only atomics,
-        // for which any bit pattern is valid; it lives as long as `self`.
-        unsafe { &*(self.base as *const SegmentHeader) }
+        let table = std::ptr::slice_from_raw_parts(self.base as *const SlotEntry, self.slots);
+        // SAFETY: every mapping is longer than the fixed header (checked at
+        // create/open) and `slots` entries end at `arena_start <= len`
+        // (`with_table`'s precondition); the base is page-aligned, enough
+        // for the table's entries; the header holds only atomics, for which
+        // any bit pattern is valid; it lives as long as `self`. The cast
+        // keeps the slice length as the table's length.
+        unsafe { &*(table as *const SegmentHeader) }
     }
 
     /// This process's base address of the mapping.
@@ -194,7 +222,7 @@ impl Arena for Mapping {
     }
     #[inline]
     fn arena_start(&self) -> u32 {
-        ARENA_START
+        self.arena_start
     }
     #[inline]
     fn arena_end(&self) -> u32 {
@@ -218,11 +246,17 @@ impl Arena for Mapping {
     }
 }
 
-pub(crate) fn check_size(size: u64) -> Result<(), SegmentError> {
-    if size < MIN_SEGMENT_SIZE {
+/// Checks a segment size for a table of `participants` slots.
+pub(crate) fn check_size(size: u64, participants: usize) -> Result<(), SegmentError> {
+    let minimum =
+        min_segment_size_for(participants).ok_or(SegmentError::InvalidParticipantCount {
+            requested: participants,
+            maximum: MAX_PARTICIPANTS,
+        })?;
+    if size < minimum {
         return Err(SegmentError::SizeTooSmall {
             requested: size,
-            minimum: MIN_SEGMENT_SIZE,
+            minimum,
         });
     }
     if size > MAX_SEGMENT_SIZE {
@@ -241,7 +275,7 @@ pub(crate) fn create(
     options: &CreateOptions,
 ) -> Result<Mapping, SegmentError> {
     let path = segment_path(name)?;
-    check_size(size)?;
+    check_size(size, options.participants)?;
     if options.mode & !0o7777 != 0 {
         return Err(SegmentError::InvalidMode { mode: options.mode });
     }
@@ -268,7 +302,8 @@ pub(crate) fn create(
         .map_err(|e| cleanup(SegmentError::io("size segment file", e)))?;
     reserve(&file, size).map_err(cleanup)?;
     let map = map_file(&file).map_err(cleanup)?;
-    let mapping = Mapping::new(Map::Shared(map), Some(name.to_owned()), Some(file));
+    let mapping = Mapping::new(Map::Shared(map), Some(name.to_owned()), Some(file))
+        .with_table(options.participants);
     format_locked(&mapping, size, init::UNINIT).map_err(cleanup)?;
     Ok(mapping)
 }
@@ -295,7 +330,7 @@ fn format_locked(mapping: &Mapping, size: u64, expect: u32) -> Result<(), Segmen
         participant::unlock(fd, FORMAT_LOCK);
         return Err(SegmentError::NotReady { init_state: found });
     }
-    format(mapping.segment_header(), size);
+    format(mapping.segment_header(), size, mapping.arena_start);
     participant::unlock(fd, FORMAT_LOCK);
     Ok(())
 }
@@ -321,32 +356,37 @@ fn map_file(file: &File) -> Result<MmapRaw, SegmentError> {
 
 /// Maps an anonymous (process-private) arena.
 pub(crate) fn anonymous(size: u64) -> Result<Mapping, SegmentError> {
-    check_size(size)?;
+    check_size(size, DEFAULT_PARTICIPANTS)?;
     let map = MmapOptions::new()
         .len(size as usize)
         .map_anon()
         .map_err(|e| SegmentError::io("map anonymous arena", e))?;
-    let mapping = Mapping::new(Map::Shared(MmapRaw::from(map)), None, None);
-    format(mapping.segment_header(), size);
+    let mapping =
+        Mapping::new(Map::Shared(MmapRaw::from(map)), None, None).with_table(DEFAULT_PARTICIPANTS);
+    format(mapping.segment_header(), size, mapping.arena_start);
     Ok(mapping)
 }
 
-/// Writes a fresh header into zeroed (or abandoned) memory.
-pub(crate) fn format(seg: &SegmentHeader, size: u64) {
+/// Writes a fresh header into zeroed (or abandoned) memory; `seg`'s table
+/// is the one to format, and ends at `arena_start`.
+pub(crate) fn format(seg: &SegmentHeader, size: u64, arena_start: u32) {
     // Relaxed stores throughout: the segment is not READY yet, and the
     // Release store of READY at the end publishes all of them to openers,
     // which Acquire the init state before reading any field.
     seg.init_state.store(init::FORMATTING, Relaxed);
+    // First, so a re-formatter after a crash here keeps the table size.
+    seg.participant_count
+        .store(seg.participant_count() as u32, Relaxed);
     seg.formatter_pid.store(std::process::id(), Relaxed);
     seg.magic.store(MAGIC, Relaxed);
     seg.version.store(FORMAT_VERSION, Relaxed);
     seg.fingerprint.store(layout_fingerprint(), Relaxed);
     seg.nonce.store(fresh_nonce(), Relaxed);
     seg.segment_size.store(size, Relaxed);
-    seg.arena_start.store(ARENA_START, Relaxed);
+    seg.arena_start.store(arena_start, Relaxed);
     seg.arena_end
         .store((size as u32) & !(BLOCK_ALIGN - 1), Relaxed);
-    seg.top.store(ARENA_START, Relaxed);
+    seg.top.store(arena_start, Relaxed);
     seg.root_registry.store(0, Relaxed);
     seg.consolidator.store(0, Relaxed);
     for row in &seg.index.heads {
@@ -358,7 +398,7 @@ pub(crate) fn format(seg: &SegmentHeader, size: u64) {
         bits.store(0, Relaxed);
     }
     seg.index.fl_bitmap.store(0, Relaxed);
-    for slot in &seg.participants {
+    for slot in seg.participants() {
         slot.word.store(0, Relaxed);
         slot.pid.store(0, Relaxed);
         for e in &slot.carve_intents {
@@ -437,10 +477,13 @@ fn open_file(name: &str, writable: bool) -> Result<(File, u64), SegmentError> {
         });
     }
     let file_size = meta.len();
-    if file_size < MIN_SEGMENT_SIZE {
+    // The smallest table's segment: enough to read the fixed header; the
+    // real table is checked against the file by `validate`.
+    let smallest = min_segment_size_for(1).expect("one slot is a valid table");
+    if file_size < smallest {
         return Err(SegmentError::TooSmallForHeader {
             file_size,
-            header_size: MIN_SEGMENT_SIZE,
+            header_size: smallest,
         });
     }
     if file_size > MAX_SEGMENT_SIZE {
@@ -459,8 +502,8 @@ pub(crate) fn open(name: &str) -> Result<Mapping, SegmentError> {
     let mapping = Mapping::new(map, Some(name.to_owned()), Some(file));
     check_mapped_size(&mapping, file_size)?;
     wait_ready(&mapping)?;
-    validate(mapping.segment_header(), file_size)?;
-    Ok(mapping)
+    let slots = validate(mapping.segment_header(), file_size)?;
+    Ok(mapping.with_table(slots))
 }
 
 /// Opens and validates a segment for an observer: `writable` maps it shared
@@ -479,8 +522,8 @@ pub(crate) fn open_observer(name: &str, writable: bool) -> Result<Mapping, Segme
     let mapping = Mapping::new(map, Some(name.to_owned()), Some(file));
     check_mapped_size(&mapping, file_size)?;
     wait_ready(&mapping)?;
-    validate(mapping.segment_header(), file_size)?;
-    Ok(mapping)
+    let slots = validate(mapping.segment_header(), file_size)?;
+    Ok(mapping.with_table(slots))
 }
 
 /// Refuses a mapping whose length is not the size the file had when it was
@@ -560,8 +603,9 @@ fn wait_ready(mapping: &Mapping) -> Result<(), SegmentError> {
     }
 }
 
-/// Checks every header field against this build and the file.
-pub(crate) fn validate(seg: &SegmentHeader, file_size: u64) -> Result<(), SegmentError> {
+/// Checks every header field against this build and the file; returns the
+/// length of the participant table, which then fits before the arena.
+pub(crate) fn validate(seg: &SegmentHeader, file_size: u64) -> Result<usize, SegmentError> {
     // Acquire loads throughout: they pair with the formatter's Release of
     // READY (already observed by `wait_ready`), and cost nothing on x86.
     let magic = seg.magic.load(Acquire);
@@ -592,8 +636,15 @@ pub(crate) fn validate(seg: &SegmentHeader, file_size: u64) -> Result<(), Segmen
             actual: file_size,
         });
     }
+    let slots = seg.participant_count.load(Acquire);
+    let Some(table_end) = arena_start_for(slots as usize) else {
+        return Err(SegmentError::CorruptHeader {
+            field: "participant_count",
+            found: slots as u64,
+        });
+    };
     let start = seg.arena_start.load(Acquire);
-    if start != ARENA_START {
+    if start != table_end || start as u64 > file_size {
         return Err(SegmentError::CorruptHeader {
             field: "arena_start",
             found: start as u64,
@@ -613,7 +664,7 @@ pub(crate) fn validate(seg: &SegmentHeader, file_size: u64) -> Result<(), Segmen
             found: top as u64,
         });
     }
-    Ok(())
+    Ok(slots as usize)
 }
 
 /// Re-formats a segment whose creator died while formatting it. Refuses a
@@ -624,6 +675,19 @@ pub(crate) fn reformat_abandoned(name: &str) -> Result<Mapping, SegmentError> {
     let mapping = Mapping::new(map, Some(name.to_owned()), Some(file));
     match wait_ready(&mapping) {
         Err(SegmentError::FormatterDied { .. }) => {
+            // The table size the dead formatter wrote (its first field after
+            // FORMATTING), if it fits; else the default, else one slot.
+            // Relaxed: the dead formatter published nothing; any value is
+            // checked here before it sizes anything.
+            let written = mapping.segment_header().participant_count.load(Relaxed) as usize;
+            let slots = [written, DEFAULT_PARTICIPANTS, 1]
+                .into_iter()
+                .find(|&n| min_segment_size_for(n).is_some_and(|min| min <= size))
+                .ok_or(SegmentError::TooSmallForHeader {
+                    file_size: size,
+                    header_size: min_segment_size_for(1).unwrap_or(u64::MAX),
+                })?;
+            let mapping = mapping.with_table(slots);
             // Two re-formatters cannot interleave: the formatter lock admits
             // one, and the other gets NotReady.
             format_locked(&mapping, size, init::FORMATTING)?;

@@ -78,7 +78,7 @@ const MAX_RESYNCS: u32 = 64;
 
 /// The size of the carve some participant has in progress at `offset`, if any.
 pub(crate) fn carve_in_progress<A: Arena>(arena: &A, offset: u32) -> Option<u32> {
-    arena.segment().participants.iter().find_map(|slot| {
+    arena.segment().participants().find_map(|slot| {
         slot.carve_intents.iter().find_map(|e| {
             // SeqCst: pairs with the carver's intent store (see alloc::carve).
             let v = e.load(SeqCst);

@@ -327,7 +327,9 @@ fn a_recorded_pid_that_names_no_process_does_not_make_a_participant_dead() {
     }
     let slot = b.owner_id().slot().unwrap();
     // A pid beyond pid_max names no process.
-    a.header().participants[slot]
+    a.header()
+        .participant(slot)
+        .unwrap()
         .pid
         .store(0x7FFF_FFF0, std::sync::atomic::Ordering::SeqCst);
     let r = a.recover(false).unwrap();

@@ -38,7 +38,7 @@ fn exit_and_detach(arena: &ModelArena, q: u32, flush_first: bool) {
         let size = hdr.size.load(loom::sync::atomic::Ordering::Relaxed);
         release_block(&p1, hdr, q, size);
     };
-    let detach = || assert!(detach_slot(&p1.segment().participants[1], 0));
+    let detach = || assert!(detach_slot(p1.segment().participant(1).unwrap(), 0));
     if flush_first {
         flush();
         detach();

@@ -43,7 +43,7 @@ fn two_recoverers_of_one_dead_slot() {
         let chain = check(&p0);
         assert_eq!(block_at(&chain, q).2, FREE);
         assert_eq!(
-            p0.segment().participants[1].state(SeqCst),
+            p0.segment().participant(1).unwrap().state(SeqCst),
             slot_state::EMPTY
         );
     });

@@ -134,7 +134,10 @@ fn adopt_racing_a_free_never_leaves_a_cached_block_under_another_owner() {
 #[test]
 fn a_carve_never_proceeds_without_an_intent() {
     let m = AtomicMatrix::anonymous(1 << 20).unwrap();
-    let slot = &m.header().participants[m.owner_id().slot().unwrap()];
+    let slot = m
+        .header()
+        .participant(m.owner_id().slot().unwrap())
+        .unwrap();
     for e in &slot.carve_intents {
         e.store(1, Relaxed); // held, as by a sibling thread stopped mid-carve
     }

@@ -24,6 +24,85 @@ use quote::quote;
 use syn::spanned::Spanned;
 use syn::{parse_macro_input, Data, DeriveInput, Error, Fields, GenericParam, LitStr, Path};
 
+/// Derives `matrix_internals::OwnsBlocks` for a struct: `free_blocks`
+/// frees every field's blocks, in declaration order, stopping at the first
+/// error. Every field must implement `OwnsBlocks` (plain numbers do, and
+/// own nothing); type parameters get the bound.
+/// `#[owns_blocks(crate = "path")]` names the crate exporting the trait
+/// when it is not reachable as `::matrix_internals`.
+#[proc_macro_derive(OwnsBlocks, attributes(owns_blocks))]
+pub fn derive_owns_blocks(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    match expand_owns_blocks(input) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn expand_owns_blocks(input: DeriveInput) -> Result<proc_macro2::TokenStream, Error> {
+    let mut krate: Path = syn::parse_quote!(::matrix_internals);
+    for attr in input
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("owns_blocks"))
+    {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("crate") {
+                let lit: LitStr = meta.value()?.parse()?;
+                krate = lit.parse()?;
+                Ok(())
+            } else {
+                Err(meta.error("expected `crate = \"path\"`"))
+            }
+        })?;
+    }
+    let Data::Struct(data) = &input.data else {
+        return Err(Error::new(
+            input.ident.span(),
+            "OwnsBlocks can be derived for structs only",
+        ));
+    };
+    let members: Vec<syn::Member> = data
+        .fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| match &f.ident {
+            Some(id) => syn::Member::Named(id.clone()),
+            None => syn::Member::Unnamed(i.into()),
+        })
+        .collect();
+    let dynamic = quote!(#krate::dynamic);
+    let mut generics = input.generics.clone();
+    for param in &mut generics.params {
+        if let GenericParam::Type(t) = param {
+            t.bounds.push(syn::parse_quote!(#dynamic::OwnsBlocks));
+        }
+    }
+    let name = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    let mut where_clause = where_clause.cloned().unwrap_or_else(|| syn::WhereClause {
+        where_token: Default::default(),
+        predicates: Default::default(),
+    });
+    for f in data.fields.iter() {
+        let ty = &f.ty;
+        where_clause
+            .predicates
+            .push(syn::parse_quote_spanned!(ty.span()=> #ty: #dynamic::OwnsBlocks));
+    }
+    Ok(quote! {
+        impl #impl_generics #dynamic::OwnsBlocks for #name #ty_generics #where_clause {
+            fn free_blocks<__H: #dynamic::HandlerFunctions>(
+                &mut self,
+                h: &__H,
+            ) -> ::core::result::Result<(), #dynamic::DynError> {
+                #( #dynamic::OwnsBlocks::free_blocks(&mut self.#members, h)?; )*
+                ::core::result::Result::Ok(())
+            }
+        }
+    })
+}
+
 /// Derives `matrix_handler::ShmSafe` after checking the type (see the crate
 /// documentation for what is refused).
 #[proc_macro_derive(ShmSafe, attributes(shm_safe))]

@@ -8,7 +8,7 @@ use matrix_core::layout::{BLOCK_ALIGN, MIN_BLOCK};
 use matrix_core::state::{self, STATE_MAX, USER_STATE_MIN};
 use matrix_core::{
     AllocError, ArenaStats, AtomicMatrix, BlockError, BlockHeader, ConsolidationReport, OwnerId,
-    RecoveryReport, RelativePtr, BLOCK_HEADER_SIZE,
+    RecoveryReport, RelativePtr, ResizeKind, BLOCK_HEADER_SIZE,
 };
 use std::sync::atomic::Ordering;
 
@@ -124,6 +124,152 @@ pub trait HandlerFunctions {
         // SAFETY: as in get, for block.len() consecutive elements, all inside
         // the payload (checked_payload compared len × size_of::<T>() with it).
         Ok(unsafe { std::slice::from_raw_parts(ptr as *const T, block.len()) })
+    }
+
+    /// Allocates a block for `len` consecutive `T`, all bytes zero (a valid
+    /// value of every [`ShmSafe`] type): the array form of
+    /// [`allocate_zeroed`](Self::allocate_zeroed).
+    ///
+    /// # Errors
+    /// As [`allocate_slice`](Self::allocate_slice).
+    fn allocate_array<T: ShmSafe>(&self, len: usize) -> Result<Block<T>, HandlerError> {
+        let block = allocate_n::<T>(self.matrix(), len)?;
+        let ptr = checked_payload(self.matrix(), &block, len)?;
+        // SAFETY: as in allocate_zeroed, for `len` elements inside the
+        // payload (checked_payload compared len × size_of::<T>() with it).
+        unsafe { std::ptr::write_bytes(ptr, 0, len) };
+        Ok(block)
+    }
+
+    /// Resizes the block to hold `len` elements, keeping the first
+    /// `min(len, block.len())` of them, and returns the new handle. In place
+    /// when the block can shrink, grow into the wilderness or absorb the
+    /// free block after it; otherwise the elements are copied to a new block
+    /// and the old one is freed. Elements beyond the old length are zero.
+    ///
+    /// **The handle rule:** on success `block` is replaced by a new handle
+    /// that, in place or not, carries a new generation: every other handle
+    /// or token of the old block (a copy made with `block_at` or
+    /// `block_from_token`) is stale from then on and refused. Returns how
+    /// the resize was done.
+    ///
+    /// # Errors
+    /// A stale or foreign handle, a block that is not live, a block owned
+    /// by another participant ([`HandlerError::NotOwner`]), a size that
+    /// cannot fit, or no memory for a move. On error the block and `block`
+    /// are unchanged, and `block` stays valid.
+    fn reallocate<T: ShmSafe>(
+        &self,
+        block: &mut Block<T>,
+        len: usize,
+    ) -> Result<ResizeKind, HandlerError> {
+        check_nonce(self.matrix(), block.nonce())?;
+        let elem = std::mem::size_of::<T>() as u64;
+        let max_payload = (self.segment_size() - self.first_block_offset())
+            .saturating_sub(BLOCK_HEADER_SIZE) as u64;
+        let too_large = || HandlerError::SliceTooLarge {
+            len: len as u64,
+            elem_size: elem,
+            max_payload,
+        };
+        let bytes = elem.checked_mul(len as u64).ok_or_else(too_large)?;
+        let len32 = u32::try_from(len).map_err(|_| too_large())?;
+        if bytes > max_payload {
+            return Err(too_large());
+        }
+        let old_bytes = elem * block.len() as u64;
+        let r = self
+            .matrix()
+            .reallocate(block.header_offset(), block.generation(), bytes)?;
+        let new = Block::new(
+            block.nonce(),
+            r.offset + BLOCK_HEADER_SIZE,
+            r.generation,
+            len32,
+        );
+        if bytes > old_bytes {
+            let ptr = checked_payload(self.matrix(), &new, len)? as *mut u8;
+            // SAFETY: checked_payload proved the payload holds `bytes` bytes
+            // of a live block of this mapping that this thread just resized
+            // and whose new handle has not left this function; the range
+            // [old_bytes, bytes) is inside it.
+            unsafe {
+                std::ptr::write_bytes(ptr.add(old_bytes as usize), 0, (bytes - old_bytes) as usize)
+            };
+        }
+        *block = new;
+        Ok(r.kind)
+    }
+
+    /// Resizes the untyped block at payload offset `ptr` (as returned by
+    /// [`allocate_raw`](Self::allocate_raw)) to `size` bytes, whatever its
+    /// generation; returns its payload offset (the same one when resized in
+    /// place). Bytes beyond the old size are not initialized.
+    ///
+    /// # Errors
+    /// As [`reallocate`](Self::reallocate).
+    fn reallocate_raw(
+        &self,
+        ptr: RelativePtr<u8>,
+        size: u32,
+    ) -> Result<RelativePtr<u8>, HandlerError> {
+        let header = ptr
+            .offset()
+            .checked_sub(BLOCK_HEADER_SIZE)
+            .ok_or(HandlerError::InvalidOffset(ptr.offset()))?;
+        let (hdr, _) = self.matrix().block_header(header)?;
+        // Acquire: pairs with the Release of the word's last change; the
+        // core re-checks this generation in the CAS that takes the block.
+        let generation = state::generation_of(hdr.state.load(Ordering::Acquire));
+        let r = self.matrix().reallocate(header, generation, size as u64)?;
+        Ok(RelativePtr::new(r.offset + BLOCK_HEADER_SIZE))
+    }
+
+    /// The block's owner: a participant, or the segment.
+    ///
+    /// # Errors
+    /// A stale or foreign handle, or a block that is not live.
+    fn owner_of<T>(&self, block: &Block<T>) -> Result<OwnerId, HandlerError> {
+        check_nonce(self.matrix(), block.nonce())?;
+        // Acquire: pairs with the Release of the word's last change.
+        let word = header_of(self.matrix(), block)?
+            .state
+            .load(Ordering::Acquire);
+        check_word(block, word)?;
+        if !state::is_live(state::state_of(word)) {
+            return Err(BlockError::NotLive {
+                offset: block.header_offset(),
+                state: state::state_of(word),
+            }
+            .into());
+        }
+        Ok(OwnerId(state::owner_of(word)))
+    }
+
+    /// Copies `values` into the block's elements starting at `at`, checked
+    /// as [`write_slice`](Self::write_slice) (and `at + values.len()` ≤
+    /// `block.len()`), for any `ShmSafe + Copy` element type.
+    fn write_elems<T: ShmSafe + Copy>(
+        &self,
+        block: &mut Block<T>,
+        at: usize,
+        values: &[T],
+    ) -> Result<(), HandlerError> {
+        let end = at.checked_add(values.len()).filter(|&e| e <= block.len());
+        let Some(end) = end else {
+            return Err(HandlerError::SliceTooLarge {
+                len: at as u64 + values.len() as u64,
+                elem_size: std::mem::size_of::<T>() as u64,
+                max_payload: block.len() as u64 * std::mem::size_of::<T>() as u64,
+            });
+        };
+        let ptr = checked_payload(self.matrix(), block, end)?;
+        // SAFETY: checked_payload proved `end` elements inside the payload of
+        // a live block of this mapping; the source is process memory, so the
+        // ranges cannot overlap; the caller holds `&mut Block`, the writer's
+        // handle. T is Copy, so no drop is skipped.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), ptr.add(at), values.len()) };
+        Ok(())
     }
 
     /// Allocates a block for `len` consecutive `T`.

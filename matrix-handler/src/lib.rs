@@ -41,6 +41,10 @@ pub use handler::{unlink, MatrixHandler, SharedHandler};
 pub use bytemuck;
 pub use bytemuck::{Pod, Zeroable};
 
+/// The padding of the segment header's hot words ([`SegmentHeader`]).
+pub use crossbeam_utils::CachePadded;
+pub use matrix_core::layout::SlotEntry;
+pub use matrix_core::layout::{Counters, FreeIndex, ParticipantSlot, SegmentHeaderOf};
 pub use matrix_core::participant::ParticipantInfo;
 pub use matrix_core::state::{
     ACKED as STATE_ACKED, ALLOCATED as STATE_ALLOCATED, CACHED as STATE_CACHED,
@@ -51,8 +55,9 @@ pub use matrix_core::walk::ChainWalk;
 pub use matrix_core::{
     AllocError, Arena, ArenaStats, AtomicMatrix, BlockError, BlockHeader, BlockInfo,
     ConsolidationReport, CreateOptions, Liveness, OwnerId, RecoveryReport, RelativePtr,
-    RepairError, SegmentError, SegmentHeader, BLOCK_HEADER_SIZE, MIN_PAYLOAD,
+    RepairError, ResizeKind, SegmentError, SegmentHeader, BLOCK_HEADER_SIZE, MIN_PAYLOAD,
 };
+pub use matrix_core::{ReallocError, Resized};
 /// Derives [`ShmSafe`](trait@ShmSafe) after checking the type at compile time.
 pub use matrix_derive::ShmSafe;
 pub use shm_safe::ShmSafe;

@@ -153,7 +153,7 @@ pub fn owner_liveness(matrix: &AtomicMatrix, owner: u32) -> Liveness {
     let Some(index) = id.slot() else {
         return Liveness::Dead;
     };
-    let Some(slot) = matrix.header().participants.get(index) else {
+    let Some(slot) = matrix.header().participant(index) else {
         return Liveness::Dead;
     };
     // Acquire: pairs with the Release CAS that made the slot ACTIVE.

@@ -637,7 +637,7 @@ fn check_lists<A: Arena>(
 
 /// Whether `owner` names a participant currently registered in its slot.
 fn registered<A: Arena>(arena: &A, owner: OwnerId) -> Option<&ParticipantSlot> {
-    let slot = &*arena.segment().participants[owner.slot()?];
+    let slot = arena.segment().participant(owner.slot()?)?;
     // Acquire: pairs with the claimer's Release CAS of the slot word.
     let word = slot.word.load(Acquire);
     (slot_word::state_of(word) != slot_state::EMPTY).then_some(slot)
@@ -744,7 +744,7 @@ fn check_blocks<A: Arena>(arena: &A, listed: &HashMap<u32, SizeClass>, audit: &m
 
 fn check_participants<A: Arena>(arena: &A, audit: &mut Audit) {
     let seg = arena.segment();
-    for (index, slot) in seg.participants.iter().enumerate() {
+    for (index, slot) in seg.participants().enumerate() {
         let owner = OwnerId::of_slot(index);
         if !live_participant(arena, owner) {
             continue;

@@ -28,3 +28,16 @@ pub use invariants::{
 };
 pub use model::{Divergence, Op, ShadowModel};
 pub use runner::{run_ops, ModelConfig, ModelRunner, RunStats};
+pub use segment::SegmentName;
+
+/// The property-testing crate the strategies are written for, so that a
+/// crate depending on `matrix-testkit` runs them without its own copy.
+pub use proptest;
+
+/// Everything of `matrix-handler`, which this crate's signatures use
+/// (`MatrixHandler`, `Arena`, `OwnerId`, …), nameable from here, with the
+/// size classes of the checker's reports.
+pub mod handler {
+    pub use matrix_core::size_class::SizeClass;
+    pub use matrix_handler::*;
+}

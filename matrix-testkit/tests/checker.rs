@@ -375,7 +375,7 @@ fn header_in_the_wilderness() {
 fn stale_carve_intent_of_a_live_participant() {
     let f = fixture();
     let slot = m(&f).owner_id().slot().unwrap();
-    let p = &seg(&f).participants[slot];
+    let p = seg(&f).participant(slot).expect("a slot of the table");
     assert_eq!(p.state(SeqCst), slot_state::ACTIVE);
     let top = seg(&f).top.load(SeqCst);
     p.carve_intents[1].store((64u64 << 32) | top as u64, SeqCst);

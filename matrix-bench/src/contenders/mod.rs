@@ -12,6 +12,7 @@
 //! a refused free ends the run with a panic: a benchmark that skips a
 //! failure measures something else.
 
+pub mod mimalloc;
 pub mod ours;
 pub mod peer;
 pub mod pool;
@@ -34,15 +35,18 @@ pub enum Contender {
     System,
     /// The `atomic-matrix` 0.4.1 crate.
     Peer,
+    /// mimalloc: `mi_malloc` / `mi_free`.
+    Mimalloc,
 }
 
 impl Contender {
     /// Every contender, in table order.
-    pub const ALL: [Contender; 5] = [
+    pub const ALL: [Contender; 6] = [
         Contender::Ours,
+        Contender::System,
+        Contender::Mimalloc,
         Contender::Rlsf,
         Contender::RlsfMutex,
-        Contender::System,
         Contender::Peer,
     ];
 
@@ -54,6 +58,7 @@ impl Contender {
             Contender::RlsfMutex => "rlsf-mutex",
             Contender::System => "system",
             Contender::Peer => "atomic-matrix",
+            Contender::Mimalloc => "mimalloc",
         }
     }
 
@@ -65,6 +70,7 @@ impl Contender {
             Contender::RlsfMutex => "rlsf + Mutex",
             Contender::System => "system malloc",
             Contender::Peer => "atomic-matrix 0.4.1",
+            Contender::Mimalloc => "mimalloc",
         }
     }
 

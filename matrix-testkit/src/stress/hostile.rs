@@ -261,8 +261,8 @@ fn locate(spot: Spot, chain: &[u32], arena_len: u32, stride: usize) -> u32 {
         Spot::InitState => seg(offset_of!(SegmentHeader, init_state)),
         Spot::Magic => seg(offset_of!(SegmentHeader, magic)),
         Spot::Participant { slot, byte } => {
-            let slots = offset_of!(SegmentHeader, participants);
-            let n = matrix_core::layout::MAX_PARTICIPANTS;
+            let slots = matrix_core::layout::TABLE_OFFSET;
+            let n = matrix_core::layout::DEFAULT_PARTICIPANTS;
             seg(slots
                 + (slot as usize % n) * stride
                 + (byte as usize % size_of::<ParticipantSlot>()))
@@ -429,7 +429,7 @@ pub fn run_case(case: &HostileCase) -> Outcomes {
     let known: Vec<u32> = live.iter().map(|b| b.offset()).collect();
     let chain: Vec<u32> = audit(h.matrix()).chain.iter().map(|b| b.offset).collect();
     let arena_len = h.segment_size() - ARENA_START;
-    let stride = std::mem::size_of_val(&h.matrix().header().participants[0]);
+    let stride = std::mem::size_of::<matrix_core::layout::SlotEntry>();
     let writes: Vec<(u32, Vec<u8>)> = case
         .writes
         .iter()

@@ -14,6 +14,7 @@ pub mod threads;
 pub mod worker;
 pub mod workload;
 
+pub use child::{ChildProcess, Launcher};
 pub use workload::{
     register_role, register_worker, run_crash_on, run_hostile_on, run_processes_on, run_threads_on,
     CheckPoint, HostileOutcome, WorkerContext, WorkloadConfig, WorkloadReport,
