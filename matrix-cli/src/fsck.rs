@@ -4,8 +4,9 @@
 //! ([`matrix_testkit::audit`]), run over a participant-less view; fsck adds
 //! what an operator needs on top of it: who holds what, and whether those
 //! holders are still alive. Exact when the segment is quiescent (no
-//! allocation or free in flight); with live participants a block caught
-//! mid-operation may be reported once and not again.
+//! allocation or free in flight); with live participants every problem is
+//! re-validated before it is reported ([`crate::confirm`]), and a check
+//! that cannot be decided is reported inconclusive.
 //!
 //! | check | severity when it fails |
 //! |---|---|
@@ -16,7 +17,7 @@
 //! | every FREE block is in a free list; no ACKED / COALESCING block owned by nobody | leak (repair) |
 //! | no block held by an owner id no slot carries (a vanished participant) | leak (repair) |
 //! | no block held (ALLOCATED, ACKED, COALESCING, CACHED) by a dead or detached participant | leak (recover) |
-//! | no carve or consolidation left unfinished by a dead participant | leak (recover) |
+//! | no carve or consolidation left unfinished by a dead participant (a chain that stops at a dead carver's recorded offset is such a carve, not corruption) | leak (recover) |
 //! | carves, consolidations and frees in flight in live participants; user-state blocks of departed participants; departed slots that hold nothing | note |
 //!
 //! Corruption and leaks are problems (exit code 1); notes are not.
@@ -135,6 +136,10 @@ pub struct CheckReport {
     pub findings_omitted: usize,
     /// What was found (the first few of each kind unless all were asked for).
     pub findings: Vec<Finding>,
+    /// The chain walk stopped at a live participant's carve: the blocks
+    /// beyond it were not seen, so this pass is not the whole answer.
+    #[serde(skip)]
+    chain_cut_in_flight: bool,
 }
 
 impl CheckReport {
@@ -314,11 +319,14 @@ pub fn check<A: Arena>(arena: &A) -> CheckReport {
                 .map(crate::confirm::key)
                 .collect()
         });
-        let mut undecided = 0;
+        let mut undecided = usize::from(report.chain_cut_in_flight);
         let mut kept = Vec::new();
         for (f, v) in problems.into_iter().zip(verdicts) {
             match v {
                 Verdict::Confirmed => kept.push(f),
+                // A pass whose chain walk stopped at a change in flight saw
+                // nothing beyond it: what it found is not the whole answer.
+                Verdict::InFlight if f.kind == "broken-chain" => undecided += 1,
                 Verdict::InFlight => unconfirmed += 1,
                 Verdict::Undecidable => undecided += 1,
             }
@@ -395,6 +403,45 @@ fn check_once<A: Arena>(arena: &A) -> CheckReport {
         }
         report.findings.push(finding);
     }
+
+    let mut cut_in_flight = false;
+    // A chain that stops at a carve's recorded offset is a carve whose
+    // header is not written yet: in flight if its carver lives, left
+    // unfinished (and rebuilt by recover) if it is gone.
+    for f in &mut report.findings {
+        if f.kind != "broken-chain" {
+            continue;
+        }
+        let Some(offset) = f.offset else { continue };
+        let carver = seg.participants.iter().position(|slot| {
+            slot.carve_intents.iter().any(|e| {
+                // Acquire: pairs with the carver's stores of its intent.
+                let v = e.load(Acquire);
+                matrix_core::alloc::is_carve_intent(v) && v as u32 == offset
+            })
+        });
+        let Some(slot) = carver else { continue };
+        // Relaxed: the pid is for the message only.
+        let pid = seg.participants[slot].pid.load(Relaxed);
+        if slot_departed(arena, slot) {
+            f.severity = Severity::Leak;
+            f.kind = "unfinished-carve";
+            f.message = format!(
+                "offset {offset}: a carve of departed participant slot {slot} (pid {pid}) has no header yet; \
+                 `fsck --repair` (recover) rebuilds it from the recorded intent"
+            );
+        } else {
+            cut_in_flight = true;
+            f.severity = Severity::Note;
+            f.kind = "carve-in-flight";
+            f.message = format!(
+                "offset {offset}: participant slot {slot} (pid {pid}) is carving a block here"
+            );
+        }
+        f.slot = Some(slot);
+        f.pid = Some(pid);
+    }
+    report.chain_cut_in_flight = cut_in_flight;
 
     // 2. Who holds what: blocks of departed participants, user-state blocks.
     let mut held_by: BTreeMap<(usize, u32), (u64, u64)> = BTreeMap::new();

@@ -347,6 +347,40 @@ pub struct ParticipantReport {
     pub blocks: u64,
     /// Their bytes.
     pub bytes: u64,
+    /// Command name of the process (`/proc/<pid>/comm`), when the pid is
+    /// visible here and still names the process that attached.
+    pub command: Option<String>,
+    /// User the process runs as, on the same condition.
+    pub user: Option<String>,
+    /// Seconds since the process started, on the same condition.
+    pub started_seconds_ago: Option<u64>,
+}
+
+/// What `/proc` says about the process that attached as `pid` at
+/// `start_time` (clock ticks since boot): command, user, age. Nothing when
+/// the pid is not visible here (another PID namespace) or names another
+/// process now (its start time differs). For display only.
+fn process_info(pid: u32, start_time: u64) -> (Option<String>, Option<String>, Option<u64>) {
+    let now = matrix_core::participant::process_start_time(pid);
+    if pid == 0 || start_time == 0 || now.map(|(s, _)| s) != Some(start_time) {
+        return (None, None, None);
+    }
+    let command = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim_end().to_owned());
+    let user = std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| crate::users::user_name(m.uid()));
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let uptime = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|u| u.split(' ').next()?.parse::<f64>().ok());
+    let age = match (uptime, ticks) {
+        (Some(up), t) if t > 0 => Some((up - start_time as f64 / t as f64).max(0.0) as u64),
+        _ => None,
+    };
+    (command, user, age)
 }
 
 /// Free blocks with sizes in `[min_size, max_size]`.
@@ -470,7 +504,14 @@ pub fn stat(view: &SegmentView) -> Result<StatReport, CliError> {
             let state = slot_word::state_of(word);
             let owner = OwnerId::of_slot(index);
             let (blocks, bytes) = by_owner.get(&owner.0).copied().unwrap_or_default();
+            // Relaxed: display only.
+            let pid = slot.pid.load(Relaxed);
+            let (command, user, started_seconds_ago) =
+                process_info(pid, slot.start_time.load(Relaxed));
             ParticipantReport {
+                command,
+                user,
+                started_seconds_ago,
                 slot: index,
                 state: slot_state_name(state).into(),
                 pid: slot.pid.load(Relaxed),
@@ -584,7 +625,15 @@ pub fn render_stat(r: &StatReport) -> String {
     let _ = writeln!(out, "fragmentation {:.4}", sp.fragmentation);
     let _ = writeln!(out);
     let _ = writeln!(out, "blocks by state");
-    let _ = writeln!(out, "  {:<14} {:>10} {:>12}", "STATE", "BLOCKS", "BYTES");
+    if r.blocks_by_state.is_empty() {
+        let _ = writeln!(
+            out,
+            "  no blocks yet: the whole arena ({}) is wilderness",
+            format_size(sp.wilderness_bytes)
+        );
+    } else {
+        let _ = writeln!(out, "  {:<14} {:>10} {:>12}", "STATE", "BLOCKS", "BYTES");
+    }
     for c in &r.blocks_by_state {
         let label = if c.state >= matrix_core::state::USER_STATE_MIN
             || matrix_core::state::is_reserved(c.state)
@@ -610,19 +659,29 @@ pub fn render_stat(r: &StatReport) -> String {
     if !r.participants.is_empty() {
         let _ = writeln!(
             out,
-            "  {:<5} {:<10} {:>8} {:<8} {:>8} {:>12}",
-            "SLOT", "STATE", "PID", "LIVENESS", "BLOCKS", "BYTES"
+            "  {:<5} {:<10} {:>8} {:<8} {:>8} {:>12}  {:<16} {:<10} {:>5}",
+            "SLOT", "STATE", "PID", "LIVENESS", "BLOCKS", "BYTES", "COMMAND", "USER", "AGE"
         );
         for p in &r.participants {
+            let dash = || "-".to_owned();
             let _ = writeln!(
                 out,
-                "  {:<5} {:<10} {:>8} {:<8} {:>8} {:>12}",
+                "  {:<5} {:<10} {:>8} {:<8} {:>8} {:>12}  {:<16} {:<10} {:>5}",
                 p.slot,
                 p.state,
                 p.pid,
                 p.liveness,
                 p.blocks,
-                format_size(p.bytes)
+                format_size(p.bytes),
+                p.command.clone().unwrap_or_else(dash),
+                p.user.clone().unwrap_or_else(dash),
+                p.started_seconds_ago.map_or_else(dash, format_age)
+            );
+        }
+        if r.participants.iter().any(|p| p.command.is_none()) {
+            let _ = writeln!(
+                out,
+                "  (COMMAND, USER, AGE: `-` when the pid is not visible from here or names another process now)"
             );
         }
     }

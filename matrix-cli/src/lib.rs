@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod manage;
 pub mod size;
 mod sync;
+pub mod top;
 pub mod users;
 pub mod view;
 

@@ -7,7 +7,7 @@ use matrix_cli::bench::{self, BenchOptions};
 use matrix_cli::error::{CliError, EXIT_ERROR, EXIT_INCONCLUSIVE, EXIT_OK, EXIT_PROBLEMS};
 use matrix_cli::fsck::{self, FsckReport};
 use matrix_cli::size::{format_size, parse_size};
-use matrix_cli::{inspect, manage, view};
+use matrix_cli::{inspect, manage, top, view};
 use std::io::{IsTerminal, Write};
 
 /// Inspect, check, repair and benchmark AtomicMatrix shared-memory segments in /dev/shm.
@@ -63,8 +63,11 @@ enum Command {
         #[arg(long, conflicts_with = "force")]
         dead: bool,
         /// With --dead: remove what was listed
-        #[arg(long, requires = "dead")]
+        #[arg(long)]
         yes: bool,
+        /// With --dead: only segments whose name starts with this
+        #[arg(long, value_name = "TEXT")]
+        prefix: Option<String>,
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
@@ -83,6 +86,20 @@ enum Command {
         #[arg(long)]
         group: Option<String>,
         /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a segment's space, allocation rate and participants, redrawn every interval
+    Top {
+        /// Segment name
+        name: String,
+        /// Seconds between frames
+        #[arg(long, short, default_value_t = 1.0)]
+        interval: f64,
+        /// Frames to show before exiting (default: until interrupted)
+        #[arg(long, short = 'n')]
+        count: Option<u64>,
+        /// One JSON object per frame, one per line
         #[arg(long)]
         json: bool,
     },
@@ -195,10 +212,20 @@ fn run(command: Command) -> Result<(i32, String), CliError> {
             force,
             dead,
             yes,
+            prefix,
             json,
         } => {
+            if prefix.is_some() && !dead {
+                return Err(CliError::Argument("--prefix goes with --dead".into()));
+            }
+            if yes && !dead {
+                return Err(CliError::Argument(
+                    "--yes confirms `rm --dead`; to remove one segment, name it without --yes"
+                        .into(),
+                ));
+            }
             if dead {
-                let found = manage::remove_dead(yes)?;
+                let found = manage::remove_dead(yes, prefix.as_deref().unwrap_or(""))?;
                 let failed = found.iter().any(|d| d.error.is_some());
                 let code = if failed { EXIT_PROBLEMS } else { EXIT_OK };
                 return Ok((
@@ -252,6 +279,28 @@ fn run(command: Command) -> Result<(i32, String), CliError> {
                     format_size(created.largest_free as u64)
                 ),
             ))
+        }
+        Command::Top {
+            name,
+            interval,
+            count,
+            json,
+        } => {
+            if !(interval > 0.0 && interval <= 3600.0) {
+                return Err(CliError::Argument(
+                    "--interval must be more than 0 and at most 3600 seconds".into(),
+                ));
+            }
+            if count == Some(0) {
+                return Err(CliError::Argument("--count must be at least 1".into()));
+            }
+            top::top(
+                &name,
+                std::time::Duration::from_secs_f64(interval),
+                count,
+                json,
+            )?;
+            Ok((EXIT_OK, String::new()))
         }
         Command::Bench {
             threads,

@@ -74,6 +74,8 @@ pub fn create(name: &str, size: u64, mode: u32, group: Option<u32>) -> Result<Cr
         }
         _ => {}
     }
+    // `..default()` so that options added later keep their defaults.
+    #[allow(clippy::needless_update)]
     let options = CreateOptions {
         mode,
         group,
@@ -199,13 +201,17 @@ pub struct DeadSegment {
     pub error: Option<String>,
 }
 
-/// `matrix rm --dead`: every matrix segment in `/dev/shm` with no live
-/// participant and none of unknown liveness; removed only if `yes`.
+/// `matrix rm --dead`: every matrix segment in `/dev/shm` whose name starts
+/// with `prefix`, with no live participant and none of unknown liveness;
+/// removed only if `yes`.
 /// Segments that cannot be read (permission, damage, still formatting)
 /// are left alone: their participants cannot be told.
-pub fn remove_dead(yes: bool) -> Result<Vec<DeadSegment>, CliError> {
+pub fn remove_dead(yes: bool, prefix: &str) -> Result<Vec<DeadSegment>, CliError> {
     let mut out = Vec::new();
     for row in crate::inspect::list_segments()? {
+        if !row.name.starts_with(prefix) {
+            continue;
+        }
         if row.participants_alive != Some(0) || row.participants_unknown != Some(0) {
             continue;
         }

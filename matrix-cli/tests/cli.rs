@@ -589,3 +589,211 @@ fn a_segment_abandoned_while_formatting_is_reported_not_waited_for() {
     matrix(&["rm", &name]).expect(2).stderr_has("--force");
     matrix(&["rm", &name, "--force"]).expect(0);
 }
+
+#[test]
+fn stat_names_the_processes_and_ls_says_needs_recover() {
+    let name = unique("who");
+    let _guard = ShmGuard::new(&name);
+    matrix(&["create", &name, "--size", "4MiB"]).expect(0);
+    matrix(&["stat", &name])
+        .expect(0)
+        .stdout_has("no blocks yet: the whole arena");
+    let mut holder = spawn_holder(&name);
+    let json = matrix(&["stat", &name, "--json"]).expect(0).json();
+    let p = &json["participants"][0];
+    let exe = std::env::current_exe().unwrap();
+    let comm: String = exe
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .chars()
+        .take(15)
+        .collect();
+    assert_eq!(p["command"], comm.as_str(), "{json:#}");
+    assert_eq!(p["user"], common::current_user().as_str(), "{json:#}");
+    assert!(p["started_seconds_ago"].as_u64().is_some(), "{json:#}");
+    matrix(&["stat", &name]).expect(0).stdout_has("COMMAND");
+    let ls = matrix(&["ls", "--json"]).expect(0).json();
+    let row = find(&ls, "name", &name).unwrap();
+    assert_eq!(row["status"], "ok");
+    assert_eq!(row["attached"], 1);
+
+    // Frames of `top`: one JSON object per line.
+    let top = matrix(&["top", &name, "-n", "2", "-i", "0.1", "--json"]);
+    top.expect(0);
+    let frames: Vec<Value> = top
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(frames.len(), 2, "{}", top.stdout);
+    assert_eq!(frames[0]["alive"], 1);
+    assert_eq!(frames[0]["allocations_per_second"], Value::Null);
+    assert!(frames[1]["allocations_per_second"].is_number());
+    assert!(frames[1]["used_bytes"].as_u64().unwrap() > 0);
+    matrix(&["top", &name, "-n", "1"])
+        .expect(0)
+        .stdout_has("allocations/s")
+        .stdout_has("1 alive");
+    matrix(&["top", &name, "-i", "0"])
+        .expect(2)
+        .stderr_has("--interval");
+
+    holder.kill();
+    let ls = matrix(&["ls", "--json"]).expect(0).json();
+    let row = find(&ls, "name", &name).unwrap();
+    assert_eq!(row["status"], "needs recover", "{row:#}");
+    assert_eq!(row["participants_dead"], 1);
+    matrix(&["ls"]).expect(0).stdout_has("needs recover");
+    // A dead holder's pid names no live process: no command is made up.
+    let json = matrix(&["stat", &name, "--json"]).expect(0).json();
+    assert_eq!(json["participants"][0]["command"], Value::Null, "{json:#}");
+}
+
+#[test]
+fn rm_dead_lists_then_removes_only_segments_without_live_participants() {
+    // Other segments in /dev/shm are not this test's: it looks only at its own prefix.
+    let prefix = unique("dead");
+    let idle = format!("{prefix}-idle");
+    let _idle_guard = ShmGuard::new(&idle);
+    let busy = format!("{prefix}-busy");
+    let _busy_guard = ShmGuard::new(&busy);
+    matrix(&["create", &idle, "--size", "1MiB"]).expect(0);
+    matrix(&["create", &busy, "--size", "1MiB"]).expect(0);
+    let _holder = spawn_holder(&busy);
+
+    let listed = matrix(&["rm", "--dead", "--prefix", &prefix, "--json"])
+        .expect(0)
+        .json();
+    let entry = find(&listed, "name", &idle).expect("the idle segment is listed");
+    assert_eq!(entry["removed"], false);
+    assert!(find(&listed, "name", &busy).is_none(), "{listed:#}");
+    matrix(&["rm", "--dead", "--prefix", &prefix])
+        .expect(0)
+        .stdout_has(&format!("would remove /dev/shm/{idle}"))
+        .stdout_has("--yes");
+    assert!(shm_path(&idle).exists(), "listing removes nothing");
+
+    let removed = matrix(&["rm", "--dead", "--yes", "--prefix", &prefix, "--json"])
+        .expect(0)
+        .json();
+    assert_eq!(find(&removed, "name", &idle).unwrap()["removed"], true);
+    assert!(!shm_path(&idle).exists());
+    assert!(shm_path(&busy).exists(), "a segment in use stays");
+    matrix(&["rm", "--dead", "--force"]).expect(2);
+    matrix(&["rm", &busy, "--prefix", &prefix])
+        .expect(2)
+        .stderr_has("--dead");
+    matrix(&["rm", "--yes", &busy])
+        .expect(2)
+        .stderr_has("--dead");
+}
+
+#[test]
+fn create_and_rm_speak_json_and_errors_are_json_too() {
+    let name = unique("json");
+    let _guard = ShmGuard::new(&name);
+    let created = matrix(&[
+        "create", &name, "--size", "1MiB", "--mode", "0640", "--json",
+    ])
+    .expect(0)
+    .json();
+    assert_eq!(created["name"], name.as_str());
+    assert_eq!(created["size"], 1 << 20);
+    assert_eq!(created["mode"], "0640");
+    assert_eq!(created["permissions"], "rw-r-----");
+    let again = matrix(&["create", &name, "--json"]);
+    again.expect(2);
+    assert_one_error_json(&again, "already exists");
+    let bad = matrix(&["create", &unique("m"), "--mode", "99999", "--json"]);
+    bad.expect(2);
+    assert_one_error_json(&bad, "--mode");
+    let usage = matrix(&["stat", "--json"]);
+    usage.expect(2);
+    assert_one_error_json(&usage, "<NAME>");
+    let removed = matrix(&["rm", &name, "--json"]).expect(0).json();
+    assert_eq!(removed["name"], name.as_str());
+    assert_eq!(removed["live_participants"], 0);
+    let gone = matrix(&["rm", &name, "--json"]);
+    gone.expect(2);
+    assert_one_error_json(&gone, "no segment named");
+}
+
+fn assert_one_error_json(out: &common::Outcome, text: &str) {
+    let value = out.json();
+    assert!(value["error"].as_str().unwrap().contains(text), "{value:#}");
+    assert_eq!(value["exit_code"], out.code.unwrap());
+}
+
+#[test]
+fn names_foreign_files_and_truncated_segments_are_explained() {
+    matrix(&["create", "..."])
+        .expect(2)
+        .stderr_has("invalid segment name");
+    let foreign = unique("other");
+    let _foreign_guard = ShmGuard::new(&foreign);
+    std::fs::write(shm_path(&foreign), b"someone else's data, not a segment").unwrap();
+    let out = matrix(&["create", &foreign, "--size", "1MiB"]);
+    out.expect(2)
+        .stderr_has("is not a matrix segment")
+        .stderr_has("pick another name");
+    assert!(!out.stderr.contains("matrix rm"), "{}", out.stderr);
+
+    let cut = unique("cut");
+    let _cut_guard = ShmGuard::new(&cut);
+    matrix(&["create", &cut, "--size", "1MiB"]).expect(0);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(shm_path(&cut))
+        .unwrap()
+        .set_len(64 << 10)
+        .unwrap();
+    let ls = matrix(&["ls", "--json"]).expect(0).json();
+    let row = find(&ls, "name", &cut).expect("a truncated segment is listed");
+    let status = row["status"].as_str().unwrap();
+    assert!(status.starts_with("truncated:"), "{row:#}");
+    assert!(status.contains("1.0 MiB"), "{row:#}");
+}
+
+#[test]
+fn fsck_json_on_a_badly_damaged_segment_is_a_summary() {
+    use matrix_core::state::{generation_of, pack, FREE};
+    let name = unique("many");
+    let _guard = ShmGuard::new(&name);
+    matrix(&["create", &name, "--size", "8MiB"]).expect(0);
+    let m = matrix_core::AtomicMatrix::open(&name).unwrap();
+    // 2,000 stranded free blocks: far more findings than are listed.
+    for _ in 0..2000 {
+        let h = m.allocate(64, 0).unwrap().offset() - matrix_core::BLOCK_HEADER_SIZE;
+        let hdr = m.block_header(h).unwrap().0;
+        let word = hdr.state.load(std::sync::atomic::Ordering::SeqCst);
+        hdr.state.store(
+            pack(generation_of(word), 0, FREE),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+    m.close().unwrap();
+    let short = matrix(&["fsck", &name, "--json"]);
+    short.expect(1);
+    let json = short.json();
+    let summary = json["before"]["summary"].as_array().unwrap();
+    let stranded = summary
+        .iter()
+        .find(|k| k["kind"] == "stranded-free-block")
+        .unwrap();
+    assert_eq!(stranded["count"], 2000);
+    assert_eq!(json["problems"], 2000);
+    let listed = json["before"]["findings"].as_array().unwrap();
+    assert_eq!(listed.len(), 20, "first 20 of the kind");
+    assert_eq!(json["before"]["findings_omitted"], 1980);
+    assert!(listed[0]["offset"].is_u64());
+    assert!(short.stdout.len() < 20_000, "{} bytes", short.stdout.len());
+    let all = matrix(&["fsck", &name, "--json", "--all"]).expect(1).json();
+    assert_eq!(all["before"]["findings"].as_array().unwrap().len(), 2000);
+    matrix(&["fsck", &name])
+        .expect(1)
+        .stdout_has("1980 more of this kind (2000 in all; `--all` lists every one)");
+    matrix(&["fsck", &name, "--repair"])
+        .expect(0)
+        .stdout_has("clean");
+}

@@ -181,3 +181,56 @@ fn a_leak_planted_during_the_churn_is_found() {
     }
     drop(planter);
 }
+
+#[test]
+fn a_churner_killed_during_the_churn_is_found_as_a_leak() {
+    let (name, _guard, mut churners) = churning_segment("killed");
+    let mut victim = churners.pop().expect("churners");
+    victim.kill().expect("the victim was running");
+    let mut found = None;
+    for _ in 0..5 {
+        let out = matrix(&["fsck", &name, "--json"]);
+        if out.code == Some(3) {
+            continue;
+        }
+        found = Some((out.code, out.json()));
+        break;
+    }
+    let (code, report) = found.expect("five inconclusive runs in a row");
+    assert_eq!(code, Some(1), "{report:#}");
+    let problems = problems(&report);
+    assert!(!problems.is_empty(), "{report:#}");
+    // What a process killed at any instant can leave: blocks it held, and
+    // (killed mid-operation) a carve, a pop or a consolidation unfinished.
+    let left_by_a_death = [
+        "held-by-departed",
+        "dead-carve-intent",
+        "unfinished-carve",
+        "stranded-free-block",
+        "stranded-transient-block",
+        "dead-consolidator",
+    ];
+    for p in &problems {
+        assert!(
+            left_by_a_death.contains(&p["kind"].as_str().unwrap()),
+            "not the dead churner's leftovers: {p:#}"
+        );
+    }
+    let held = problems
+        .iter()
+        .find(|p| p["kind"] == "held-by-departed")
+        .expect("the dead churner held blocks");
+    assert!(held["blocks"].as_u64().unwrap() > 0, "{held:#}");
+    assert_eq!(report["before"]["live_participants"], CHURNERS - 1);
+    // Recovered online while the others keep churning.
+    let repaired = matrix(&["fsck", &name, "--repair", "--json"]);
+    let json = repaired.json();
+    assert_eq!(json["repair"]["recovered_participants"], 1, "{json:#}");
+    assert!(
+        repaired.code == Some(0) || repaired.code == Some(3),
+        "{json:#}"
+    );
+    for c in &mut churners {
+        assert!(c.kill().is_some(), "a churner died during the checks");
+    }
+}

@@ -2,6 +2,10 @@
 //! what another, unprivileged user sees. Needs root to create that user
 //! (and removes it again); skipped with a printed reason otherwise.
 
+// `..CreateOptions::default()` even where every field is given, so that
+// options added later keep their defaults.
+#![allow(clippy::needless_update)]
+
 mod common;
 
 use common::{matrix, run, unique, ShmGuard};

@@ -185,3 +185,9 @@ impl Drop for ChildGuard {
         self.kill();
     }
 }
+
+/// The name of the user this test runs as.
+pub fn current_user() -> String {
+    let out = Command::new("id").arg("-un").output().expect("id -un");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
