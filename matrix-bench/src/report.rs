@@ -189,6 +189,12 @@ impl Report<'_> {
                 "Scaling (mixed, one thread)",
                 "arena, live set",
             ),
+            (
+                Section::Threads,
+                "Threads (mixed, more threads than cores)",
+                "threads",
+            ),
+            (Section::Extra, "Extra", "row"),
         ];
         for (section, title, first) in sections {
             let rows: Vec<_> = self
