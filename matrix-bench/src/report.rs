@@ -271,10 +271,31 @@ impl Report<'_> {
         );
         let _ = writeln!(
             out,
-            "- block payloads: requests rounded up to 16 B, at least 16 B; a block taken whole from a \
-             bigger free block carries the rest only when it is under {} B (a smaller remainder \
-             cannot hold a header and a minimum payload)",
-            matrix_core::layout::MIN_BLOCK
+            "- worst-case bytes a request takes beyond its payload (header, rounding to 16, and the \
+             slack of the block that serves it: a cached block of the same class may be up to the \
+             class width − 16 B larger, a split leaves at most 32 B it cannot cut off):\n"
+        );
+        let _ = writeln!(
+            out,
+            "  | request | class width | worst overhead | of the request |"
+        );
+        let _ = writeln!(out, "  |---:|---:|---:|---:|");
+        for size in crate::targets::OVERHEAD_SIZES {
+            let block = size.max(16).next_multiple_of(16) + 32;
+            let worst = crate::targets::worst_overhead(size);
+            let _ = writeln!(
+                out,
+                "  | {size} B | {} B | {worst} B | {:.0} % |",
+                crate::targets::class_width(block),
+                worst as f64 * 100.0 / size as f64
+            );
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "  Blocks of 32 KiB and more are cached in one short first-fit list: such a request may \
+             get any cached larger block, at most half the thread's cache bound (1/32 of the arena, \
+             4 MiB at most).\n"
         );
         let _ = writeln!(
             out,
