@@ -66,7 +66,8 @@ fn parent(args: &Args) -> Result<()> {
     if args.max_size < 16 {
         return Err("--max-size must be at least 16".into());
     }
-    let size = (args.blocks as u64 * (args.max_size as u64 + 64)).clamp(4 << 20, 4 << 30) as usize;
+    let size = (args.blocks as u64 * (args.max_size as u64 + 64))
+        .clamp(4 << 20, u32::MAX as u64 & !0xFFF) as u32;
     let name = unique_name("matrix-example-crash");
     let _guard = SegmentGuard::new(&name);
     let handler = MatrixHandler::create(&name, size)?;

@@ -37,7 +37,7 @@ const ARCHIVED: u32 = 52;
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// One order, as it lives in its block.
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable, matrix_handler::ShmSafe)]
 #[repr(C)]
 struct Order {
     id: u64,

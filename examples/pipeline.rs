@@ -101,7 +101,7 @@ struct Args {
 }
 
 /// Written by the parent before RUNNING; read by the children after.
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable, matrix_handler::ShmSafe)]
 #[repr(C)]
 struct Control {
     deadline_ns: u64,
@@ -112,7 +112,7 @@ struct Control {
 }
 
 /// The producer's counts (also its progress, rewritten as it goes).
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable, matrix_handler::ShmSafe)]
 #[repr(C)]
 struct ProducerResult {
     sent: u64,
@@ -127,7 +127,7 @@ struct ProducerResult {
 }
 
 /// One consumer's counts and latency histogram.
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable, matrix_handler::ShmSafe)]
 #[repr(C)]
 struct ConsumerResult {
     received: u64,
@@ -226,7 +226,7 @@ fn coordinator(args: &Args) -> Result<i32> {
     let bitmap_words = (MESSAGE_CAP / 64) as usize;
     let in_flight = args.capacity as u64 * (max_words as u64 * 8 + 64);
     let size = (64 << 20) + args.consumers as u64 * bitmap_words as u64 * 8 + 2 * in_flight;
-    let size = size.min(u32::MAX as u64 & !0xFFF) as usize;
+    let size = size.min(u32::MAX as u64 & !0xFFF) as u32;
 
     let name = unique_name("matrix-pipeline");
     let guard = SegmentGuard::new(&name);

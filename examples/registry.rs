@@ -187,7 +187,7 @@ fn parent(args: &Args) -> Result<()> {
     // Clean up: unregister every name, then free its object.
     for entry in registry.entries() {
         registry.remove(&entry.name)?;
-        handler.free_at(entry.offset - 32)?;
+        handler.free_raw(entry.payload())?;
     }
     handler.recover()?;
     handler.consolidate()?;

@@ -249,7 +249,7 @@ pub const HISTOGRAM_BUCKETS: usize = 512;
 /// A log-linear latency histogram (16 buckets per power of two, so any
 /// percentile is within ~6 % of the true value). Plain old data: it can be
 /// written into a block of the segment and read by another process.
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable, matrix_handler::ShmSafe)]
 #[repr(C)]
 pub struct LatencyHistogram {
     buckets: [u64; HISTOGRAM_BUCKETS],

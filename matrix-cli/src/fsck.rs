@@ -175,6 +175,7 @@ fn classify(v: &Violation) -> (Severity, &'static str) {
         WildernessHeader => (Severity::Corruption, "wilderness-header"),
         StaleCarveIntent { .. } => (Severity::Note, "carve-in-flight"),
         ConsolidatorHeld { .. } => (Severity::Note, "consolidation-in-flight"),
+        Structure { .. } => (Severity::Corruption, "structure"),
     }
 }
 

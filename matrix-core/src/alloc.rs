@@ -131,10 +131,12 @@ pub const fn is_hold_intent(value: u64) -> bool {
     value & 1 == 1 && value != 1
 }
 
-/// Whether an intent value records a carve or retract (`size << 32 | offset`).
+/// Whether an intent value records a carve or retract (`size << 32 | offset`;
+/// both 16-aligned, so the low four bits are clear — a resize's move intent
+/// sets bit 1, see `realloc::move_intent`).
 #[inline]
 pub const fn is_carve_intent(value: u64) -> bool {
-    value & 1 == 0 && value != 0
+    value & 0xF == 0 && value != 0
 }
 
 fn carved_marked<A: Arena>(arena: &A, offset: u32, payload: u64, type_tag: u32) -> u32 {
@@ -549,7 +551,7 @@ pub(crate) fn claim_listed(hdr: &BlockHeader, mut word: u64, claimed: impl Fn(u6
 /// Pushes a block whose word is `RELEASING` under this participant, then
 /// moves it to FREE with a CAS (a popper may have claimed it already: then
 /// the CAS fails and the block is the popper's).
-fn push_released<A: Arena>(arena: &A, hdr: &BlockHeader, offset: u32, size: u32) {
+pub(crate) fn push_released<A: Arena>(arena: &A, hdr: &BlockHeader, offset: u32, size: u32) {
     // Relaxed: the block is ours until the push.
     let word = hdr.state.load(Relaxed);
     crate::fault::at(crate::fault::RELEASE_OWNER);

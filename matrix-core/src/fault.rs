@@ -37,7 +37,45 @@ pub const CACHE_TAKEN: u32 = 11;
 pub const ATTACH_CLAIMED: u32 = 12;
 /// While detaching: every flusher is done, the slot still ACTIVE.
 pub const DETACHING: u32 = 13;
-/// Every point, for tests that iterate over them.
+/// A resize holds its block (RESIZING), nothing else done yet.
+pub const REALLOC_HELD: u32 = 14;
+/// A shrink wrote the tail's header, before the block's size shrinks.
+pub const REALLOC_SHRINKING: u32 = 15;
+/// A grow moved `top`, before the block's size covers the new bytes.
+pub const REALLOC_TOP_MOVED: u32 = 16;
+/// A grow popped the neighbour, before claiming it.
+pub const REALLOC_NEIGHBOUR_POPPED: u32 = 17;
+/// A grow wrote the header of the neighbour's unneeded tail, before the
+/// neighbour's size shrinks.
+pub const REALLOC_NEIGHBOUR_SPLIT: u32 = 18;
+/// A grow cleared the neighbour's header, before the block's size covers it.
+pub const REALLOC_ABSORBING: u32 = 19;
+/// An in-place resize set the new size, before the block is handed back.
+pub const REALLOC_SIZED: u32 = 20;
+/// A move allocated and filled the new block, before recording the move.
+pub const REALLOC_COPIED: u32 = 21;
+/// A move recorded its intent, before the commit.
+pub const REALLOC_MOVE_RECORDED: u32 = 22;
+/// A move committed (old block ACKED), before the new block is handed over.
+pub const REALLOC_COMMITTED: u32 = 23;
+/// A move handed the new block over, before the old one is freed.
+pub const REALLOC_HANDED: u32 = 24;
+/// The resize points.
+pub const REALLOC: [u32; 11] = [
+    REALLOC_HELD,
+    REALLOC_SHRINKING,
+    REALLOC_TOP_MOVED,
+    REALLOC_NEIGHBOUR_POPPED,
+    REALLOC_NEIGHBOUR_SPLIT,
+    REALLOC_ABSORBING,
+    REALLOC_SIZED,
+    REALLOC_COPIED,
+    REALLOC_MOVE_RECORDED,
+    REALLOC_COMMITTED,
+    REALLOC_HANDED,
+];
+/// Every point of the allocator proper, for tests that iterate over them
+/// (the resize points, reached only by `reallocate`, are in [`REALLOC`]).
 pub const ALL: [u32; 13] = [
     ALLOC_POPPED,
     ALLOC_SPLITTING,

@@ -17,6 +17,7 @@ pub mod name;
 #[cfg(not(loom))]
 pub mod observer;
 pub mod participant;
+pub mod realloc;
 pub mod recover;
 pub mod relative_ptr;
 #[cfg(not(loom))]
@@ -34,6 +35,7 @@ pub use matrix::AtomicMatrix;
 #[cfg(not(loom))]
 pub use observer::Observer;
 pub use participant::Liveness;
+pub use realloc::{ReallocError, ResizeKind, Resized};
 pub use recover::{RecoveryReport, RepairError};
 pub use relative_ptr::RelativePtr;
 #[cfg(not(loom))]

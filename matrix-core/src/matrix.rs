@@ -421,6 +421,41 @@ impl AtomicMatrix {
         Ok(())
     }
 
+    /// Resizes the live block at `header_offset` (of `generation`) to hold
+    /// `payload` bytes: in place when it can, else by moving it (see
+    /// [`crate::realloc`]). Always gives the block a new generation.
+    pub fn reallocate(
+        &self,
+        header_offset: u32,
+        generation: u64,
+        payload: u64,
+    ) -> Result<crate::Resized, crate::ReallocError> {
+        self.inner
+            .refuse_if_inherited()
+            .map_err(|e| crate::ReallocError::Block(BlockError::Refused(e)))?;
+        let base = self.base_ptr();
+        crate::realloc::reallocate(
+            &*self.inner,
+            header_offset,
+            generation,
+            payload,
+            |from, to, len| {
+                // SAFETY: `from` and `to` are payload offsets of two distinct
+                // blocks of this mapping held by the resizer (the old one
+                // RESIZING, the new one just allocated), each with at least
+                // `len` payload bytes, so the ranges are in bounds and
+                // disjoint.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        base.add(from as usize),
+                        base.add(to as usize) as *mut u8,
+                        len as usize,
+                    )
+                }
+            },
+        )
+    }
+
     /// The validated header at `header_offset` (genuine, in bounds, sane size).
     pub fn block_header(&self, header_offset: u32) -> Result<(&BlockHeader, u32), BlockError> {
         alloc::checked_header(self, header_offset)

@@ -44,6 +44,10 @@ pub struct RecoveryReport {
     pub user_state_blocks: Vec<(u32, u32)>,
     /// Carves rebuilt from a dead participant's intent.
     pub carves_rebuilt: u32,
+    /// Blocks a dead participant was resizing, handed back to their owner:
+    /// `(header offset, new generation)` — the old block, or the new one
+    /// of a move that had committed (see `realloc.rs`).
+    pub resized: Vec<(u32, u64)>,
 }
 
 /// Reclaims the blocks of every dead or detached participant.
@@ -126,8 +130,15 @@ pub fn reclaim_dead_slot<A: Arena>(
     // The consolidator word, if the dead claim held it (killed
     // mid-consolidation): released first, as the drain below needs it.
     clear_dead_leftovers(arena, index);
-    rebuild_dead_carves(arena, slot, report);
     let dead = OwnerId::of_slot(index);
+    // Before anything is reclaimed by owner: a committed move hands its new
+    // block to the recorded owner, which may not be the dead participant.
+    // SeqCst: pairs with the resizer's intent stores.
+    let intents: Vec<u64> = slot.carve_intents.iter().map(|e| e.load(SeqCst)).collect();
+    report
+        .resized
+        .extend(crate::realloc::settle_dead_resizes(arena, dead, &intents)?);
+    rebuild_dead_carves(arena, slot, report);
     let releasing = reclaim_blocks_of(arena, dead, reclaim_user_states, report)?;
     let popped: Vec<(u32, u32)> = slot
         .carve_intents
@@ -471,6 +482,16 @@ pub fn repair<A: Arena>(
     }
     seg.index.fl_bitmap.store(0, Relaxed);
 
+    // Unfinished resizes first (they read the intents cleared below).
+    for (index, slot) in seg.participants().enumerate() {
+        if Some(index) == me.slot() {
+            continue;
+        }
+        let intents: Vec<u64> = slot.carve_intents.iter().map(|e| e.load(Acquire)).collect();
+        let settled = crate::realloc::settle_dead_resizes(arena, OwnerId::of_slot(index), &intents)
+            .map_err(RepairError::Block)?;
+        report.resized.extend(settled);
+    }
     // Rebuild carve holes from dead intents, then walk.
     let landed = unfinished_intents(arena);
     for slot in seg.participants() {

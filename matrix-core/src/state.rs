@@ -30,7 +30,8 @@
 //! | `COALESCING` | 3 | held by a consolidator | consolidation | `FREE` (after a pop) |
 //! | `CACHED` | 4 | freed into the freeing thread's cache; reused by that thread without touching the free index | `free` (thread-cache path) | `ALLOCATED`, user states |
 //! | `RELEASING` | 5 | being pushed onto a free list by its releaser (owner = the releaser); a popper may claim it at once | `free`, split (new remainder), consolidation, recovery, cache flush | `ACKED`, `COALESCING`, `CACHED`, fresh header |
-//! | reserved | 6–48 | future internal states; never entered | nobody | — |
+//! | `RESIZING` | 6 | held by its resizer (owner = the resizer); the owner and state to return to wait in the header's `reserved` word | `reallocate`; recovery hands it back | `ALLOCATED`, user states |
+//! | reserved | 7–48 | future internal states; never entered | nobody | — |
 //! | user | 49–4095 | user lifecycle; never reclaimed automatically | `set_state` / `transition_state` | `ALLOCATED`, user states |
 
 /// In a bucket of the free index.
@@ -48,7 +49,10 @@ pub const CACHED: u32 = 4;
 /// finds it under a dead owner cannot tell whether the push happened, and
 /// resolves that by draining the index (see `recover.rs`).
 pub const RELEASING: u32 = 5;
-/// The lowest state a user lifecycle may use; 6–48 are reserved.
+/// Held by a resizer (`realloc.rs`): not live, so frees, adoptions, state
+/// changes and checked reads are refused until it is handed back.
+pub const RESIZING: u32 = 6;
+/// The lowest state a user lifecycle may use; 7–48 are reserved.
 pub const USER_STATE_MIN: u32 = 49;
 /// The highest state a block can be in (the state field is 12 bits).
 pub const STATE_MAX: u32 = (1 << STATE_BITS) - 1;
@@ -75,10 +79,10 @@ pub const fn is_live(state: u32) -> bool {
     state == ALLOCATED || state >= USER_STATE_MIN
 }
 
-/// Whether `state` is reserved for future internal use (6–48).
+/// Whether `state` is reserved for future internal use (7–48).
 #[inline]
 pub const fn is_reserved(state: u32) -> bool {
-    state > RELEASING && state < USER_STATE_MIN
+    state > RESIZING && state < USER_STATE_MIN
 }
 
 /// Whether a block in `state` may be claimed by whoever pops it from a free
@@ -148,6 +152,7 @@ pub fn state_name(state: u32) -> &'static str {
         COALESCING => "COALESCING",
         CACHED => "CACHED",
         RELEASING => "RELEASING",
+        RESIZING => "RESIZING",
         s if is_reserved(s) => "RESERVED",
         _ => "USER",
     }

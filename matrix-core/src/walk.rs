@@ -42,6 +42,11 @@ impl BlockInfo {
     pub fn payload_offset(&self) -> u32 {
         self.offset + BLOCK_HEADER_SIZE
     }
+    /// The payload, as `allocate_raw` returns it and `free_raw` takes it
+    /// (the header [`offset`](Self::offset) is the other kind).
+    pub fn payload(&self) -> crate::RelativePtr<u8> {
+        crate::RelativePtr::new(self.payload_offset())
+    }
     /// Payload capacity.
     pub fn payload_size(&self) -> u32 {
         self.size - BLOCK_HEADER_SIZE

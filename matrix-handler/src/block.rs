@@ -126,6 +126,7 @@ impl<T> fmt::Debug for Block<T> {
 /// nonce; to send a whole token, use [`to_u128`](Self::to_u128) /
 /// [`from_u128`](Self::from_u128).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(C)]
 pub struct BlockToken {
     word: u64,
     nonce: u64,

@@ -51,6 +51,15 @@ pub enum HandlerError {
         /// Header offset.
         offset: u32,
     },
+    /// The block belongs to another participant: only its owner (or anyone,
+    /// for a block the segment owns) may resize or write it through the
+    /// containers. Adopt it first.
+    NotOwner {
+        /// Header offset.
+        offset: u32,
+        /// Its owner (participant slot + 1).
+        owner: u32,
+    },
 }
 
 impl fmt::Display for HandlerError {
@@ -93,6 +102,11 @@ impl fmt::Display for HandlerError {
                 "block at {offset} changed while it was being validated (freed, re-allocated \
                  or moved between states concurrently): retry once its owner is done with it"
             ),
+            HandlerError::NotOwner { offset, owner } => write!(
+                f,
+                "block at {offset} belongs to participant {owner}: only its owner may resize or \
+                 write it; adopt it first"
+            ),
         }
     }
 }
@@ -104,6 +118,18 @@ impl std::error::Error for HandlerError {
             HandlerError::Block(e) => Some(e),
             HandlerError::Segment(e) => Some(e),
             _ => None,
+        }
+    }
+}
+
+impl From<matrix_core::ReallocError> for HandlerError {
+    fn from(e: matrix_core::ReallocError) -> Self {
+        match e {
+            matrix_core::ReallocError::Block(e) => e.into(),
+            matrix_core::ReallocError::Alloc(e) => e.into(),
+            matrix_core::ReallocError::NotOwner { offset, owner } => {
+                HandlerError::NotOwner { offset, owner }
+            }
         }
     }
 }

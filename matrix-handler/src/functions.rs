@@ -2,12 +2,13 @@
 
 use crate::block::{layout_tag, Block, BlockToken, TOKEN_GENERATION_BITS};
 use crate::error::HandlerError;
+use crate::shm_safe::ShmSafe;
 use bytemuck::Pod;
 use matrix_core::layout::{BLOCK_ALIGN, MIN_BLOCK};
 use matrix_core::state::{self, STATE_MAX, USER_STATE_MIN};
 use matrix_core::{
     AllocError, ArenaStats, AtomicMatrix, BlockError, BlockHeader, ConsolidationReport, OwnerId,
-    RecoveryReport, RelativePtr, BLOCK_HEADER_SIZE,
+    RecoveryReport, RelativePtr, ResizeKind, BLOCK_HEADER_SIZE,
 };
 use std::sync::atomic::Ordering;
 
@@ -49,14 +50,226 @@ pub trait HandlerFunctions {
         segment_nonce(self.matrix())
     }
 
-    /// Allocates a block for one `T` (at least 16 bytes), tagged with `T`'s layout.
+    /// Allocates a block for one `T` (at least 16 bytes), tagged with `T`'s
+    /// layout. Its bytes are whatever the memory held — a value, since every
+    /// bit pattern of a [`ShmSafe`] type is one; use
+    /// [`allocate_with`](Self::allocate_with) or
+    /// [`allocate_zeroed`](Self::allocate_zeroed) to start from a known one.
     ///
     /// # Errors
     /// [`HandlerError::AllocationFailed`] when out of memory (with the largest
     /// free block) or when `T` needs more than 16-byte alignment.
     #[inline]
-    fn allocate<T>(&self) -> Result<Block<T>, HandlerError> {
+    fn allocate<T: ShmSafe>(&self) -> Result<Block<T>, HandlerError> {
         allocate_n::<T>(self.matrix(), 1)
+    }
+
+    /// Allocates a block for one `T` and moves `value` into it, before any
+    /// other thread or process can have a handle to the block.
+    ///
+    /// # Errors
+    /// As [`allocate`](Self::allocate).
+    fn allocate_with<T: ShmSafe>(&self, value: T) -> Result<Block<T>, HandlerError> {
+        let block = allocate_n::<T>(self.matrix(), 1)?;
+        let ptr = checked_payload(self.matrix(), &block, 1)?;
+        // SAFETY: checked_payload proved a live block of this mapping holding
+        // one T, 16-aligned. The block was allocated just now by this thread
+        // and its handle has not left this function, so nothing else reads or
+        // writes it (a stale handle of the previous occupant is refused by its
+        // generation). Volatile: the memory is shared with other processes.
+        unsafe { ptr.write_volatile(value) };
+        Ok(block)
+    }
+
+    /// Allocates a block for one `T` whose bytes are all zero (a value of
+    /// every [`ShmSafe`] type).
+    ///
+    /// # Errors
+    /// As [`allocate`](Self::allocate).
+    fn allocate_zeroed<T: ShmSafe>(&self) -> Result<Block<T>, HandlerError> {
+        let block = allocate_n::<T>(self.matrix(), 1)?;
+        let ptr = checked_payload(self.matrix(), &block, 1)?;
+        // SAFETY: as in allocate_with; all-zero bytes are a valid T because
+        // every bit pattern of a ShmSafe type is.
+        unsafe { std::ptr::write_bytes(ptr, 0, 1) };
+        Ok(block)
+    }
+
+    /// A shared reference to the block's `T`, after the checks of
+    /// [`read_pod`](Self::read_pod) (this segment's handle, current
+    /// generation, live block, payload large enough).
+    ///
+    /// This is how processes share a structure: its fields that change are
+    /// atomics, which give the interior mutability, and any other field is
+    /// written before the block is shared and only read afterwards. The
+    /// reference borrows both the handler and the handle, so this handle
+    /// cannot be freed, and its mapping cannot be dropped, while it lives.
+    /// Another handle to the same block (rebuilt from a token) can still be
+    /// freed meanwhile — the reference then reads the memory's next contents,
+    /// still a `T` because every bit pattern is one; writing a non-atomic
+    /// field through [`write_pod`](Self::write_pod) while such a reference
+    /// lives is a data race, as for any memory shared with other processes.
+    fn get<'a, T: ShmSafe>(&'a self, block: &'a Block<T>) -> Result<&'a T, HandlerError> {
+        let ptr = checked_payload(self.matrix(), block, 1)?;
+        // SAFETY: checked_payload proved a live block of this mapping whose
+        // payload holds a T, 16-aligned; any bytes are a valid T (ShmSafe),
+        // and the mapping outlives 'a because the handler is borrowed for 'a.
+        Ok(unsafe { &*ptr })
+    }
+
+    /// The block's elements as a shared slice, checked as [`get`](Self::get)
+    /// for all `block.len()` of them.
+    fn get_slice<'a, T: ShmSafe>(&'a self, block: &'a Block<T>) -> Result<&'a [T], HandlerError> {
+        let ptr = checked_payload(self.matrix(), block, block.len())?;
+        // SAFETY: as in get, for block.len() consecutive elements, all inside
+        // the payload (checked_payload compared len × size_of::<T>() with it).
+        Ok(unsafe { std::slice::from_raw_parts(ptr as *const T, block.len()) })
+    }
+
+    /// Allocates a block for `len` consecutive `T`, all bytes zero (a valid
+    /// value of every [`ShmSafe`] type): the array form of
+    /// [`allocate_zeroed`](Self::allocate_zeroed).
+    ///
+    /// # Errors
+    /// As [`allocate_slice`](Self::allocate_slice).
+    fn allocate_array<T: ShmSafe>(&self, len: usize) -> Result<Block<T>, HandlerError> {
+        let block = allocate_n::<T>(self.matrix(), len)?;
+        let ptr = checked_payload(self.matrix(), &block, len)?;
+        // SAFETY: as in allocate_zeroed, for `len` elements inside the
+        // payload (checked_payload compared len × size_of::<T>() with it).
+        unsafe { std::ptr::write_bytes(ptr, 0, len) };
+        Ok(block)
+    }
+
+    /// Resizes the block to hold `len` elements, keeping the first
+    /// `min(len, block.len())` of them, and returns the new handle. In place
+    /// when the block can shrink, grow into the wilderness or absorb the
+    /// free block after it; otherwise the elements are copied to a new block
+    /// and the old one is freed. Elements beyond the old length are zero.
+    ///
+    /// **The handle rule:** on success `block` is replaced by a new handle
+    /// that, in place or not, carries a new generation: every other handle
+    /// or token of the old block (a copy made with `block_at` or
+    /// `block_from_token`) is stale from then on and refused. Returns how
+    /// the resize was done.
+    ///
+    /// # Errors
+    /// A stale or foreign handle, a block that is not live, a block owned
+    /// by another participant ([`HandlerError::NotOwner`]), a size that
+    /// cannot fit, or no memory for a move. On error the block and `block`
+    /// are unchanged, and `block` stays valid.
+    fn reallocate<T: ShmSafe>(
+        &self,
+        block: &mut Block<T>,
+        len: usize,
+    ) -> Result<ResizeKind, HandlerError> {
+        check_nonce(self.matrix(), block.nonce())?;
+        let elem = std::mem::size_of::<T>() as u64;
+        let max_payload = (self.segment_size() - self.first_block_offset())
+            .saturating_sub(BLOCK_HEADER_SIZE) as u64;
+        let too_large = || HandlerError::SliceTooLarge {
+            len: len as u64,
+            elem_size: elem,
+            max_payload,
+        };
+        let bytes = elem.checked_mul(len as u64).ok_or_else(too_large)?;
+        let len32 = u32::try_from(len).map_err(|_| too_large())?;
+        if bytes > max_payload {
+            return Err(too_large());
+        }
+        let old_bytes = elem * block.len() as u64;
+        let r = self
+            .matrix()
+            .reallocate(block.header_offset(), block.generation(), bytes)?;
+        let new = Block::new(
+            block.nonce(),
+            r.offset + BLOCK_HEADER_SIZE,
+            r.generation,
+            len32,
+        );
+        if bytes > old_bytes {
+            let ptr = checked_payload(self.matrix(), &new, len)? as *mut u8;
+            // SAFETY: checked_payload proved the payload holds `bytes` bytes
+            // of a live block of this mapping that this thread just resized
+            // and whose new handle has not left this function; the range
+            // [old_bytes, bytes) is inside it.
+            unsafe {
+                std::ptr::write_bytes(ptr.add(old_bytes as usize), 0, (bytes - old_bytes) as usize)
+            };
+        }
+        *block = new;
+        Ok(r.kind)
+    }
+
+    /// Resizes the untyped block at payload offset `ptr` (as returned by
+    /// [`allocate_raw`](Self::allocate_raw)) to `size` bytes, whatever its
+    /// generation; returns its payload offset (the same one when resized in
+    /// place). Bytes beyond the old size are not initialized.
+    ///
+    /// # Errors
+    /// As [`reallocate`](Self::reallocate).
+    fn reallocate_raw(
+        &self,
+        ptr: RelativePtr<u8>,
+        size: u32,
+    ) -> Result<RelativePtr<u8>, HandlerError> {
+        let header = ptr
+            .offset()
+            .checked_sub(BLOCK_HEADER_SIZE)
+            .ok_or(HandlerError::InvalidOffset(ptr.offset()))?;
+        let (hdr, _) = self.matrix().block_header(header)?;
+        // Acquire: pairs with the Release of the word's last change; the
+        // core re-checks this generation in the CAS that takes the block.
+        let generation = state::generation_of(hdr.state.load(Ordering::Acquire));
+        let r = self.matrix().reallocate(header, generation, size as u64)?;
+        Ok(RelativePtr::new(r.offset + BLOCK_HEADER_SIZE))
+    }
+
+    /// The block's owner: a participant, or the segment.
+    ///
+    /// # Errors
+    /// A stale or foreign handle, or a block that is not live.
+    fn owner_of<T>(&self, block: &Block<T>) -> Result<OwnerId, HandlerError> {
+        check_nonce(self.matrix(), block.nonce())?;
+        // Acquire: pairs with the Release of the word's last change.
+        let word = header_of(self.matrix(), block)?
+            .state
+            .load(Ordering::Acquire);
+        check_word(block, word)?;
+        if !state::is_live(state::state_of(word)) {
+            return Err(BlockError::NotLive {
+                offset: block.header_offset(),
+                state: state::state_of(word),
+            }
+            .into());
+        }
+        Ok(OwnerId(state::owner_of(word)))
+    }
+
+    /// Copies `values` into the block's elements starting at `at`, checked
+    /// as [`write_slice`](Self::write_slice) (and `at + values.len()` ≤
+    /// `block.len()`), for any `ShmSafe + Copy` element type.
+    fn write_elems<T: ShmSafe + Copy>(
+        &self,
+        block: &mut Block<T>,
+        at: usize,
+        values: &[T],
+    ) -> Result<(), HandlerError> {
+        let end = at.checked_add(values.len()).filter(|&e| e <= block.len());
+        let Some(end) = end else {
+            return Err(HandlerError::SliceTooLarge {
+                len: at as u64 + values.len() as u64,
+                elem_size: std::mem::size_of::<T>() as u64,
+                max_payload: block.len() as u64 * std::mem::size_of::<T>() as u64,
+            });
+        };
+        let ptr = checked_payload(self.matrix(), block, end)?;
+        // SAFETY: checked_payload proved `end` elements inside the payload of
+        // a live block of this mapping; the source is process memory, so the
+        // ranges cannot overlap; the caller holds `&mut Block`, the writer's
+        // handle. T is Copy, so no drop is skipped.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), ptr.add(at), values.len()) };
+        Ok(())
     }
 
     /// Allocates a block for `len` consecutive `T`.
@@ -69,7 +282,8 @@ pub trait HandlerFunctions {
         allocate_n::<T>(self.matrix(), len)
     }
 
-    /// Allocates `size` untyped bytes; returns the payload offset.
+    /// Allocates `size` untyped bytes; returns the payload offset. Free it
+    /// with [`free_raw`](Self::free_raw), which takes what this returns.
     #[inline]
     fn allocate_raw(&self, size: u32) -> Result<RelativePtr<u8>, HandlerError> {
         Ok(self.matrix().allocate(size as u64, 0)?)
@@ -174,11 +388,27 @@ pub trait HandlerFunctions {
             .free(block.header_offset(), Some(block.generation()))?)
     }
 
-    /// Frees the block whose header is at `header_offset` (payload − 32),
-    /// whatever its generation.
+    /// Frees the block whose header is at `header_offset`, whatever its
+    /// generation: the specification's name, for code that walks headers
+    /// ([`BlockInfo::offset`](crate::BlockInfo::offset)). Code holding a
+    /// payload offset uses [`free_raw`](Self::free_raw) instead.
     #[inline]
     fn free_at(&self, header_offset: u32) -> Result<(), HandlerError> {
         Ok(self.matrix().free(header_offset, None)?)
+    }
+
+    /// Frees the block whose payload is `payload` (what
+    /// [`allocate_raw`](Self::allocate_raw) returned, a registry entry's
+    /// [`payload`](crate::BlockInfo::payload)), whatever its generation.
+    /// A payload offset that names no block is
+    /// [`HandlerError::InvalidOffset`]; a double free is refused.
+    #[inline]
+    fn free_raw(&self, payload: RelativePtr<u8>) -> Result<(), HandlerError> {
+        let header = payload
+            .offset()
+            .checked_sub(BLOCK_HEADER_SIZE)
+            .ok_or(HandlerError::InvalidOffset(payload.offset()))?;
+        Ok(self.matrix().free(header, None)?)
     }
 
     /// Rebuilds a handle from a payload offset received from elsewhere,
@@ -374,6 +604,24 @@ pub trait HandlerFunctions {
     /// The raw mapping base, for internals that resolve offsets themselves.
     fn raw_base_ptr(&self) -> *const u8 {
         self.base_ptr()
+    }
+}
+
+/// A borrowed handle is a handle: structures that own their handler
+/// (`WorkQueue<T, H>`, `Registry<H>`) can be given `&handler`.
+impl<H: HandlerFunctions> HandlerFunctions for &H {
+    #[inline]
+    fn matrix(&self) -> &AtomicMatrix {
+        (**self).matrix()
+    }
+}
+
+/// A reference-counted handle is a handle (e.g. one `Arc<MatrixHandler>`
+/// shared by structures and threads).
+impl<H: HandlerFunctions> HandlerFunctions for std::sync::Arc<H> {
+    #[inline]
+    fn matrix(&self) -> &AtomicMatrix {
+        (**self).matrix()
     }
 }
 

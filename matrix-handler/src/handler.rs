@@ -23,23 +23,11 @@ pub struct SharedHandler {
     matrix: Arc<AtomicMatrix>,
 }
 
-fn segment_size(size: usize) -> Result<u64, HandlerError> {
-    u64::try_from(size).map_err(|_| {
-        HandlerError::Segment(SegmentError::SizeTooLarge {
-            requested: u64::MAX,
-            maximum: matrix_core::layout::MAX_SEGMENT_SIZE,
-        })
-    })
-}
-
 impl MatrixHandler {
     /// Creates and formats a new segment `/dev/shm/<name>` of `size` bytes
     /// (exclusive: an existing name is an error; mode 0600).
-    pub fn create(name: &str, size: usize) -> Result<MatrixHandler, HandlerError> {
-        Ok(Self::from_matrix(AtomicMatrix::create(
-            name,
-            segment_size(size)?,
-        )?))
+    pub fn create(name: &str, size: u32) -> Result<MatrixHandler, HandlerError> {
+        Ok(Self::from_matrix(AtomicMatrix::create(name, size as u64)?))
     }
 
     /// Opens and validates an existing segment.
@@ -49,8 +37,8 @@ impl MatrixHandler {
 
     /// Creates the segment, or opens it if it already exists; `None` makes
     /// an anonymous arena private to this process.
-    pub fn bootstrap(name: Option<&str>, size: usize) -> Result<MatrixHandler, HandlerError> {
-        let size = segment_size(size)?;
+    pub fn bootstrap(name: Option<&str>, size: u32) -> Result<MatrixHandler, HandlerError> {
+        let size = size as u64;
         let matrix = match name {
             None => AtomicMatrix::anonymous(size)?,
             Some(name) => match AtomicMatrix::create(name, size) {

@@ -5,11 +5,11 @@ mod common;
 use common::{assert_consistent, SegmentGuard};
 use matrix_handler::{
     AllocError, BlockError, HandlerError, HandlerFunctions, MatrixHandler, Pod, SegmentError,
-    Zeroable, USER_STATE_MIN,
+    ShmSafe, Zeroable, USER_STATE_MIN,
 };
 use std::sync::atomic::Ordering;
 
-#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable, ShmSafe)]
 #[repr(C)]
 struct Tick {
     seq: u64,
@@ -56,8 +56,14 @@ fn typed_round_trips() {
     };
     h.write_pod(&mut t, tick).unwrap();
     assert_eq!(h.read_pod(&t).unwrap(), tick);
-    let mut s = h.allocate::<String>().unwrap();
-    // SAFETY: freshly allocated for a String, used by this thread only.
+    // A String is not ShmSafe (it owns a heap pointer): `allocate` refuses it
+    // at compile time, and only the unchecked accessors work on raw bytes.
+    let raw = h
+        .allocate_raw(std::mem::size_of::<String>() as u32)
+        .unwrap();
+    let mut s = h.block_at::<String>(raw.offset()).unwrap();
+    // SAFETY: freshly allocated, large and aligned enough for a String, used
+    // by this thread only.
     unsafe {
         h.write(&mut s, String::from("not plain data"));
         assert_eq!(h.read(&s).as_str(), "not plain data");
@@ -100,7 +106,7 @@ fn raw_sizes_from_one_byte_to_most_of_the_arena() {
             .allocate_raw(size)
             .unwrap_or_else(|e| panic!("{size}: {e}"));
         assert_eq!(p.offset() % 16, 0);
-        h.free_at(p.offset() - 32).unwrap();
+        h.free_raw(p).unwrap();
         h.consolidate().unwrap();
     }
     assert!(matches!(
@@ -174,14 +180,14 @@ fn fill_until_out_of_memory_then_free_all_and_allocate_almost_everything() {
     assert_consistent(&h);
     rng.shuffle(&mut live);
     for p in live {
-        h.free_at(p.offset() - 32).unwrap();
+        h.free_raw(p).unwrap();
     }
     assert_consistent(&h);
     let total = h.stats().unwrap().total_bytes;
     let big = h
         .allocate_raw((total * 95 / 100) as u32)
         .expect("consolidation merges everything");
-    h.free_at(big.offset() - 32).unwrap();
+    h.free_raw(big).unwrap();
     h.consolidate().unwrap();
     let s = h.stats().unwrap();
     assert_eq!((s.used_bytes, s.free_blocks), (0, 1));

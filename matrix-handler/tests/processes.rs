@@ -135,7 +135,7 @@ fn child_role() {
                 if live.len() < 2_000 && rng.bool() {
                     live.push(h.allocate_raw(rng.u32(16..600)).unwrap());
                 } else if let Some(p) = live.pop() {
-                    h.free_at(p.offset() - 32).unwrap();
+                    h.free_raw(p).unwrap();
                 }
             }
         }
@@ -203,7 +203,7 @@ fn sigkilled_child_blocks_are_recovered() {
     assert_eq!(h.stats().unwrap().used_bytes, held);
     assert_consistent(&h);
     for p in mine {
-        h.free_at(p.offset() - 32).unwrap();
+        h.free_raw(p).unwrap();
     }
 }
 
@@ -232,7 +232,7 @@ fn child_killed_mid_workload_costs_at_most_what_it_held() {
     assert_eq!(repaired.participants, 0, "{repaired:?}");
     assert_consistent(&h);
     for p in mine {
-        h.free_at(p.offset() - 32).unwrap();
+        h.free_raw(p).unwrap();
     }
     h.consolidate().unwrap();
     assert_eq!(h.stats().unwrap().free_blocks, 1);

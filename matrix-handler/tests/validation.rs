@@ -13,7 +13,7 @@ use std::sync::Arc;
 type Wide = [[u8; 4096]; 4];
 
 /// A segment with a few KiB of arena.
-const SMALL: usize = matrix_core::layout::ARENA_START as usize + (4 << 10);
+const SMALL: u32 = matrix_core::layout::ARENA_START + (4 << 10);
 
 /// Two fresh arenas of the same layout allocate their first block at the
 /// same offset with the same generation, so only the segment nonce tells

@@ -149,6 +149,58 @@ pub fn typed_in_state<T, H: HandlerFunctions>(
     })
 }
 
+/// The blocks in a user state whose owner is gone, whoever runs it and
+/// whether or not anyone ran `recover()` yet: owned by
+/// [`OwnerId::DEPARTED`] (recovery hands a dead participant's user-state
+/// blocks there instead of freeing them), or by a participant that is
+/// definitely dead ([`owner_liveness`](crate::shm::owner_liveness); an
+/// unknown one counts as alive). With `type_tag` (e.g.
+/// `Some(layout_tag::<Node>())`), only blocks allocated for that type.
+///
+/// This is how a structure recovers its own blocks: its nodes live in a
+/// user state while a producer fills them, and any process can list the
+/// ones whose producer died, then free or re-link each (see
+/// `docs/WRITING_INTERNALS.md`). Liveness is asked once per owner.
+pub fn orphaned<H: HandlerFunctions>(
+    handler: &H,
+    type_tag: Option<u32>,
+) -> impl Iterator<Item = Result<BlockInfo, WalkError>> + '_ {
+    let mut verdicts: BTreeMap<OwnerId, bool> = BTreeMap::new();
+    blocks(handler).filter(move |r| {
+        let Ok(b) = r else { return true };
+        if b.carving || !matrix_core::state::is_user_state(b.state) {
+            return false;
+        }
+        if type_tag.is_some_and(|t| t != b.type_tag) {
+            return false;
+        }
+        if b.owner == OwnerId::DEPARTED {
+            return true;
+        }
+        if b.owner == OwnerId::SEGMENT {
+            return false;
+        }
+        *verdicts.entry(b.owner).or_insert_with(|| {
+            crate::shm::owner_liveness(handler.matrix(), b.owner.0) == matrix_core::Liveness::Dead
+        })
+    })
+}
+
+/// [`orphaned`] blocks allocated for a `T`, as typed handles (a block freed
+/// or re-allocated since the walk saw it is skipped). Take one over with
+/// `adopt` (or free it) to settle it.
+pub fn orphaned_of<T, H: HandlerFunctions>(
+    handler: &H,
+) -> impl Iterator<Item = Result<Block<T>, WalkError>> + '_ {
+    orphaned(handler, Some(layout_tag::<T>())).filter_map(move |r| match r {
+        Err(e) => Some(Err(e)),
+        Ok(b) => {
+            let token = BlockToken::new(b.payload_offset(), b.generation, handler.segment_nonce());
+            handler.block_from_token::<T>(token).ok().map(Ok)
+        }
+    })
+}
+
 /// Blocks and bytes in one state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StateTotals {

@@ -1,13 +1,18 @@
 #![doc = include_str!("../README.md")]
 
-mod shm;
 mod sync;
+
+pub mod dynamic;
+pub mod shm;
 
 pub mod iter;
 pub mod tables;
 pub mod workers;
 
-pub use iter::{blocks, in_state, sum_by_state, Blocks, StateTotals, WalkError};
+pub use dynamic::{DynError, OwnsBlocks, ShmBox, ShmBytes, ShmString, ShmVec};
+pub use iter::{
+    blocks, in_state, orphaned, orphaned_of, sum_by_state, Blocks, StateTotals, WalkError,
+};
 pub use tables::{MapError, Registry, RegistryEntry, RegistryError, ShmHashMap, TypeFingerprint};
 pub use workers::{
     DestroyError, PanicReport, PoolReport, PopError, PushError, QueueError, QueueRecovery,

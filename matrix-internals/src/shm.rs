@@ -1,11 +1,36 @@
-//! Small helpers every structure of the crate shares: resolving a validated
-//! payload offset to a shared struct, telling a live participant from a dead
-//! one, and sleeping on a shared word with a futex.
+//! The kit every structure in the segment is built with — `WorkQueue`,
+//! `Registry` and `ShmHashMap` use exactly these functions, and so can yours.
+//!
+//! ```text
+//!  payload offset (from allocate_raw, a registry entry, a queue slot …)
+//!        │ checked_region: a live block starts there, with ≥ n payload bytes
+//!        ▼
+//!  structure_header::<H>(magic)  ── the header, once its magic is published
+//!  shared::<T>(offset)           ── any field inside the checked region
+//!        │
+//!  owner_liveness / owner_alive  ── is the participant named in a word gone?
+//!  futex_wait / futex_wake       ── sleep on a shared word, across processes
+//! ```
+//!
+//! The rules that make a structure safe to share (see
+//! `docs/WRITING_INTERNALS.md`):
+//!
+//! - Its shared types are `#[repr(C)]` and made of atomics, integers and
+//!   payload offsets only, so any bit pattern another process left is a
+//!   valid value and shared access is free of data races.
+//! - Every offset read from the segment goes through [`checked_region`]
+//!   before it is resolved: garbage yields an error, never an access out of
+//!   bounds.
+//! - Initialization stores a magic word last, with `Release`; openers check
+//!   it with `Acquire` ([`structure_header`]).
+//! - Only a participant that is definitely dead ([`Liveness::Dead`]) has its
+//!   claims taken over; *unknown* counts as alive.
 
 use crate::sync::{AtomicU32, AtomicU64, Ordering::Acquire};
 use matrix_core::layout::{slot_state, slot_word};
 use matrix_core::state;
-use matrix_core::{Arena, AtomicMatrix, BlockError, Liveness, OwnerId, BLOCK_HEADER_SIZE};
+pub use matrix_core::Liveness;
+use matrix_core::{Arena, AtomicMatrix, BlockError, OwnerId, BLOCK_HEADER_SIZE};
 use matrix_handler::{HandlerError, HandlerFunctions};
 use std::time::Duration;
 
@@ -15,7 +40,7 @@ use std::time::Duration;
 /// Every structure resolves its shared memory only inside a region checked
 /// here, so a garbage offset read from the segment is an error, never an
 /// out-of-bounds access.
-pub(crate) fn checked_region(
+pub fn checked_region(
     handler: &impl HandlerFunctions,
     payload_offset: u32,
     bytes: u64,
@@ -48,7 +73,9 @@ pub(crate) fn checked_region(
     Ok(payload)
 }
 
-/// A reference to the `T` at `offset` bytes into the mapping.
+/// A reference to the `T` at `offset` bytes into the mapping (an absolute
+/// offset from the segment base, e.g. a payload offset plus a field's place).
+/// The returned borrow is tied to `handler`, which keeps the mapping alive.
 ///
 /// # Safety
 /// - `offset .. offset + size_of::<T>()` lies inside a region validated by
@@ -56,7 +83,7 @@ pub(crate) fn checked_region(
 /// - `T` is made only of atomics and integers, so any bit pattern another
 ///   process left there is a valid `T`, and shared access is data-race free.
 #[inline]
-pub(crate) unsafe fn shared<T>(handler: &impl HandlerFunctions, offset: u64) -> &T {
+pub unsafe fn shared<T>(handler: &impl HandlerFunctions, offset: u64) -> &T {
     debug_assert!(offset + std::mem::size_of::<T>() as u64 <= handler.segment_size() as u64);
     debug_assert_eq!(offset % std::mem::align_of::<T>() as u64, 0);
     // SAFETY: forwarded to the caller: in bounds of the live mapping, which
@@ -67,7 +94,7 @@ pub(crate) unsafe fn shared<T>(handler: &impl HandlerFunctions, offset: u64) -> 
 
 /// Why [`structure_header`] found no structure at an offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NotThere {
+pub enum NotThere {
     /// No live block there large enough for the header.
     NoBlock,
     /// A block, but its first word is not the structure's magic.
@@ -81,7 +108,7 @@ pub(crate) enum NotThere {
 /// # Safety
 /// `T` is `#[repr(C)]`, made only of atomics and integers, and starts with
 /// its magic as an `AtomicU64`.
-pub(crate) unsafe fn structure_header<T>(
+pub unsafe fn structure_header<T>(
     handler: &impl HandlerFunctions,
     offset: u32,
     magic: u64,
@@ -105,33 +132,52 @@ pub(crate) unsafe fn structure_header<T>(
     Ok(hdr)
 }
 
-/// Whether the participant `owner` (an owner id stamped into a shared word)
-/// may still be running: its slot still carries that claim (ACTIVE, same
-/// owner id) and its liveness is not definitely dead (unknown counts as
-/// possibly running). The caller itself is always alive.
+/// Whether the participant `owner` (an owner id stamped into a shared word,
+/// e.g. `matrix.owner_id().0` of a lock holder) is alive, dead or unknown.
 ///
-/// Asks the slot's liveness lock (one `fcntl`), so it belongs on cold paths only.
-pub(crate) fn owner_alive(matrix: &AtomicMatrix, owner: u32) -> bool {
+/// - [`Liveness::Alive`]: the caller itself, or a slot still ACTIVE whose
+///   liveness lock is held.
+/// - [`Liveness::Dead`]: the slot no longer carries an ACTIVE claim (its
+///   holder detached, or was recovered), or the id names no slot, or the
+///   slot's lock is free.
+/// - [`Liveness::Unknown`]: the lock could not be asked. Treat it as alive.
+///
+/// An id of the segment ([`OwnerId::SEGMENT`]) or one that names no slot
+/// is reported dead: nobody holds a claim under it. Asks the slot's
+/// liveness lock (one `fcntl`), so it belongs on cold paths only.
+pub fn owner_liveness(matrix: &AtomicMatrix, owner: u32) -> Liveness {
     let id = OwnerId(owner);
     if id == matrix.owner_id() {
-        return true;
+        return Liveness::Alive;
     }
-    let Some(index) = id.slot() else { return false };
+    let Some(index) = id.slot() else {
+        return Liveness::Dead;
+    };
     let Some(slot) = matrix.header().participant(index) else {
-        return false;
+        return Liveness::Dead;
     };
     // Acquire: pairs with the Release CAS that made the slot ACTIVE.
     let word = slot.word.load(Acquire);
     if slot_word::state_of(word) != slot_state::ACTIVE {
-        return false;
+        return Liveness::Dead;
     }
-    matrix.liveness(index) != Liveness::Dead
+    matrix.liveness(index)
+}
+
+/// Whether `owner` may still be running: [`owner_liveness`] is not
+/// [`Liveness::Dead`] (unknown counts as running). A claim is taken over
+/// only when this is `false`.
+pub fn owner_alive(matrix: &AtomicMatrix, owner: u32) -> bool {
+    owner_liveness(matrix, owner) != Liveness::Dead
 }
 
 /// Sleeps in the kernel while `word` holds `expected`, for at most
 /// `timeout`. Returns early on a wake, a signal, or when the word already
 /// differs. Not private: the word is shared with other processes.
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+///
+/// A waiter must re-check its condition after waking (wake-ups may be
+/// spurious), and the waker must publish its change before it wakes.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
@@ -152,7 +198,7 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
 }
 
 /// Wakes up to `count` sleepers on `word`, in any process.
-pub(crate) fn futex_wake(word: &AtomicU32, count: i32) {
+pub fn futex_wake(word: &AtomicU32, count: i32) {
     // SAFETY: FUTEX_WAKE only uses the address of `word` as a key.
     unsafe {
         libc::syscall(
@@ -168,7 +214,7 @@ pub(crate) fn futex_wake(word: &AtomicU32, count: i32) {
 }
 
 /// FNV-1a over bytes, for stable type ids and name hashes.
-pub(crate) const fn fnv1a(bytes: &[u8]) -> u64 {
+pub const fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut i = 0;
     while i < bytes.len() {

@@ -22,7 +22,7 @@ fn counts_match_stats_and_states_select() {
         h.set_state(b, 112).unwrap();
     }
     for p in raws.iter().step_by(5) {
-        h.free_at(p.offset() - 32).unwrap();
+        h.free_raw(*p).unwrap();
     }
     h.consolidate().unwrap();
     let stats = h.stats().unwrap();

@@ -62,7 +62,7 @@ fn find_or_create_find_remove() {
         Err(RegistryError::TypeMismatch { .. })
     ));
     assert!(matches!(
-        r.find_or_create(
+        r.find_or_create_raw(
             "counters",
             TypeFingerprint::of::<u8>(COUNTER),
             || unreachable!()
@@ -93,7 +93,7 @@ fn find_or_create_find_remove() {
     assert_eq!(entries[0].creator, h.matrix().owner_id());
 
     // A failed creation registers nothing.
-    let failed = r.find_or_create("broken", fp(), || Err(HandlerError::InvalidOffset(1)));
+    let failed = r.find_or_create_raw("broken", fp(), || Err(HandlerError::InvalidOffset(1)));
     assert!(matches!(failed, Err(RegistryError::CreateFailed(_))));
     assert!(matches!(
         r.find("broken", fp()),
@@ -162,7 +162,7 @@ fn threads_racing_create_exactly_one() {
                 s.spawn(move || {
                     barrier.wait();
                     let r = Registry::root(&h).unwrap();
-                    r.find_or_create("shared", fp(), || {
+                    r.find_or_create_raw("shared", fp(), || {
                         creations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         std::thread::sleep(Duration::from_millis(20));
                         Ok(h.allocate::<[u64; 4]>()?.offset())
@@ -193,7 +193,7 @@ fn child_role() {
             std::io::stdin().lock().read_line(&mut go).unwrap();
             let r = Registry::root(&h).unwrap();
             let (offset, created) = r
-                .find_or_create("race", fp(), || {
+                .find_or_create_raw("race", fp(), || {
                     // Widen the window so the others queue up behind the lock.
                     std::thread::sleep(Duration::from_millis(50));
                     let mut b = h.allocate::<[u64; 4]>()?;
@@ -208,7 +208,7 @@ fn child_role() {
         "dying-creator" => {
             let r = Registry::root(&h).unwrap();
             matrix_internals::fault::arm(matrix_internals::fault::REGISTRY_CREATING);
-            let _ = r.find_or_create("orphan", fp(), || Ok(h.allocate::<[u64; 4]>()?.offset()));
+            let _ = r.find_or_create_raw("orphan", fp(), || Ok(h.allocate::<[u64; 4]>()?.offset()));
             println!("@@survived");
         }
         other => panic!("unknown role {other}"),

@@ -11,7 +11,7 @@ fn error<E: std::error::Error + Send + Sync + 'static>() {}
 fn public_types_are_send_and_sync() {
     send_sync::<WorkQueue<[u8; 64], SharedHandler>>();
     send_sync::<ShmHashMap<u64, [u64; 4], SharedHandler>>();
-    send_sync::<Registry<'static, SharedHandler>>();
+    send_sync::<Registry<SharedHandler>>();
     send_sync::<WorkerPool>();
     send_sync::<QueueRecovery<u64>>();
     error::<QueueError>();

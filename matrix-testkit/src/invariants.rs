@@ -170,6 +170,12 @@ pub enum ViolationKind {
         /// Owner id in the word.
         holder: u32,
     },
+    /// A structure's own invariant, reported by the hook of
+    /// [`check_invariants_with`].
+    Structure {
+        /// What is wrong, in the structure's words.
+        what: String,
+    },
 }
 
 /// One broken invariant: where, and what.
@@ -183,6 +189,16 @@ pub struct Violation {
 }
 
 impl Violation {
+    /// A broken invariant of a structure built on the allocator, at
+    /// `offset` (a header offset, or 0 for the structure as a whole): what
+    /// a [`check_invariants_with`] hook returns.
+    pub fn structure(offset: u32, what: impl Into<String>) -> Self {
+        Violation {
+            offset,
+            kind: ViolationKind::Structure { what: what.into() },
+        }
+    }
+
     /// Whether this is a block stranded by a participant killed inside an
     /// allocator operation (FREE in no list, or ACKED/COALESCING/CACHED
     /// owned by nobody): the one loss the design allows online, reclaimed by
@@ -282,6 +298,7 @@ impl fmt::Display for Violation {
                 f,
                 "participant slot {slot} (alive) has carve intent {intent:#x} at quiescence"
             ),
+            Structure { what } => write!(f, "offset {at}: {what}"),
             ConsolidatorHeld { holder } => {
                 write!(
                     f,
@@ -374,6 +391,45 @@ impl Audit {
 /// ```
 pub fn check_invariants(handler: &impl HandlerFunctions) -> Result<Report, Violation> {
     check_matrix(handler.matrix())
+}
+
+/// [`check_invariants`], then your structure's own invariants: `hook` gets
+/// the handler and the chain the checker read (every block in address
+/// order, with state, owner and type tag) and returns the first violation
+/// it finds ([`Violation::structure`]). It runs only when the allocator's
+/// invariants hold, so it may rely on a complete, well-formed chain.
+///
+/// ```
+/// use matrix_handler::{HandlerFunctions, MatrixHandler, USER_STATE_MIN};
+/// use matrix_testkit::{check_invariants_with, Violation};
+/// let h = MatrixHandler::bootstrap(None, 1 << 20)?;
+/// let node = h.allocate::<u64>()?;
+/// h.set_state(&node, USER_STATE_MIN)?;
+/// // "every node of mine is in state 49"
+/// let report = check_invariants_with(&h, |_, chain| {
+///     match chain.iter().find(|b| b.state != 0 && b.state != USER_STATE_MIN) {
+///         Some(b) => Err(Violation::structure(b.offset, "a node outside state 49")),
+///         None => Ok(()),
+///     }
+/// });
+/// assert!(report.is_ok());
+/// # Ok::<(), matrix_handler::HandlerError>(())
+/// ```
+pub fn check_invariants_with<H: HandlerFunctions>(
+    handler: &H,
+    hook: impl FnOnce(&H, &[ChainBlock]) -> Result<(), Violation>,
+) -> Result<Report, Violation> {
+    let a = audit(handler.matrix());
+    if let Some(v) = a.violations.into_iter().next() {
+        return Err(v);
+    }
+    hook(handler, &a.chain)?;
+    Ok(a.report)
+}
+
+/// [`audit`] of a handler's segment, as [`check_invariants`] takes it.
+pub fn audit_of(handler: &impl HandlerFunctions) -> Audit {
+    audit(handler.matrix())
 }
 
 /// [`check_invariants`] on a raw attachment (for tools such as `matrix fsck`).

@@ -23,8 +23,8 @@ pub mod strategy;
 pub mod stress;
 
 pub use invariants::{
-    audit, check_arena, check_invariants, check_matrix, Audit, ChainBlock, Report, Violation,
-    ViolationKind,
+    audit, audit_of, check_arena, check_invariants, check_invariants_with, check_matrix, Audit,
+    ChainBlock, Report, Violation, ViolationKind,
 };
 pub use model::{Divergence, Op, ShadowModel};
 pub use runner::{run_ops, ModelConfig, ModelRunner, RunStats};

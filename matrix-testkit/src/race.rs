@@ -444,6 +444,7 @@ pub struct ChildSide {
 }
 
 /// The words parent and child share, in a block of a small control segment.
+#[derive(matrix_handler::ShmSafe)]
 #[repr(C)]
 struct ProcControl {
     magic: AtomicU64,

@@ -11,14 +11,14 @@ use matrix_core::{AllocError, OwnerId, BLOCK_HEADER_SIZE, MIN_PAYLOAD};
 use matrix_handler::{
     layout_tag, Block, BlockToken, HandlerError, HandlerFunctions, MatrixHandler,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 
 /// How a model run is set up.
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
     /// Segment size in bytes.
-    pub segment_size: usize,
+    pub segment_size: u32,
     /// Label used in the segment name.
     pub label: String,
 }
@@ -77,8 +77,17 @@ type Check = Result<(), String>;
 /// A real segment with a main participant and an optional peer, driven in
 /// lock-step with a [`ShadowModel`]. After every operation it runs the
 /// invariant checker and compares the chain and every payload with the model.
+///
+/// The segment may be shared with other structures (a registry, your own
+/// structure): blocks that were live when the runner was made
+/// ([`with_setup`](Self::with_setup)) or that a user operation
+/// ([`apply_user`](Self::apply_user)) left live are *foreign*: the model
+/// leaves them alone and the checks compare only the blocks it allocated,
+/// while the invariant checker still covers the whole segment.
 pub struct ModelRunner {
     handles: BTreeMap<u32, Handle>,
+    /// Header offsets of live blocks the model did not allocate.
+    foreign: BTreeSet<u32>,
     peer: Option<MatrixHandler>,
     main: MatrixHandler,
     segment: SegmentName,
@@ -98,6 +107,7 @@ impl ModelRunner {
         let arena_len = (matrix_core::Arena::arena_end(m) - m.first_block_offset()) as u64;
         Ok(ModelRunner {
             handles: BTreeMap::new(),
+            foreign: BTreeSet::new(),
             peer: None,
             main,
             segment,
@@ -107,6 +117,64 @@ impl ModelRunner {
             stats: RunStats::default(),
             step: 0,
         })
+    }
+
+    /// A fresh segment on which `setup` builds other structures first (the
+    /// root registry, your structure); the blocks it leaves live are
+    /// foreign to the model.
+    pub fn with_setup(
+        config: &ModelConfig,
+        setup: impl FnOnce(&MatrixHandler) -> Result<(), String>,
+    ) -> Result<Self, Divergence> {
+        let fail = |what: String| Divergence {
+            step: 0,
+            op: "setup".into(),
+            what,
+        };
+        let mut runner =
+            Self::new(config).map_err(|e| fail(format!("cannot create the segment: {e}")))?;
+        setup(&runner.main).map_err(fail)?;
+        runner.refresh_foreign();
+        runner.verify_inner().map_err(fail)?;
+        Ok(runner)
+    }
+
+    /// Runs one operation of your own on the shared segment (through the
+    /// main participant's handler), then re-reads which blocks are foreign
+    /// and verifies the model's blocks and the invariants as after
+    /// [`apply`](Self::apply). `label` names the operation in a divergence.
+    pub fn apply_user(
+        &mut self,
+        label: &str,
+        op: impl FnOnce(&MatrixHandler) -> Result<(), String>,
+    ) -> Result<(), Divergence> {
+        let result = op(&self.main).and_then(|()| {
+            self.refresh_foreign();
+            self.verify_inner()
+        });
+        let step = self.step;
+        self.step += 1;
+        self.stats.ops += 1;
+        result.map_err(|what| Divergence {
+            step,
+            op: label.to_owned(),
+            what,
+        })
+    }
+
+    /// Header offsets of the live blocks the model did not allocate.
+    pub fn foreign_blocks(&self) -> &BTreeSet<u32> {
+        &self.foreign
+    }
+
+    fn refresh_foreign(&mut self) {
+        self.foreign = audit(self.main.matrix())
+            .chain
+            .iter()
+            .filter(|c| c.state != FREE && c.state != CACHED)
+            .map(|c| c.offset)
+            .filter(|o| !self.model.blocks.contains_key(o))
+            .collect();
     }
 
     /// The model as it stands.
@@ -160,6 +228,22 @@ impl ModelRunner {
             .map_err(|e| format!("final consolidate: {e}"))?;
         self.verify_inner()?;
         let a = audit(self.main.matrix());
+        if !self.foreign.is_empty() {
+            // Other structures keep their blocks: everything else is free.
+            let foreign: u64 = a
+                .chain
+                .iter()
+                .filter(|c| self.foreign.contains(&c.offset))
+                .map(|c| c.size as u64)
+                .sum();
+            if a.report.used_bytes != foreign {
+                return Err(format!(
+                    "after freeing everything: {} B used, the foreign blocks hold {foreign} B",
+                    a.report.used_bytes
+                ));
+            }
+            return Ok(());
+        }
         if a.report.used_bytes != 0 || a.report.free_bytes != a.report.arena_bytes {
             return Err(format!("after freeing everything: {:?}", a.report));
         }
@@ -482,6 +566,10 @@ impl ModelRunner {
             FreeAtTarget::Raw(x) => Some(x),
         };
         let Some(offset) = offset else { return Ok(()) };
+        if self.foreign.contains(&offset) {
+            // Another structure's block: not the model's to free.
+            return Ok(());
+        }
         if let Some(b) = self.model.blocks.get(&offset).cloned() {
             self.check_payload(&b, true)?;
             self.main
@@ -734,6 +822,9 @@ impl ModelRunner {
                         state::state_name(c.state)
                     ));
                 }
+                continue;
+            }
+            if self.foreign.contains(&c.offset) {
                 continue;
             }
             live += 1;

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const SEGMENT: usize = 256 << 10;
+const SEGMENT: u32 = 256 << 10;
 /// Blocks raced per round (both sides in the same order).
 const BATCH: usize = 32;
 

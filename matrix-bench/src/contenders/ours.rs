@@ -17,7 +17,7 @@ pub struct Ours {
 impl Ours {
     /// Creates `/dev/shm/<name>` of `size` bytes and faults it in.
     pub fn create(name: &str, size: u64) -> Ours {
-        let size = usize::try_from(size).expect("segment size fits usize");
+        let size = u32::try_from(size).expect("a segment is at most u32::MAX bytes");
         let handler = match MatrixHandler::create(name, size) {
             Ok(handler) => handler,
             Err(e) => panic!("ours: cannot create segment {name} of {size} bytes: {e}"),

@@ -208,7 +208,7 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
             });
         }
         let (offset, created) =
-            Registry::root(&handler)?.find_or_create(name, Self::fingerprint(), || {
+            Registry::root(&handler)?.find_or_create_raw(name, Self::fingerprint(), || {
                 Self::allocate(&handler, capacity).map_err(|e| match e {
                     MapError::Handler(h) => h,
                     other => unreachable!("capacity validated above: {other}"),

@@ -15,7 +15,7 @@
 //! writer changes it), and a reader copies the entry and re-checks the
 //! version. Changes (create, remove) are rare and serialize on one word,
 //! `lock`, holding the owner id of the participant making them; that is what
-//! makes `find_or_create` create exactly one object when several processes
+//! makes `find_or_create` (and `find_or_create_raw`) create exactly one object when several processes
 //! race on one name. A waiter sleeps on the word with a futex and checks
 //! every few milliseconds whether the holder is still alive; if it died, the
 //! waiter takes the lock over and rolls the dead holder's half-made entry
@@ -35,7 +35,7 @@ use crate::shm::{self, checked_region, fault, owner_alive, NotThere};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering::*};
 use crossbeam_utils::Backoff;
 use matrix_core::{state, OwnerId, BLOCK_HEADER_SIZE};
-use matrix_handler::{Block, HandlerError, HandlerFunctions, Pod};
+use matrix_handler::{Block, HandlerError, HandlerFunctions, Pod, RelativePtr, ShmSafe};
 use std::fmt;
 use std::time::Duration;
 
@@ -98,6 +98,13 @@ pub struct RegistryEntry {
     pub creator: OwnerId,
 }
 
+impl RegistryEntry {
+    /// The object's payload, as `free_raw` takes it.
+    pub fn payload(&self) -> RelativePtr<u8> {
+        RelativePtr::new(self.offset)
+    }
+}
+
 /// A consistent copy of one entry.
 #[derive(Clone, Copy)]
 struct Snapshot {
@@ -133,38 +140,39 @@ enum Lookup {
 
 /// A name → object table living in a block of the segment.
 ///
-/// Generic over any [`HandlerFunctions`]; it borrows the handler, so it is
-/// cheap to make one whenever a name must be resolved.
-pub struct Registry<'h, H: HandlerFunctions> {
-    handler: &'h H,
+/// Generic over any [`HandlerFunctions`] and, like every structure of this
+/// crate, it owns the handler it is given: pass `&handler` to borrow one
+/// (it is cheap to make a registry whenever a name must be resolved), or a
+/// `SharedHandler` / `Arc` to keep it.
+pub struct Registry<H: HandlerFunctions> {
+    handler: H,
     offset: u32,
     capacity: u32,
 }
 
-impl<'h, H: HandlerFunctions> Registry<'h, H> {
+impl<H: HandlerFunctions> Registry<H> {
     /// The segment's root registry, created on first use.
     ///
     /// Creation races are settled by one CAS on the segment header's
     /// `root_registry` word; the loser frees its block. A creator killed
     /// between giving its block to the segment and that CAS leaks the one
     /// block (a few KiB), never the word.
-    pub fn root(handler: &'h H) -> Result<Self, RegistryError> {
-        let word = &handler.matrix().header().root_registry;
-        loop {
-            // Acquire: pairs with the AcqRel CAS below that published the
-            // root, so its initialized header is visible before we read it.
-            let offset = word.load(Acquire);
-            if offset != 0 {
-                return Self::open_at(handler, offset);
-            }
-            let made = Self::create(handler, ROOT_CAPACITY)?;
-            // AcqRel: Release publishes the initialized registry; Acquire (on
-            // failure too) sees the winner's.
-            match word.compare_exchange(0, made.offset, AcqRel, Acquire) {
-                Ok(_) => return Ok(made),
-                Err(_) => {
-                    handler.free_at(made.offset - BLOCK_HEADER_SIZE)?;
-                }
+    pub fn root(handler: H) -> Result<Self, RegistryError> {
+        // Acquire: pairs with the AcqRel CAS below that published the root,
+        // so its initialized header is visible before we read it.
+        let offset = handler.matrix().header().root_registry.load(Acquire);
+        if offset != 0 {
+            return Self::open_at(handler, offset);
+        }
+        let made = Self::create(handler, ROOT_CAPACITY)?;
+        let word = &made.handler.matrix().header().root_registry;
+        // AcqRel: Release publishes the initialized registry; Acquire (on
+        // failure too) sees the winner's, which is never unpublished.
+        match word.compare_exchange(0, made.offset, AcqRel, Acquire) {
+            Ok(_) => Ok(made),
+            Err(winner) => {
+                made.handler.free_raw(RelativePtr::new(made.offset))?;
+                Self::open_at(made.handler, winner)
             }
         }
     }
@@ -173,7 +181,7 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
     /// segment (it outlives its creator; free it with `free_at` when done).
     /// Pass its [`offset`](Self::offset) to other processes, or register it
     /// in the root registry.
-    pub fn create(handler: &'h H, capacity: u32) -> Result<Self, RegistryError> {
+    pub fn create(handler: H, capacity: u32) -> Result<Self, RegistryError> {
         if capacity == 0 || capacity > MAX_REGISTRY_CAPACITY {
             return Err(RegistryError::NotARegistry {
                 offset: 0,
@@ -201,7 +209,8 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
         hdr.capacity.store(capacity, Relaxed);
         // Release: whoever Acquires the magic sees the zeroed entries and capacity.
         hdr.magic.store(REGISTRY_MAGIC, Release);
-        handler
+        registry
+            .handler
             .matrix()
             .set_owner(offset - BLOCK_HEADER_SIZE, None, OwnerId::SEGMENT)
             .map_err(HandlerError::from)?;
@@ -210,11 +219,11 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
 
     /// Opens the registry whose payload starts at `offset`, checking that it
     /// is one.
-    pub fn open_at(handler: &'h H, offset: u32) -> Result<Self, RegistryError> {
+    pub fn open_at(handler: H, offset: u32) -> Result<Self, RegistryError> {
         let not = |what| RegistryError::NotARegistry { offset, what };
         // SAFETY: RegistryHeader is repr(C), atomics and integers, magic first.
         let hdr: &RegistryHeader =
-            unsafe { shm::structure_header(handler, offset, REGISTRY_MAGIC) }.map_err(
+            unsafe { shm::structure_header(&handler, offset, REGISTRY_MAGIC) }.map_err(
                 |e| match e {
                     NotThere::NoBlock => not("no live block of a registry's size there"),
                     NotThere::WrongMagic => not("wrong magic"),
@@ -225,7 +234,7 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
             return Err(not("impossible capacity"));
         }
         checked_region(
-            handler,
+            &handler,
             offset,
             HEADER_BYTES + capacity as u64 * ENTRY_BYTES,
         )
@@ -250,7 +259,7 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
     fn header(&self) -> &RegistryHeader {
         // SAFETY: `offset` was validated for the header and all entries at
         // construction; the handler keeps the mapping alive.
-        unsafe { shm::shared(self.handler, self.offset as u64) }
+        unsafe { shm::shared(&self.handler, self.offset as u64) }
     }
 
     fn entry(&self, index: u32) -> &Entry {
@@ -259,7 +268,7 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
         // SAFETY: index < capacity, and the region for `capacity` entries
         // was validated at construction; 8-aligned (offset 16-aligned, sizes
         // multiples of 8).
-        unsafe { shm::shared(self.handler, at) }
+        unsafe { shm::shared(&self.handler, at) }
     }
 
     /// Copies an entry; `None` if a writer kept it busy through every try.
@@ -377,35 +386,120 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
         Ok(entry.offset)
     }
 
-    /// Finds `name`, or creates it with `create` (which allocates and
-    /// initializes the object and returns its payload offset). Returns the
-    /// offset and whether this call created it.
+    /// Finds `name` as a `T`, or creates it: exactly one of several
+    /// processes racing on the name runs `init`, whose value is moved into a
+    /// new block before the block is given to the segment and published
+    /// under the name; the others wait for it and get its block. Returns the
+    /// block and whether this call created it.
+    ///
+    /// The name records `T`'s fingerprint (its type name and layout,
+    /// [`TypeFingerprint::derived`]), so a process asking for another type
+    /// is refused with [`RegistryError::TypeMismatch`]. Errors of `init`
+    /// come out as they are; the registry's own errors through
+    /// `E: From<RegistryError>`. `init` runs under the registry's lock: it
+    /// must not use this registry.
+    ///
+    /// ```
+    /// use matrix_handler::{HandlerFunctions, MatrixHandler, ShmSafe};
+    /// use matrix_internals::{Registry, RegistryError};
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// #[derive(ShmSafe)]
+    /// #[repr(C)]
+    /// struct Hits { count: AtomicU64 }
+    ///
+    /// let h = MatrixHandler::bootstrap(None, 1 << 20)?;
+    /// let registry = Registry::root(&h)?;
+    /// let (hits, created) = registry
+    ///     .find_or_create("hits", || Ok::<_, RegistryError>(Hits { count: AtomicU64::new(0) }))?;
+    /// assert!(created);
+    /// h.get(&hits)?.count.fetch_add(1, Ordering::Relaxed);
+    /// let (again, created) = registry.find_or_create("hits", || -> Result<Hits, RegistryError> {
+    ///     unreachable!("it exists")
+    /// })?;
+    /// assert!(!created);
+    /// assert_eq!(h.get(&again)?.count.load(Ordering::Relaxed), 1);
+    /// # Ok::<(), RegistryError>(())
+    /// ```
+    pub fn find_or_create<T: ShmSafe, E: From<RegistryError>>(
+        &self,
+        name: &str,
+        init: impl FnOnce() -> Result<T, E>,
+    ) -> Result<(Block<T>, bool), E> {
+        let made = self.find_or_create_with(name, TypeFingerprint::derived::<T>(), || {
+            let value = init().map_err(Made::Init)?;
+            let block = self.handler.allocate_with(value).map_err(Made::Handler)?;
+            Ok(block.offset())
+        });
+        let (offset, created) = match made {
+            Ok(found) => found,
+            Err(Failed::Registry(e)) => return Err(e.into()),
+            Err(Failed::Create(Made::Handler(e))) => {
+                return Err(RegistryError::CreateFailed(e).into())
+            }
+            Err(Failed::Create(Made::Init(e))) => return Err(e),
+        };
+        let block = self
+            .handler
+            .block_at::<T>(offset)
+            .map_err(RegistryError::from)?;
+        Ok((block, created))
+    }
+
+    /// The block registered under `name`, if it was made for a `T` by
+    /// [`find_or_create`](Self::find_or_create).
+    pub fn find_block<T: ShmSafe>(&self, name: &str) -> Result<Block<T>, RegistryError> {
+        let offset = self.find(name, TypeFingerprint::derived::<T>())?;
+        Ok(self.handler.block_at::<T>(offset)?)
+    }
+
+    /// Finds `name`, or creates it with `create`, which allocates and
+    /// initializes the object and returns its payload offset: the untyped
+    /// form, for objects with a variable tail (a queue's ring, a map's
+    /// slots). Returns the offset and whether this call created it.
     ///
     /// Run by several processes at once, exactly one runs `create`; the
     /// others wait for it and get its object. The created block is given to
-    /// the segment (`release_to_segment`), so it outlives its creator.
-    /// `create` runs under the registry's lock: it must not use this
-    /// registry itself.
-    pub fn find_or_create(
+    /// the segment before the name is published, so it outlives its creator
+    /// and recovery never frees a published object. `create` runs under the
+    /// registry's lock: it must not use this registry itself.
+    pub fn find_or_create_raw(
         &self,
         name: &str,
         expected: TypeFingerprint,
         create: impl FnOnce() -> Result<u32, HandlerError>,
     ) -> Result<(u32, bool), RegistryError> {
-        let words = Self::validated(name)?;
+        self.find_or_create_with(name, expected, create)
+            .map_err(|e| match e {
+                Failed::Registry(e) => e,
+                Failed::Create(e) => RegistryError::CreateFailed(e),
+            })
+    }
+
+    fn find_or_create_with<E>(
+        &self,
+        name: &str,
+        expected: TypeFingerprint,
+        create: impl FnOnce() -> Result<u32, E>,
+    ) -> Result<(u32, bool), Failed<E>> {
+        let words = Self::validated(name).map_err(Failed::Registry)?;
         if let Lookup::Found(s) = self.lookup(&words, name.len()) {
-            return Self::checked(name, s, expected).map(|o| (o, false));
+            return Self::checked(name, s, expected)
+                .map(|o| (o, false))
+                .map_err(Failed::Registry);
         }
         let _guard = self.lock();
         if let Lookup::Found(s) = self.lookup(&words, name.len()) {
-            return Self::checked(name, s, expected).map(|o| (o, false));
+            return Self::checked(name, s, expected)
+                .map(|o| (o, false))
+                .map_err(Failed::Registry);
         }
         let e = (0..self.capacity)
             .map(|i| self.entry(i))
             .find(|e| self.read(e).is_some_and(|s| s.state == EMPTY))
-            .ok_or(RegistryError::Full {
+            .ok_or(Failed::Registry(RegistryError::Full {
                 capacity: self.capacity,
-            })?;
+            }))?;
         let me = self.handler.matrix().owner_id().0;
         // Relaxed (all fields): inside a seqlock write; see `write`.
         self.write(e, |e| {
@@ -426,7 +520,7 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
             entry: e,
         };
         fault::at(fault::REGISTRY_CREATING);
-        let offset = create().map_err(RegistryError::CreateFailed)?;
+        let offset = create().map_err(Failed::Create)?;
         // Relaxed: inside a seqlock write.
         self.write(e, |e| e.offset.store(offset, Relaxed));
         let header = offset
@@ -439,14 +533,14 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
                     .set_owner(h, None, OwnerId::SEGMENT)
                     .map_err(HandlerError::from)
             })
-            .map_err(RegistryError::CreateFailed)?;
+            .map_err(|e| Failed::Registry(RegistryError::CreateFailed(e)))?;
         std::mem::forget(undo);
         // Relaxed: inside a seqlock write.
         self.write(e, |e| e.state.store(READY, Relaxed));
         Ok((offset, true))
     }
 
-    /// [`find_or_create`](Self::find_or_create) for a plain-old-data object
+    /// [`find_or_create_raw`](Self::find_or_create_raw) for a plain-old-data object
     /// in its own block: `init` gives its first value.
     pub fn find_or_create_pod<T: Pod>(
         &self,
@@ -455,8 +549,8 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
         init: impl FnOnce() -> T,
     ) -> Result<(Block<T>, bool), RegistryError> {
         let (offset, created) =
-            self.find_or_create(name, TypeFingerprint::of::<T>(type_id), || {
-                let mut block = self.handler.allocate::<T>()?;
+            self.find_or_create_raw(name, TypeFingerprint::of::<T>(type_id), || {
+                let mut block = self.handler.allocate_slice::<T>(1)?;
                 self.handler.write_pod(&mut block, init())?;
                 Ok(block.offset())
             })?;
@@ -470,7 +564,7 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
     }
 
     /// Removes `name` and returns what it held. The object itself is left
-    /// alone: free it (`free_at(entry.offset - 32)`) once no process uses it.
+    /// alone: free it (`free_raw(entry.payload())`) once no process uses it.
     pub fn remove(&self, name: &str) -> Result<RegistryEntry, RegistryError> {
         let words = Self::validated(name)?;
         let _guard = self.lock();
@@ -576,7 +670,7 @@ impl<'h, H: HandlerFunctions> Registry<'h, H> {
     }
 }
 
-impl<H: HandlerFunctions> fmt::Debug for Registry<'_, H> {
+impl<H: HandlerFunctions> fmt::Debug for Registry<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
             .field("offset", &self.offset)
@@ -585,13 +679,25 @@ impl<H: HandlerFunctions> fmt::Debug for Registry<'_, H> {
     }
 }
 
+/// Why a creation under a name did not happen.
+enum Failed<E> {
+    Registry(RegistryError),
+    Create(E),
+}
+
+/// Why the typed creation closure failed.
+enum Made<E> {
+    Init(E),
+    Handler(HandlerError),
+}
+
 /// Empties a `CREATING` entry whose creation did not finish.
-struct Undo<'r, 'h, H: HandlerFunctions> {
-    registry: &'r Registry<'h, H>,
+struct Undo<'r, H: HandlerFunctions> {
+    registry: &'r Registry<H>,
     entry: &'r Entry,
 }
 
-impl<H: HandlerFunctions> Drop for Undo<'_, '_, H> {
+impl<H: HandlerFunctions> Drop for Undo<'_, H> {
     fn drop(&mut self) {
         // Relaxed: inside a seqlock write.
         self.registry

@@ -35,8 +35,8 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     kills: u64,
     /// Segment size in MiB.
-    #[arg(long, default_value_t = 8)]
-    segment_mib: usize,
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..4096))]
+    segment_mib: u32,
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,

@@ -27,6 +27,7 @@ pub const ENV_PARENT: &str = "MATRIX_TESTKIT_PARENT";
 pub struct Launcher {
     program: PathBuf,
     args: Vec<OsString>,
+    pipe_stdout: bool,
 }
 
 impl Launcher {
@@ -36,6 +37,7 @@ impl Launcher {
         Ok(Launcher {
             program: std::env::current_exe()?,
             args: Vec::new(),
+            pipe_stdout: true,
         })
     }
 
@@ -47,18 +49,35 @@ impl Launcher {
         Ok(Launcher {
             program: std::env::current_exe()?,
             args: args.into_iter().map(Into::into).collect(),
+            pipe_stdout: true,
         })
     }
 
+    /// Children write to this process's stdout instead of a pipe: for
+    /// children that print more than a pipe holds (64 KiB on Linux) and
+    /// whose output nobody reads while they run.
+    pub fn with_inherited_stdout(mut self) -> Self {
+        self.pipe_stdout = false;
+        self
+    }
+
     /// Starts a child in `role` with extra environment `vars`. Its stdout is
-    /// piped (read it with [`ChildProcess::output_lines`]); stderr is inherited.
+    /// piped unless [`with_inherited_stdout`](Self::with_inherited_stdout)
+    /// was used; stderr is inherited. A piped child blocks once it wrote a
+    /// pipe's worth (64 KiB) that nobody read: read a chatty child while it
+    /// runs ([`ChildProcess::take_stdout`]); [`ChildProcess::output_lines`]
+    /// after exit suits children that print a few lines.
     pub fn spawn(&self, role: &str, vars: &[(&str, String)]) -> io::Result<ChildProcess> {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args)
             .env(ENV_ROLE, role)
             .env(ENV_PARENT, std::process::id().to_string())
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(if self.pipe_stdout {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .stderr(Stdio::inherit());
         for (k, v) in vars {
             cmd.env(k, v);

@@ -55,7 +55,7 @@ pub struct CrashConfig {
     /// Random gap before each kill, when there is no duration.
     pub gap: (Duration, Duration),
     /// Segment size in bytes.
-    pub segment_size: usize,
+    pub segment_size: u32,
     /// Most blocks a worker holds at once.
     pub max_live: usize,
     /// Random seed.

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 pub const ROLE: &str = "hostile-batch";
 const ENV_SEED: &str = "MATRIX_TESTKIT_HOSTILE_SEED";
 const ENV_CASES: &str = "MATRIX_TESTKIT_HOSTILE_CASES";
-const SEGMENT_SIZE: usize = 64 << 10;
+const SEGMENT_SIZE: u32 = 64 << 10;
 
 /// Where a corruption lands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,6 +12,12 @@ pub mod hostile;
 pub mod processes;
 pub mod threads;
 pub mod worker;
+pub mod workload;
+
+pub use workload::{
+    register_role, register_worker, run_crash_on, run_hostile_on, run_processes_on, run_threads_on,
+    CheckPoint, HostileOutcome, WorkerContext, WorkloadConfig, WorkloadReport,
+};
 
 use std::fmt;
 
@@ -41,6 +47,11 @@ pub(crate) fn ctx<E: fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Stre
 /// If this process was started as a harness child, runs its role and
 /// returns the exit code; `None` in an ordinary process.
 ///
+/// The role is the value of the environment variable
+/// [`child::ENV_ROLE`] (`MATRIX_TESTKIT_ROLE`), set by [`child::Launcher`]:
+/// roles registered with [`register_role`] / [`register_worker`] first,
+/// then the built-in ones. An unknown role exits with 2.
+///
 /// ```no_run
 /// // First thing in `main`:
 /// if let Some(code) = matrix_testkit::stress::run_child_role() {
@@ -51,11 +62,9 @@ pub(crate) fn ctx<E: fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Stre
 pub fn run_child_role() -> Option<i32> {
     let role = std::env::var(child::ENV_ROLE).ok()?;
     child::bind_to_parent();
-    let result = match role.as_str() {
-        processes::ROLE => processes::child_main(),
-        crash::ROLE => crash::child_main(),
-        hostile::ROLE => hostile::child_main(),
-        other => Err(format!("unknown role {other}")),
+    let result = match workload::run_registered(&role) {
+        Some(result) => result,
+        None => builtin_role(&role),
     };
     Some(match result {
         Ok(()) => 0,
@@ -64,6 +73,17 @@ pub fn run_child_role() -> Option<i32> {
             2
         }
     })
+}
+
+fn builtin_role(role: &str) -> Result<(), String> {
+    match role {
+        processes::ROLE => processes::child_main(),
+        crash::ROLE => crash::child_main(),
+        hostile::ROLE => hostile::child_main(),
+        other => Err(format!(
+            "unknown role {other} (register it with register_role)"
+        )),
+    }
 }
 
 /// A minimal test runner for `harness = false` test binaries: runs the
@@ -82,23 +102,33 @@ pub fn run_tests(tests: &[(&str, fn())]) -> ! {
         .iter()
         .filter(|(n, _)| filters.iter().all(|f| n.contains(f.as_str())))
         .collect();
-    println!("\nrunning {} tests", chosen.len());
+    let filtered_out = tests.len() - chosen.len();
+    let plural = if chosen.len() == 1 { "" } else { "s" };
+    println!("\nrunning {} test{plural}", chosen.len());
+    let start = std::time::Instant::now();
     let mut failed = Vec::new();
-    for (name, test) in chosen {
-        let start = std::time::Instant::now();
-        println!("test {name} ...");
-        match std::panic::catch_unwind(test) {
-            Ok(()) => println!("test {name} ... ok ({:.1?})", start.elapsed()),
-            Err(_) => {
-                println!("test {name} ... FAILED ({:.1?})", start.elapsed());
-                failed.push(*name);
-            }
+    for (name, test) in chosen.iter().copied() {
+        let took = std::time::Instant::now();
+        let outcome = std::panic::catch_unwind(test);
+        let verdict = if outcome.is_ok() { "ok" } else { "FAILED" };
+        println!("test {name} ... {verdict} ({:.1?})", took.elapsed());
+        if outcome.is_err() {
+            failed.push(*name);
         }
     }
+    if !failed.is_empty() {
+        println!("\nfailures:");
+        for name in &failed {
+            println!("    {name}");
+        }
+    }
+    // The closing line in libtest's words, so tools that sum them count these.
     println!(
-        "\ntest result: {}. {} failed: {failed:?}",
+        "\ntest result: {}. {} passed; {} failed; 0 ignored; 0 measured; {filtered_out} filtered out; finished in {:.2}s\n",
         if failed.is_empty() { "ok" } else { "FAILED" },
-        failed.len()
+        chosen.len() - failed.len(),
+        failed.len(),
+        start.elapsed().as_secs_f64()
     );
     std::process::exit(if failed.is_empty() { 0 } else { 101 });
 }

@@ -28,7 +28,7 @@ pub struct ProcessConfig {
     /// Operations per child.
     pub ops_per_child: u64,
     /// Segment size in bytes.
-    pub segment_size: usize,
+    pub segment_size: u32,
     /// Most blocks a child holds at once.
     pub max_live: usize,
     /// Random seed.

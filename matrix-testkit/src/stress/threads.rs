@@ -16,7 +16,7 @@ pub struct ThreadConfig {
     /// Operations per thread.
     pub ops_per_thread: u64,
     /// Arena size in bytes.
-    pub segment_size: usize,
+    pub segment_size: u32,
     /// Most blocks a thread holds at once.
     pub max_live: usize,
     /// Random seed (each thread derives its own).

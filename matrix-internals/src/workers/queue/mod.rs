@@ -228,7 +228,7 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
     ) -> Result<(Self, bool), QueueError> {
         let slots = Self::checked_capacity(capacity)?;
         let (offset, created) =
-            Registry::root(&handler)?.find_or_create(name, fingerprint::<T>(), || {
+            Registry::root(&handler)?.find_or_create_raw(name, fingerprint::<T>(), || {
                 Self::allocate_ring(&handler, slots)
             })?;
         Ok((Self::open_at(handler, offset)?, created))

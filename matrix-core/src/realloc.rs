@@ -1,0 +1,639 @@
+//! Resizing a live block: in place when its physical neighbourhood allows,
+//! else by moving it.
+//!
+//! ```text
+//! reallocate(B, n):  t = block_size_for(n)
+//!   hold:    CAS B (g, owner, st) -> (g, me, RESIZING); B.reserved = owner|st
+//!   shrink:  t < size: remainder header at B+t (RELEASING, me), B.size = t, push it
+//!   grow 1:  B ends at `top`: carve intent, CAS top += t - size, B.size = t
+//!   grow 2:  next block N FREE and at its bucket's head: pop it (hold intent),
+//!            claim it (CAS), split off what B does not need, carve intent
+//!            over N, clear N's check, B.size = t
+//!   grow 3:  allocate B', copy, move intent (B', B), commit B -> ACKED(me),
+//!            B' -> (owner, st), free B
+//!   publish: B (new generation, owner, st) -- a new handle in every case
+//! ```
+//!
+//! While a block is RESIZING nobody but its resizer changes it: a free, an
+//! adoption, a state change or a read of it is refused with a typed error
+//! (its state is not live). The owner and state it had wait in the header's
+//! `reserved` word ([`resize_record`]), so a recoverer that finds the
+//! resizer dead hands the block back to them ([`settle_dead_resizes`]); its
+//! size is then the old one or the new one, never anything between, because
+//! every window in which the chain would not tile is covered by an intent
+//! the walks and recovery already understand:
+//!
+//! * a neighbour popped but not yet claimed: the hold intent (as in a pop);
+//! * a neighbour claimed: its word names the resizer (ACKED), recovery frees it;
+//! * a neighbour's header cleared before B's size covers it, or `top` moved
+//!   before B's size covers the new bytes: a carve intent over exactly those
+//!   bytes, which recovery rebuilds as a free block if B's size does not
+//!   cover them;
+//! * a move: before the commit B is RESIZING (restored) and B' is an
+//!   ordinary ALLOCATED block of the resizer (freed); after it B is ACKED
+//!   under the resizer (freed) and the *move intent* `(B', B)` tells the
+//!   recoverer to hand B' to the owner recorded in B'`.reserved`.
+//!
+//! So a kill at any instruction leaves exactly one of old and new owned
+//! by the block's owner and the other free or reclaimed by `recover()`.
+//!
+//! Who may resize: the block's owner, or anyone if the segment owns it.
+//! A block owned by another participant is refused (`NotOwner`): a
+//! recovery of that participant cannot see a block held under the
+//! resizer's name, and would leave it to the slot's next holder.
+//!
+//! The handle rule: every successful resize, in place or not, gives the
+//! block a new generation; the old handle is stale from then on. A size
+//! change therefore always comes with a generation change, which is what
+//! the handler's seqlock-style header reads rely on.
+
+use crate::alloc::{self, claim_intent, hold_intent, write_header, IntentGuard};
+use crate::arena::{Arena, OwnerId};
+use crate::error::{AllocError, BlockError};
+use crate::layout::{header_check, BlockHeader, BLOCK_HEADER_SIZE, MIN_BLOCK};
+use crate::size_class::class_of;
+use crate::state::{self, ACKED, ALLOCATED, RELEASING, RESIZING};
+use crate::sync::AtomicU64;
+use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+
+/// The `reserved` value of a RESIZING block (or of the new block of a move):
+/// a marker bit, the owner and the state to hand the block back to.
+#[inline]
+pub const fn resize_record(owner: u32, st: u32) -> u32 {
+    RECORD_MARK | ((owner & 0xFFF) << 12) | (st & 0xFFF)
+}
+
+const RECORD_MARK: u32 = 1 << 31;
+
+/// The `(owner, state)` of a [`resize_record`], if `value` is one.
+#[inline]
+pub const fn decode_record(value: u32) -> Option<(u32, u32)> {
+    if value & RECORD_MARK == 0 {
+        return None;
+    }
+    Some(((value >> 12) & 0xFFF, value & 0xFFF))
+}
+
+/// The intent value of a move from `old` to `new` (header offsets): bit 1
+/// set, bit 0 clear, so it is neither a hold intent (bit 0) nor a carve
+/// intent (low four bits clear).
+#[inline]
+pub const fn move_intent(new: u32, old: u32) -> u64 {
+    ((new as u64) << 32) | old as u64 | 2
+}
+
+/// Whether an intent value records a move (see [`move_intent`]).
+#[inline]
+pub const fn is_move_intent(value: u64) -> bool {
+    value & 0xF == 2
+}
+
+/// How a resize was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResizeKind {
+    /// The block already had the size asked for (only the generation changed).
+    Unchanged,
+    /// Shrunk in place; the tail went back to the free index.
+    Shrunk,
+    /// Grown in place into the wilderness.
+    GrownIntoWilderness,
+    /// Grown in place by absorbing the free block after it.
+    GrownIntoNeighbour,
+    /// Moved: a new block, the bytes copied, the old block freed.
+    Moved,
+}
+
+impl ResizeKind {
+    /// Whether the block stayed at its offset.
+    pub fn in_place(self) -> bool {
+        self != ResizeKind::Moved
+    }
+}
+
+/// A resized block: where it is now and its new generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resized {
+    /// Header offset of the block (the old one unless `kind` is `Moved`).
+    pub offset: u32,
+    /// The block's new generation; handles of the old one are stale.
+    pub generation: u64,
+    /// How it was done.
+    pub kind: ResizeKind,
+}
+
+/// Why a resize was refused. Nothing changed in any case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReallocError {
+    /// The handle does not name a live block of this generation.
+    Block(BlockError),
+    /// The new size is too large, or no memory for a move.
+    Alloc(AllocError),
+    /// The block belongs to another participant.
+    NotOwner {
+        /// Header offset.
+        offset: u32,
+        /// Its owner (slot + 1).
+        owner: u32,
+    },
+}
+
+impl From<BlockError> for ReallocError {
+    fn from(e: BlockError) -> Self {
+        ReallocError::Block(e)
+    }
+}
+
+impl From<AllocError> for ReallocError {
+    fn from(e: AllocError) -> Self {
+        ReallocError::Alloc(e)
+    }
+}
+
+impl std::fmt::Display for ReallocError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReallocError::Block(e) => write!(f, "cannot resize: {e}"),
+            ReallocError::Alloc(e) => write!(f, "cannot resize: {e}"),
+            ReallocError::NotOwner { offset, owner } => write!(
+                f,
+                "cannot resize the block at {offset}: it belongs to participant {owner}; \
+                 adopt it first"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ReallocError {}
+
+/// Resizes the live block at header `offset` (of `generation`) to hold
+/// `payload` bytes. `copy(from, to, len)` copies `len` payload bytes
+/// between two payload offsets; it is called only for a move.
+pub fn reallocate<A: Arena>(
+    arena: &A,
+    offset: u32,
+    generation: u64,
+    payload: u64,
+    copy: impl FnOnce(u32, u32, u32),
+) -> Result<Resized, ReallocError> {
+    let new_size = alloc::block_size_for(arena, payload)?;
+    let (hdr, (owner, st)) = hold(arena, offset, generation)?;
+    crate::fault::at(crate::fault::REALLOC_HELD);
+    // Relaxed: ordered after the hold's Acquire; a held block's size is
+    // changed by its holder only.
+    let size = hdr.size.load(Relaxed);
+    if size < MIN_BLOCK || offset as u64 + size as u64 > arena.arena_end() as u64 {
+        let_go_unchanged(hdr, owner, st);
+        return Err(BlockError::Corrupted {
+            offset,
+            what: "impossible block size",
+        }
+        .into());
+    }
+    let kind = if new_size <= size {
+        if size - new_size >= MIN_BLOCK {
+            split_tail(
+                arena,
+                hdr,
+                offset,
+                new_size,
+                size,
+                crate::fault::REALLOC_SHRINKING,
+            );
+            ResizeKind::Shrunk
+        } else {
+            ResizeKind::Unchanged
+        }
+    } else if grow_into_wilderness(arena, hdr, offset, size, new_size) {
+        ResizeKind::GrownIntoWilderness
+    } else if match grow_into_neighbour(arena, hdr, offset, size, new_size) {
+        Ok(grown) => grown,
+        Err(e) => {
+            // Nothing of the held block changed before the error.
+            let_go_unchanged(hdr, owner, st);
+            return Err(e);
+        }
+    } {
+        ResizeKind::GrownIntoNeighbour
+    } else {
+        return move_block(arena, hdr, offset, payload, (owner, st), copy);
+    };
+    crate::fault::at(crate::fault::REALLOC_SIZED);
+    let generation = let_go(arena, hdr, owner, st, Some(payload));
+    Ok(Resized {
+        offset,
+        generation,
+        kind,
+    })
+}
+
+/// Takes the live block at `offset` into this participant's hands:
+/// RESIZING under its name, the owner and state it had recorded in
+/// `reserved`. Returns the header and that `(owner, state)`.
+fn hold<A: Arena>(
+    arena: &A,
+    offset: u32,
+    generation: u64,
+) -> Result<(&BlockHeader, (u32, u32)), ReallocError> {
+    let (hdr, _) = alloc::checked_header(arena, offset)?;
+    let me = arena.owner().0;
+    // Acquire: pairs with the Release of the word's last change.
+    let mut word = hdr.state.load(Acquire);
+    loop {
+        let (gen, st, owner) = (
+            state::generation_of(word),
+            state::state_of(word),
+            state::owner_of(word),
+        );
+        if gen != generation {
+            return Err(BlockError::Stale {
+                offset,
+                expected: generation,
+                found: gen,
+            }
+            .into());
+        }
+        if !state::is_live(st) {
+            return Err(BlockError::NotLive { offset, state: st }.into());
+        }
+        if owner != me && owner != OwnerId::SEGMENT.0 {
+            return Err(ReallocError::NotOwner { offset, owner });
+        }
+        // Relaxed: published by the Release half of the CAS below. Written
+        // before the CAS so that a recoverer never finds a RESIZING block
+        // without its record; a racing resizer of the same word writes the
+        // same generation's owner and state, and only one CAS wins.
+        hdr.reserved.store(resize_record(owner, st), Relaxed);
+        // AcqRel: Acquire the previous holder's writes (a hand-over);
+        // Release the record to a recoverer that Acquires the word.
+        match hdr
+            .state
+            .compare_exchange(word, state::pack(gen, me, RESIZING), AcqRel, Acquire)
+        {
+            Ok(_) => return Ok((hdr, (owner, st))),
+            Err(actual) => word = actual,
+        }
+    }
+}
+
+/// Hands a held block back to `owner` in `st` with a new generation (and,
+/// with `requested`, that request size); returns the generation.
+fn let_go<A: Arena>(
+    arena: &A,
+    hdr: &BlockHeader,
+    owner: u32,
+    st: u32,
+    requested: Option<u64>,
+) -> u64 {
+    let generation = arena.next_generation();
+    if let Some(r) = requested {
+        // Relaxed: published by the Release store of the word below.
+        hdr.requested.store(r.min(u32::MAX as u64) as u32, Relaxed);
+    }
+    // Relaxed: as above.
+    hdr.reserved.store(0, Relaxed);
+    // Release: whoever Acquires the word sees the size, request and record
+    // stored before it. A plain store: a RESIZING word naming a live
+    // participant is changed by that participant only.
+    hdr.state.store(state::pack(generation, owner, st), Release);
+    generation
+}
+
+/// Splits the tail `[offset + keep, offset + size)` off a held block: its
+/// header is written complete (RELEASING under this participant), then the
+/// held block's size shrinks with Release, then the tail is pushed.
+fn split_tail<A: Arena>(
+    arena: &A,
+    hdr: &BlockHeader,
+    offset: u32,
+    keep: u32,
+    size: u32,
+    point: u32,
+) {
+    let rest = offset + keep;
+    let rest_hdr = arena.header(rest).expect("inside a checked block");
+    write_header(
+        rest_hdr,
+        rest,
+        size - keep,
+        state::pack(arena.next_generation(), arena.owner().0, RELEASING),
+    );
+    crate::fault::at(point);
+    // Release: a walker that reads the new size also sees the tail's header.
+    hdr.size.store(keep, Release);
+    alloc::push_released(arena, rest_hdr, rest, size - keep);
+}
+
+/// Grows a held block that ends at `top` by moving `top`, under a carve
+/// intent over the new bytes (a recoverer rebuilds them as a free block if
+/// the block's size does not cover them yet).
+fn grow_into_wilderness<A: Arena>(
+    arena: &A,
+    hdr: &BlockHeader,
+    offset: u32,
+    size: u32,
+    new_size: u32,
+) -> bool {
+    let end = offset + size;
+    if offset as u64 + new_size as u64 > arena.arena_end() as u64 {
+        return false;
+    }
+    // Relaxed: a hint; the CAS below decides.
+    if arena.segment().top.load(Relaxed) != end {
+        return false;
+    }
+    let Some(intent) = claim_intent(arena) else {
+        return false;
+    };
+    let intent = IntentGuard(intent);
+    let extra = new_size - size;
+    // SeqCst: as a carve's (see alloc::carve): ordered before the CAS on
+    // `top`, so recovery and walks that see `top` moved see the intent.
+    intent.store(((extra as u64) << 32) | end as u64, SeqCst);
+    // SeqCst: as a carve's. Only `end` is expected: nothing but this block
+    // can end at `top` while it is held (retracts move `top` down only over
+    // free runs ending at it; carves only up).
+    if arena
+        .segment()
+        .top
+        .compare_exchange(end, offset + new_size, SeqCst, Relaxed)
+        .is_err()
+    {
+        return false;
+    }
+    crate::fault::at(crate::fault::REALLOC_TOP_MOVED);
+    // Release: a walker that reads the new size is past the new bytes; one
+    // that read the old size lands on them and steps over them by the intent.
+    hdr.size.store(new_size, Release);
+    true
+}
+
+/// Grows a held block by absorbing the block after it, if that one is free,
+/// big enough and at the head of its bucket.
+fn grow_into_neighbour<A: Arena>(
+    arena: &A,
+    hdr: &BlockHeader,
+    offset: u32,
+    size: u32,
+    new_size: u32,
+) -> Result<bool, ReallocError> {
+    let next = offset + size;
+    // At least a whole block's worth: the piece kept must hold the header
+    // whose `check` is cleared below, and the split tail's header must not
+    // overlap it.
+    let need = (new_size - size).max(MIN_BLOCK);
+    let Ok((next_hdr, next_size)) = alloc::checked_header(arena, next) else {
+        return Ok(false);
+    };
+    // Acquire: pairs with the Release of the word's last change.
+    if next_size < need || !state::is_listable(state::state_of(next_hdr.state.load(Acquire))) {
+        return Ok(false);
+    }
+    let Some(intent) = claim_intent(arena) else {
+        return Ok(false);
+    };
+    let intent = IntentGuard(intent);
+    if !pop_exact(arena, next, next_hdr, next_size, &intent) {
+        return Ok(false);
+    }
+    crate::fault::at(crate::fault::REALLOC_NEIGHBOUR_POPPED);
+    // Acquire: pairs with the pusher's Release (see alloc::finish).
+    let word = next_hdr.state.load(Acquire);
+    if next_hdr.check.load(Acquire) != header_check(next)
+        || !state::is_listable(state::state_of(word))
+        || !alloc::claim_listed(next_hdr, word, |w| {
+            state::pack(state::generation_of(w), arena.owner().0, ACKED)
+        })
+    {
+        return Err(AllocError::Corrupted {
+            offset: next,
+            what: "free-list entry is not a free block",
+        }
+        .into());
+    }
+    // Release: as in alloc::finish, the entry now points at a claimed block.
+    intent.store(1, Release);
+    // Relaxed: ordered after the claim's Acquire; the block is ours.
+    let next_size = next_hdr.size.load(Relaxed);
+    if next_size < need || next as u64 + next_size as u64 > arena.arena_end() as u64 {
+        // Held under our name for `matrix fsck`, as alloc::finish does.
+        return Err(AllocError::Corrupted {
+            offset: next,
+            what: "free block with an impossible size",
+        }
+        .into());
+    }
+    let absorbed = if next_size - need >= MIN_BLOCK {
+        split_tail(
+            arena,
+            next_hdr,
+            next,
+            need,
+            next_size,
+            crate::fault::REALLOC_NEIGHBOUR_SPLIT,
+        );
+        need
+    } else {
+        next_size
+    };
+    // SeqCst: as a carve intent's; a walker (or recoverer) that finds the
+    // neighbour's header gone finds this record of its bytes.
+    intent.store(((absorbed as u64) << 32) | next as u64, SeqCst);
+    // Release: pairs with the Acquire of `check` by walkers and lookups; no
+    // stale header survives inside the grown payload.
+    next_hdr.check.store(0, Release);
+    crate::fault::at(crate::fault::REALLOC_ABSORBING);
+    // Release: a walker that reads the new size is past the absorbed bytes.
+    hdr.size.store(size + absorbed, Release);
+    Ok(true)
+}
+
+/// Pops the block at `offset` if it is the head of its bucket, recording it
+/// in `intent` first (as `free_index::pop` does). A block deeper in a list
+/// is not reachable without taking the ones above it.
+fn pop_exact<A: Arena>(
+    arena: &A,
+    offset: u32,
+    hdr: &BlockHeader,
+    size: u32,
+    intent: &AtomicU64,
+) -> bool {
+    let class = class_of(size);
+    let head = &arena.segment().index.heads[class.fl][class.sl];
+    // Acquire: pairs with the pusher's Release, so `next_free` is its value.
+    let current = head.load(Acquire);
+    if current as u32 != offset {
+        return false;
+    }
+    // Relaxed: installed only if the CAS proves the head unchanged.
+    let next = hdr.next_free.load(Relaxed);
+    // Relaxed: identifies the block; see free_index::pop.
+    let generation = state::generation_of(hdr.state.load(Relaxed));
+    // SeqCst: ordered before the head CAS (see free_index::pop).
+    intent.store(hold_intent(offset, generation), SeqCst);
+    let bumped = ((current >> 32).wrapping_add(1) << 32) | next as u64;
+    // SeqCst: as free_index::pop's head CAS.
+    head.compare_exchange(current, bumped, SeqCst, Relaxed)
+        .is_ok()
+}
+
+/// Moves a held block: a new block, the payload copied, then the commit.
+fn move_block<A: Arena>(
+    arena: &A,
+    hdr: &BlockHeader,
+    offset: u32,
+    payload: u64,
+    (owner, st): (u32, u32),
+    copy: impl FnOnce(u32, u32, u32),
+) -> Result<Resized, ReallocError> {
+    // Relaxed: the block is ours.
+    let tag = hdr.type_tag.load(Relaxed);
+    let new = match alloc::allocate(arena, payload, tag) {
+        Ok(new) => new,
+        Err(e) => {
+            let_go_unchanged(hdr, owner, st);
+            return Err(e.into());
+        }
+    };
+    let Some(intent) = claim_intent(arena) else {
+        let _ = alloc::free(arena, new, None);
+        let_go_unchanged(hdr, owner, st);
+        return Err(AllocError::Corrupted {
+            offset,
+            what: "no intent entry free for a move (too many threads of one participant)",
+        }
+        .into());
+    };
+    let intent = IntentGuard(intent);
+    let new_hdr = arena.header(new).expect("allocated offsets are in bounds");
+    // Relaxed: the block is ours; the old request bounds the live bytes.
+    let old_len = hdr
+        .requested
+        .load(Relaxed)
+        .min(hdr.size.load(Relaxed) - BLOCK_HEADER_SIZE);
+    copy(
+        offset + BLOCK_HEADER_SIZE,
+        new + BLOCK_HEADER_SIZE,
+        old_len.min(payload.min(u32::MAX as u64) as u32),
+    );
+    crate::fault::at(crate::fault::REALLOC_COPIED);
+    // Relaxed: published by the Release of the commit below.
+    new_hdr.reserved.store(resize_record(owner, st), Relaxed);
+    // SeqCst: like every intent, read by recoverers with SeqCst.
+    intent.store(move_intent(new, offset), SeqCst);
+    crate::fault::at(crate::fault::REALLOC_MOVE_RECORDED);
+    // The commit. Release: a recoverer that Acquires this word sees the
+    // record in the new block. A store: the word is ours (RESIZING, me).
+    // Relaxed load: ours.
+    let gen = state::generation_of(hdr.state.load(Relaxed));
+    hdr.state
+        .store(state::pack(gen, arena.owner().0, ACKED), Release);
+    crate::fault::at(crate::fault::REALLOC_COMMITTED);
+    // Relaxed: ours; the new generation was taken by the allocation.
+    let generation = state::generation_of(new_hdr.state.load(Relaxed));
+    new_hdr.reserved.store(0, Relaxed);
+    // Release: publishes the copied payload to whoever Acquires the word.
+    new_hdr
+        .state
+        .store(state::pack(generation, owner, st), Release);
+    crate::fault::at(crate::fault::REALLOC_HANDED);
+    drop(intent);
+    // Relaxed: ours (ACKED, me).
+    let size = hdr.size.load(Relaxed);
+    alloc::release_block(arena, hdr, offset, size);
+    Ok(Resized {
+        offset: new,
+        generation,
+        kind: ResizeKind::Moved,
+    })
+}
+
+/// Hands back a held block whose size did not change, with its generation:
+/// nothing about it changed, so handles to it stay good.
+fn let_go_unchanged(hdr: &BlockHeader, owner: u32, st: u32) {
+    // Relaxed: ours.
+    let gen = state::generation_of(hdr.state.load(Relaxed));
+    // Relaxed: published by the Release below.
+    hdr.reserved.store(0, Relaxed);
+    // Release: as in `let_go`.
+    hdr.state.store(state::pack(gen, owner, st), Release);
+}
+
+/// Settles the resizes a dead participant (`dead`, whose slot the caller
+/// holds for recovery) left unfinished, given its intent entries: moves
+/// past their commit hand the new block to the recorded owner; every
+/// block still RESIZING under `dead` goes back to its recorded owner and
+/// state with a new generation (its size is the old or the new one).
+/// Returns `(header offset, generation)` of every block handed back.
+pub fn settle_dead_resizes<A: Arena>(
+    arena: &A,
+    dead: OwnerId,
+    intents: &[u64],
+) -> Result<Vec<(u32, u64)>, BlockError> {
+    let mut settled = Vec::new();
+    for &v in intents.iter().filter(|&&v| is_move_intent(v)) {
+        let (new, old) = ((v >> 32) as u32, (v as u32) & !0xF);
+        let (Some(old_hdr), Some(new_hdr)) = (arena.header(old), arena.header(new)) else {
+            continue;
+        };
+        // Acquire: pairs with the commit's Release.
+        let old_word = old_hdr.state.load(Acquire);
+        let committed = !(state::state_of(old_word) == RESIZING
+            && state::owner_of(old_word) == dead.0
+            && old_hdr.check.load(Acquire) == header_check(old));
+        if !committed {
+            continue; // the old block is restored below; the new one is freed
+        }
+        // Acquire: as above.
+        let word = new_hdr.state.load(Acquire);
+        let record = decode_record(new_hdr.reserved.load(Acquire));
+        if let (Some((owner, st)), true) = (
+            record,
+            new_hdr.check.load(Acquire) == header_check(new)
+                && state::state_of(word) == ALLOCATED
+                && state::owner_of(word) == dead.0,
+        ) {
+            // AcqRel: a claim like recovery's others (see recover.rs).
+            if new_hdr
+                .state
+                .compare_exchange(
+                    word,
+                    state::pack(state::generation_of(word), owner, st),
+                    AcqRel,
+                    Acquire,
+                )
+                .is_ok()
+            {
+                new_hdr.reserved.store(0, Relaxed);
+                settled.push((new, state::generation_of(word)));
+            }
+        }
+    }
+    for info in crate::walk::walk(arena) {
+        let info = info?;
+        if info.carving || info.owner != dead || info.state != RESIZING {
+            continue;
+        }
+        let Some(hdr) = arena.header(info.offset) else {
+            continue;
+        };
+        // Acquire: pairs with the hold's Release (the record).
+        let word = hdr.state.load(Acquire);
+        if state::state_of(word) != RESIZING || state::owner_of(word) != dead.0 {
+            continue;
+        }
+        // A missing record cannot come from a resize (it is written before
+        // the hold): hand the block to the dead participant, to be reclaimed.
+        let (owner, st) = decode_record(hdr.reserved.load(Acquire)).unwrap_or((dead.0, ALLOCATED));
+        let generation = arena.next_generation();
+        // AcqRel: as above.
+        if hdr
+            .state
+            .compare_exchange(word, state::pack(generation, owner, st), AcqRel, Acquire)
+            .is_ok()
+        {
+            hdr.reserved.store(0, Relaxed);
+            settled.push((info.offset, generation));
+        }
+    }
+    Ok(settled)
+}

@@ -1,0 +1,66 @@
+//! Values that own blocks, freed recursively.
+
+use super::DynError;
+use matrix_handler::HandlerFunctions;
+
+/// A value that may own blocks of the segment (a container's buffer, the
+/// buffers of its elements). `free_blocks` frees all of them, depth first,
+/// and leaves the value empty, so freeing twice frees nothing twice.
+///
+/// Plain values own nothing; containers free their elements, then their
+/// buffer. Derive it for a record whose fields all implement it:
+///
+/// ```
+/// use matrix_handler::ShmSafe;
+/// use matrix_internals::dynamic::{ShmString, ShmVec};
+/// use matrix_internals::OwnsBlocks;
+///
+/// #[derive(ShmSafe, OwnsBlocks, Clone, Copy)]
+/// #[repr(C)]
+/// struct Sample {
+///     name: ShmString,
+///     values: ShmVec<f64>,
+///     id: u64,
+/// }
+/// ```
+pub trait OwnsBlocks {
+    /// Frees every block this value owns and leaves it empty.
+    ///
+    /// # Errors
+    /// The first block that could not be freed (stale, foreign, already
+    /// freed elsewhere); the blocks before it are freed.
+    fn free_blocks<H: HandlerFunctions>(&mut self, h: &H) -> Result<(), DynError>;
+}
+
+macro_rules! owns_nothing {
+    ($($t:ty),* $(,)?) => {
+        $(impl OwnsBlocks for $t {
+            #[inline]
+            fn free_blocks<H: HandlerFunctions>(&mut self, _: &H) -> Result<(), DynError> {
+                Ok(())
+            }
+        })*
+    };
+}
+
+owns_nothing!(u8, u16, u32, u64, u128, i8, i16, i32, i64, i128, f32, f64);
+owns_nothing!(matrix_handler::BlockToken);
+
+impl<T: 'static> OwnsBlocks for matrix_handler::RelativePtr<T> {
+    /// A bare offset owns nothing it could free safely (no generation).
+    fn free_blocks<H: HandlerFunctions>(&mut self, _: &H) -> Result<(), DynError> {
+        Ok(())
+    }
+}
+
+impl<T: OwnsBlocks, const N: usize> OwnsBlocks for [T; N] {
+    fn free_blocks<H: HandlerFunctions>(&mut self, h: &H) -> Result<(), DynError> {
+        self.iter_mut().try_for_each(|e| e.free_blocks(h))
+    }
+}
+
+impl<T> OwnsBlocks for std::marker::PhantomData<T> {
+    fn free_blocks<H: HandlerFunctions>(&mut self, _: &H) -> Result<(), DynError> {
+        Ok(())
+    }
+}

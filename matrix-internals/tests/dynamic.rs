@@ -1,0 +1,278 @@
+//! The dynamic containers against `std`: random operation sequences
+//! (pushes, reserves, truncates, shrinks, nested values) on `ShmVec`,
+//! `ShmString` and `ShmVec<ShmString>` must match `Vec` / `String`, and
+//! freeing the whole value must give every byte back.
+
+use matrix_handler::{BlockError, HandlerError, HandlerFunctions, MatrixHandler, ShmSafe};
+use matrix_internals::dynamic::{DynError, OwnsBlocks, ShmBox, ShmBytes, ShmString, ShmVec};
+use proptest::prelude::*;
+
+fn used(h: &MatrixHandler) -> u64 {
+    h.matrix().flush_thread_cache();
+    h.stats().unwrap().used_bytes
+}
+
+#[derive(Debug, Clone)]
+enum VecOp {
+    Push(u64),
+    Extend(Vec<u64>),
+    Reserve(usize),
+    Truncate(usize),
+    Pop,
+    Replace(usize, u64),
+    Clear,
+    Shrink,
+    /// Allocate or free a filler block, so the buffer's neighbours change.
+    Filler(usize),
+}
+
+fn vec_op() -> impl Strategy<Value = VecOp> {
+    prop_oneof![
+        6 => any::<u64>().prop_map(VecOp::Push),
+        2 => prop::collection::vec(any::<u64>(), 0..300).prop_map(VecOp::Extend),
+        1 => (0usize..2000).prop_map(VecOp::Reserve),
+        1 => (0usize..400).prop_map(VecOp::Truncate),
+        1 => Just(VecOp::Pop),
+        1 => (0usize..400, any::<u64>()).prop_map(|(i, v)| VecOp::Replace(i, v)),
+        1 => Just(VecOp::Clear),
+        1 => Just(VecOp::Shrink),
+        2 => (0usize..20_000).prop_map(VecOp::Filler),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn shm_vec_matches_std_vec(ops in prop::collection::vec(vec_op(), 1..120)) {
+        let h = MatrixHandler::bootstrap(None, 8 << 20).unwrap();
+        let mut shm = ShmVec::<u64>::new();
+        let mut model = Vec::new();
+        let mut fillers = Vec::new();
+        for op in ops {
+            match op {
+                VecOp::Push(v) => { shm.push(&h, v).unwrap(); model.push(v); }
+                VecOp::Extend(vs) => { shm.extend_from_slice(&h, &vs).unwrap(); model.extend_from_slice(&vs); }
+                VecOp::Reserve(n) => {
+                    shm.try_reserve(&h, n).unwrap();
+                    prop_assert!(shm.capacity() >= model.len() + n);
+                }
+                VecOp::Truncate(n) => { shm.truncate(&h, n).unwrap(); model.truncate(n); }
+                VecOp::Pop => prop_assert_eq!(shm.pop(&h).unwrap(), model.pop()),
+                VecOp::Replace(i, v) => {
+                    let old = model.get_mut(i).map(|slot| std::mem::replace(slot, v));
+                    prop_assert_eq!(shm.replace(&h, i, v).unwrap(), old);
+                }
+                VecOp::Clear => { shm.clear(&h).unwrap(); model.clear(); }
+                VecOp::Shrink => {
+                    shm.shrink_to_fit(&h).unwrap();
+                    prop_assert_eq!(shm.capacity(), model.len());
+                }
+                VecOp::Filler(n) => {
+                    if fillers.len() > 4 || (n % 3 == 0 && !fillers.is_empty()) {
+                        h.free(fillers.swap_remove(n % fillers.len())).unwrap();
+                    } else {
+                        fillers.push(h.allocate_array::<u8>(n).unwrap());
+                    }
+                }
+            }
+            prop_assert_eq!(shm.as_slice(&h).unwrap(), &model[..]);
+            prop_assert!(shm.capacity() >= shm.len());
+        }
+        prop_assert_eq!(shm.iter(&h).unwrap().copied().collect::<Vec<_>>(), model);
+        shm.free_blocks(&h).unwrap();
+        for f in fillers { h.free(f).unwrap(); }
+        prop_assert_eq!(used(&h), 0);
+    }
+}
+
+#[derive(Debug, Clone)]
+enum StrOp {
+    PushStr(String),
+    Push(char),
+    Truncate(usize),
+    Reserve(usize),
+    Clear,
+    Shrink,
+}
+
+fn str_op() -> impl Strategy<Value = StrOp> {
+    prop_oneof![
+        5 => ".{0,40}".prop_map(StrOp::PushStr),
+        3 => any::<char>().prop_map(StrOp::Push),
+        2 => (0usize..200).prop_map(StrOp::Truncate),
+        1 => (0usize..500).prop_map(StrOp::Reserve),
+        1 => Just(StrOp::Clear),
+        1 => Just(StrOp::Shrink),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn shm_string_matches_std_string(ops in prop::collection::vec(str_op(), 1..100)) {
+        let h = MatrixHandler::bootstrap(None, 4 << 20).unwrap();
+        let mut shm = ShmString::new();
+        let mut model = String::new();
+        for op in ops {
+            match op {
+                StrOp::PushStr(s) => { shm.push_str(&h, &s).unwrap(); model.push_str(&s); }
+                StrOp::Push(c) => { shm.push(&h, c).unwrap(); model.push(c); }
+                StrOp::Truncate(n) => {
+                    let r = shm.truncate(&h, n);
+                    if n >= model.len() || model.is_char_boundary(n) {
+                        r.unwrap();
+                        model.truncate(n);
+                    } else {
+                        prop_assert_eq!(r, Err(DynError::NotCharBoundary { index: n }));
+                    }
+                }
+                StrOp::Reserve(n) => { shm.try_reserve(&h, n).unwrap(); prop_assert!(shm.capacity() >= model.len() + n); }
+                StrOp::Clear => { shm.clear(&h).unwrap(); model.clear(); }
+                StrOp::Shrink => shm.shrink_to_fit(&h).unwrap(),
+            }
+            prop_assert_eq!(shm.as_str(&h).unwrap(), model.as_str());
+        }
+        shm.free_blocks(&h).unwrap();
+        prop_assert_eq!(used(&h), 0);
+    }
+
+    #[test]
+    fn nested_vec_of_strings_matches_std_and_frees_whole(
+        ops in prop::collection::vec((0u8..5, ".{0,30}", 0usize..20), 1..80)
+    ) {
+        let h = MatrixHandler::bootstrap(None, 4 << 20).unwrap();
+        let mut shm = ShmVec::<ShmString>::new();
+        let mut model: Vec<String> = Vec::new();
+        for (kind, s, i) in ops {
+            match kind {
+                0 | 1 => { shm.push(&h, ShmString::from_str(&h, &s).unwrap()).unwrap(); model.push(s); }
+                2 if i < model.len() => {
+                    // Grow one nested string in place of the element.
+                    let mut e = shm.get(&h, i).unwrap().unwrap();
+                    e.push_str(&h, &s).unwrap();
+                    shm.replace(&h, i, e).unwrap();
+                    model[i].push_str(&s);
+                }
+                3 => { shm.truncate(&h, i).unwrap(); model.truncate(i); }
+                _ => { shm.try_reserve(&h, i).unwrap(); }
+            }
+            let got: Vec<&str> = shm.iter(&h).unwrap().map(|e| e.as_str(&h).unwrap()).collect();
+            prop_assert_eq!(got, model.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+        shm.free_blocks(&h).unwrap();
+        prop_assert_eq!(used(&h), 0, "freeing the outer vector frees every nested string");
+    }
+}
+
+/// A record with container fields, derived.
+#[derive(ShmSafe, OwnsBlocks, Clone, Copy, Debug)]
+#[repr(C)]
+struct Sample {
+    name: ShmString,
+    tags: ShmVec<ShmString>,
+    values: ShmVec<f64>,
+    raw: ShmBytes,
+    id: u64,
+}
+
+#[test]
+fn a_derived_record_in_a_box_is_read_in_place_and_freed_whole() {
+    let h = MatrixHandler::bootstrap(None, 4 << 20).unwrap();
+    let mut tags = ShmVec::new();
+    for t in ["a", "bé", "ç"] {
+        tags.push(&h, ShmString::from_str(&h, t).unwrap()).unwrap();
+    }
+    let rec = Sample {
+        name: ShmString::from_str(&h, "sensor-7").unwrap(),
+        tags,
+        values: ShmVec::from_slice(&h, &[1.5, -2.0, 3.25]).unwrap(),
+        raw: ShmBytes::from_slice(&h, b"\x00\xff").unwrap(),
+        id: 7,
+    };
+    let mut boxed = ShmBox::new(&h, rec).unwrap();
+    // Another handle on the same token, as a consumer would build it.
+    let seen = ShmBox::<Sample>::from_token(boxed.token());
+    let r = seen.get(&h).unwrap();
+    assert_eq!(r.name.as_str(&h).unwrap(), "sensor-7");
+    assert_eq!(r.values.as_slice(&h).unwrap(), &[1.5, -2.0, 3.25]);
+    assert_eq!(r.raw.as_slice(&h).unwrap(), b"\x00\xff");
+    let tags: Vec<&str> = r
+        .tags
+        .iter(&h)
+        .unwrap()
+        .map(|t| t.as_str(&h).unwrap())
+        .collect();
+    assert_eq!(tags, ["a", "bé", "ç"]);
+    assert_eq!(r.id, 7);
+    boxed.free_blocks(&h).unwrap();
+    assert_eq!(used(&h), 0);
+    // The copy is stale now: a typed error, never a read of freed memory.
+    assert!(matches!(
+        seen.get(&h),
+        Err(DynError::Handler(HandlerError::Block(
+            BlockError::Stale { .. }
+        ))) | Err(DynError::Handler(HandlerError::Block(
+            BlockError::NotLive { .. }
+        )))
+    ));
+    // Freeing again frees nothing twice.
+    boxed.free_blocks(&h).unwrap();
+}
+
+#[test]
+fn stale_and_foreign_containers_are_typed_errors() {
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let other = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let mut v = ShmVec::from_slice(&h, &[1u32, 2, 3]).unwrap();
+    let copy = v;
+    assert!(matches!(
+        copy.as_slice(&other),
+        Err(DynError::Handler(HandlerError::ForeignHandle { .. }))
+    ));
+    // Growing renews the buffer's generation: an old copy is stale.
+    v.extend_from_slice(&h, &[0; 1000]).unwrap();
+    assert!(matches!(
+        copy.as_slice(&h),
+        Err(DynError::Handler(HandlerError::Block(_)))
+    ));
+    let mut s = ShmString::from_str(&h, "hé").unwrap();
+    assert_eq!(
+        s.truncate(&h, 2),
+        Err(DynError::NotCharBoundary { index: 2 })
+    );
+    assert_eq!(s.as_str(&h).unwrap(), "hé");
+    // Capacity beyond 32 bits of elements.
+    assert!(matches!(
+        v.try_reserve(&h, usize::MAX),
+        Err(DynError::CapacityOverflow { .. })
+    ));
+    v.free_blocks(&h).unwrap();
+    s.free_blocks(&h).unwrap();
+    assert_eq!(used(&h), 0);
+}
+
+#[test]
+fn a_buffer_of_another_participant_is_not_written() {
+    let name = matrix_core::ScratchName::new("dyn-owner");
+    let a = MatrixHandler::create(name.as_str(), 1 << 20).unwrap();
+    let b = MatrixHandler::open(name.as_str()).unwrap();
+    let mut v = ShmVec::from_slice(&a, &[1u8, 2, 3]).unwrap();
+    let mut theirs = v;
+    assert!(matches!(
+        theirs.push(&b, 4),
+        Err(DynError::NotWriter { .. })
+    ));
+    assert_eq!(theirs.as_slice(&b).unwrap(), &[1, 2, 3], "readers may read");
+    // The hand-over: the receiver adopts, then writes.
+    theirs.adopt(&b).unwrap();
+    theirs.push(&b, 4).unwrap();
+    assert!(matches!(
+        v.push(&a, 9),
+        Err(DynError::Handler(_)) | Err(DynError::NotWriter { .. })
+    ));
+    theirs.free_blocks(&b).unwrap();
+    drop(b);
+    drop(a);
+}
