@@ -274,6 +274,7 @@ fn parent(args: &Args) -> i32 {
         plan: &plan,
         results: &results,
         elapsed_s: started.elapsed().as_secs_f64(),
+        reps,
     };
     println!("{}", report.markdown());
     let json = report.json();

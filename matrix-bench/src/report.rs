@@ -103,6 +103,8 @@ pub struct Report<'a> {
     pub results: &'a [CellResults],
     /// Wall time of the whole run.
     pub elapsed_s: f64,
+    /// Repetitions run (the mode's default unless `--reps` said otherwise).
+    pub reps: usize,
 }
 
 impl Report<'_> {
@@ -156,13 +158,12 @@ impl Report<'_> {
     /// The report in markdown.
     pub fn markdown(&self) -> String {
         let mut out = String::new();
-        let budget = self.mode.budget();
         let _ = writeln!(out, "## matrix-bench ({})\n", mode_name(self.mode));
         let _ = writeln!(out, "{}\n", self.machine.markdown());
         let _ = writeln!(
             out,
             "Command: `{}` — {} repetition(s), contenders interleaved, each run in its own process, {:.0} s in all.",
-            self.command, budget.reps, self.elapsed_s
+            self.command, self.reps, self.elapsed_s
         );
         if self.mode == Mode::Verify {
             let _ = writeln!(

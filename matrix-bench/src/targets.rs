@@ -298,6 +298,7 @@ mod tests {
             plan: &plan,
             results: &results,
             elapsed_s: 0.0,
+            reps: 3,
         };
         report.targets()
     }
@@ -373,7 +374,10 @@ mod tests {
                 m.free(header, None).unwrap();
             }
         }
-        assert!(served_larger > 1000, "the cache served larger blocks {served_larger} times");
+        assert!(
+            served_larger > 1000,
+            "the cache served larger blocks {served_larger} times"
+        );
     }
 
     #[test]
