@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Instructions per op of ours vs rlsf (and the system allocator, for
-# reference) on pair64 and mixed (1 thread), counted by callgrind: stable
+# Instructions per op of ours vs the system allocator, mimalloc and rlsf on pair64 and mixed (1 thread), counted by callgrind: stable
 # on a noisy machine where nanoseconds are not.
 #
 #   matrix-bench/callgrind.sh            # OPS=500000 by default
@@ -16,14 +15,15 @@ set -euo pipefail
 
 OPS=${OPS:-500000}
 TOP=${TOP:-12}
-CONTENDERS=${CONTENDERS:-"ours rlsf system"}
+CONTENDERS=${CONTENDERS:-"ours system mimalloc rlsf"}
 WORKLOADS=${WORKLOADS:-"pair64 mixed"}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
-cargo build --release -p matrix-bench >&2
-bin="$root/target/release/matrix-bench"
+# The binary the bench's children run: LTO, one codegen unit (see lto.rs).
+cargo build --profile bench-lto -p matrix-bench --bin matrix-bench >&2
+bin="$root/target/bench-lto/matrix-bench"
 out="$root/target/callgrind"
 mkdir -p "$out"
 

@@ -40,7 +40,15 @@ pub fn build_children(this_exe: &Path) -> Result<PathBuf, String> {
         .or_else(|| option_env!("CARGO").map(Into::into))
         .unwrap_or_else(|| "cargo".into());
     eprintln!("building the measured children: cargo build --profile bench-lto -p matrix-bench");
-    let status = Command::new(cargo)
+    let mut command = Command::new(&cargo);
+    // A toolchain's own cargo (not the rustup proxy) would run `rustc` from
+    // PATH, the proxy, which obeys a dependency's own `rust-toolchain`
+    // file: use the rustc beside that cargo instead.
+    let sibling = Path::new(&cargo).with_file_name("rustc");
+    if std::env::var_os("RUSTC").is_none() && sibling.is_file() {
+        command.env("RUSTC", &sibling);
+    }
+    let status = command
         .args([
             "build",
             "--profile",

@@ -22,6 +22,7 @@ mod dynamic;
 mod lto;
 mod machine;
 mod plan;
+mod plots;
 mod report;
 mod runner;
 mod targets;
@@ -67,6 +68,12 @@ struct Args {
     /// building them with the `bench-lto` profile (LTO, one codegen unit).
     #[arg(long)]
     no_lto: bool,
+    /// Also draw the run's PNG plots into DIR (e.g. `docs`).
+    #[arg(long, value_name = "DIR")]
+    plots: Option<PathBuf>,
+    /// Only draw the plots of a saved JSON run (needs --plots DIR); runs nothing.
+    #[arg(long, value_name = "FILE", requires = "plots")]
+    plots_from: Option<PathBuf>,
 
     /// Run one contender on one workload in this process and print its
     /// result line (workloads: pair64, size, mixed, handoff).
@@ -78,7 +85,7 @@ struct Args {
     /// --single: untimed ops first (pair64, size, handoff).
     #[arg(long)]
     warmup: Option<u64>,
-    /// --single: threads (mixed: 1 or 2; handoff is always 2).
+    /// --single: threads (mixed: 1 or more; handoff is always 2).
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// --single: block size of `size` (suffixes k, m, g).
@@ -118,9 +125,37 @@ fn main() {
     if args.dynamic {
         std::process::exit(dynamic::run());
     }
+    if let (Some(from), Some(dir)) = (&args.plots_from, &args.plots) {
+        let doc = std::fs::read_to_string(from)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()));
+        match doc {
+            Ok(doc) => std::process::exit(draw(&doc, dir)),
+            Err(e) => {
+                eprintln!("cannot read {}: {e}", from.display());
+                std::process::exit(2);
+            }
+        }
+    }
     match &args.single {
         Some(pair) => single(&args, &pair[0], &pair[1]),
         None => std::process::exit(parent(&args)),
+    }
+}
+
+/// Draws the plots of a JSON run into `dir`; returns the exit status.
+fn draw(doc: &serde_json::Value, dir: &std::path::Path) -> i32 {
+    match plots::render(doc, dir) {
+        Ok(files) => {
+            for file in files {
+                eprintln!("wrote {}", file.display());
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("cannot draw the plots into {}: {e}", dir.display());
+            1
+        }
     }
 }
 
@@ -246,6 +281,7 @@ fn parent(args: &Args) -> i32 {
         plan: &plan,
         results: &results,
         elapsed_s: started.elapsed().as_secs_f64(),
+        reps,
     };
     println!("{}", report.markdown());
     let json = report.json();
@@ -253,6 +289,12 @@ fn parent(args: &Args) -> i32 {
     if let Some(path) = &args.json {
         if let Err(e) = std::fs::write(path, &json) {
             eprintln!("cannot write {}: {e}", path.display());
+            return 1;
+        }
+    }
+    if let Some(dir) = &args.plots {
+        let doc = serde_json::from_str(&json).expect("the report's own JSON parses");
+        if draw(&doc, dir) != 0 {
             return 1;
         }
     }

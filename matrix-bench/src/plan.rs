@@ -88,7 +88,21 @@ pub enum Section {
     Sizes,
     /// mixed over arena sizes and live sets.
     Scaling,
+    /// mixed over thread counts beyond the two cores (oversubscribed).
+    Threads,
+    /// Rows a module registers in [`EXTRA_ROWS`].
+    Extra,
 }
+
+/// Adds a module's own rows to a plan (after the built-in ones); they are
+/// shown in the "Extra" table with every contender that can run them.
+pub type ExtraRows = fn(&mut Plan, Mode);
+
+/// Modules with rows of their own register them here.
+pub const EXTRA_ROWS: &[ExtraRows] = &[];
+
+/// Thread counts of the threads section (1 and 2 are main rows).
+pub const OVERSUBSCRIBED_THREADS: [usize; 2] = [4, 8];
 
 /// A line of a table: a label and the measured cell it shows.
 #[derive(Clone, Debug, Serialize)]
@@ -222,10 +236,21 @@ impl Plan {
                 }
             }
         }
+        for threads in OVERSUBSCRIBED_THREADS {
+            plan.add(
+                Section::Threads,
+                format!("mixed, {threads} threads"),
+                Spec { threads, ..mixed },
+            );
+        }
+        for extra in EXTRA_ROWS {
+            extra(&mut plan, mode);
+        }
         plan
     }
 
-    fn add(&mut self, section: Section, label: String, spec: Spec) {
+    /// Adds a row measuring `spec` (cells are shared between equal specs).
+    pub fn add(&mut self, section: Section, label: String, spec: Spec) {
         let cell = match self.cells.iter().position(|c| *c == spec) {
             Some(i) => i,
             None => {

@@ -103,6 +103,8 @@ pub struct Report<'a> {
     pub results: &'a [CellResults],
     /// Wall time of the whole run.
     pub elapsed_s: f64,
+    /// Repetitions run (the mode's default unless `--reps` said otherwise).
+    pub reps: usize,
 }
 
 impl Report<'_> {
@@ -156,13 +158,12 @@ impl Report<'_> {
     /// The report in markdown.
     pub fn markdown(&self) -> String {
         let mut out = String::new();
-        let budget = self.mode.budget();
         let _ = writeln!(out, "## matrix-bench ({})\n", mode_name(self.mode));
         let _ = writeln!(out, "{}\n", self.machine.markdown());
         let _ = writeln!(
             out,
             "Command: `{}` — {} repetition(s), contenders interleaved, each run in its own process, {:.0} s in all.",
-            self.command, budget.reps, self.elapsed_s
+            self.command, self.reps, self.elapsed_s
         );
         if self.mode == Mode::Verify {
             let _ = writeln!(
@@ -189,6 +190,12 @@ impl Report<'_> {
                 "Scaling (mixed, one thread)",
                 "arena, live set",
             ),
+            (
+                Section::Threads,
+                "Threads (mixed, more threads than cores)",
+                "threads",
+            ),
+            (Section::Extra, "Extra", "row"),
         ];
         for (section, title, first) in sections {
             let rows: Vec<_> = self
@@ -265,10 +272,31 @@ impl Report<'_> {
         );
         let _ = writeln!(
             out,
-            "- block payloads: requests rounded up to 16 B, at least 16 B; a block taken whole from a \
-             bigger free block carries the rest only when it is under {} B (a smaller remainder \
-             cannot hold a header and a minimum payload)",
-            matrix_core::layout::MIN_BLOCK
+            "- worst-case bytes a request takes beyond its payload (header, rounding to 16, and the \
+             slack of the block that serves it: a cached block of the same class may be up to the \
+             class width − 16 B larger, a split leaves at most 32 B it cannot cut off):\n"
+        );
+        let _ = writeln!(
+            out,
+            "  | request | class width | worst overhead | of the request |"
+        );
+        let _ = writeln!(out, "  |---:|---:|---:|---:|");
+        for size in crate::targets::OVERHEAD_SIZES {
+            let block = size.max(16).next_multiple_of(16) + 32;
+            let worst = crate::targets::worst_overhead(size);
+            let _ = writeln!(
+                out,
+                "  | {size} B | {} B | {worst} B | {:.0} % |",
+                crate::targets::class_width(block),
+                worst as f64 * 100.0 / size as f64
+            );
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "  Blocks of 32 KiB and more are cached in one short first-fit list: such a request may \
+             get any cached larger block, at most half the thread's cache bound (1/32 of the arena, \
+             4 MiB at most).\n"
         );
         let _ = writeln!(
             out,

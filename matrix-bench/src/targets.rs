@@ -45,6 +45,33 @@ impl MemoryFacts {
     }
 }
 
+/// Width in bytes of the size class that holds blocks of `block` bytes.
+pub fn class_width(block: u32) -> u32 {
+    let class = matrix_core::size_class::class_of(block);
+    match matrix_core::size_class::next_class(class) {
+        Some(next) => (next.lower_bound() - class.lower_bound()) as u32,
+        None => u32::MAX,
+    }
+}
+
+/// The most arena bytes a request of `payload` bytes can take beyond the
+/// payload: the 32-byte header, rounding up to 16 (the minimum payload is
+/// 16), and the slack of the block that serves it: a cached block of the
+/// same class is up to the class width − 16 bytes larger, and a block from
+/// the free index keeps a remainder it cannot split off (under
+/// `MIN_BLOCK`, so at most 32 bytes). For blocks below 32 KiB (the
+/// thread cache's per-class bins); larger ones share a first-fit list.
+pub fn worst_overhead(payload: u32) -> u32 {
+    use matrix_core::layout::{BLOCK_ALIGN, MIN_BLOCK, MIN_PAYLOAD};
+    let rounded = payload.max(MIN_PAYLOAD).next_multiple_of(BLOCK_ALIGN);
+    let block = rounded + BLOCK_HEADER_SIZE;
+    let slack = (class_width(block) - BLOCK_ALIGN).max(MIN_BLOCK - BLOCK_ALIGN);
+    BLOCK_HEADER_SIZE + (rounded - payload) + slack
+}
+
+/// Requests the memory table shows.
+pub const OVERHEAD_SIZES: [u32; 8] = [1, 16, 64, 200, 544, 1024, 4096, 16384];
+
 /// One performance target and whether this run meets it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Target {
@@ -271,6 +298,7 @@ mod tests {
             plan: &plan,
             results: &results,
             elapsed_s: 0.0,
+            reps: 3,
         };
         report.targets()
     }
@@ -313,6 +341,43 @@ mod tests {
             "30 / 20 at 1 MiB"
         );
         assert_eq!(holds(&uneven, "sizes: flat"), Some(false), "30 / 21");
+    }
+
+    #[test]
+    fn no_block_exceeds_its_worst_overhead() {
+        // Every request size below 8 KiB, served from a fresh carve, from
+        // the free index after a split, and from the thread cache after a
+        // free of a larger block of the same class.
+        let m = matrix_core::AtomicMatrix::anonymous(64 << 20).unwrap();
+        let size_of = |payload: u64| {
+            let ptr = m.allocate(payload, 0).unwrap();
+            let header = ptr.offset() - BLOCK_HEADER_SIZE;
+            let (_, size) = m.block_header(header).unwrap();
+            (header, size)
+        };
+        let mut served_larger = 0;
+        for payload in 1..8192u32 {
+            // A block 16 bytes larger, freed into the cache: in the same
+            // class (above 512 B), the next request gets it.
+            let (big, big_size) = size_of(payload as u64 + 16);
+            m.free(big, None).unwrap();
+            for _ in 0..2 {
+                let (header, size) = size_of(payload as u64);
+                assert!(
+                    size - payload <= worst_overhead(payload),
+                    "{payload} B got a {size} B block (worst {} beyond)",
+                    worst_overhead(payload)
+                );
+                if size == big_size {
+                    served_larger += 1;
+                }
+                m.free(header, None).unwrap();
+            }
+        }
+        assert!(
+            served_larger > 1000,
+            "the cache served larger blocks {served_larger} times"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! |-----------|---------|------------------------------------------|
 //! | `pair64`  | 1       | alloc(64), write, read, free             |
 //! | `size`    | 1       | the same pair at `--size` bytes          |
-//! | `mixed`   | 1 or 2  | one alloc (32–544 B) or one free of a random live block, 70 % / 30 %, live set ≤ `--live` per thread |
+//! | `mixed`   | 1 or more | one alloc (32–544 B) or one free of a random live block, 70 % / 30 %, live set ≤ `--live` per thread |
 //! | `handoff` | 2       | A allocates 32–544 B and queues it, B pops and frees: one block handed over |
 //!
 //! `mixed` first fills each thread's live set up to its cap (untimed), so

@@ -289,7 +289,9 @@ fn verify_passes_for_our_allocator_on_every_workload() {
         .collect();
     let ours: Vec<&str> = rows
         .iter()
-        .filter(|l| !l.starts_with("| size |") && !l.starts_with("| arena"))
+        .filter(|l| {
+            !l.starts_with("| size |") && !l.starts_with("| arena") && !l.starts_with("| threads |")
+        })
         .map(|l| l.split('|').map(str::trim).nth(3).unwrap_or(""))
         .collect();
     assert!(ours.len() >= 9, "expected every workload row: {rows:?}");
