@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! reallocate(B, n):  t = block_size_for(n)
-//!   hold:    CAS B (g, owner, st) -> (g, me, RESIZING); B.reserved = owner|st
+//!   hold:    my intent entry E = (B, owner, st); CAS B (g, owner, st) -> (g, me, RESIZING)
 //!   shrink:  t < size: remainder header at B+t (RELEASING, me), B.size = t, push it
 //!   grow 1:  B ends at `top`: carve intent, CAS top += t - size, B.size = t
 //!   grow 2:  next block N FREE and at its bucket's head: pop it (hold intent),
@@ -16,9 +16,14 @@
 //!
 //! While a block is RESIZING nobody but its resizer changes it: a free, an
 //! adoption, a state change or a read of it is refused with a typed error
-//! (its state is not live). The owner and state it had wait in the header's
-//! `reserved` word ([`resize_record`]), so a recoverer that finds the
-//! resizer dead hands the block back to them ([`settle_dead_resizes`]); its
+//! (its state is not live). The owner and state it had wait in one of the
+//! resizer's own intent entries ([`resize_intent`], written before the
+//! hold's CAS and cleared only after the block is let go), never in the
+//! block itself: the resizer does not hold the block when it writes the
+//! record, and a store into a block one does not hold can land over the
+//! record of the participant that does. A recoverer that finds the resizer
+//! dead hands the block back to the recorded owner and state
+//! ([`settle_dead_resizes`]); its
 //! size is then the old one or the new one, never anything between, because
 //! every window in which the chain would not tile is covered by an intent
 //! the walks and recovery already understand:
@@ -32,7 +37,8 @@
 //! * a move: before the commit B is RESIZING (restored) and B' is an
 //!   ordinary ALLOCATED block of the resizer (freed); after it B is ACKED
 //!   under the resizer (freed) and the *move intent* `(B', B)` tells the
-//!   recoverer to hand B' to the owner recorded in B'`.reserved`.
+//!   recoverer to hand B' to the owner recorded in B'`.reserved` (B' is
+//!   the resizer's own block from its allocation on, so that store is safe).
 //!
 //! So a kill at any instruction leaves exactly one of old and new owned
 //! by the block's owner and the other free or reclaimed by `recover()`.
@@ -56,7 +62,7 @@ use crate::state::{self, ACKED, ALLOCATED, RELEASING, RESIZING};
 use crate::sync::AtomicU64;
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
-/// The `reserved` value of a RESIZING block (or of the new block of a move):
+/// The `reserved` value of the new block of a move:
 /// a marker bit, the owner and the state to hand the block back to.
 #[inline]
 pub const fn resize_record(owner: u32, st: u32) -> u32 {
@@ -86,6 +92,35 @@ pub const fn move_intent(new: u32, old: u32) -> u64 {
 #[inline]
 pub const fn is_move_intent(value: u64) -> bool {
     value & 0xF == 2
+}
+
+/// The intent value with which a resizer records, before its hold's CAS,
+/// the block it is about to hold (`offset`, 16-aligned) and the owner and
+/// state to hand it back to: `owner:12 | st:12` in bits 55..32, the offset
+/// in the low word with tag 4 in its low four bits — neither a hold intent
+/// (bit 0), a carve intent (low four bits clear) nor a move intent (2).
+#[inline]
+pub const fn resize_intent(offset: u32, owner: u32, st: u32) -> u64 {
+    (((owner & 0xFFF) as u64) << 44) | (((st & 0xFFF) as u64) << 32) | offset as u64 | 4
+}
+
+/// Whether an intent value is a [`resize_intent`].
+#[inline]
+pub const fn is_resize_intent(value: u64) -> bool {
+    value & 0xF == 4
+}
+
+/// The `(offset, owner, state)` of a [`resize_intent`], if `value` is one.
+#[inline]
+pub const fn decode_resize_intent(value: u64) -> Option<(u32, u32, u32)> {
+    if !is_resize_intent(value) {
+        return None;
+    }
+    Some((
+        value as u32 & !0xF,
+        ((value >> 44) & 0xFFF) as u32,
+        ((value >> 32) & 0xFFF) as u32,
+    ))
 }
 
 /// How a resize was done.
@@ -176,7 +211,10 @@ pub fn reallocate<A: Arena>(
     copy: impl FnOnce(u32, u32, u32),
 ) -> Result<Resized, ReallocError> {
     let new_size = alloc::block_size_for(arena, payload)?;
-    let (hdr, (owner, st)) = hold(arena, offset, generation)?;
+    // Dropped (entry cleared, Release) only after every return path below
+    // has let the block go: a recoverer that finds the entry gone finds the
+    // block no longer RESIZING.
+    let (hdr, (owner, st), _record) = hold(arena, offset, generation)?;
     crate::fault::at(crate::fault::REALLOC_HELD);
     // Relaxed: ordered after the hold's Acquire; a held block's size is
     // changed by its holder only.
@@ -227,15 +265,25 @@ pub fn reallocate<A: Arena>(
 }
 
 /// Takes the live block at `offset` into this participant's hands:
-/// RESIZING under its name, the owner and state it had recorded in
-/// `reserved`. Returns the header and that `(owner, state)`.
-fn hold<A: Arena>(
-    arena: &A,
+/// RESIZING under its name, the owner and state it had recorded in an
+/// intent entry of this participant ([`resize_intent`]). Returns the
+/// header, that `(owner, state)` and the entry, which the caller keeps
+/// until the block is let go.
+fn hold<'a, A: Arena>(
+    arena: &'a A,
     offset: u32,
     generation: u64,
-) -> Result<(&BlockHeader, (u32, u32)), ReallocError> {
+) -> Result<(&'a BlockHeader, (u32, u32), IntentGuard<'a>), ReallocError> {
     let (hdr, _) = alloc::checked_header(arena, offset)?;
     let me = arena.owner().0;
+    let Some(record) = claim_intent(arena) else {
+        return Err(AllocError::Corrupted {
+            offset,
+            what: "no intent entry free for a resize (too many threads of one participant)",
+        }
+        .into());
+    };
+    let record = IntentGuard(record);
     // Acquire: pairs with the Release of the word's last change.
     let mut word = hdr.state.load(Acquire);
     loop {
@@ -258,18 +306,21 @@ fn hold<A: Arena>(
         if owner != me && owner != OwnerId::SEGMENT.0 {
             return Err(ReallocError::NotOwner { offset, owner });
         }
-        // Relaxed: published by the Release half of the CAS below. Written
-        // before the CAS so that a recoverer never finds a RESIZING block
-        // without its record; a racing resizer of the same word writes the
-        // same generation's owner and state, and only one CAS wins.
-        hdr.reserved.store(resize_record(owner, st), Relaxed);
+        // SeqCst: like every intent (recoverers read them with SeqCst or
+        // Acquire); the Release half of the CAS below publishes it to a
+        // recoverer that Acquires the RESIZING word. Written before the
+        // CAS so a RESIZING block never lacks its record, and into this
+        // participant's own entry, so a resizer that loses the CAS damages
+        // nothing: its entry names a block that is not RESIZING under it,
+        // and is cleared before it returns.
+        record.store(resize_intent(offset, owner, st), SeqCst);
         // AcqRel: Acquire the previous holder's writes (a hand-over);
         // Release the record to a recoverer that Acquires the word.
         match hdr
             .state
             .compare_exchange(word, state::pack(gen, me, RESIZING), AcqRel, Acquire)
         {
-            Ok(_) => return Ok((hdr, (owner, st))),
+            Ok(_) => return Ok((hdr, (owner, st), record)),
             Err(actual) => word = actual,
         }
     }
@@ -561,6 +612,29 @@ fn let_go_unchanged(hdr: &BlockHeader, owner: u32, st: u32) {
     hdr.state.store(state::pack(gen, owner, st), Release);
 }
 
+/// The owner and state a block RESIZING under `dead` goes back to: the
+/// record of the dead participant's resize intent naming it. Only that
+/// participant writes its entries, and its holder's entry stays until the
+/// block is let go, so the holder's record is among them. Another entry can
+/// name the same block only if a sibling thread of the same participant
+/// lost the hold's CAS (or was letting the block go) and died before
+/// clearing its entry; if such records disagree, the block goes to an
+/// owner other than the dead one (a block kept alive is at worst leaked; a
+/// block reclaimed under a live owner would be freed while in use). No
+/// record cannot come from a resize: the block goes to the dead
+/// participant, to be reclaimed.
+fn recorded_owner(dead: OwnerId, offset: u32, intents: &[u64]) -> (u32, u32) {
+    let mut records = intents
+        .iter()
+        .filter_map(|&v| decode_resize_intent(v))
+        .filter(|&(at, _, _)| at == offset)
+        .map(|(_, owner, st)| (owner, st));
+    let Some(first) = records.next() else {
+        return (dead.0, ALLOCATED);
+    };
+    records.fold(first, |kept, r| if kept.0 == dead.0 { r } else { kept })
+}
+
 /// Settles the resizes a dead participant (`dead`, whose slot the caller
 /// holds for recovery) left unfinished, given its intent entries: moves
 /// past their commit hand the new block to the recorded owner; every
@@ -624,9 +698,7 @@ pub fn settle_dead_resizes<A: Arena>(
         if state::state_of(word) != RESIZING || state::owner_of(word) != dead.0 {
             continue;
         }
-        // A missing record cannot come from a resize (it is written before
-        // the hold): hand the block to the dead participant, to be reclaimed.
-        let (owner, st) = decode_record(hdr.reserved.load(Acquire)).unwrap_or((dead.0, ALLOCATED));
+        let (owner, st) = recorded_owner(dead, info.offset, intents);
         let generation = arena.next_generation();
         // AcqRel: as above.
         if hdr

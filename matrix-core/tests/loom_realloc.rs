@@ -99,20 +99,21 @@ fn two_reallocates_of_one_segment_block() {
     });
 }
 
-/// A resize's hold writes the owner/state record into the block's
-/// `reserved` word *before* its CAS on the state word. A resizer whose
-/// judged word went stale (here: the block was adopted meanwhile, which
-/// keeps the generation) still writes its record, over the record of the
-/// participant that does hold the block. If that holder then dies (crash
-/// point REALLOC_HELD, right after the hold), recovery hands the block to
-/// the stale record's owner: the segment, instead of the dead adopter whose
-/// blocks it must reclaim. Participant 1's hold is spelled out with the
-/// same two stores `realloc::hold` makes, since a model cannot kill a
-/// thread inside a call.
+/// A resize's hold records the owner and state to hand the block back to
+/// *before* its CAS on the state word, when it does not hold the block yet.
+/// A resizer whose judged word went stale (here: the block was adopted
+/// meanwhile, which keeps the generation) must not be able to change the
+/// record of the participant that does hold the block: if that holder then
+/// dies (crash point REALLOC_HELD, right after the hold), recovery must
+/// reclaim the block of the dead adopter, not hand it to the segment.
+/// (When the record lived in the block's `reserved` word, the stale
+/// resizer's store landed over the holder's and this failed.) Participant
+/// 1's hold is spelled out with the same two stores `realloc::hold` makes
+/// (the resize intent in its own entry, then the CAS), since a model cannot
+/// kill a thread inside a call.
 #[test]
-#[ignore = "BUG: realloc::hold stores the resize record before its CAS; a stale resizer overwrites the holder's record, and recovery of the dead holder hands the block to the wrong owner"]
 fn a_stale_resizer_never_rewrites_the_record_of_the_block_s_holder() {
-    use matrix_core::realloc::resize_record;
+    use matrix_core::realloc::resize_intent;
     use matrix_core::state::RESIZING;
     use matrix_core::OwnerId;
     loom_common::model(|| {
@@ -143,10 +144,8 @@ fn a_stale_resizer_never_rewrites_the_record_of_the_block_s_holder() {
                 }
                 let hdr = p1.header(b).unwrap();
                 let word = state::pack(gb, me, ALLOCATED);
-                hdr.reserved.store(
-                    resize_record(me, ALLOCATED),
-                    loom::sync::atomic::Ordering::Relaxed,
-                );
+                p1.my_slot().unwrap().carve_intents[0]
+                    .store(resize_intent(b, me, ALLOCATED), SeqCst);
                 hdr.state
                     .compare_exchange(
                         word,
@@ -185,7 +184,7 @@ fn a_stale_resizer_never_rewrites_the_record_of_the_block_s_holder() {
 /// allocates.
 #[test]
 fn a_dead_resizer_s_adopted_block_is_reclaimed() {
-    use matrix_core::realloc::resize_record;
+    use matrix_core::realloc::resize_intent;
     use matrix_core::state::RESIZING;
     use matrix_core::OwnerId;
     loom_common::model(|| {
@@ -199,7 +198,7 @@ fn a_dead_resizer_s_adopted_block_is_reclaimed() {
         let me = p1.owner().0;
         matrix_core::alloc::set_owner(&p1, b, Some(OwnerId::SEGMENT), p1.owner()).unwrap();
         let hdr = p1.header(b).unwrap();
-        hdr.reserved.store(resize_record(me, ALLOCATED), SeqCst);
+        p1.my_slot().unwrap().carve_intents[0].store(resize_intent(b, me, ALLOCATED), SeqCst);
         hdr.state.store(state::pack(gb, me, RESIZING), SeqCst);
         arena.kill(1);
         arena.participant(2);
