@@ -30,7 +30,7 @@
 //! | `COALESCING` | 3 | held by a consolidator | consolidation | `FREE` (after a pop) |
 //! | `CACHED` | 4 | freed into the freeing thread's cache; reused by that thread without touching the free index | `free` (thread-cache path) | `ALLOCATED`, user states |
 //! | `RELEASING` | 5 | being pushed onto a free list by its releaser (owner = the releaser); a popper may claim it at once | `free`, split (new remainder), consolidation, recovery, cache flush | `ACKED`, `COALESCING`, `CACHED`, fresh header |
-//! | `RESIZING` | 6 | held by its resizer (owner = the resizer); the owner and state to return to wait in the header's `reserved` word | `reallocate`; recovery hands it back | `ALLOCATED`, user states |
+//! | `RESIZING` | 6 | held by its resizer (owner = the resizer); the owner and state to return to wait in a resize intent of the resizer's slot (`realloc::resize_intent`) | `reallocate`; recovery hands it back | `ALLOCATED`, user states |
 //! | reserved | 7–48 | future internal states; never entered | nobody | — |
 //! | user | 49–4095 | user lifecycle; never reclaimed automatically | `set_state` / `transition_state` | `ALLOCATED`, user states |
 

@@ -156,8 +156,12 @@ pub trait HandlerFunctions {
     /// # Errors
     /// A stale or foreign handle, a block that is not live, a block owned
     /// by another participant ([`HandlerError::NotOwner`]), a size that
-    /// cannot fit, or no memory for a move. On error the block and `block`
-    /// are unchanged, and `block` stays valid.
+    /// cannot fit, or no memory for a move: then the block and `block` are
+    /// unchanged, and `block` stays valid. One error comes after the resize:
+    /// if the resized block stops being live before its new elements are
+    /// zeroed (another participant freed or resized a segment-owned block
+    /// meanwhile), the error is returned with `block` already replaced by
+    /// the new handle (the old one is stale either way) and nothing zeroed.
     fn reallocate<T: ShmSafe>(
         &self,
         block: &mut Block<T>,
@@ -181,23 +185,23 @@ pub trait HandlerFunctions {
         let r = self
             .matrix()
             .reallocate(block.header_offset(), block.generation(), bytes)?;
-        let new = Block::new(
+        // Before anything else can fail: the old handle is stale from here.
+        *block = Block::new(
             block.nonce(),
             r.offset + BLOCK_HEADER_SIZE,
             r.generation,
             len32,
         );
         if bytes > old_bytes {
-            let ptr = checked_payload(self.matrix(), &new, len)? as *mut u8;
+            let ptr = checked_payload(self.matrix(), block, len)? as *mut u8;
             // SAFETY: checked_payload proved the payload holds `bytes` bytes
-            // of a live block of this mapping that this thread just resized
-            // and whose new handle has not left this function; the range
+            // of a live block of this mapping that this thread just resized;
+            // the range
             // [old_bytes, bytes) is inside it.
             unsafe {
                 std::ptr::write_bytes(ptr.add(old_bytes as usize), 0, (bytes - old_bytes) as usize)
             };
         }
-        *block = new;
         Ok(r.kind)
     }
 
