@@ -413,7 +413,7 @@ fn check_once<A: Arena>(arena: &A) -> CheckReport {
             continue;
         }
         let Some(offset) = f.offset else { continue };
-        let carver = seg.participants.iter().position(|slot| {
+        let carver = seg.participants().position(|slot| {
             slot.carve_intents.iter().any(|e| {
                 // Acquire: pairs with the carver's stores of its intent.
                 let v = e.load(Acquire);
@@ -422,7 +422,7 @@ fn check_once<A: Arena>(arena: &A) -> CheckReport {
         });
         let Some(slot) = carver else { continue };
         // Relaxed: the pid is for the message only.
-        let pid = seg.participants[slot].pid.load(Relaxed);
+        let pid = seg.participant(slot).map_or(0, |s| s.pid.load(Relaxed));
         if slot_departed(arena, slot) {
             f.severity = Severity::Leak;
             f.kind = "unfinished-carve";
