@@ -422,7 +422,7 @@ fn check_once<A: Arena>(arena: &A) -> CheckReport {
         });
         let Some(slot) = carver else { continue };
         // Relaxed: the pid is for the message only.
-        let pid = seg.participant(slot).map_or(0, |p| p.pid.load(Relaxed));
+        let pid = seg.participant(slot).map_or(0, |s| s.pid.load(Relaxed));
         if slot_departed(arena, slot) {
             f.severity = Severity::Leak;
             f.kind = "unfinished-carve";

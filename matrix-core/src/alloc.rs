@@ -30,7 +30,7 @@ use crate::layout::{
     header_check, BlockHeader, BLOCK_ALIGN, BLOCK_HEADER_SIZE, MIN_BLOCK, MIN_PAYLOAD,
 };
 use crate::size_class::{class_at_least, class_of};
-use crate::state::{self, ACKED, ALLOCATED, CACHED, COALESCING, FREE, RELEASING};
+use crate::state::{self, ACKED, ALLOCATED, CACHED, COALESCING, FREE, RELEASING, RESIZING};
 use crate::sync::AtomicU64;
 use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
@@ -429,7 +429,25 @@ pub fn checked_header<A: Arena>(arena: &A, offset: u32) -> Result<(&BlockHeader,
         return Err(BlockError::NotABlock { offset });
     }
     let size = hdr.size.load(Acquire);
-    if size < MIN_BLOCK || size % BLOCK_ALIGN != 0 || offset as u64 + size as u64 > top as u64 {
+    let end = offset as u64 + size as u64;
+    // A grow into the wilderness moves `top` before it stores the larger
+    // size, so a size past the `top` read above may be such a grow: judge it
+    // against `top` read again. Acquire, after the size's Acquire (which
+    // pairs with the grow's Release size store): it sees the grow's `top`.
+    let top = if end > top as u64 {
+        arena.segment().top.load(Acquire).min(arena.arena_end())
+    } else {
+        top
+    };
+    if size < MIN_BLOCK || size % BLOCK_ALIGN != 0 || end > top as u64 {
+        // The header of a block that went back to the wilderness stays
+        // readable until a carve over it rewrites it (after moving `top`):
+        // a size that does not fit in a header that is not live is that
+        // leftover, not damage. Acquire: pairs with the word's publication.
+        let st = state::state_of(hdr.state.load(Acquire));
+        if !state::is_live(st) {
+            return Err(BlockError::NotLive { offset, state: st });
+        }
         return Err(BlockError::Corrupted {
             offset,
             what: "impossible block size",
@@ -479,7 +497,8 @@ pub fn retire<A: Arena>(
         }
         match st {
             FREE | ACKED | CACHED | RELEASING => return Err(BlockError::DoubleFree { offset }),
-            COALESCING => return Err(BlockError::NotLive { offset, state: st }),
+            // Held by a consolidation or a resize: not this caller's to free.
+            COALESCING | RESIZING => return Err(BlockError::NotLive { offset, state: st }),
             s if !state::is_live(s) => return Err(BlockError::ReservedState { offset, state: s }),
             _ => {}
         }

@@ -761,10 +761,6 @@ fn read_header(matrix: &AtomicMatrix, payload_offset: u32) -> Result<HeaderView,
         .ok_or(HandlerError::InvalidOffset(payload_offset))?;
     // Bounds, alignment and a genuine header; its size is read again below.
     let (hdr, _) = matrix.block_header(offset)?;
-    // Acquire: pairs with the carve's CAS on `top` (SeqCst, so a release)
-    // and recovery's Release store of it; nothing above `top` is a block.
-    let top = matrix.header().top.load(Ordering::Acquire);
-    let limit = (matrix.segment_size() as u64).min(top as u64);
     for _ in 0..HEADER_READ_RETRIES {
         // Acquire: pairs with the Release store of the state word that
         // published the allocation (owner, tag, requested, size before it).
@@ -777,12 +773,30 @@ fn read_header(matrix: &AtomicMatrix, payload_offset: u32) -> Result<HeaderView,
         let size = hdr.size.load(Ordering::Acquire);
         let tag = hdr.type_tag.load(Ordering::Acquire);
         let requested = hdr.requested.load(Ordering::Acquire);
+        // Nothing above `top` is a block. Read after the size: a grow into
+        // the wilderness moves `top` before it stores the larger size
+        // (Release), so this Acquire load, ordered after the size's Acquire,
+        // sees the `top` of any grow whose size was read. Read before the
+        // second state load: `top` moves down over a block only after the
+        // block was freed, which changes its word. It also pairs with the
+        // carve's CAS on `top` and recovery's Release store of it.
+        let top = matrix.header().top.load(Ordering::Acquire);
         // Acquire: as the first load.
         if hdr.state.load(Ordering::Acquire) != word {
             std::hint::spin_loop();
             continue;
         }
+        let limit = (matrix.segment_size() as u64).min(top as u64);
         if size < MIN_BLOCK || size % BLOCK_ALIGN != 0 || offset as u64 + size as u64 > limit {
+            // A leftover header over the wilderness (see the allocator's
+            // checked_header) is not live: no block is there, none damaged.
+            if !state::is_live(state::state_of(word)) {
+                return Err(BlockError::NotLive {
+                    offset,
+                    state: state::state_of(word),
+                }
+                .into());
+            }
             return Err(BlockError::Corrupted {
                 offset,
                 what: "impossible block size",

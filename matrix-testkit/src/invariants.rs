@@ -23,7 +23,7 @@
 
 use matrix_core::layout::{header_check, slot_state, slot_word, ParticipantSlot, MIN_BLOCK, NIL};
 use matrix_core::size_class::{class_of, SizeClass, FL_COUNT, SL_COUNT};
-use matrix_core::state::{self, ACKED, ALLOCATED, CACHED, COALESCING, FREE};
+use matrix_core::state::{self, ACKED, ALLOCATED, CACHED, COALESCING, FREE, RESIZING};
 use matrix_core::{Arena, AtomicMatrix, Liveness, OwnerId, BLOCK_HEADER_SIZE};
 use matrix_handler::HandlerFunctions;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -687,7 +687,7 @@ fn check_blocks<A: Arena>(arena: &A, listed: &HashMap<u32, SizeClass>, audit: &m
                     });
                 }
             }
-            ACKED | COALESCING => {
+            ACKED | COALESCING | RESIZING => {
                 if b.owner == OwnerId::SEGMENT || live_participant(arena, b.owner) {
                     violations.push(Violation {
                         offset: at,

@@ -70,7 +70,6 @@ fn is_corrupted(e: &BlockError) -> bool {
 /// "changed/stale" answer — never "impossible block size" on a healthy
 /// segment.
 #[test]
-#[ignore = "BUG: checked_header bounds a size read after `top` by that stale `top`; a concurrent grow into the wilderness makes a healthy block Corrupted"]
 fn a_grow_into_the_wilderness_never_makes_a_concurrent_lookup_see_corruption() {
     let m = AtomicMatrix::anonymous(16 << 20).unwrap();
     let stop = AtomicBool::new(false);
@@ -126,7 +125,6 @@ fn a_grow_into_the_wilderness_never_makes_a_concurrent_lookup_see_corruption() {
 /// wilderness must get a handle (old or new generation), never a
 /// corruption error.
 #[test]
-#[ignore = "BUG: read_header (matrix-handler functions.rs) and checked_header check a size read after `top` against that stale `top`; a grow into the wilderness makes block_at report Corrupted"]
 fn handler_lookups_racing_a_grow_into_the_wilderness_never_see_corruption() {
     let h = MatrixHandler::bootstrap(None, 16 << 20).unwrap();
     let stop = AtomicBool::new(false);
@@ -197,7 +195,6 @@ fn a_free_through_a_second_handle_racing_a_resize_has_one_winner() {
 /// resized or was moved, not "a reserved state" (which `matrix fsck` and
 /// the checker classify as corruption).
 #[test]
-#[ignore = "BUG: retire (alloc.rs) does not know RESIZING: a free racing a resize gets ReservedState { state: 6 }, a corruption error, instead of NotLive"]
 fn a_free_racing_a_resize_is_refused_as_not_live() {
     free_racing_resize(true);
 }
