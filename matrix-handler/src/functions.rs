@@ -169,17 +169,9 @@ pub trait HandlerFunctions {
     ) -> Result<ResizeKind, HandlerError> {
         check_nonce(self.matrix(), block.nonce())?;
         let elem = std::mem::size_of::<T>() as u64;
-        let max_payload = (self.segment_size() - self.first_block_offset())
-            .saturating_sub(BLOCK_HEADER_SIZE) as u64;
-        let too_large = || HandlerError::SliceTooLarge {
-            len: len as u64,
-            elem_size: elem,
-            max_payload,
-        };
-        let bytes = elem.checked_mul(len as u64).ok_or_else(too_large)?;
-        let len32 = u32::try_from(len).map_err(|_| too_large())?;
+        let (bytes, len32, max_payload) = slice_bytes::<T>(self.matrix(), len)?;
         if bytes > max_payload {
-            return Err(too_large());
+            return Err(slice_too_large::<T>(len, max_payload));
         }
         let old_bytes = elem * block.len() as u64;
         let r = self
@@ -659,22 +651,34 @@ fn load_ordering(order: Ordering) -> Ordering {
     }
 }
 
+fn slice_too_large<T>(len: usize, max_payload: u64) -> HandlerError {
+    HandlerError::SliceTooLarge {
+        len: len as u64,
+        elem_size: std::mem::size_of::<T>() as u64,
+        max_payload,
+    }
+}
+
+/// The bytes of `len` elements of `T` (checked), `len` as the handle's
+/// `u32`, and the largest payload this segment can hold.
+#[inline]
+fn slice_bytes<T>(matrix: &AtomicMatrix, len: usize) -> Result<(u64, u32, u64), HandlerError> {
+    let max_payload = (matrix.segment_size() - matrix.first_block_offset())
+        .saturating_sub(BLOCK_HEADER_SIZE) as u64;
+    let bytes = (std::mem::size_of::<T>() as u64)
+        .checked_mul(len as u64)
+        .ok_or_else(|| slice_too_large::<T>(len, max_payload))?;
+    let len32 = u32::try_from(len).map_err(|_| slice_too_large::<T>(len, max_payload))?;
+    Ok((bytes, len32, max_payload))
+}
+
 #[inline]
 fn allocate_n<T>(matrix: &AtomicMatrix, len: usize) -> Result<Block<T>, HandlerError> {
     let align = std::mem::align_of::<T>();
     if align > 16 {
         return Err(AllocError::Unaligned { align }.into());
     }
-    let elem = std::mem::size_of::<T>() as u64;
-    let max_payload = (matrix.segment_size() - matrix.first_block_offset())
-        .saturating_sub(BLOCK_HEADER_SIZE) as u64;
-    let too_large = || HandlerError::SliceTooLarge {
-        len: len as u64,
-        elem_size: elem,
-        max_payload,
-    };
-    let bytes = elem.checked_mul(len as u64).ok_or_else(too_large)?;
-    let len32 = u32::try_from(len).map_err(|_| too_large())?;
+    let (bytes, len32, max_payload) = slice_bytes::<T>(matrix, len)?;
     // Refused here, before the allocator adds the header size to it.
     if bytes > max_payload {
         return Err(AllocError::TooLarge {
