@@ -3,6 +3,7 @@
 mod sync;
 
 pub mod dynamic;
+pub mod inspect;
 pub mod shm;
 
 pub mod iter;

@@ -15,4 +15,7 @@ pub use error::{MapError, RegistryError};
 
 pub use fingerprint::{type_id, TypeFingerprint, MAX_NAME_LEN};
 pub use hashmap::{ShmHashMap, MAX_MAP_CAPACITY};
-pub use registry::{Registry, RegistryEntry, MAX_REGISTRY_CAPACITY, ROOT_CAPACITY};
+pub use registry::{
+    EntryDamage, EntryRecord, EntryState, ObjectBlock, ObjectKind, Registry, RegistryEntry,
+    RegistryRecord, MAX_REGISTRY_CAPACITY, ROOT_CAPACITY,
+};
