@@ -122,7 +122,7 @@ impl fmt::Display for InspectError {
                 "payload offset {offset} does not hold a {expected} (first word {found:#018x})"
             ),
             InspectError::Impossible { offset, what } => {
-                write!(f, "the structure at payload offset {offset} is damaged: {what}")
+                write!(f, "payload offset {offset}: {what}")
             }
         }
     }
