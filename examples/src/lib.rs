@@ -14,7 +14,10 @@
 //! assert!(h.percentile(100.0) >= 1_500);
 //! ```
 
+mod progress;
 mod sync;
+
+pub use progress::progress_target;
 
 use bytemuck::{Pod, Zeroable};
 use std::io::{BufRead, BufReader};
