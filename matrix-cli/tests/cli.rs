@@ -187,6 +187,22 @@ fn stat_reports_blocks_by_state_and_the_histogram() {
     let text = matrix(&["stat", &name]).expect(0).stdout.clone();
     assert!(text.contains("USER 112"), "{text}");
     assert!(text.contains('#'), "the histogram draws bars:\n{text}");
+    // Sizes are human: no count of bytes past 1023 printed as `N B`
+    // (the layout line's exact size in parentheses aside).
+    for line in text.lines().filter(|l| !l.starts_with("layout")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for pair in words.windows(2) {
+            if pair[1].trim_end_matches(',') == "B" {
+                // `(N B)`: an exact figure beside a human one.
+                if pair[0].starts_with('(') {
+                    continue;
+                }
+                for n in pair[0].split('-').filter_map(|p| p.parse::<u64>().ok()) {
+                    assert!(n < 1024, "raw bytes in {line:?}");
+                }
+            }
+        }
+    }
 }
 
 fn find_state(states: &Value, state: u64) -> &Value {
@@ -343,6 +359,10 @@ fn dead_participant_is_found_and_repaired() {
     assert_eq!(repaired["repair"]["rebuilt_index"], true);
 
     let after = matrix(&["stat", &name, "--json"]).expect(0).json();
+    assert_eq!(
+        after["header"]["recoveries"], 1,
+        "one participant recovered, counted once: {after:#}"
+    );
     assert_eq!(
         after["participants"].as_array().unwrap().len(),
         0,
