@@ -190,8 +190,7 @@ fn stat_lists_the_registry_and_each_queues_depth_and_sleepers() {
     assert!(text.contains("PRODUCERS WAITING"), "{text}");
     let row = |n: &str| -> Vec<String> {
         text.lines()
-            .filter(|l| l.trim_start().starts_with(&format!("{n} ")))
-            .last()
+            .rfind(|l| l.trim_start().starts_with(&format!("{n} ")))
             .unwrap_or_else(|| panic!("no line for {n}:\n{text}"))
             .split_whitespace()
             .map(str::to_owned)
