@@ -18,13 +18,16 @@
 //! the time it is shown.
 
 use crate::sync::Ordering::Acquire;
-use matrix_core::{alloc, state, Arena, AtomicMatrix, BlockError, Observer, BLOCK_HEADER_SIZE};
+use matrix_core::{alloc, state, Arena, AtomicMatrix, BlockError, BLOCK_HEADER_SIZE};
 use std::fmt;
 
 pub use crate::tables::{
     EntryDamage, EntryRecord, EntryState, ObjectBlock, ObjectKind, RegistryRecord,
 };
 pub use crate::workers::{QueueStats, CLAIMANTS_LISTED};
+/// The read-only view tools open a segment with (`Observer::open(name)`),
+/// named here so that a crate depending on this one alone can use it.
+pub use matrix_core::Observer;
 
 mod sealed {
     pub trait Sealed {}
