@@ -297,7 +297,7 @@ pub fn mark_allocated<A: Arena>(arena: &A, hdr: &BlockHeader, payload: u64, type
 /// held state (ACKED or CACHED), and no other participant changes such a
 /// word while its holder is alive (frees and adoptions need a live state,
 /// recovery a dead owner).
-#[inline]
+#[inline(always)]
 pub fn mark_allocated_as<A: Arena>(
     arena: &A,
     hdr: &BlockHeader,
@@ -462,7 +462,7 @@ pub fn checked_header<A: Arena>(arena: &A, offset: u32) -> Result<(&BlockHeader,
 /// [`retire`] validates the size it reads after that CAS, the only size it
 /// acts on (a size read before could belong to an earlier occupant).
 /// Returns the header and the `top` it was judged against.
-#[inline]
+#[inline(always)]
 fn claimable_header<A: Arena>(arena: &A, offset: u32) -> Result<(&BlockHeader, u32), BlockError> {
     if offset % BLOCK_ALIGN != 0 {
         return Err(BlockError::Misaligned { offset });
@@ -503,7 +503,7 @@ pub fn free<A: Arena>(arena: &A, offset: u32, generation: Option<u64>) -> Result
 /// exactly one of the freer and the recoverer gets the block. Returns the
 /// header and the block size, read after the claim (a size read before it
 /// could belong to an earlier occupant of the offset).
-#[inline]
+#[inline(always)]
 pub fn retire<A: Arena>(
     arena: &A,
     offset: u32,

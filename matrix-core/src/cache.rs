@@ -62,12 +62,14 @@ const GENERATION_BATCH: u32 = 1024;
 ///
 /// [`LocalMatrix`]: crate::LocalMatrix
 pub(crate) struct BlockCache {
-    /// Next generation of this cache's reserved range, and how many are left.
+    /// Next generation of this cache's reserved range, and its end.
     generation_next: u64,
-    generations_left: u32,
+    generation_end: u64,
     bins: Box<[Bin; SMALL_LEVELS * SL_COUNT]>,
     large: Vec<(u32, u32)>,
-    bytes: u64,
+    /// Bytes that may still be parked before the whole cache is flushed
+    /// (`byte_cap` minus the bytes cached; below zero means over the cap).
+    room: i64,
     byte_cap: u64,
 }
 
@@ -82,7 +84,7 @@ thread_local! {
     static CACHES: RefCell<Vec<ThreadCache>> = const { RefCell::new(Vec::new()) };
 }
 
-#[inline]
+#[inline(always)]
 fn small_bin(size: u32) -> Option<usize> {
     let class = class_of(size);
     (class.fl < SMALL_LEVELS).then_some(class.fl * SL_COUNT + class.sl)
@@ -104,7 +106,7 @@ impl BlockCache {
         let arena_len = (attachment.arena_end() - attachment.arena_start()) as u64;
         BlockCache {
             generation_next: 0,
-            generations_left: 0,
+            generation_end: 0,
             bins: Box::new(
                 [Bin {
                     len: 0,
@@ -112,13 +114,13 @@ impl BlockCache {
                 }; SMALL_LEVELS * SL_COUNT],
             ),
             large: Vec::with_capacity(LARGE_CAPACITY + 1),
-            bytes: 0,
+            room: (arena_len / 16).min(MAX_CACHE_BYTES) as i64,
             byte_cap: (arena_len / 16).min(MAX_CACHE_BYTES),
         }
     }
 
     /// Takes a cached block of at least `size` bytes; returns its offset.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take(&mut self, size: u32) -> Option<u32> {
         if let Some(bin) = small_bin(size) {
             let bin = &mut self.bins[bin];
@@ -129,41 +131,45 @@ impl BlockCache {
                 return None;
             }
             bin.len = top;
-            self.bytes = self.bytes.saturating_sub(block_size as u64);
+            self.room += block_size as i64;
             Some(offset)
         } else {
             let i = self.large.iter().position(|&(_, s)| s >= size)?;
             let (offset, s) = self.large.swap_remove(i);
-            self.bytes -= s as u64;
+            self.room += s as i64;
             Some(offset)
         }
     }
 
     /// A segment-unique generation: from this thread's reserved range, which
     /// is refilled with one RMW on the shared counter per 1,024 allocations.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn generation(&mut self, arena: &Attachment) -> u64 {
-        if self.generations_left == 0 {
-            // Relaxed: only the uniqueness of the RMW matters; each block's
-            // state store (Release) publishes the value it is given.
-            self.generation_next = arena
-                .segment()
-                .generations
-                .fetch_add(GENERATION_BATCH as u64, Relaxed)
-                .wrapping_add(1);
-            self.generations_left = GENERATION_BATCH;
+        if self.generation_next == self.generation_end {
+            self.reserve_generations(arena);
         }
         let g = self.generation_next;
         self.generation_next = g.wrapping_add(1);
-        self.generations_left -= 1;
         g
+    }
+
+    #[cold]
+    fn reserve_generations(&mut self, arena: &Attachment) {
+        // Relaxed: only the uniqueness of the RMW matters; each block's
+        // state store (Release) publishes the value it is given.
+        self.generation_next = arena
+            .segment()
+            .generations
+            .fetch_add(GENERATION_BATCH as u64, Relaxed)
+            .wrapping_add(1);
+        self.generation_end = self.generation_next.wrapping_add(GENERATION_BATCH as u64);
     }
 
     fn release_one(&mut self, arena: &Attachment, offset: u32) {
         if let Some(hdr) = arena.header(offset) {
             // Relaxed: the block is this thread's alone while cached.
             let size = hdr.size.load(Relaxed);
-            self.bytes = self.bytes.saturating_sub(size as u64);
+            self.room += size as i64;
             release_block(arena, hdr, offset, size);
         }
     }
@@ -180,7 +186,7 @@ impl BlockCache {
         for (offset, _) in std::mem::take(&mut self.large) {
             self.release_one(arena, offset);
         }
-        self.bytes = 0;
+        self.room = self.byte_cap as i64;
     }
 }
 
@@ -274,7 +280,7 @@ pub(crate) fn put(arena: &Arc<Attachment>, offset: u32, size: u32) -> bool {
 impl BlockCache {
     /// Parks a block this participant just moved to CACHED; `false` if it
     /// is not cacheable here (the caller then releases it itself).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn park(&mut self, arena: &Attachment, offset: u32, size: u32) -> bool {
         let Some(bin) = small_bin(size) else {
             return self.park_large(arena, offset, size);
@@ -283,8 +289,8 @@ impl BlockCache {
         if (b.len as usize) < BIN_CAPACITY {
             b.blocks[b.len as usize] = (offset, size);
             b.len += 1;
-            self.bytes += size as u64;
-            if self.bytes > self.byte_cap {
+            self.room -= size as i64;
+            if self.room < 0 {
                 self.flush_all(arena);
             }
             true
@@ -313,8 +319,8 @@ impl BlockCache {
             return false;
         }
         self.large.push((offset, size));
-        self.bytes += size as u64;
-        if self.large.len() > LARGE_CAPACITY || self.bytes > self.byte_cap {
+        self.room -= size as i64;
+        if self.large.len() > LARGE_CAPACITY || self.room < 0 {
             let (o, _) = self.large.remove(0);
             self.release_one(arena, o);
         }

@@ -44,6 +44,8 @@ use std::sync::Arc;
 pub struct LocalMatrix {
     inner: Arc<Attachment>,
     cache: BlockCache,
+    /// Bytes of the arena: the largest block (header included).
+    arena_len: u64,
     /// The fork epoch at creation: another one means a forked child's copy,
     /// whose cache names blocks of the parent.
     fork_epoch: u64,
@@ -57,6 +59,7 @@ impl AtomicMatrix {
     pub fn local(&self) -> LocalMatrix {
         let inner = Arc::clone(self.attachment());
         LocalMatrix {
+            arena_len: (inner.arena_end() - inner.arena_start()) as u64,
             cache: BlockCache::new(&inner),
             inner,
             fork_epoch: participant::fork_epoch(),
@@ -67,16 +70,25 @@ impl AtomicMatrix {
 
 impl LocalMatrix {
     /// Whether this is a forked child's copy (its cache is the parent's).
-    #[inline]
+    #[inline(always)]
     fn inherited(&self) -> bool {
         self.fork_epoch != participant::fork_epoch()
     }
 
     /// Allocates a block with room for `payload` bytes, tagged `type_tag`;
     /// returns its *header* offset and the generation it was given.
-    #[inline]
+    #[inline(always)]
     pub fn allocate_block(&mut self, payload: u64, type_tag: u32) -> Result<(u32, u64), AllocError> {
-        let size = alloc::block_size_for(&*self.inner, payload)?;
+        // As `alloc::block_size_for`, against the length kept here. Checked:
+        // a payload near u64::MAX must not wrap to a tiny block.
+        let size = match payload
+            .max(crate::MIN_PAYLOAD as u64)
+            .checked_add(BLOCK_HEADER_SIZE as u64 + 15)
+            .map(|s| s & !15)
+        {
+            Some(size) if size <= self.arena_len => size as u32,
+            _ => return Err(self.too_large(payload)),
+        };
         if !self.inherited() {
             if let Some(offset) = self.cache.take(size) {
                 let arena = &*self.inner;
@@ -88,6 +100,14 @@ impl LocalMatrix {
             }
         }
         self.allocate_shared(size, payload, type_tag)
+    }
+
+    #[cold]
+    fn too_large(&self, payload: u64) -> AllocError {
+        AllocError::TooLarge {
+            requested: payload,
+            max_payload: self.arena_len.saturating_sub(BLOCK_HEADER_SIZE as u64),
+        }
     }
 
     /// A miss: the shared path, and once more after returning this
@@ -116,7 +136,7 @@ impl LocalMatrix {
 
     /// Allocates as [`allocate_block`](Self::allocate_block); returns the
     /// payload offset, as [`AtomicMatrix::allocate`] does.
-    #[inline]
+    #[inline(always)]
     pub fn allocate(
         &mut self,
         payload: u64,
@@ -130,7 +150,7 @@ impl LocalMatrix {
     /// `generation`, only if it is still that generation. The checks and
     /// the CAS are [`AtomicMatrix::free`]'s; the block is then kept in this
     /// handle's cache.
-    #[inline]
+    #[inline(always)]
     pub fn free(&mut self, header_offset: u32, generation: Option<u64>) -> Result<(), BlockError> {
         let arena = &*self.inner;
         let (hdr, size) = alloc::retire(arena, header_offset, generation, state::CACHED)?;

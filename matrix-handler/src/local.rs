@@ -67,7 +67,7 @@ impl LocalHandler {
     ///
     /// # Errors
     /// [`HandlerError::AllocationFailed`] when the segment cannot hold it.
-    #[inline]
+    #[inline(always)]
     pub fn allocate_raw(&mut self, size: u32) -> Result<RelativePtr<u8>, HandlerError> {
         Ok(self.local.allocate(size as u64, 0)?)
     }
@@ -78,7 +78,7 @@ impl LocalHandler {
     /// # Errors
     /// A bad offset, a double free or a block that is not live (see the
     /// type's documentation); nothing changes then.
-    #[inline]
+    #[inline(always)]
     pub fn free_at(&mut self, header_offset: u32) -> Result<(), HandlerError> {
         Ok(self.local.free(header_offset, None)?)
     }
@@ -90,7 +90,7 @@ impl LocalHandler {
     /// # Errors
     /// As [`free_at`](Self::free_at); a payload offset below the header
     /// size is [`HandlerError::InvalidOffset`].
-    #[inline]
+    #[inline(always)]
     pub fn free_raw(&mut self, payload: RelativePtr<u8>) -> Result<(), HandlerError> {
         let header = payload
             .offset()

@@ -112,7 +112,7 @@ impl BenchAlloc for OursThread<'_> {
         super::Direct(self)
     }
 
-    #[inline]
+    #[inline(always)]
     fn alloc(&self, size: usize) -> u32 {
         // SAFETY: this type is not Sync, so only the calling thread reaches
         // the handle, and no reference to it outlives this call (which does
@@ -124,7 +124,7 @@ impl BenchAlloc for OursThread<'_> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn free(&self, handle: u32, _size: usize) {
         // SAFETY: as in `alloc`.
         let local = unsafe { &mut *self.local.get() };
