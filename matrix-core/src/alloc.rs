@@ -551,8 +551,8 @@ pub fn retire<A: Arena>(
     // A block ends at or below `top`. A grow at `top` that finished before
     // the claim moved `top` before its size store, and the claim's Acquire
     // sees both: a `top` read again now covers it.
-    let within = end <= top as u64
-        || end <= arena.segment().top.load(Acquire).min(arena.arena_end()) as u64;
+    let within =
+        end <= top as u64 || end <= arena.segment().top.load(Acquire).min(arena.arena_end()) as u64;
     if size < MIN_BLOCK || size % BLOCK_ALIGN != 0 || !within {
         // Given back as it was judged: a damaged block is not freed, and
         // nobody else changed the word while it was ours. Release: pairs

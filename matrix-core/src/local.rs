@@ -78,7 +78,11 @@ impl LocalMatrix {
     /// Allocates a block with room for `payload` bytes, tagged `type_tag`;
     /// returns its *header* offset and the generation it was given.
     #[inline(always)]
-    pub fn allocate_block(&mut self, payload: u64, type_tag: u32) -> Result<(u32, u64), AllocError> {
+    pub fn allocate_block(
+        &mut self,
+        payload: u64,
+        type_tag: u32,
+    ) -> Result<(u32, u64), AllocError> {
         // As `alloc::block_size_for`, against the length kept here. Checked:
         // a payload near u64::MAX must not wrap to a tiny block.
         let size = match payload
@@ -128,7 +132,9 @@ impl LocalMatrix {
             }
             other => other?,
         };
-        let hdr = arena.header(offset).expect("allocated offsets are in bounds");
+        let hdr = arena
+            .header(offset)
+            .expect("allocated offsets are in bounds");
         // Relaxed: this thread stored the word when it marked the block.
         let generation = state::generation_of(hdr.state.load(Relaxed));
         Ok((offset, generation))

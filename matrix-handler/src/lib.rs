@@ -55,9 +55,10 @@ pub use matrix_core::state::{
 };
 pub use matrix_core::walk::ChainWalk;
 pub use matrix_core::{
-    AllocError, Arena, ArenaStats, AtomicMatrix, LocalMatrix, BlockError, BlockHeader, BlockInfo,
-    ConsolidationReport, CreateOptions, Liveness, OwnerId, RecoveryReport, RelativePtr,
-    RepairError, ResizeKind, SegmentError, SegmentHeader, BLOCK_HEADER_SIZE, MIN_PAYLOAD,
+    AllocError, Arena, ArenaStats, AtomicMatrix, BlockError, BlockHeader, BlockInfo,
+    ConsolidationReport, CreateOptions, Liveness, LocalMatrix, OwnerId, RecoveryReport,
+    RelativePtr, RepairError, ResizeKind, SegmentError, SegmentHeader, BLOCK_HEADER_SIZE,
+    MIN_PAYLOAD,
 };
 pub use matrix_core::{ReallocError, Resized};
 /// Derives [`ShmSafe`](trait@ShmSafe) after checking the type at compile time.

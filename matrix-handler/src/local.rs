@@ -17,13 +17,13 @@ use std::sync::atomic::Ordering;
 ///
 /// **What is checked.** Exactly what the shared handles check, on every
 /// call: a handle of another segment is [`HandlerError::ForeignHandle`];
-/// an offset that is misaligned, outside the arena or below no genuine
-/// header is refused ([`BlockError::Misaligned`], `OutOfBounds`,
-/// `NotABlock`, or [`HandlerError::InvalidOffset`] for a payload offset
-/// below the header size); a double free is `DoubleFree` and a stale
-/// handle `Stale`, both decided by the one CAS on the block's state word
-/// that also takes the block; the block's size is validated after that
-/// CAS. A refused free changes nothing.
+/// an offset that is misaligned, outside the arena (below its start or
+/// above `top`) or not at a genuine header (its check word) is
+/// [`HandlerError::InvalidOffset`]; a double free is
+/// [`BlockError::DoubleFree`] and a stale handle `Stale`, both decided by
+/// the one CAS on the block's state word that also takes the block; the
+/// block's size is validated after that CAS (`Corrupted`, and the word is
+/// given back). A refused free changes nothing.
 ///
 /// ```
 /// use matrix_handler::{HandlerFunctions, MatrixHandler};
@@ -46,7 +46,7 @@ use std::sync::atomic::Ordering;
 /// # Ok::<(), matrix_handler::HandlerError>(())
 /// ```
 ///
-/// [`BlockError::Misaligned`]: matrix_core::BlockError::Misaligned
+/// [`BlockError::DoubleFree`]: matrix_core::BlockError::DoubleFree
 pub struct LocalHandler {
     local: LocalMatrix,
     nonce: u64,
