@@ -138,3 +138,30 @@ fn a_local_handle_gives_back_its_cache_before_it_reports_out_of_memory() {
         .expect("the cached blocks were given back");
     local.free_raw(big).unwrap();
 }
+
+#[test]
+fn a_free_of_a_block_with_an_impossible_size_gives_the_word_back() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let h = handler();
+    let mut local = h.local();
+    let p = local.allocate_raw(64).unwrap();
+    let (hdr, size) = h.raw_matrix().block_header(p.offset() - 32).unwrap();
+    let word = hdr.state.load(SeqCst);
+    hdr.size.store(40, SeqCst); // not a multiple of 16
+    for result in [local.free_raw(p), h.free_raw(p)] {
+        assert!(
+            matches!(
+                result,
+                Err(HandlerError::Block(BlockError::Corrupted { .. }))
+            ),
+            "{result:?}"
+        );
+        assert_eq!(
+            hdr.state.load(SeqCst),
+            word,
+            "the refused free changed the word"
+        );
+    }
+    hdr.size.store(size, SeqCst);
+    local.free_raw(p).unwrap();
+}
