@@ -297,7 +297,7 @@ pub fn mark_allocated<A: Arena>(arena: &A, hdr: &BlockHeader, payload: u64, type
 /// held state (ACKED or CACHED), and no other participant changes such a
 /// word while its holder is alive (frees and adoptions need a live state,
 /// recovery a dead owner).
-#[inline]
+#[inline(always)]
 pub fn mark_allocated_as<A: Arena>(
     arena: &A,
     hdr: &BlockHeader,
@@ -456,6 +456,36 @@ pub fn checked_header<A: Arena>(arena: &A, offset: u32) -> Result<(&BlockHeader,
     Ok((hdr, size))
 }
 
+/// What a free needs before its claim: `offset` is aligned, below `top`
+/// and holds a genuine header (its `check` word). The size is not read
+/// here: the claim's CAS decides whether the block is the caller's, and
+/// [`retire`] validates the size it reads after that CAS, the only size it
+/// acts on (a size read before could belong to an earlier occupant).
+/// Returns the header and the `top` it was judged against.
+#[inline(always)]
+fn claimable_header<A: Arena>(arena: &A, offset: u32) -> Result<(&BlockHeader, u32), BlockError> {
+    if offset % BLOCK_ALIGN != 0 {
+        return Err(BlockError::Misaligned { offset });
+    }
+    // Bounded by `top`, as in `checked_header`: nothing above it is a block.
+    // Acquire: pairs with the carve's CAS and recovery's store of `top`.
+    let top = arena.segment().top.load(Acquire).min(arena.arena_end());
+    let out_of_bounds = || BlockError::OutOfBounds {
+        offset,
+        arena_start: arena.arena_start(),
+        arena_end: top,
+    };
+    if offset < arena.arena_start() || offset as u64 + MIN_BLOCK as u64 > top as u64 {
+        return Err(out_of_bounds());
+    }
+    let hdr = arena.header(offset).ok_or_else(out_of_bounds)?;
+    // Acquire: pairs with the Release that published the header.
+    if hdr.check.load(Acquire) != header_check(offset) {
+        return Err(BlockError::NotABlock { offset });
+    }
+    Ok((hdr, top))
+}
+
 /// Frees the block whose header is at `offset`. With `generation`, the block
 /// must still be that generation (a stale handle is refused).
 pub fn free<A: Arena>(arena: &A, offset: u32, generation: Option<u64>) -> Result<(), BlockError> {
@@ -473,14 +503,14 @@ pub fn free<A: Arena>(arena: &A, offset: u32, generation: Option<u64>) -> Result
 /// exactly one of the freer and the recoverer gets the block. Returns the
 /// header and the block size, read after the claim (a size read before it
 /// could belong to an earlier occupant of the offset).
-#[inline]
+#[inline(always)]
 pub fn retire<A: Arena>(
     arena: &A,
     offset: u32,
     generation: Option<u64>,
     into: u32,
 ) -> Result<(&BlockHeader, u32), BlockError> {
-    let (hdr, _) = checked_header(arena, offset)?;
+    let (hdr, top) = claimable_header(arena, offset)?;
     let me = arena.owner().0;
     // Acquire: pairs with the Release of the word's last change.
     let mut word = hdr.state.load(Acquire);
@@ -517,7 +547,17 @@ pub fn retire<A: Arena>(
     // Relaxed: ordered after the claim's Acquire; a held block's size is
     // changed by its holder only.
     let size = hdr.size.load(Relaxed);
-    if size < MIN_BLOCK || size % BLOCK_ALIGN != 0 || !fits(arena, offset, size) {
+    let end = offset as u64 + size as u64;
+    // A block ends at or below `top`. A grow at `top` that finished before
+    // the claim moved `top` before its size store, and the claim's Acquire
+    // sees both: a `top` read again now covers it.
+    let within =
+        end <= top as u64 || end <= arena.segment().top.load(Acquire).min(arena.arena_end()) as u64;
+    if size < MIN_BLOCK || size % BLOCK_ALIGN != 0 || !within {
+        // Given back as it was judged: a damaged block is not freed, and
+        // nobody else changed the word while it was ours. Release: pairs
+        // with the Acquire of whoever reads the word next.
+        hdr.state.store(word, Release);
         return Err(BlockError::Corrupted {
             offset,
             what: "impossible block size",
