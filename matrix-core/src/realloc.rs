@@ -468,13 +468,23 @@ fn grow_into_neighbour<A: Arena>(
     intent.store(1, Release);
     // Relaxed: ordered after the claim's Acquire; the block is ours.
     let next_size = next_hdr.size.load(Relaxed);
-    if next_size < need || next as u64 + next_size as u64 > arena.arena_end() as u64 {
+    if next_size < MIN_BLOCK || next as u64 + next_size as u64 > arena.arena_end() as u64 {
         // Held under our name for `matrix fsck`, as alloc::finish does.
         return Err(AllocError::Corrupted {
             offset: next,
             what: "free block with an impossible size",
         }
         .into());
+    }
+    if next_size < need {
+        // The size judged before the pop was that of an earlier block at
+        // this offset: between the two, an allocator popped it, split it
+        // and freed the front part into the same bucket, which the pop
+        // found. A healthy free block, just too small: back to the index
+        // (from our claim, as a free does), and the caller moves instead.
+        drop(intent);
+        alloc::release_block(arena, next_hdr, next, next_size);
+        return Ok(false);
     }
     let absorbed = if next_size - need >= MIN_BLOCK {
         split_tail(
