@@ -442,6 +442,20 @@ fn grow_into_neighbour<A: Arena>(
     if next_size < need || !state::is_listable(state::state_of(next_hdr.state.load(Acquire))) {
         return Ok(false);
     }
+    absorb_neighbour(arena, hdr, size, (next, next_hdr, next_size), need)
+}
+
+/// The part of [`grow_into_neighbour`] after its judgement: the block at
+/// `next` looked free with `judged` bytes, at least `need`. By the time it
+/// is popped and claimed it can be another, smaller block at that offset
+/// (split and freed again in between).
+fn absorb_neighbour<A: Arena>(
+    arena: &A,
+    hdr: &BlockHeader,
+    size: u32,
+    (next, next_hdr, next_size): (u32, &BlockHeader, u32),
+    need: u32,
+) -> Result<bool, ReallocError> {
     let Some(intent) = claim_intent(arena) else {
         return Ok(false);
     };
@@ -721,4 +735,58 @@ pub fn settle_dead_resizes<A: Arena>(
         }
     }
     Ok(settled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AtomicMatrix;
+
+    /// A grow judged the neighbour free with 1136 bytes; before its pop the
+    /// neighbour was allocated as 1088 bytes (split) and freed again into
+    /// the same bucket, so the pop claims a free block smaller than the
+    /// grow needs. It goes back to the index, FREE and listed, and the
+    /// grow reports "not in place" (the caller moves). It used to be held
+    /// ACKED under the resizer, with `Corrupted` returned: a leak.
+    #[test]
+    fn a_claimed_neighbour_smaller_than_judged_goes_back_to_the_index() {
+        let m = AtomicMatrix::anonymous(1 << 20).unwrap();
+        let hdr_of = |p: crate::RelativePtr<u8>| p.offset() - BLOCK_HEADER_SIZE;
+        let b = hdr_of(m.allocate(16, 0).unwrap());
+        let n = hdr_of(m.allocate(1136 - 32, 0).unwrap());
+        let c = hdr_of(m.allocate(16, 0).unwrap());
+        m.free(n, None).unwrap();
+        m.flush_thread_cache();
+        let gb = state::generation_of(Arena::header(&m, b).unwrap().state.load(Acquire));
+        // The judgement, as grow_into_neighbour makes it.
+        let (next_hdr, judged) = alloc::checked_header(&m, n).unwrap();
+        assert_eq!(judged, 1136);
+        // Meanwhile: split and freed into the same bucket.
+        let x = hdr_of(m.allocate(1088 - 32, 0).unwrap());
+        assert_eq!(x, n);
+        m.free(x, None).unwrap();
+        m.flush_thread_cache();
+        assert_eq!(next_hdr.size.load(Acquire), 1088);
+        assert_eq!(class_of(1088), class_of(1136));
+        let (hdr, (owner, st), _record) = hold(&m, b, gb).unwrap();
+        let grown = absorb_neighbour(&m, hdr, 48, (n, next_hdr, judged), 1120);
+        let_go_unchanged(hdr, owner, st);
+        assert_eq!(grown, Ok(false));
+        let w = next_hdr.state.load(Acquire);
+        assert!(
+            state::is_listable(state::state_of(w)),
+            "the neighbour is left {} under {}",
+            state::state_name(state::state_of(w)),
+            state::owner_of(w)
+        );
+        // It is listed: an allocation of its size takes it.
+        let again = hdr_of(m.allocate(1088 - 32, 0).unwrap());
+        assert_eq!(again, n);
+        m.free(again, None).unwrap();
+        m.free(b, Some(gb)).unwrap();
+        m.free(c, None).unwrap();
+        m.flush_thread_cache();
+        m.consolidate().unwrap();
+        assert_eq!(m.stats().unwrap().used_bytes, 0);
+    }
 }
