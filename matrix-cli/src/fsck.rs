@@ -515,12 +515,27 @@ fn check_once<A: Arena>(arena: &A) -> CheckReport {
         }
         // Relaxed: published with the state Acquired above.
         let pid = slot.pid.load(Relaxed);
-        let intents = slot
-            .carve_intents
-            .iter()
-            // Acquire: pairs with the carver's stores of its intent.
-            .filter(|e| e.load(Acquire) > 1)
-            .count();
+        // Acquire: pairs with the carver's (or resizer's) stores of its intent.
+        let entries: Vec<u64> = slot.carve_intents.iter().map(|e| e.load(Acquire)).collect();
+        let is_resize = |v: u64| {
+            matrix_core::realloc::is_resize_intent(v) || matrix_core::realloc::is_move_intent(v)
+        };
+        let resizes = entries.iter().filter(|&&v| v > 1 && is_resize(v)).count();
+        if resizes > 0 {
+            let mut f = Finding::new(
+                Severity::Leak,
+                "dead-resize-intent",
+                None,
+                format!(
+                    "departed participant slot {index} (pid {pid}) left {resizes} resize(s) unfinished; \
+                     `fsck --repair` (recover) hands each block back to its owner"
+                ),
+            )
+            .of_slot(index, pid);
+            f.blocks = Some(resizes as u64);
+            report.findings.push(f);
+        }
+        let intents = entries.iter().filter(|&&v| v > 1 && !is_resize(v)).count();
         if intents > 0 {
             let mut f = Finding::new(
                 Severity::Leak,
@@ -534,7 +549,7 @@ fn check_once<A: Arena>(arena: &A) -> CheckReport {
             .of_slot(index, pid);
             f.blocks = Some(intents as u64);
             report.findings.push(f);
-        } else if !holding.contains(&index) {
+        } else if resizes == 0 && !holding.contains(&index) {
             report.findings.push(
                 Finding::new(
                     Severity::Note,
@@ -1000,5 +1015,36 @@ mod tests {
         let (m, headers) = busy_arena();
         m.block_header(headers[7]).unwrap().0.size.store(8, Relaxed);
         assert!(kinds(&check(&m)).contains(&"broken-chain"));
+    }
+
+    /// A departed participant's unfinished resize is reported as one, not
+    /// as a carve: a resize intent (and a move intent) beside one carve
+    /// intent count one carve and two resizes.
+    #[test]
+    fn a_departed_resizer_s_intents_are_resizes_not_carves() {
+        use matrix_core::layout::{slot_state, slot_word};
+        use matrix_core::realloc::{move_intent, resize_intent};
+        let (m, headers) = busy_arena();
+        let slot = m.header().participant(5).unwrap();
+        slot.word
+            .store(slot_word::pack(slot_state::DETACHED, None, 0, 1), SeqCst);
+        slot.pid.store(4242, SeqCst);
+        let e = &slot.carve_intents;
+        e[0].store(resize_intent(headers[1], 0, state::ALLOCATED), SeqCst);
+        e[1].store(move_intent(headers[5], headers[3]), SeqCst);
+        e[2].store(
+            (48u64 << 32) | u64::from(m.header().top.load(SeqCst)),
+            SeqCst,
+        );
+        let r = check(&m);
+        let count = |kind: &str| {
+            r.findings
+                .iter()
+                .filter(|f| f.kind == kind)
+                .map(|f| f.blocks)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(count("dead-resize-intent"), [Some(2)], "{r:#?}");
+        assert_eq!(count("dead-carve-intent"), [Some(1)], "{r:#?}");
     }
 }
