@@ -275,7 +275,6 @@ fn hold<'a, A: Arena>(
     generation: u64,
 ) -> Result<(&'a BlockHeader, (u32, u32), IntentGuard<'a>), ReallocError> {
     let (hdr, _) = alloc::checked_header(arena, offset)?;
-    let me = arena.owner().0;
     let Some(record) = claim_intent(arena) else {
         return Err(AllocError::Corrupted {
             offset,
@@ -284,6 +283,34 @@ fn hold<'a, A: Arena>(
         .into());
     };
     let record = IntentGuard(record);
+    let kept = hold_in(arena, hdr, &record, offset, generation)?;
+    Ok((hdr, kept, record))
+}
+
+/// The hold alone, its intent entry left as it is whatever the outcome
+/// (as a participant killed right after its hold, won or lost, leaves
+/// it): for models of recovery. Returns the `(owner, state)` recorded
+/// when the block is held.
+#[doc(hidden)]
+pub fn hold_and_leave<A: Arena>(
+    arena: &A,
+    offset: u32,
+    generation: u64,
+) -> Result<(u32, u32), ReallocError> {
+    let (hdr, _) = alloc::checked_header(arena, offset)?;
+    let record = claim_intent(arena).expect("an intent entry free");
+    hold_in(arena, hdr, record, offset, generation)
+}
+
+/// The hold's protocol on this participant's intent entry `record`.
+fn hold_in<A: Arena>(
+    arena: &A,
+    hdr: &BlockHeader,
+    record: &AtomicU64,
+    offset: u32,
+    generation: u64,
+) -> Result<(u32, u32), ReallocError> {
+    let me = arena.owner().0;
     // Acquire: pairs with the Release of the word's last change.
     let mut word = hdr.state.load(Acquire);
     loop {
@@ -320,7 +347,7 @@ fn hold<'a, A: Arena>(
             .state
             .compare_exchange(word, state::pack(gen, me, RESIZING), AcqRel, Acquire)
         {
-            Ok(_) => return Ok((hdr, (owner, st), record)),
+            Ok(_) => return Ok((owner, st)),
             Err(actual) => word = actual,
         }
     }
