@@ -123,6 +123,41 @@ pub const fn decode_resize_intent(value: u64) -> Option<(u32, u32, u32)> {
     ))
 }
 
+/// The value a resizer stores in its entry just before its
+/// [`resize_intent`], while it looks at its sibling entries: the same
+/// fields with tag 6, which no recoverer or walk takes for a record (nor
+/// for a hold, carve or move intent).
+#[inline]
+pub const fn tentative_resize_intent(offset: u32, owner: u32, st: u32) -> u64 {
+    resize_intent(offset, owner, st) | 2
+}
+
+/// Whether an intent value is a [`tentative_resize_intent`].
+#[inline]
+pub const fn is_tentative_resize_intent(value: u64) -> bool {
+    value & 0xF == 6
+}
+
+/// How many times a hold steps back for a sibling thread resizing the same
+/// block before it reports the block as being resized.
+const HOLD_BACKOFFS: u32 = 64;
+
+/// Whether an entry of this participant other than `mine` records a resize
+/// (tentative or firm) of the block at `offset`.
+fn sibling_resizes<A: Arena>(arena: &A, mine: &AtomicU64, offset: u32) -> bool {
+    let Some(slot) = arena.my_slot() else {
+        return false;
+    };
+    slot.carve_intents
+        .iter()
+        .filter(|e| !std::ptr::eq(*e, mine))
+        .any(|e| {
+            // SeqCst: the look of the two-store protocol in `hold_in`.
+            let v = e.load(SeqCst);
+            (is_resize_intent(v) || is_tentative_resize_intent(v)) && v as u32 & !0xF == offset
+        })
+}
+
 /// How a resize was done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResizeKind {
@@ -311,6 +346,7 @@ fn hold_in<A: Arena>(
     generation: u64,
 ) -> Result<(u32, u32), ReallocError> {
     let me = arena.owner().0;
+    let mut backoffs = 0;
     // Acquire: pairs with the Release of the word's last change.
     let mut word = hdr.state.load(Acquire);
     loop {
@@ -332,6 +368,34 @@ fn hold_in<A: Arena>(
         }
         if owner != me && owner != OwnerId::SEGMENT.0 {
             return Err(ReallocError::NotOwner { offset, owner });
+        }
+        // Two stores, with a look at the sibling entries between them, so
+        // that of this participant's entries at most one holds a *firm*
+        // record of this block at any time: the holder's, whenever the
+        // block is RESIZING under this participant. (A sibling thread that
+        // judged an older word and lost the CAS below, then died with its
+        // record in place, would otherwise leave two firm records that
+        // disagree, and recovery could not tell the holder's.) SeqCst,
+        // both stores and the loads of the look: in the single order of
+        // SeqCst operations, of two siblings that each store a tentative
+        // record and then look, the later one sees the earlier one's.
+        record.store(tentative_resize_intent(offset, owner, st), SeqCst);
+        crate::sync::seqcst_store_load();
+        if sibling_resizes(arena, record, offset) {
+            // Placeholder again, keeping the entry. SeqCst: as above.
+            record.store(1, SeqCst);
+            backoffs += 1;
+            if backoffs >= HOLD_BACKOFFS {
+                return Err(BlockError::NotLive {
+                    offset,
+                    state: RESIZING,
+                }
+                .into());
+            }
+            crate::sync::spin_hint();
+            // Acquire: as the first load.
+            word = hdr.state.load(Acquire);
+            continue;
         }
         // SeqCst: like every intent (recoverers read them with SeqCst or
         // Acquire); the Release half of the CAS below publishes it to a

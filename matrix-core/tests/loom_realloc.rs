@@ -252,17 +252,18 @@ fn two_intent_entries_naming_one_block_recover_to_the_winner_s_record() {
         };
         let b_won = hold_and_leave(&arena.participant(1), b, gb).ok();
         let a_won = a.join().unwrap();
-        assert!(
-            a_won.is_none() || b_won.is_none(),
-            "two holds of one block"
-        );
+        assert!(a_won.is_none() || b_won.is_none(), "two holds of one block");
         let w = p0.header(b).unwrap().state.load(SeqCst);
         // Who the block belongs to if nobody holds it: the last owner.
         let owner_before = a_won.or(b_won).map_or(state::owner_of(w), |(o, _)| o);
         arena.kill(1);
         matrix_core::recover::recover(&p0, false).unwrap();
         let chain = check(&p0);
-        let blk = chain.iter().find(|c| c.0 == b).expect("the block is in the chain");
+        let blk = chain
+            .iter()
+            .find(|c| c.0 == b)
+            .expect("the block is in the chain");
+
         let w = p0.header(b).unwrap().state.load(SeqCst);
         if owner_before == me {
             assert_eq!(blk.2, FREE, "the dead participant's block is reclaimed");
