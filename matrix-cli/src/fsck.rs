@@ -518,7 +518,9 @@ fn check_once<A: Arena>(arena: &A) -> CheckReport {
         // Acquire: pairs with the carver's (or resizer's) stores of its intent.
         let entries: Vec<u64> = slot.carve_intents.iter().map(|e| e.load(Acquire)).collect();
         let is_resize = |v: u64| {
-            matrix_core::realloc::is_resize_intent(v) || matrix_core::realloc::is_move_intent(v)
+            matrix_core::realloc::is_resize_intent(v)
+                || matrix_core::realloc::is_tentative_resize_intent(v)
+                || matrix_core::realloc::is_move_intent(v)
         };
         let resizes = entries.iter().filter(|&&v| v > 1 && is_resize(v)).count();
         if resizes > 0 {
