@@ -283,7 +283,8 @@ struct DepartedIntents {
     /// Wilderness carves or retracts (`alloc::is_carve_intent`).
     carves: usize,
     /// A resize's records: the block it holds and its owner and state
-    /// (`realloc::is_resize_intent`), or a move (`realloc::is_move_intent`).
+    /// (`realloc::is_resize_intent`, or the tentative record a hold writes
+    /// first), or a move (`realloc::is_move_intent`).
     resizes: usize,
     /// Pops between a list's head CAS and the claim (`alloc::is_hold_intent`).
     holds: usize,
@@ -303,6 +304,7 @@ fn departed_intents(slot: &matrix_core::layout::ParticipantSlot) -> DepartedInte
         if matrix_core::alloc::is_carve_intent(v) {
             found.carves += 1;
         } else if matrix_core::realloc::is_resize_intent(v)
+            || matrix_core::realloc::is_tentative_resize_intent(v)
             || matrix_core::realloc::is_move_intent(v)
         {
             found.resizes += 1;
@@ -1039,5 +1041,36 @@ mod tests {
         let (m, headers) = busy_arena();
         m.block_header(headers[7]).unwrap().0.size.store(8, Relaxed);
         assert!(kinds(&check(&m)).contains(&"broken-chain"));
+    }
+
+    /// A departed participant's unfinished resize is reported as one, not
+    /// as a carve: a resize intent (and a move intent) beside one carve
+    /// intent count one carve and two resizes.
+    #[test]
+    fn a_departed_resizer_s_intents_are_resizes_not_carves() {
+        use matrix_core::layout::{slot_state, slot_word};
+        use matrix_core::realloc::{move_intent, resize_intent};
+        let (m, headers) = busy_arena();
+        let slot = m.header().participant(5).unwrap();
+        slot.word
+            .store(slot_word::pack(slot_state::DETACHED, None, 0, 1), SeqCst);
+        slot.pid.store(4242, SeqCst);
+        let e = &slot.carve_intents;
+        e[0].store(resize_intent(headers[1], 0, state::ALLOCATED), SeqCst);
+        e[1].store(move_intent(headers[5], headers[3]), SeqCst);
+        e[2].store(
+            (48u64 << 32) | u64::from(m.header().top.load(SeqCst)),
+            SeqCst,
+        );
+        let r = check(&m);
+        let count = |kind: &str| {
+            r.findings
+                .iter()
+                .filter(|f| f.kind == kind)
+                .map(|f| f.blocks)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(count("dead-resize-intent"), [Some(2)], "{r:#?}");
+        assert_eq!(count("dead-carve-intent"), [Some(1)], "{r:#?}");
     }
 }

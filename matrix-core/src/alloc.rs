@@ -440,11 +440,57 @@ pub fn checked_header<A: Arena>(arena: &A, offset: u32) -> Result<(&BlockHeader,
         top
     };
     if size < MIN_BLOCK || size % BLOCK_ALIGN != 0 || end > top as u64 {
+        return judge_impossible_size(arena, hdr, offset);
+    }
+    Ok((hdr, size))
+}
+
+/// How many times [`judge_impossible_size`] reads a header again while its
+/// state word keeps changing.
+const JUDGE_RETRIES: u32 = 64;
+
+/// The verdict on a header whose size did not fit below `top`. The first
+/// reading took `top`, the size and the state word one after the other, and
+/// between any two of them the block can be freed, retracted into the
+/// wilderness and carved again (a size of one block judged against the
+/// `top` and state of the next): only an unchanged state word read before
+/// the size and after `top` makes them one snapshot. A size change always
+/// comes with a change of the state word (the allocator stores sizes only
+/// while it holds the block under another word), so equal words mean the
+/// size is that block's. Changing words end in `NotLive`: a header that is
+/// being rewritten is not a live block now, and not damage.
+#[cold]
+fn judge_impossible_size<'a, A: Arena>(
+    arena: &A,
+    hdr: &'a BlockHeader,
+    offset: u32,
+) -> Result<(&'a BlockHeader, u32), BlockError> {
+    let mut st = RESIZING;
+    for _ in 0..JUDGE_RETRIES {
+        // Acquire, all: the second state load cannot move before the
+        // others (a seqlock reader); the size pairs with the Release store
+        // of a grow, after its move of `top`, so the `top` read after it
+        // covers that grow.
+        let word = hdr.state.load(Acquire);
+        let check = hdr.check.load(Acquire);
+        let size = hdr.size.load(Acquire);
+        let top = arena.segment().top.load(Acquire).min(arena.arena_end());
+        if hdr.state.load(Acquire) != word {
+            std::hint::spin_loop();
+            continue;
+        }
+        st = state::state_of(word);
+        if check != header_check(offset) {
+            return Err(BlockError::NotABlock { offset });
+        }
+        let end = offset as u64 + size as u64;
+        if size >= MIN_BLOCK && size % BLOCK_ALIGN == 0 && end <= top as u64 {
+            return Ok((hdr, size));
+        }
         // The header of a block that went back to the wilderness stays
         // readable until a carve over it rewrites it (after moving `top`):
         // a size that does not fit in a header that is not live is that
-        // leftover, not damage. Acquire: pairs with the word's publication.
-        let st = state::state_of(hdr.state.load(Acquire));
+        // leftover, not damage.
         if !state::is_live(st) {
             return Err(BlockError::NotLive { offset, state: st });
         }
@@ -453,7 +499,7 @@ pub fn checked_header<A: Arena>(arena: &A, offset: u32) -> Result<(&BlockHeader,
             what: "impossible block size",
         });
     }
-    Ok((hdr, size))
+    Err(BlockError::NotLive { offset, state: st })
 }
 
 /// What a free needs before its claim: `offset` is aligned, below `top`
