@@ -247,6 +247,26 @@ pub mod fault {
     pub const MAP_WRITING: u32 = 6;
     /// A map inserter has claimed an empty slot and not yet written its key.
     pub const MAP_KEY_CLAIMED: u32 = 7;
+    /// A `ShmMap` inserter is handing its entry's blocks to the segment
+    /// (reached once per block).
+    pub const MAP_HANDING_OVER: u32 = 8;
+    /// A `ShmMap` inserter's entry is the segment's and not linked yet.
+    pub const MAP_ENTRY_READY: u32 = 9;
+    /// A `ShmMap` inserter holds a claim and has not published it.
+    pub const MAP_SLOT_CLAIMED: u32 = 10;
+    /// A `ShmMap` inserter linked its entry (and has not yet freed the one
+    /// it replaced or cleared its intent).
+    pub const MAP_LINKED: u32 = 11;
+    /// A `ShmMap` remover unlinked an entry and has not freed it.
+    pub const MAP_UNLINKED: u32 = 12;
+    /// Every `ShmMap` crash point.
+    pub const SHM_MAP: [u32; 5] = [
+        MAP_HANDING_OVER,
+        MAP_ENTRY_READY,
+        MAP_SLOT_CLAIMED,
+        MAP_LINKED,
+        MAP_UNLINKED,
+    ];
 
     static ARMED: AtomicU32 = AtomicU32::new(0);
 
@@ -278,4 +298,9 @@ pub(crate) mod fault {
     pub(crate) const REGISTRY_CREATING: u32 = 5;
     pub(crate) const MAP_WRITING: u32 = 6;
     pub(crate) const MAP_KEY_CLAIMED: u32 = 7;
+    pub(crate) const MAP_HANDING_OVER: u32 = 8;
+    pub(crate) const MAP_ENTRY_READY: u32 = 9;
+    pub(crate) const MAP_SLOT_CLAIMED: u32 = 10;
+    pub(crate) const MAP_LINKED: u32 = 11;
+    pub(crate) const MAP_UNLINKED: u32 = 12;
 }

@@ -49,7 +49,7 @@ pub use error::DynError;
 /// own blocks (or nothing): `free_blocks` frees each field in order.
 pub use matrix_derive::OwnsBlocks;
 #[doc(hidden)]
-pub use matrix_handler::HandlerFunctions;
+pub use matrix_handler::{BlockToken, HandlerFunctions};
 pub use owns::OwnsBlocks;
 pub use string::{ShmBytes, ShmString};
 pub use vec::ShmVec;
