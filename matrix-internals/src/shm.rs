@@ -270,9 +270,17 @@ pub mod fault {
 
     static ARMED: AtomicU32 = AtomicU32::new(0);
 
+    static SKIP: AtomicU32 = AtomicU32::new(0);
+
     /// Kill this process the next time `point` is reached (0 disarms).
     pub fn arm(point: u32) {
+        arm_after(point, 0);
+    }
+
+    /// Kill this process when `point` is reached for the `skip + 1`-th time.
+    pub fn arm_after(point: u32, skip: u32) {
         // Relaxed: read by this process's own threads only; no data depends on it.
+        SKIP.store(skip, Relaxed);
         ARMED.store(point, Relaxed);
     }
 
@@ -280,7 +288,11 @@ pub mod fault {
     #[inline]
     pub(crate) fn at(point: u32) {
         // Relaxed: see `arm`.
-        if ARMED.load(Relaxed) == point {
+        if ARMED.load(Relaxed) == point
+            && SKIP
+                .fetch_update(Relaxed, Relaxed, |s| s.checked_sub(1))
+                .is_err()
+        {
             // SAFETY: raising a signal on ourselves has no memory effects.
             unsafe { libc::raise(libc::SIGKILL) };
         }
