@@ -77,9 +77,15 @@ fn child_role_map() {
             for round in 2..2000u64 {
                 for k in 0..60 {
                     match (k + round) % 3 {
-                        0 => drop(map.insert(&key(k), value(&h, k, round)).unwrap()),
-                        1 => drop(map.remove(&key(k)).unwrap()),
-                        _ => drop(map.insert(&key(k + 60), value(&h, k + 60, round)).unwrap()),
+                        0 => map
+                            .insert(&key(k), value(&h, k, round))
+                            .map(|_| ())
+                            .unwrap(),
+                        1 => map.remove(&key(k)).map(|_| ()).unwrap(),
+                        _ => map
+                            .insert(&key(k + 60), value(&h, k + 60, round))
+                            .map(|_| ())
+                            .unwrap(),
                     }
                 }
             }
@@ -92,12 +98,19 @@ fn child_role_map() {
 }
 
 /// Every key once, with a value that reads whole and belongs to that key.
-fn audit(h: &MatrixHandler, map: &Map<&MatrixHandler>) -> Result<HashMap<String, Vec<String>>, String> {
+fn audit(
+    h: &MatrixHandler,
+    map: &Map<&MatrixHandler>,
+) -> Result<HashMap<String, Vec<String>>, String> {
     let mut all = HashMap::new();
     let mut problems = Vec::new();
     map.for_each(|k, v| match read(h, v) {
         Ok(words) => {
-            let id: u64 = k.split('/').nth(1).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
+            let id: u64 = k
+                .split('/')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(u64::MAX);
             if words.len() as u64 != id % 7
                 || !words.iter().all(|w| w.starts_with(&format!("{id}:")))
             {
@@ -138,7 +151,11 @@ fn keys_inserted_by_one_process_are_read_and_removed_by_another() {
     }
     assert!(map.is_empty());
     h.matrix().flush_thread_cache();
-    assert_eq!(h.stats().unwrap().used_bytes, base, "every removed value was freed");
+    assert_eq!(
+        h.stats().unwrap().used_bytes,
+        base,
+        "every removed value was freed"
+    );
     matrix_testkit::check_invariants(&h).unwrap();
 }
 
@@ -170,7 +187,9 @@ fn a_writer_killed_at_every_map_crash_point_leaks_nothing() {
                 std::thread::sleep(Duration::from_millis(5));
             };
             if status.signal() != Some(libc::SIGKILL) {
-                failures.push(format!("point {point} skip {skip}: not killed there ({status})"));
+                failures.push(format!(
+                    "point {point} skip {skip}: not killed there ({status})"
+                ));
                 continue;
             }
             kills += 1;

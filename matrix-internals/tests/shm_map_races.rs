@@ -74,9 +74,7 @@ fn expected(i: usize, round: u64, side: u64) -> Vec<u64> {
 
 fn read(map: &Map<'_>, h: &MatrixHandler, k: &str) -> Option<Result<Vec<u64>, String>> {
     map.get_with(k, |v| {
-        v.as_slice(h)
-            .map(|s| s.to_vec())
-            .map_err(|e| e.to_string())
+        v.as_slice(h).map(|s| s.to_vec()).map_err(|e| e.to_string())
     })
     .expect("get")
 }
@@ -152,8 +150,16 @@ fn insert_x_insert_same_key() {
             map.clear().map_err(|e| e.to_string())?;
             Ok(round)
         },
-        |&r| (0..KEYS).map(|i| map.insert(&key(r, i), value(&h, i, r, 1)).unwrap()).collect::<Vec<_>>(),
-        |&r| (0..KEYS).map(|i| map.insert(&key(r, i), value(&h, i, r, 2)).unwrap()).collect::<Vec<_>>(),
+        |&r| {
+            (0..KEYS)
+                .map(|i| map.insert(&key(r, i), value(&h, i, r, 1)).unwrap())
+                .collect::<Vec<_>>()
+        },
+        |&r| {
+            (0..KEYS)
+                .map(|i| map.insert(&key(r, i), value(&h, i, r, 2)).unwrap())
+                .collect::<Vec<_>>()
+        },
         |_, r, a, b| {
             let all = contents(&map, &h)?;
             if all.len() != KEYS {
@@ -188,8 +194,16 @@ fn insert_x_remove() {
             fill(&map, &h, round, |i| i % 2 == 0);
             Ok(round)
         },
-        |&r| (0..KEYS).map(|i| map.insert(&key(r, i), value(&h, i, r, 1)).unwrap()).collect::<Vec<_>>(),
-        |&r| (0..KEYS).map(|i| map.remove(&key(r, i)).unwrap()).collect::<Vec<_>>(),
+        |&r| {
+            (0..KEYS)
+                .map(|i| map.insert(&key(r, i), value(&h, i, r, 1)).unwrap())
+                .collect::<Vec<_>>()
+        },
+        |&r| {
+            (0..KEYS)
+                .map(|i| map.remove(&key(r, i)).unwrap())
+                .collect::<Vec<_>>()
+        },
         |_, r, inserted, removed| {
             let all = contents(&map, &h)?;
             for i in 0..KEYS {
@@ -231,8 +245,16 @@ fn remove_x_get() {
             fill(&map, &h, round, |_| true);
             Ok(round)
         },
-        |&r| (0..KEYS).map(|i| read(&map, &h, &key(r, i))).collect::<Vec<_>>(),
-        |&r| (0..KEYS).map(|i| map.remove(&key(r, i)).unwrap()).collect::<Vec<_>>(),
+        |&r| {
+            (0..KEYS)
+                .map(|i| read(&map, &h, &key(r, i)))
+                .collect::<Vec<_>>()
+        },
+        |&r| {
+            (0..KEYS)
+                .map(|i| map.remove(&key(r, i)).unwrap())
+                .collect::<Vec<_>>()
+        },
         |_, r, got, removed| {
             for i in 0..KEYS {
                 if !removed[i] {
@@ -265,8 +287,16 @@ fn remove_x_remove() {
             fill(&map, &h, round, |_| true);
             Ok(round)
         },
-        |&r| (0..KEYS).map(|i| map.remove(&key(r, i)).unwrap()).collect::<Vec<_>>(),
-        |&r| (0..KEYS).map(|i| map.remove(&key(r, i)).unwrap()).collect::<Vec<_>>(),
+        |&r| {
+            (0..KEYS)
+                .map(|i| map.remove(&key(r, i)).unwrap())
+                .collect::<Vec<_>>()
+        },
+        |&r| {
+            (0..KEYS)
+                .map(|i| map.remove(&key(r, i)).unwrap())
+                .collect::<Vec<_>>()
+        },
         |_, _, a, b| {
             for i in 0..KEYS {
                 if a[i] == b[i] {
@@ -322,7 +352,8 @@ fn insert_into_reused_slot_x_get_of_old_key() {
     let h = MatrixHandler::bootstrap(None, SEGMENT).unwrap();
     let map = Map::create(&h, 3).unwrap();
     for i in 0..3 {
-        map.insert(&format!("fixed-{i}"), value(&h, i, 0, 9)).unwrap();
+        map.insert(&format!("fixed-{i}"), value(&h, i, 0, 9))
+            .unwrap();
     }
     let cfg = RaceConfig {
         targets_per_round: 1,
@@ -367,7 +398,11 @@ fn insert_into_reused_slot_x_get_of_old_key() {
         },
     );
     let end = all_back(&h, map);
-    record("ShmMap insert into a reused slot × get of the old key", result, end);
+    record(
+        "ShmMap insert into a reused slot × get of the old key",
+        result,
+        end,
+    );
 }
 
 #[test]

@@ -210,7 +210,10 @@ impl fmt::Display for ShmMapError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ShmMapError::Full { capacity } => {
-                write!(f, "the map is full ({capacity} keys): remove keys or create a larger map")
+                write!(
+                    f,
+                    "the map is full ({capacity} keys): remove keys or create a larger map"
+                )
             }
             ShmMapError::InvalidCapacity { requested } => write!(
                 f,

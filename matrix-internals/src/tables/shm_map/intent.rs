@@ -195,8 +195,8 @@ impl<K: MapKey, V: ShmSafe + Copy + OwnsBlocks, H: HandlerFunctions> ShmMap<K, V
             } else if phase == Phase::Ready as u64 {
                 // Every block of `new` is the segment's: only a remover
                 // (after unlinking it) frees it, so a freed `new` was linked.
-                let linked = self.is_linked(new)
-                    || entry::read::<V, H>(h, self.token(new)).is_none();
+                let linked =
+                    self.is_linked(new) || entry::read::<V, H>(h, self.token(new)).is_none();
                 if linked {
                     if old != 0 {
                         report.blocks_freed += entry::free_entry::<V, H>(h, self.token(old));

@@ -69,8 +69,8 @@ use crate::shm::{self, checked_region, fault, NotThere};
 use crate::sync::{AtomicU32, AtomicU64, Ordering::*};
 use crate::tables::{Registry, ShmMapError, TypeFingerprint};
 use crossbeam_utils::Backoff;
-use intent::{Intent, Phase, INTENTS};
 pub use intent::MapRecovery;
+use intent::{Intent, Phase, INTENTS};
 use matrix_core::{OwnerId, BLOCK_HEADER_SIZE};
 use matrix_handler::{BlockToken, HandlerError, HandlerFunctions, ShmSafe};
 use slot::{Slot, TOMBSTONE};
@@ -211,9 +211,9 @@ impl<K: MapKey, V: ShmSafe + Copy + OwnsBlocks, H: HandlerFunctions> ShmMap<K, V
             std::mem::size_of::<V>() as u64,
             std::mem::align_of::<V>() as u64,
         ];
-        layout.iter().fold(TYPE_ID, |h, &x| {
-            (h ^ x).wrapping_mul(0x0000_0100_0000_01B3)
-        })
+        layout
+            .iter()
+            .fold(TYPE_ID, |h, &x| (h ^ x).wrapping_mul(0x0000_0100_0000_01B3))
     }
 
     fn fingerprint() -> TypeFingerprint {
@@ -280,8 +280,8 @@ impl<K: MapKey, V: ShmSafe + Copy + OwnsBlocks, H: HandlerFunctions> ShmMap<K, V
         let () = Self::ALIGN_OK;
         let not = |what| ShmMapError::NotAMap { offset, what };
         // SAFETY: MapHeader is repr(C), atomics and integers, magic first.
-        let hdr: &MapHeader = unsafe { shm::structure_header(&handler, offset, MAGIC) }
-            .map_err(|e| match e {
+        let hdr: &MapHeader =
+            unsafe { shm::structure_header(&handler, offset, MAGIC) }.map_err(|e| match e {
                 NotThere::NoBlock => not("no live block of a map's size there"),
                 NotThere::WrongMagic => not("wrong magic"),
             })?;
@@ -441,7 +441,12 @@ impl<K: MapKey, V: ShmSafe + Copy + OwnsBlocks, H: HandlerFunctions> ShmMap<K, V
     /// Searches `key`'s chain. An entry that cannot be read while its slot
     /// still names it is corruption; if the slot moved on, the search
     /// restarts (the entry was removed meanwhile).
-    fn search(&self, hash: u64, key: &[u8], order: crate::sync::Ordering) -> Result<Found, ShmMapError> {
+    fn search(
+        &self,
+        hash: u64,
+        key: &[u8],
+        order: crate::sync::Ordering,
+    ) -> Result<Found, ShmMapError> {
         'restart: loop {
             let mut reusable = None;
             for i in self.chain(hash) {
@@ -449,9 +454,7 @@ impl<K: MapKey, V: ShmSafe + Copy + OwnsBlocks, H: HandlerFunctions> ShmMap<K, V
                 // entry, so its bytes are visible.
                 let w = self.slot(i).load(order);
                 match self.decode(w) {
-                    Slot::Empty => {
-                        return Ok(Found::Absent(Some(*reusable.get_or_insert((i, w)))))
-                    }
+                    Slot::Empty => return Ok(Found::Absent(Some(*reusable.get_or_insert((i, w))))),
                     Slot::Tombstone => {
                         reusable.get_or_insert((i, w));
                     }
@@ -665,9 +668,9 @@ impl<K: MapKey, V: ShmSafe + Copy + OwnsBlocks, H: HandlerFunctions> ShmMap<K, V
                         }
                         outcome => {
                             // SeqCst: as for the claim.
-                            let _ = self.slot(c).compare_exchange(
-                                my_claim, TOMBSTONE, SeqCst, Relaxed,
-                            );
+                            let _ = self
+                                .slot(c)
+                                .compare_exchange(my_claim, TOMBSTONE, SeqCst, Relaxed);
                             if matches!(outcome, Rivals::Yield) {
                                 yielded += 1;
                                 backoff.snooze();
@@ -712,9 +715,7 @@ impl<K: MapKey, V: ShmSafe + Copy + OwnsBlocks, H: HandlerFunctions> ShmMap<K, V
                         return Rivals::Yield;
                     }
                     // SeqCst: as for the claim; a failure means it moved on.
-                    let _ = self
-                        .slot(i)
-                        .compare_exchange(w, TOMBSTONE, SeqCst, Relaxed);
+                    let _ = self.slot(i).compare_exchange(w, TOMBSTONE, SeqCst, Relaxed);
                 }
                 Slot::Claimed { .. } => {}
             }

@@ -29,7 +29,10 @@ pub(crate) enum Slot {
     Tombstone,
     /// Claimed by the inserter holding intent entry `intent`, for a key
     /// whose hash has the low 24 bits `tag`.
-    Claimed { intent: usize, tag: u32 },
+    Claimed {
+        intent: usize,
+        tag: u32,
+    },
     /// An entry: the token word of its block.
     Live(u64),
 }
