@@ -122,7 +122,7 @@ fn removed_slots_are_reused_and_their_blocks_freed() {
         if i >= 5 {
             assert!(map.remove(&format!("key-{}", i - 5)).unwrap());
         }
-        assert_eq!(used(&h) > base, true);
+        assert!(used(&h) > base);
     }
     assert_eq!(map.len(), 5);
     for i in 9_995..10_000u64 {
