@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Every container is a `#[repr(C)]`, [`ShmSafe`](matrix_handler::ShmSafe) value holding a
-//! [`BlockToken`](matrix_handler::BlockToken) (segment nonce, generation,
+//! [`BlockToken`] (segment nonce, generation,
 //! offset) of its buffer, never a pointer: any process that maps the
 //! segment reads it at its own mapping address, through its own handler.
 //! Every read rebuilds the buffer's handle from the token, so a buffer that
