@@ -197,3 +197,24 @@ fn open_checks_the_types_and_the_name() {
         Err(ShmMapError::InvalidCapacity { requested: 0 })
     ));
 }
+
+#[test]
+fn a_refused_insert_leaves_the_value_with_the_caller() {
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let map = ShmMap::<ShmString, ShmVec<u64>, _>::create(&h, 3).unwrap();
+    for i in 0..4 {
+        map.insert(&format!("k{i}"), ShmVec::from_slice(&h, &[i]).unwrap())
+            .unwrap();
+    }
+    let mut v = ShmVec::from_slice(&h, &[7u64, 8, 9]).unwrap();
+    assert_eq!(
+        map.insert("fifth", v),
+        Err(ShmMapError::Full { capacity: 3 })
+    );
+    // Still the caller's: readable, writable, freed by the caller.
+    assert_eq!(v.as_slice(&h).unwrap(), &[7, 8, 9]);
+    v.push(&h, 10).unwrap();
+    matrix_internals::dynamic::OwnsBlocks::free_blocks(&mut v, &h).unwrap();
+    map.destroy().unwrap();
+    assert_eq!(used(&h), 0);
+}

@@ -203,3 +203,21 @@ pub(crate) fn hand_over<V: ShmSafe + Copy + OwnsBlocks, H: HandlerFunctions>(
     }
     Ok(())
 }
+
+/// Undoes [`hand_over`] for the value's blocks (they are the caller's
+/// again) and frees the entry block alone: an insert that could not link.
+pub(crate) fn give_back<V: ShmSafe + Copy + OwnsBlocks, H: HandlerFunctions>(
+    h: &H,
+    token: BlockToken,
+    value: &V,
+) {
+    let me = h.matrix().owner_id();
+    value.visit_blocks(h, &mut |t| {
+        if let Ok((header, generation, _)) = current(h, t) {
+            let _ = h
+                .matrix()
+                .set_owner_of(header, generation, Some(OwnerId::SEGMENT), me);
+        }
+    });
+    free_token(h, token);
+}

@@ -596,7 +596,7 @@ impl<K: MapKey, V: ShmSafe + Copy + OwnsBlocks, H: HandlerFunctions> ShmMap<K, V
         fault::at(fault::MAP_ENTRY_READY);
         let result = self.link(ix, hash, key, token.word());
         if result.is_err() {
-            entry::free_entry::<V, H>(&self.handler, token);
+            entry::give_back(&self.handler, token, &value);
         }
         self.release_intent(ix);
         result
