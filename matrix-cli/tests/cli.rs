@@ -6,8 +6,7 @@ mod common;
 use common::{matrix, shm_path, unique, ChildGuard, ShmGuard};
 use matrix_handler::{HandlerFunctions, MatrixHandler};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const HOLD_ENV: &str = "MATRIX_CLI_TEST_HOLD";
@@ -60,33 +59,18 @@ fn spawn_holder_under(prefix: &[&str], name: &str) -> ChildGuard {
         }
         None => Command::new(&exe),
     };
-    let mut child = command
-        .args([
-            "--exact",
-            "hold_blocks_until_killed",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(HOLD_ENV, name)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the holder");
-    let stdout = child.stdout.take().expect("piped");
-    let guard = ChildGuard(Some(child));
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("ready ") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the holder did not get ready in time");
-    guard
+    common::spawn_until_ready(
+        command
+            .args([
+                "--exact",
+                "hold_blocks_until_killed",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(HOLD_ENV, name),
+        "holder",
+    )
 }
 
 fn find<'a>(list: &'a Value, key: &str, value: &str) -> Option<&'a Value> {

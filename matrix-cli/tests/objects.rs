@@ -10,8 +10,7 @@ use matrix_handler::{HandlerFunctions, MatrixHandler, ShmSafe};
 use matrix_internals::inspect::QueueStats;
 use matrix_internals::{Registry, RegistryError, ShmHashMap, WorkQueue};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
@@ -83,33 +82,18 @@ fn hold_objects_until_killed() {
 }
 
 fn spawn_object_holder(name: &str) -> ChildGuard {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "hold_objects_until_killed",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(OBJECTS_ENV, name)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the holder");
-    let stdout = child.stdout.take().unwrap();
-    let guard = ChildGuard(Some(child));
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("ready ") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the holder did not get ready in time");
-    guard
+    common::spawn_until_ready(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "hold_objects_until_killed",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(OBJECTS_ENV, name),
+        "holder",
+    )
 }
 
 fn entry<'a>(json: &'a Value, name: &str) -> &'a Value {
