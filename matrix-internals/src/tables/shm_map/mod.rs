@@ -465,6 +465,9 @@ impl<K: MapKey, V: ShmSafe + Copy + OwnsBlocks, H: HandlerFunctions> ShmMap<K, V
                                 return Ok(Found::At(i, word))
                             }
                             Some(_) => {}
+                            // The failed read Acquired the free that followed
+                            // the remover's unlink CAS, so this re-read sees
+                            // the unlink; SeqCst like every other slot access.
                             None if self.slot(i).load(SeqCst) != w => continue 'restart,
                             None => {
                                 return Err(ShmMapError::Corrupted {
