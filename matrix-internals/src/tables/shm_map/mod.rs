@@ -37,8 +37,11 @@
 //!   claim in at least one of their second scans. A claim that sees a rival
 //!   claim for the same hash tag further along aborts it (CAS to
 //!   TOMBSTONE); one that sees a rival nearer the key's home slot gives
-//!   up itself and retries. So at most one claim for a key is published,
-//!   and a key is never LIVE twice.
+//!   up itself and retries. That is meant to publish at most one claim for
+//!   a key. **Known bug:** the race test `insert_x_insert_same_key` has
+//!   seen one key LIVE twice, and `insert_x_remove` a remove that found
+//!   neither entry of an overwritten key; both tests are ignored until
+//!   the protocol is fixed.
 //! - **Scans stop** at an EMPTY slot or after the longest probe distance
 //!   any insert used (`max_probe`, raised before each claim), so
 //!   tombstones left by removals do not make every miss a full scan.
