@@ -359,7 +359,7 @@ fn coordinator(args: &Args) -> Result<i32> {
             .enumerate()
             .find_map(|(i, c)| c.exited().filter(|s| !s.success()).map(|s| (i, s)))
         {
-            failure = Some(format!("consumer {i} failed ({status})"));
+            failure = Some(format!("consumer {i} stopped early ({status})"));
             break;
         }
         if started.elapsed() > Duration::from_secs_f64(args.seconds) + PATIENCE {
