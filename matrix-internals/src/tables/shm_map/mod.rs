@@ -456,6 +456,7 @@ impl<K: MapKey, V: ShmSafe + Copy + OwnsBlocks, H: HandlerFunctions> ShmMap<K, V
                 // Acquire (at least): pairs with the CAS that published an
                 // entry, so its bytes are visible.
                 let w = self.slot(i).load(order);
+                fault::at(fault::MAP_SLOT_READ);
                 match self.decode(w) {
                     Slot::Empty => return Ok(Found::Absent(Some(*reusable.get_or_insert((i, w))))),
                     Slot::Tombstone => {
@@ -699,6 +700,7 @@ impl<K: MapKey, V: ShmSafe + Copy + OwnsBlocks, H: HandlerFunctions> ShmMap<K, V
             }
             // SeqCst: see `link`.
             let w = self.slot(i).load(SeqCst);
+            fault::at(fault::MAP_SLOT_READ);
             match self.decode(w) {
                 Slot::Empty => {
                     if self.distance(hash, i) < mine {
