@@ -276,3 +276,77 @@ fn a_buffer_of_another_participant_is_not_written() {
     drop(b);
     drop(a);
 }
+
+/// A `T` read from a block whose bytes were overwritten with `bytes`, as a
+/// hostile process or a torn write could leave them.
+fn forge<T: ShmSafe + Copy + Default>(h: &MatrixHandler, bytes: [u8; 24]) -> T {
+    assert_eq!(std::mem::size_of::<T>(), bytes.len());
+    let mut slot = h.allocate::<T>().unwrap();
+    h.write_elems(&mut slot, 0, &[T::default()]).unwrap();
+    // SAFETY: the 24 bytes of a live block this test owns, inside the
+    // mapping; `T` is ShmSafe, so any bytes there are a `T`.
+    unsafe {
+        let at = h.base_ptr().add(slot.offset() as usize) as *mut u8;
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), at, bytes.len());
+    }
+    let value = *h.get(&slot).unwrap();
+    h.free(slot).unwrap();
+    value
+}
+
+/// A container value is plain bytes (`ShmSafe`: every bit pattern is a
+/// value), so one read from a block another process wrote, or from a
+/// record a crashed writer left half-written, can say anything. Every
+/// method then returns a typed error or a consistent answer, never panics.
+#[test]
+fn forged_container_values_are_typed_errors_never_panics() {
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let real = ShmVec::from_slice(&h, &[7u8; 8]).unwrap();
+    // (token, len, cap): no buffer but elements; more elements than the
+    // buffer holds; a capacity beyond the buffer.
+    let forgeries: [(u128, u32, u32); 4] = [
+        (0, 5, 5),
+        (0, 0, 5),
+        (real.token().to_u128(), 200, 200),
+        (real.token().to_u128(), 8, 1000),
+    ];
+    for (token, len, cap) in forgeries {
+        let mut bytes = [0u8; 24];
+        bytes[..16].copy_from_slice(&token.to_ne_bytes());
+        bytes[16..20].copy_from_slice(&len.to_ne_bytes());
+        bytes[20..].copy_from_slice(&cap.to_ne_bytes());
+        let forged: ShmVec<u8> = forge(&h, bytes);
+        let what = format!("forged (token {token:#x}, len {len}, cap {cap})");
+        // Each forgery disagrees with its buffer, and says so.
+        assert!(
+            matches!(forged.as_slice(&h), Err(DynError::Corrupted { .. })),
+            "{what}: {:?}",
+            forged.as_slice(&h)
+        );
+        let _ = forged.get(&h, 3);
+        let _ = forged.iter(&h).map(|it| it.count());
+        let mut v = forged;
+        let _ = v.push(&h, 1);
+        let mut v = forged;
+        let _ = v.extend_from_slice(&h, &[1, 2, 3]);
+        let mut v = forged;
+        let _ = v.pop(&h);
+        let mut v = forged;
+        let _ = v.replace(&h, 2, 9);
+        let mut v = forged;
+        let _ = v.truncate(&h, 1);
+        let mut v = forged;
+        let _ = v.try_reserve(&h, 3);
+        let forged_string: ShmString = forge(&h, bytes);
+        let _ = forged_string.as_str(&h);
+        let mut s = forged_string;
+        let _ = s.push_str(&h, "abc");
+        let mut s = forged_string;
+        let _ = s.truncate(&h, 1);
+    }
+    assert_eq!(
+        real.as_slice(&h).unwrap(),
+        &[7u8; 8],
+        "the real buffer is untouched"
+    );
+}

@@ -31,7 +31,8 @@ pub enum DynError {
         /// The byte index asked for.
         index: usize,
     },
-    /// The container's length exceeds its buffer (written outside this API).
+    /// The container's length or capacity exceeds its buffer, or it records
+    /// elements without a buffer (written outside this API, or torn).
     Corrupted {
         /// The recorded length.
         len: u32,
