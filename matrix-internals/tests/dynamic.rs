@@ -4,7 +4,9 @@
 //! freeing the whole value must give every byte back.
 
 use matrix_handler::{BlockError, HandlerError, HandlerFunctions, MatrixHandler, ShmSafe};
-use matrix_internals::dynamic::{DynError, OwnsBlocks, ShmBox, ShmBytes, ShmString, ShmVec};
+use matrix_internals::dynamic::{
+    DynError, OwnsBlocks, ShmBox, ShmBytes, ShmString, ShmVec, MAX_WALK_DEPTH,
+};
 use proptest::prelude::*;
 
 fn used(h: &MatrixHandler) -> u64 {
@@ -349,4 +351,106 @@ fn forged_container_values_are_typed_errors_never_panics() {
         &[7u8; 8],
         "the real buffer is untouched"
     );
+}
+
+/// A node of a list built from boxes: a type may name itself through
+/// `ShmBox`, so safe code can build long chains and cycles. (The derives
+/// cannot see through the recursion, so the impls are written out.)
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+struct Node {
+    next: ShmBox<Node>,
+    value: u64,
+}
+
+// SAFETY: repr(C), a token (plain integers) and a u64, no padding: every
+// bit pattern is a Node, and it holds no pointer.
+unsafe impl ShmSafe for Node {}
+
+impl OwnsBlocks for Node {
+    fn free_blocks<H: HandlerFunctions>(&mut self, h: &H) -> Result<(), DynError> {
+        self.next.free_blocks(h)
+    }
+    fn visit_blocks<H: HandlerFunctions>(
+        &self,
+        h: &H,
+        visit: &mut dyn FnMut(matrix_handler::BlockToken),
+    ) {
+        self.next.visit_blocks(h, visit)
+    }
+}
+
+fn chain(h: &MatrixHandler, len: usize) -> ShmBox<Node> {
+    let mut head = ShmBox::from_token(matrix_handler::BlockToken::from_u128(0));
+    for value in 0..len as u64 {
+        head = ShmBox::new(h, Node { next: head, value }).unwrap();
+    }
+    head
+}
+
+/// A box that (through its value) names itself is freed once, and the
+/// walk ends; a chain too deep to walk on the stack is a typed error that
+/// frees nothing, never a stack overflow.
+#[test]
+fn cycles_and_deep_chains_of_boxes_end_in_typed_errors() {
+    let h = MatrixHandler::bootstrap(None, 64 << 20).unwrap();
+    let base = used(&h);
+    let mut a = chain(&h, 1);
+    let mut b = chain(&h, 1);
+    // a -> b -> a.
+    let a_token = a.token();
+    b.replace(
+        &h,
+        Node {
+            next: ShmBox::from_token(a_token),
+            value: 2,
+        },
+    )
+    .unwrap();
+    a.replace(&h, Node { next: b, value: 1 }).unwrap();
+    let mut seen = 0;
+    a.visit_blocks(&h, &mut |_| seen += 1);
+    assert_eq!(seen, 2, "the walk visits each block of the cycle once");
+    let freed = a.free_blocks(&h);
+    assert_eq!(
+        used(&h),
+        base,
+        "both blocks of the cycle are freed: {freed:?}"
+    );
+
+    // Deeper than a walk may go: refused, nothing freed, on a spawned
+    // thread's default stack.
+    let mut long = chain(&h, 100_000);
+    let before = used(&h);
+    let refused = std::thread::scope(|s| s.spawn(|| long.free_blocks(&h)).join().unwrap());
+    assert_eq!(
+        refused,
+        Err(DynError::TooDeep {
+            limit: MAX_WALK_DEPTH
+        })
+    );
+    assert_eq!(used(&h), before, "a refused free frees nothing");
+    let mut walked = 0;
+    long.visit_blocks(&h, &mut |_| walked += 1);
+    assert_eq!(walked, MAX_WALK_DEPTH, "the walk stops at the limit");
+    // Unlinked from the front, a node at a time, the chain frees whole.
+    let mut head = long;
+    while head.token().nonce() != 0 {
+        let next = head.get(&h).unwrap().next;
+        let empty = ShmBox::from_token(matrix_handler::BlockToken::from_u128(0));
+        head.replace(
+            &h,
+            Node {
+                next: empty,
+                value: 0,
+            },
+        )
+        .unwrap();
+        head.free_blocks(&h).unwrap();
+        head = next;
+    }
+    // A chain just inside the limit frees in one call.
+    let mut short = chain(&h, MAX_WALK_DEPTH as usize);
+    std::thread::scope(|s| s.spawn(|| short.free_blocks(&h)).join().unwrap()).unwrap();
+    assert_eq!(used(&h), base);
 }

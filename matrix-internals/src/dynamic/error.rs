@@ -39,6 +39,13 @@ pub enum DynError {
         /// The buffer's elements.
         capacity: usize,
     },
+    /// Freeing or walking a value went through more nested buffers than
+    /// one walk may (a chain of boxes longer than the limit). Blocks are
+    /// freed on the way back up, so nothing on that chain was freed.
+    TooDeep {
+        /// Nested buffers one walk may enter ([`MAX_WALK_DEPTH`](super::MAX_WALK_DEPTH)).
+        limit: u32,
+    },
 }
 
 impl From<HandlerError> for DynError {
@@ -77,6 +84,11 @@ impl fmt::Display for DynError {
                 f,
                 "the container says {len} elements but its buffer holds {capacity} (written \
                  outside this API)"
+            ),
+            DynError::TooDeep { limit } => write!(
+                f,
+                "the value nests more than {limit} buffers deep: free a long chain from its \
+                 end, a piece at a time"
             ),
         }
     }

@@ -1,6 +1,6 @@
 //! `ShmVec<T>`: a growable array in the segment.
 
-use super::{DynError, OwnsBlocks};
+use super::{walk, DynError, OwnsBlocks};
 use matrix_handler::{Block, BlockToken, HandlerFunctions, OwnerId, ResizeKind, ShmSafe};
 use std::marker::PhantomData;
 
@@ -356,6 +356,13 @@ impl<T: ShmSafe + Copy + OwnsBlocks> OwnsBlocks for ShmVec<T> {
     /// holder of the value may free it — a reader that received it
     /// through a queue is its last user — so no writer check is made.
     fn free_blocks<H: HandlerFunctions>(&mut self, h: &H) -> Result<(), DynError> {
+        if self.buf.nonce() == 0 {
+            return self.block(h).map(|_| ());
+        }
+        let Some(_entered) = walk::enter(self.buf)? else {
+            // A cycle back to a buffer this walk is freeing: freed once, there.
+            return Ok(());
+        };
         while self.len > 0 {
             let mut last = self.as_slice(h)?[self.len as usize - 1];
             last.free_blocks(h)?;
@@ -373,6 +380,9 @@ impl<T: ShmSafe + Copy + OwnsBlocks> OwnsBlocks for ShmVec<T> {
         if self.buf.nonce() == 0 {
             return;
         }
+        let Ok(Some(_entered)) = walk::enter(self.buf) else {
+            return;
+        };
         visit(self.buf);
         if let Ok(elems) = self.as_slice(h) {
             elems.iter().for_each(|e| e.visit_blocks(h, visit));
