@@ -299,8 +299,8 @@ pub mod fault {
     }
 
     /// Make the calling thread stall each time it reaches one of `points`
-    /// (below 32; an empty list disarms): it yields its core, then spins
-    /// for a random while of up to some microseconds, so that a race test
+    /// (below 32; an empty list disarms): it spins for a random while of
+    /// up to some microseconds (and now and then yields its core first), so that a race test
     /// lands the other side's steps inside that window.
     pub fn stall_at(points: &[u32]) {
         let mask = points.iter().fold(0, |m, &p| m | 1u32 << (p & 31));
@@ -308,16 +308,20 @@ pub mod fault {
     }
 
     fn stall() {
-        std::thread::yield_now();
-        let spins = STALL_RNG.with(|r| {
+        let x = STALL_RNG.with(|r| {
             let mut x = r.get();
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
             r.set(x);
-            x % 4096
+            x
         });
-        for _ in 0..spins {
+        // A yield only now and then: on a loaded machine each one can
+        // cost a time slice.
+        if x % 8 == 0 {
+            std::thread::yield_now();
+        }
+        for _ in 0..(x >> 3) % 4096 {
             std::hint::spin_loop();
         }
     }
