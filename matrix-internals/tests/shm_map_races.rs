@@ -69,10 +69,13 @@ const NARROW: Shape = Shape {
 };
 
 /// The windows of the map's protocol a stalled side stalls in: between a
-/// slot read and what is decided on it, and between an entry's block
-/// checked and its bytes read. (The other side's steps should land there,
-/// so it does not stall in the windows of its own writes.)
-const WINDOWS: &[u32] = &[fault::MAP_SLOT_READ, fault::MAP_ENTRY_CHECKED];
+/// slot read and what is decided on it, between an entry's block checked
+/// and its bytes read, and between a claim and its second scan.
+const WINDOWS: &[u32] = &[
+    fault::MAP_SLOT_READ,
+    fault::MAP_ENTRY_CHECKED,
+    fault::MAP_SLOT_CLAIMED,
+];
 
 /// The windows of a writer between unlinking an entry (remove, overwrite)
 /// and freeing it, for a side whose rival judges an entry's fate.
