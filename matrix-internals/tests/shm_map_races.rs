@@ -6,7 +6,7 @@
 //!
 //! | pair | tests |
 //! |---|---|
-//! | insert × insert, one key | `insert_x_insert_same_key_{wide,narrow,processes}` |
+//! | insert × insert, one key | `insert_x_insert_same_key_{wide,narrow,processes}`, `insert_x_insert_same_key_as_a_nearer_slot_frees` |
 //! | insert × insert, keys of one chain | `insert_x_insert_other_keys_narrow` |
 //! | insert × remove | `insert_x_remove_{wide,narrow,processes}` |
 //! | insert × get | `insert_x_get_{wide,narrow}` |
@@ -14,16 +14,18 @@
 //! | remove × get | `remove_x_get_{wide,narrow}` |
 //! | slot reuse after a tombstone × a get of the old key | `insert_into_reused_slot_x_get_of_old_key` |
 //! | slot reuse after a tombstone × scans past it | `slot_reuse_x_scans_past_it` |
-//! | recover × insert / remove / get, after a writer died | `recover_x_ops_after_a_dead_writer` |
+//! | recover × insert / remove / get / recover, after a writer died | `recover_x_ops_after_a_dead_writer` |
 //! | recover × live writers | `recover_x_live_writers` |
 //! | for_each × insert / remove | `for_each_x_writers_narrow` |
 //!
 //! Each pair runs in up to two shapes. *Wide*: 16 keys spread over a
 //! 128-slot map. *Narrow*: 3 keys in a 4-slot map, so that every key is in
 //! one probe chain and the sides keep meeting each other's claims and
-//! tombstones, with both sides yielding their core inside the windows
-//! between reading a slot word (or checking an entry's block) and acting
-//! on what was read (`fault::stall_at`).
+//! tombstones, with both sides stalling inside the windows between
+//! reading a slot word (or checking an entry's block, or claiming a slot)
+//! and acting on what was read (`fault::stall_at`). On the protocol before
+//! the fix of issue 12 the narrow forms of the pairs that had a bug failed
+//! within a few hundred rounds (see `matrix-testkit`'s README).
 //!
 //! Values are `ShmVec<u64>` buffers holding `[key, round, side, …]`, so a
 //! read that returned freed or foreign memory shows as a wrong value, and
@@ -1007,10 +1009,20 @@ fn crash_child() {
     std::process::exit(3);
 }
 
+/// What the live side of [`recover_x_ops_after_a_dead_writer`] did.
+#[derive(Debug)]
+enum Live {
+    Inserted(bool),
+    Removed(bool),
+    Got(Option<Result<Vec<u64>, String>>),
+    Recovered(usize),
+}
+
 /// A writer died in the middle of an operation on one key (at every crash
 /// point of insert, overwrite and remove); then `recover` races an insert,
-/// a remove or a get of that key. Whatever the order, the key ends up as
-/// the live operation left it, once, and nothing leaks.
+/// a remove or a get of that key, or a second `recover`. Whatever the
+/// order, the key ends up as the live operation left it, once, one recover
+/// settles the dead intent, and nothing leaks.
 #[test]
 fn recover_x_ops_after_a_dead_writer() {
     let name = SegmentName::new("map-race-rec");
@@ -1029,10 +1041,11 @@ fn recover_x_ops_after_a_dead_writer() {
         targets_per_round: 1,
         ..cfg(NARROW)
     };
-    // Rounds: the crash case, and the live operation (0 insert, 1 remove, 2 get).
+    // Rounds: the crash case, and the live operation (0 insert, 1 remove,
+    // 2 get, 3 a second recover).
     let case = |round: u64| {
         let k = (round - 1) as usize;
-        (CRASHES[k % CRASHES.len()], (k / CRASHES.len()) % 3)
+        (CRASHES[k % CRASHES.len()], (k / CRASHES.len()) % 4)
     };
     let result = race::pair(
         &cfg,
@@ -1077,9 +1090,10 @@ fn recover_x_ops_after_a_dead_writer() {
             let (_, live) = case(r);
             fault::stall_at(UNLINK_WINDOWS);
             let result = match live {
-                0 => Ok(map.insert(VICTIM, value(&h, 5, r, 6)).unwrap()),
-                1 => Ok(map.remove(VICTIM).unwrap()),
-                _ => Err(read(&map, &h, VICTIM)),
+                0 => Live::Inserted(map.insert(VICTIM, value(&h, 5, r, 6)).unwrap()),
+                1 => Live::Removed(map.remove(VICTIM).unwrap()),
+                2 => Live::Got(read(&map, &h, VICTIM)),
+                _ => Live::Recovered(map.recover().unwrap().intents),
             };
             fault::stall_at(&[]);
             result
@@ -1088,10 +1102,16 @@ fn recover_x_ops_after_a_dead_writer() {
             let ((op, point), _) = case(round);
             let at = format!("{op} killed at point {point}");
             let recovered = recovered.map_err(|e| format!("{at}: recover: {e}"))?;
-            // Only the dead writer's intent is settled, by this recover.
+            // Only the dead writer's intent is settled, by one recover.
+            let other = match live {
+                Live::Recovered(n) => n,
+                _ => 0,
+            };
             let again = map.recover().map_err(|e| e.to_string())?;
-            if recovered.intents != 1 || again.intents != 0 {
-                return Err(format!("{at}: {recovered:?}, then {again:?}"));
+            if recovered.intents + other != 1 || again.intents != 0 {
+                return Err(format!(
+                    "{at}: {recovered:?} and {other} intents, then {again:?}"
+                ));
             }
             let all = contents(&map, &h)?;
             if all.len() > 2 || all.get("neighbour") != Some(&expected(3, r, 0)) {
@@ -1107,11 +1127,12 @@ fn recover_x_ops_after_a_dead_writer() {
             };
             let now = all.get(VICTIM).cloned();
             let ok = match &live {
-                Ok(replaced) if case(round).1 == 0 => {
+                Live::Inserted(replaced) => {
                     *replaced == left.is_some() && now == Some(expected(5, r, 6))
                 }
-                Ok(removed) => *removed == left.is_some() && now.is_none(),
-                Err(got) => *got == left.clone().map(Ok) && now == left,
+                Live::Removed(removed) => *removed == left.is_some() && now.is_none(),
+                Live::Got(got) => *got == left.clone().map(Ok) && now == left,
+                Live::Recovered(_) => now == left,
             };
             if !ok {
                 return Err(format!(
@@ -1129,11 +1150,12 @@ fn recover_x_ops_after_a_dead_writer() {
     );
     let end = all_back(&h, map);
     record(
-        "ShmMap recover × insert / remove / get after a dead writer",
+        "ShmMap recover × insert / remove / get / recover after a dead writer",
         result,
         end,
     );
 }
+
 #[test]
 fn values_are_freed_whole() {
     // The values' own blocks go with their entries: a value whose blocks

@@ -5,7 +5,8 @@
 //! ```text
 //!  ctl:  claim generation of the participant slot (32) | owner id (12) << 4 | phase (4)
 //!  new:  the entry an insert links (token word), 0 before it is built
-//!  old:  the entry about to be unlinked (overwrite, remove), 0 otherwise
+//!  old:  the entry being unlinked (overwrite, remove): from before the
+//!        unlinking CAS until after the entry is freed; 0 otherwise
 //! ```
 //!
 //! An entry is taken by one CAS of `ctl` from 0, written only by its taker,
