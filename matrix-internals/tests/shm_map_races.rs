@@ -15,7 +15,7 @@
 //! | slot reuse after a tombstone × a get of the old key | `insert_into_reused_slot_x_get_of_old_key` |
 //! | slot reuse after a tombstone × scans past it | `slot_reuse_x_scans_past_it` |
 //! | recover × insert / remove / get / recover, after a writer died | `recover_x_ops_after_a_dead_writer` |
-//! | recover × live writers | `recover_x_live_writers` |
+//! | recover × live writers | `recover_x_live_writers{,_processes}` |
 //! | for_each × insert / remove | `for_each_x_writers_narrow` |
 //!
 //! Each pair runs in up to two shapes. *Wide*: 16 keys spread over a
@@ -964,6 +964,52 @@ fn recover_x_live_writers() {
             }
             if !map.is_empty() {
                 return Err(format!("{} keys left", map.len()));
+            }
+            Ok(())
+        },
+    );
+    let end = all_back(&h, map);
+    record("ShmMap recover × live writers", result, end);
+}
+
+/// The same with the writer in another process: it is alive, so its
+/// intents are not taken however often `recover` runs.
+#[test]
+fn recover_x_live_writers_processes() {
+    let shape = NARROW;
+    let name = SegmentName::new("map-race-rl");
+    let h = MatrixHandler::create(name.as_str(), SEGMENT).unwrap();
+    let map = Map::create(&h, shape.capacity).unwrap();
+    let result = race::process_pair(
+        &cfg(shape),
+        &launcher(),
+        name.as_str(),
+        "map-insert",
+        |round| {
+            refill(&map, &h, shape, round, |i| i % 2 == 0)?;
+            let mut words = vec![map.offset() as u64, round];
+            words.extend(shape.words());
+            words.push(2);
+            Ok((round, words))
+        },
+        |_| shape.side(|| (0..8).try_fold(0, |n, _| map.recover().map(|rep| n + rep.intents))),
+        |_, r, recovered, replaced| {
+            match recovered {
+                Ok(0) => {}
+                other => {
+                    return Err(format!(
+                        "recover settled {other:?} intents of a live writer"
+                    ))
+                }
+            }
+            let all = contents(&map, &h)?;
+            for (i, replaced) in bits(replaced, shape.keys).into_iter().enumerate() {
+                if replaced != (i % 2 == 0) || all.get(&key(r, i)) != Some(&expected(i, r, 2)) {
+                    return Err(format!(
+                        "key {i}: replaced {replaced}, now {:?}",
+                        all.get(&key(r, i))
+                    ));
+                }
             }
             Ok(())
         },
