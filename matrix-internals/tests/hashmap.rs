@@ -91,15 +91,14 @@ fn a_full_map_refuses_new_keys() {
     }
     assert_eq!(m.insert(&8, 8), Err(MapError::Full { capacity: 8 }));
     assert_eq!(m.get(&8), None);
-    // Existing keys still update, and a removed key keeps its slot.
+    // Existing keys still update, and a removed key's room and slot go to
+    // the next new key.
     assert_eq!(m.insert(&3, 33).unwrap(), Some(3));
     assert_eq!(m.remove(&5), Some(5));
-    assert_eq!(
-        m.insert(&9, 9),
-        Err(MapError::Full { capacity: 8 }),
-        "removed keys keep their slot"
-    );
-    assert_eq!(m.insert(&5, 55).unwrap(), None);
+    assert_eq!(m.insert(&9, 9).unwrap(), None, "the removed key made room");
+    assert_eq!(m.insert(&5, 55), Err(MapError::Full { capacity: 8 }));
+    assert_eq!(m.get(&9), Some(9));
+    assert_eq!(m.get(&5), None);
     assert_eq!(m.len(), 8);
 }
 
