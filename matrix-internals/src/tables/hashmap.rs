@@ -664,8 +664,7 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
             self.write_buffer(index, other, &v);
             fault::at(fault::MAP_WRITING);
             // Release: a lookup that Acquires LIVE sees the key and value.
-            self.ctl(index)
-                .store(ctl::commit(c, LIVE, other), Release);
+            self.ctl(index).store(ctl::commit(c, LIVE, other), Release);
             return Ok(Some(Some(v)));
         }
     }
@@ -816,9 +815,8 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
                 waited = waited.wrapping_add(1);
             }
             // The holder's liveness lock is asked (a syscall): every 64th wait.
-            let dead = !free
-                && waited % 64 == 1
-                && ctl::holder_dead(self.handler.matrix(), h as u32);
+            let dead =
+                !free && waited % 64 == 1 && ctl::holder_dead(self.handler.matrix(), h as u32);
             // Acquire: pairs with the previous holder's Release unlock, so
             // its claim, commit and max_probe raise are visible to our scan.
             if (free || dead) && lock.compare_exchange(h, me, Acquire, Relaxed).is_ok() {
@@ -858,7 +856,10 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
                 if ctl::state(c1) != LIVE {
                     return None;
                 }
-                let pair = (self.read_key(index), self.read_buffer(index, ctl::current(c1)));
+                let pair = (
+                    self.read_key(index),
+                    self.read_buffer(index, ctl::current(c1)),
+                );
                 // Acquire fence, Relaxed re-check: as in `view`.
                 fence(Acquire);
                 if ctl.load(Relaxed) & COMMITTED == c1 & COMMITTED {

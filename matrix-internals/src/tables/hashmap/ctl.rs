@@ -110,7 +110,10 @@ mod tests {
         assert_eq!(l & COMMITTED, c & COMMITTED);
         assert_eq!(holder(l), 0xABC_DEF);
         let t = commit(l, TOMBSTONE, current(l));
-        assert_eq!((state(t), current(t), t & LOCKED, holder(t)), (TOMBSTONE, 1, 0, 0));
+        assert_eq!(
+            (state(t), current(t), t & LOCKED, holder(t)),
+            (TOMBSTONE, 1, 0, 0)
+        );
         assert_ne!(t & COMMITTED, c & COMMITTED);
         // A claim of a tombstone keeps its version: nothing a reader
         // validates against has changed.
