@@ -23,8 +23,8 @@ const CAPACITY: u32 = 3;
 const SEGMENT: u32 = 1 << 20;
 /// Gets a reading side makes per round.
 const GETS: usize = 32;
-/// Remove / insert cycles of the reusing side per round.
-const REUSES: u64 = 4;
+/// Other keys the reusing side inserts and removes per round.
+const REUSES: u64 = 8;
 
 fn value(key: u64, round: u64, side: u64) -> Value {
     [
@@ -386,18 +386,18 @@ fn remove_x_remove_processes() {
     record("ShmHashMap remove × remove", result);
 }
 
-/// The other key of a reuse round.
-fn other(key: u64) -> u64 {
-    key + 50
+/// The other keys of a reuse round (of varied home slots).
+fn others(key: u64) -> impl Iterator<Item = u64> {
+    (1..=REUSES).map(move |j| key + 50 * j)
 }
 
-/// Removes `key`, then inserts and removes another key [`REUSES`] times
-/// (the map is full, so it takes a freed slot, often `key`'s), then
+/// Removes `key`, then inserts and removes other keys one by one (the map
+/// is full, so each takes a freed slot, often `key`'s: the value buffer a
+/// get of `key` reads is rewritten by the second of them there), then
 /// inserts `key` again (side 2).
 fn reuse(map: &Map<'_>, key: u64, round: u64) {
     map.remove(&key);
-    for _ in 0..REUSES {
-        let o = other(key);
+    for o in others(key) {
         map.insert(&o, value(o, round, 3))
             .expect("room for the other key");
         map.remove(&o);
@@ -427,8 +427,8 @@ fn check_gets(map: &Map<'_>, key: u64, r: u64, got: &[Option<Value>]) -> Result<
             s => return Err(format!("a get of {key} returned side {s}'s value {v:?}")),
         }
     }
-    if map.get(&other(key)).is_some() {
-        return Err("the other key is still there".into());
+    if others(key).any(|o| map.contains_key(&o)) {
+        return Err("another key is still there".into());
     }
     check_map(map, key, r, Some(value(key, r, 2)))
 }
