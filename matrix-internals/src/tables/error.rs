@@ -130,7 +130,10 @@ impl fmt::Display for MapError {
                 "the map is full: it holds {capacity} keys; remove keys or create a larger map"
             ),
             MapError::InvalidCapacity { requested } => {
-                write!(f, "map capacity {requested} is not in 1..={MAX_MAP_CAPACITY}")
+                write!(
+                    f,
+                    "map capacity {requested} is not in 1..={MAX_MAP_CAPACITY}"
+                )
             }
             MapError::NotAMap { offset, what } => write!(f, "no map at offset {offset}: {what}"),
             MapError::Registry(e) => write!(f, "map name: {e}"),

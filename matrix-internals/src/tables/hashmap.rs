@@ -61,9 +61,14 @@
 //! [`MapError::Full`].
 //!
 //! Every operation on one key is linearizable: insert/update/remove at the
-//! Release store that commits them, get at its first load of the slot's
-//! `ctl` that it validated (a miss, at the load that ended its search).
-//! Keys compare by their bytes.
+//! Release store that commits them, a get that finds the key at the first
+//! load of `ctl` of the copy it kept. A key never moves while present (it
+//! leaves a slot only by a remove), so a key present for the whole of a
+//! search is in a slot the search reads; a miss is linearized at a moment
+//! of its search when the key was absent. [`iter`](ShmHashMap::iter) is
+//! weakly consistent: under concurrent writes it may skip a key, or list
+//! one removed and inserted again elsewhere twice. Keys compare by their
+//! bytes.
 
 mod ctl;
 
