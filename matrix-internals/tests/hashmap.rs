@@ -150,6 +150,22 @@ fn a_key_live_beyond_a_tombstone_is_overwritten_not_duplicated() {
     }
 }
 
+#[test]
+fn a_panicking_update_leaves_the_value_and_the_slot_usable() {
+    let _dog = watchdog(Duration::from_secs(60));
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let m = ShmHashMap::<u64, u64, _>::create(h.share(), 4).unwrap();
+    m.insert(&1, 10).unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        m.update(&1, |_| panic!("the closure fails"))
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(m.get(&1), Some(10));
+    // The slot's lock was handed back: writers of the key go on.
+    assert_eq!(m.insert(&1, 11).unwrap(), Some(10));
+    assert_eq!(m.remove(&1), Some(11));
+}
+
 #[derive(Clone, Debug)]
 enum ModelOp {
     Insert(u64, u64),

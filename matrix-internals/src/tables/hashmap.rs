@@ -140,6 +140,20 @@ impl<K, V, H: HandlerFunctions> fmt::Debug for ShmHashMap<K, V, H> {
     }
 }
 
+/// Hands a locked slot back with its committed word `committed` when
+/// dropped (only on a panic: the normal path forgets it and commits).
+struct Unlock<'a> {
+    ctl: &'a AtomicU64,
+    committed: u64,
+}
+
+impl Drop for Unlock<'_> {
+    fn drop(&mut self) {
+        // Release: like every hand-back, keeps the holders' chain ordered.
+        self.ctl.store(self.committed, Release);
+    }
+}
+
 /// What a validated look at one slot found.
 enum View<V> {
     /// Never used: the end of every chain through it.
@@ -592,7 +606,14 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
                 };
                 let current = ctl::current(c);
                 let old = self.read_buffer(index, current);
+                // `update`'s closure may panic: the slot is then handed
+                // back unchanged, not left locked by a live participant.
+                let unlock = Unlock {
+                    ctl: self.ctl(index),
+                    committed: c,
+                };
                 let new = (change.take().expect("called once"))(Some(old));
+                std::mem::forget(unlock);
                 let committed = match new {
                     Some(v) => {
                         let other = current ^ 1;

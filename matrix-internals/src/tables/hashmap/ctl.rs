@@ -13,7 +13,8 @@
 //! holder's commit, and every commit adds one to the version; locking and
 //! unlocking leave them as they are. A reader that finds the committed bits
 //! unchanged around its copy of a slot's key and value therefore copied one
-//! consistent snapshot of them.
+//! consistent snapshot of them — unless the slot saw exactly a multiple of
+//! 2^32 commits between its two loads.
 
 use crate::shm::owner_alive;
 use crate::sync::Ordering::Acquire;
