@@ -491,3 +491,100 @@ fn get_x_insert() {
     );
     record("ShmHashMap get × insert", result);
 }
+
+/// Two new keys whose chains meet at the same free slots: both claims CAS
+/// one slot word, the loser searches on.
+fn check_two_keys(
+    map: &Map<'_>,
+    (k1, k2): (u64, u64),
+    r: u64,
+    a: Option<Value>,
+    b: Option<Value>,
+) -> Result<(), String> {
+    if a.is_some() || b.is_some() {
+        return Err(format!(
+            "new keys, yet the inserts returned {a:?} and {b:?}"
+        ));
+    }
+    if map.get(&k1) != Some(value(k1, r, 1)) {
+        return Err(format!("key {k1} reads {:?}", map.get(&k1)));
+    }
+    check_map(map, k2, r, Some(value(k2, r, 2)))
+}
+
+/// The second new key of a round: another home slot than the raced key's
+/// in some rounds, the same in others.
+fn second(round: u64) -> u64 {
+    200 + round % 7
+}
+
+#[test]
+fn insert_x_insert_two_new_keys() {
+    let h = MatrixHandler::bootstrap(None, SEGMENT).unwrap();
+    let map = new_map(&h);
+    let result = race::pair(
+        &cfg(),
+        |r| Ok(((prepare(&map, r, false)?, second(r)), r)),
+        |&((k1, _), r)| map.insert(&k1, value(k1, r, 1)),
+        |&((_, k2), r)| map.insert(&k2, value(k2, r, 2)),
+        |r, (keys, _), a, b| {
+            let (a, b) = (a.map_err(|e| e.to_string())?, b.map_err(|e| e.to_string())?);
+            check_two_keys(&map, keys, r, a, b)
+        },
+    );
+    record(
+        "ShmHashMap insert × insert (two new keys, one free slot)",
+        result,
+    );
+}
+
+#[test]
+fn insert_x_insert_two_new_keys_processes() {
+    let name = SegmentName::new("hashmap-race");
+    let h = MatrixHandler::create(name.as_str(), SEGMENT).unwrap();
+    let map = new_map(&h);
+    let result = race::process_pair(
+        &cfg(),
+        &launcher(),
+        name.as_str(),
+        "hashmap-insert",
+        |r| {
+            let keys = (prepare(&map, r, false)?, second(r));
+            Ok(((keys, r), vec![map.offset() as u64, keys.1, r]))
+        },
+        |&((k1, _), r)| map.insert(&k1, value(k1, r, 1)),
+        |r, (keys, _), a, b| {
+            let a = a.map_err(|e| e.to_string())?;
+            check_two_keys(&map, keys, r, a, decode(b, keys.1, r)?)
+        },
+    );
+    record(
+        "ShmHashMap insert × insert (two new keys, one free slot)",
+        result,
+    );
+}
+
+#[test]
+fn update_x_remove() {
+    let h = MatrixHandler::bootstrap(None, SEGMENT).unwrap();
+    let map = new_map(&h);
+    let result = race::pair(
+        &cfg(),
+        |r| Ok((prepare(&map, r, true)?, r)),
+        |&(k, r)| map.update(&k, |v| value(v[0], r, v[2] + 1)),
+        |&(k, _)| map.remove(&k),
+        |r, (k, _), updated, removed| {
+            let (v0, v1) = (value(k, r, 0), value(k, r, 1));
+            // Update then remove, or remove then an update that finds nothing.
+            let ok = (updated == Some(v1) && removed == Some(v1))
+                || (updated.is_none() && removed == Some(v0));
+            if !ok {
+                return Err(format!(
+                    "the update returned {updated:?}, the remove {removed:?}"
+                ));
+            }
+            check_map(&map, k, r, None)
+        },
+    );
+    record("ShmHashMap update × remove", result);
+}
