@@ -16,10 +16,8 @@
 //! consistent snapshot of them — unless the slot saw exactly a multiple of
 //! 2^32 commits between its two loads.
 
-use crate::shm::owner_alive;
-use crate::sync::Ordering::Acquire;
-use matrix_core::layout::slot_word;
-use matrix_core::{AtomicMatrix, OwnerId};
+use crate::shm::{claim_generation, owner_alive};
+use matrix_core::AtomicMatrix;
 
 pub(super) const LOCKED: u64 = 1;
 pub(super) const CURRENT: u64 = 2;
@@ -70,14 +68,9 @@ pub(super) const fn commit(c: u64, state: u64, current: u64) -> u64 {
 /// generation of its claim on its participant slot, so that a later
 /// holder of the same slot is not mistaken for it.
 pub(super) fn identity(matrix: &AtomicMatrix) -> u32 {
-    let owner = matrix.owner_id();
-    let generation = owner
-        .slot()
-        .and_then(|s| matrix.header().participant(s))
-        // Acquire: pairs with the Release CAS that claimed the slot.
-        .map(|p| slot_word::generation_of(p.word.load(Acquire)))
-        .unwrap_or(0);
-    (generation & 0xFFFF) << 12 | (owner.0 & 0xFFF)
+    let owner = matrix.owner_id().0;
+    let generation = claim_generation(matrix, owner).unwrap_or(0);
+    (generation & 0xFFFF) << 12 | (owner & 0xFFF)
 }
 
 /// Whether the holder with identity `holder` is certainly gone: its
@@ -86,17 +79,11 @@ pub(super) fn identity(matrix: &AtomicMatrix) -> u32 {
 /// cold paths only.
 pub(super) fn holder_dead(matrix: &AtomicMatrix, holder: u32) -> bool {
     let owner = holder & 0xFFF;
-    let Some(slot) = OwnerId(owner).slot() else {
-        return true;
-    };
-    let Some(p) = matrix.header().participant(slot) else {
-        return true;
-    };
-    // Acquire: pairs with the Release CAS that claimed the slot.
-    if slot_word::generation_of(p.word.load(Acquire)) & 0xFFFF != holder >> 12 {
-        return true;
+    match claim_generation(matrix, owner) {
+        None => true,
+        Some(g) if g & 0xFFFF != holder >> 12 => true,
+        Some(_) => !owner_alive(matrix, owner),
     }
-    !owner_alive(matrix, owner)
 }
 
 #[cfg(test)]
