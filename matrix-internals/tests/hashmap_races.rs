@@ -204,6 +204,32 @@ fn new_map(h: &MatrixHandler) -> Map<'_> {
     Map::create(h, CAPACITY).unwrap()
 }
 
+/// Races `op_a` here against the child side `side` on a new map in a
+/// named segment. `setup` returns the round's target and the words the
+/// child gets after the map's offset.
+fn in_processes<T, RA>(
+    side: &str,
+    mut setup: impl FnMut(&Map<'_>, u64) -> Result<(T, Vec<u64>), String>,
+    op_a: impl Fn(&Map<'_>, &T) -> RA,
+    mut check: impl FnMut(&Map<'_>, u64, T, RA, u64) -> Result<(), String>,
+) -> Result<RaceReport, RaceFailure> {
+    let name = SegmentName::new("hashmap-race");
+    let h = MatrixHandler::create(name.as_str(), SEGMENT).unwrap();
+    let map = new_map(&h);
+    race::process_pair(
+        &cfg(),
+        &launcher(),
+        name.as_str(),
+        side,
+        |r| {
+            let (target, words) = setup(&map, r)?;
+            Ok((target, [vec![map.offset() as u64], words].concat()))
+        },
+        |t| op_a(&map, t),
+        |r, t, a, b| check(&map, r, t, a, b),
+    )
+}
+
 /// Both orders of two inserts of `key` (sides 1 and 2) over `before`.
 fn check_insert_insert(
     map: &Map<'_>,
@@ -246,23 +272,17 @@ fn insert_x_insert_same_key() {
 
 #[test]
 fn insert_x_insert_same_key_processes() {
-    let name = SegmentName::new("hashmap-race");
-    let h = MatrixHandler::create(name.as_str(), SEGMENT).unwrap();
-    let map = new_map(&h);
-    let result = race::process_pair(
-        &cfg(),
-        &launcher(),
-        name.as_str(),
+    let result = in_processes(
         "hashmap-insert",
-        |r| {
-            let k = prepare(&map, r, r % 2 == 1)?;
-            Ok(((k, r), vec![map.offset() as u64, k, r]))
+        |map, r| {
+            let k = prepare(map, r, r % 2 == 1)?;
+            Ok(((k, r), vec![k, r]))
         },
-        |&(k, r)| map.insert(&k, value(k, r, 1)),
-        |r, (k, _), a, b| {
+        |map, &(k, r)| map.insert(&k, value(k, r, 1)),
+        |map, r, (k, _), a, b| {
             let before = (r % 2 == 1).then(|| value(k, r, 0));
             let a = a.map_err(|e| e.to_string())?;
-            check_insert_insert(&map, k, r, before, a, decode(b, k, r)?)
+            check_insert_insert(map, k, r, before, a, decode(b, k, r)?)
         },
     );
     record("ShmHashMap insert × insert (one key)", result);
@@ -316,23 +336,17 @@ fn insert_x_remove() {
 
 #[test]
 fn insert_x_remove_processes() {
-    let name = SegmentName::new("hashmap-race");
-    let h = MatrixHandler::create(name.as_str(), SEGMENT).unwrap();
-    let map = new_map(&h);
-    let result = race::process_pair(
-        &cfg(),
-        &launcher(),
-        name.as_str(),
+    let result = in_processes(
         "hashmap-remove",
-        |r| {
-            let k = prepare(&map, r, r % 2 == 1)?;
-            Ok(((k, r), vec![map.offset() as u64, k, r]))
+        |map, r| {
+            let k = prepare(map, r, r % 2 == 1)?;
+            Ok(((k, r), vec![k, r]))
         },
-        |&(k, r)| map.insert(&k, value(k, r, 1)),
-        |r, (k, _), inserted, removed| {
+        |map, &(k, r)| map.insert(&k, value(k, r, 1)),
+        |map, r, (k, _), inserted, removed| {
             let before = (r % 2 == 1).then(|| value(k, r, 0));
             let inserted = inserted.map_err(|e| e.to_string())?;
-            check_insert_remove(&map, k, r, before, inserted, decode(removed, k, r)?)
+            check_insert_remove(map, k, r, before, inserted, decode(removed, k, r)?)
         },
     );
     record("ShmHashMap insert × remove", result);
@@ -368,20 +382,14 @@ fn remove_x_remove() {
 
 #[test]
 fn remove_x_remove_processes() {
-    let name = SegmentName::new("hashmap-race");
-    let h = MatrixHandler::create(name.as_str(), SEGMENT).unwrap();
-    let map = new_map(&h);
-    let result = race::process_pair(
-        &cfg(),
-        &launcher(),
-        name.as_str(),
+    let result = in_processes(
         "hashmap-remove",
-        |r| {
-            let k = prepare(&map, r, true)?;
-            Ok((k, vec![map.offset() as u64, k, r]))
+        |map, r| {
+            let k = prepare(map, r, true)?;
+            Ok((k, vec![k, r]))
         },
-        |&k| map.remove(&k),
-        |r, k, a, b| check_remove_remove(&map, k, r, a, decode(b, k, r)?),
+        |map, &k| map.remove(&k),
+        |map, r, k, a, b| check_remove_remove(map, k, r, a, decode(b, k, r)?),
     );
     record("ShmHashMap remove × remove", result);
 }
@@ -449,20 +457,14 @@ fn get_x_remove_then_reuse() {
 
 #[test]
 fn get_x_remove_then_reuse_processes() {
-    let name = SegmentName::new("hashmap-race");
-    let h = MatrixHandler::create(name.as_str(), SEGMENT).unwrap();
-    let map = new_map(&h);
-    let result = race::process_pair(
-        &cfg(),
-        &launcher(),
-        name.as_str(),
+    let result = in_processes(
         "hashmap-reuse",
-        |r| {
-            let k = prepare_full(&map, r)?;
-            Ok((k, vec![map.offset() as u64, k, r]))
+        |map, r| {
+            let k = prepare_full(map, r)?;
+            Ok((k, vec![k, r]))
         },
-        |&k| gets(&map, k),
-        |r, k, got, _| check_gets(&map, k, r, &got),
+        |map, &k| gets(map, k),
+        |map, r, k, got, _| check_gets(map, k, r, &got),
     );
     record("ShmHashMap get × remove then reuse", result);
 }
@@ -540,22 +542,16 @@ fn insert_x_insert_two_new_keys() {
 
 #[test]
 fn insert_x_insert_two_new_keys_processes() {
-    let name = SegmentName::new("hashmap-race");
-    let h = MatrixHandler::create(name.as_str(), SEGMENT).unwrap();
-    let map = new_map(&h);
-    let result = race::process_pair(
-        &cfg(),
-        &launcher(),
-        name.as_str(),
+    let result = in_processes(
         "hashmap-insert",
-        |r| {
-            let keys = (prepare(&map, r, false)?, second(r));
-            Ok(((keys, r), vec![map.offset() as u64, keys.1, r]))
+        |map, r| {
+            let keys = (prepare(map, r, false)?, second(r));
+            Ok(((keys, r), vec![keys.1, r]))
         },
-        |&((k1, _), r)| map.insert(&k1, value(k1, r, 1)),
-        |r, (keys, _), a, b| {
+        |map, &((k1, _), r)| map.insert(&k1, value(k1, r, 1)),
+        |map, r, (keys, _), a, b| {
             let a = a.map_err(|e| e.to_string())?;
-            check_two_keys(&map, keys, r, a, decode(b, keys.1, r)?)
+            check_two_keys(map, keys, r, a, decode(b, keys.1, r)?)
         },
     );
     record(
