@@ -21,6 +21,7 @@
 //! | LIVE + LOCKED | LIVE | the writer: the other value buffer made current, version + 1 |
 //! | LIVE + LOCKED | TOMBSTONE | a remove, version + 1: the slot is free for any key |
 //! | any + LOCKED by a dead holder | the same, LOCKED by the taker | whoever needs the slot next |
+//! | TOMBSTONE + LOCKED by a dead holder | TOMBSTONE | an insert that found no room: the claim's room is given back |
 //!
 //! A slot never returns to EMPTY, so EMPTY ends every probe chain; the
 //! slot's key words change only while it is a claimed tombstone.
@@ -50,7 +51,9 @@
 //!   Writers of the same key serialize on the lock for the time of one
 //!   copy; inserts of new keys of one home slot serialize on its home lock.
 //! - **Dead holders.** A lock (a slot's or a home lock) whose holder is
-//!   dead is taken over by the next participant that needs it. A dead
+//!   dead — its participant slot claimed again since, or its liveness lock
+//!   free; unknown counts as alive — is taken over by the next participant
+//!   that needs it. A dead
 //!   writer's half-written buffer was never current, so the committed
 //!   value stands; a dead claimant's slot is a tombstone again, and the
 //!   room it reserved is given back.
