@@ -164,6 +164,16 @@ pub fn owner_liveness(matrix: &AtomicMatrix, owner: u32) -> Liveness {
     matrix.liveness(index)
 }
 
+/// The generation of the current (or last) claim on the participant slot
+/// that owner id `owner` names, or `None` if it names none. A lock word
+/// that records its holder's owner id and this generation tells the holder
+/// apart from a later participant of the same slot.
+pub(crate) fn claim_generation(matrix: &AtomicMatrix, owner: u32) -> Option<u32> {
+    let slot = matrix.header().participant(OwnerId(owner).slot()?)?;
+    // Acquire: pairs with the Release CAS that claimed the slot.
+    Some(slot_word::generation_of(slot.word.load(Acquire)))
+}
+
 /// Whether `owner` may still be running: [`owner_liveness`] is not
 /// [`Liveness::Dead`] (unknown counts as running). A claim is taken over
 /// only when this is `false`.
