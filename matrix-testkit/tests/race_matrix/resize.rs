@@ -133,7 +133,7 @@ impl Kinds {
     /// A row whose grows can absorb the neighbour must have done so.
     fn exercised(&self, pair: &str) -> Result<(), String> {
         println!(
-            "race-matrix | {pair} | grows: {} absorbed the neighbour, {} moved",
+            "resize-row | {pair} | grows: {} absorbed the neighbour, {} moved",
             self.absorbed, self.moved
         );
         if self.absorbed == 0 {
@@ -418,6 +418,9 @@ fn reallocate_x_free_at() {
                 .map(|(i, b)| s.h.reallocate(b, [1, 4, 64][i % 3]).ok())
                 .collect::<Vec<_>>()
         },
+        // A move (to 512 B) never lands on an offset another block of the
+        // batch left (64 B blocks), so a late free_at of an old offset
+        // finds it free, never another block.
         |(_, offsets)| {
             let r = walk.bits(offsets, |&o| s.h.free_at(o).is_ok());
             s.h.matrix().flush_thread_cache();
@@ -1061,7 +1064,7 @@ fn reallocate_grow_x_recover_of_the_neighbour_s_owner_sigkill() {
     let result = in_processes(result);
     drop(p2);
     let pair = "reallocate (grow into the neighbour) × recover (SIGKILLed owner of the neighbour)";
-    println!("race-matrix | {pair} | {held_neighbours} neighbours held by the killed children");
+    println!("resize-row | {pair} | {held_neighbours} neighbours held by the killed children");
     let end = kinds.exercised(pair).and_then(|()| all_back(&s.h));
     record(pair, result, end);
 }
@@ -1152,5 +1155,144 @@ fn reallocate_grow_x_local_allocate_of_the_neighbour() {
     drop(p2);
     let pair = "reallocate (grow into the neighbour) × local allocate of its size";
     let end = kinds.exercised(pair).and_then(|()| all_back(&s.h));
+    record(pair, result, end);
+}
+
+// ------------------------------------------------------- the wilderness
+
+/// B is the last block; side A grows it into the wilderness while side B
+/// allocates (the index is empty: the allocation carves from `top`). Both
+/// CAS `top`: the grow stays in place only if it moved `top` from B's end
+/// first, else it moves (after the carved block); the two never overlap.
+#[test]
+fn reallocate_grow_into_the_wilderness_x_a_carve() {
+    let s = seg("race-realloc-carve");
+    let p2 = s.peer();
+    let (mut grown_in_place, mut won_top) = (0u64, 0u64);
+    let result = race::pair(
+        &cfg(),
+        |round| {
+            s.h.matrix().flush_thread_cache();
+            s.h.consolidate().map_err(|e| format!("consolidate: {e}"))?;
+            let mut b = s.h.allocate_array::<u64>(2).map_err(|e| e.to_string())?;
+            s.h.write_elems(&mut b, 0, &pattern(round))
+                .map_err(|e| e.to_string())?;
+            Ok((Mutex::new(b), round))
+        },
+        |(b, _)| s.h.reallocate(&mut b.lock().unwrap(), 130),
+        // Every eighth round the grow has the wilderness to itself, so
+        // that the row's check that some grow stayed in place tests its
+        // set-up, not the scheduler (under load one side tends to start
+        // first, and then wins every round).
+        |&(_, round)| (round % 8 != 0).then(|| p2.allocate_slice::<u8>(1000)),
+        |_, (b, round), grown, carved| {
+            let kind = grown.map_err(|e| format!("grow: {e}"))?;
+            let Some(carved) = carved else {
+                let b = b.into_inner().unwrap();
+                if kind != ResizeKind::GrownIntoWilderness {
+                    return Err(format!("the last block grew {kind:?}, alone"));
+                }
+                grown_in_place += 1;
+                s.h.free(b).map_err(|e| format!("free: {e}"))?;
+                return quiet_check(&s.h).map(drop);
+            };
+            let carved = carved.map_err(|e| format!("allocate: {e}"))?;
+            let b = b.into_inner().unwrap();
+            let elems = s.h.get_slice(&b).map_err(|e| e.to_string())?;
+            if elems[..2] != pattern(round) || elems[2..].iter().any(|&x| x != 0) {
+                return Err(format!("the block grown {kind:?} lost its elements"));
+            }
+            let (mine, theirs) = (
+                extent(&s.h, b.header_offset())?,
+                extent(&s.h, carved.header_offset())?,
+            );
+            if overlaps(mine, theirs) {
+                return Err(format!(
+                    "the block grown {kind:?} to {mine:?} overlaps the carved block {theirs:?}"
+                ));
+            }
+            match kind {
+                ResizeKind::GrownIntoWilderness => won_top += 1,
+                ResizeKind::Moved => {}
+                k => return Err(format!("the last block grew {k:?}")),
+            }
+            s.h.free(b).map_err(|e| format!("free: {e}"))?;
+            p2.free(carved).map_err(|e| format!("free: {e}"))?;
+            p2.matrix().flush_thread_cache();
+            quiet_check(&s.h).map(drop)
+        },
+    );
+    drop(p2);
+    let pair = "reallocate (grow into the wilderness) × allocate (a carve)";
+    println!("resize-row | {pair} | in place: {grown_in_place} alone, {won_top} against a carve");
+    let end = if grown_in_place == 0 {
+        Err("no grow stayed in place: the row raced nothing".into())
+    } else {
+        all_back(&s.h)
+    };
+    record(pair, result, end);
+}
+
+/// `[B][N free]` at the end of the chain; side A grows B by N's size
+/// while side B consolidates, which retracts N into the wilderness: the
+/// grow absorbs N (popped first), grows into the wilderness (after the
+/// retract), or moves (N held by the consolidation when it looked).
+#[test]
+fn reallocate_grow_x_consolidate_retracting_the_neighbour() {
+    const N: u32 = 256;
+    let s = seg("race-realloc-retract");
+    let p2 = s.peer();
+    let (mut absorbed, mut into_wilderness) = (0u64, 0u64);
+    let result = race::pair(
+        &cfg(),
+        |round| {
+            s.h.matrix().flush_thread_cache();
+            s.h.consolidate().map_err(|e| format!("consolidate: {e}"))?;
+            let mut b = s.h.allocate_array::<u64>(2).map_err(|e| e.to_string())?;
+            let n =
+                s.h.allocate_slice::<u8>(N as usize - 32)
+                    .map_err(|e| e.to_string())?;
+            s.h.write_elems(&mut b, 0, &pattern(round))
+                .map_err(|e| e.to_string())?;
+            if n.header_offset() != b.header_offset() + 48 {
+                return Err("the neighbour was not carved right after the block".into());
+            }
+            s.h.free(n).map_err(|e| e.to_string())?;
+            s.h.matrix().flush_thread_cache();
+            Ok((Mutex::new(b), round))
+        },
+        |(b, _)| {
+            s.h.reallocate(&mut b.lock().unwrap(), (16 + N as usize) / 8)
+        },
+        |_| p2.consolidate(),
+        |_, (b, round), grown, merged| {
+            let kind = grown.map_err(|e| format!("grow: {e}"))?;
+            merged.map_err(|e| format!("consolidate: {e}"))?;
+            let b = b.into_inner().unwrap();
+            let elems = s.h.get_slice(&b).map_err(|e| e.to_string())?;
+            if elems[..2] != pattern(round) || elems[2..].iter().any(|&x| x != 0) {
+                return Err(format!("the block grown {kind:?} lost its elements"));
+            }
+            match kind {
+                ResizeKind::GrownIntoNeighbour => absorbed += 1,
+                ResizeKind::GrownIntoWilderness => into_wilderness += 1,
+                ResizeKind::Moved => {}
+                k => return Err(format!("the grow was {k:?}")),
+            }
+            s.h.free(b).map_err(|e| format!("free: {e}"))?;
+            quiet_check(&s.h).map(drop)
+        },
+    );
+    drop(p2);
+    let pair = "reallocate (grow into the neighbour) × consolidate retracting it";
+    println!(
+        "resize-row | {pair} | grows: {absorbed} absorbed the neighbour, {into_wilderness} into \
+         the wilderness"
+    );
+    let end = if absorbed + into_wilderness == 0 {
+        Err("no grow stayed in place: the row raced nothing".into())
+    } else {
+        all_back(&s.h)
+    };
     record(pair, result, end);
 }
