@@ -1160,6 +1160,33 @@ fn reallocate_grow_x_local_allocate_of_the_neighbour() {
 
 // ------------------------------------------------------- the wilderness
 
+/// The start of a single-target row's operation: on even rounds side A
+/// leads (announces its start) and side B follows, on odd rounds the other
+/// way round. The follower waits (bounded, yielding now and then: the
+/// leader may need this core) for the announcement, then a random number
+/// of spins, so that it starts anywhere in the leader's operation. Under
+/// load the side that arrives first at the rendezvous tends to start last
+/// (it was yielding), and then one side won every round.
+fn start_together(lead: &Lead, round: u64, side_a: bool) {
+    if (round % 2 == 0) == side_a {
+        lead.announce(0);
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_millis(50);
+    let mut n = 0u32;
+    while lead.0.load(SeqCst) == 0 && Instant::now() < deadline {
+        n = n.wrapping_add(1);
+        if n % 64 == 0 {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    for _ in 0..fastrand::u32(0..512) {
+        std::hint::spin_loop();
+    }
+}
+
 /// B is the last block; side A grows it into the wilderness while side B
 /// allocates (the index is empty: the allocation carves from `top`). Both
 /// CAS `top`: the grow stays in place only if it moved `top` from B's end
@@ -1169,9 +1196,11 @@ fn reallocate_grow_into_the_wilderness_x_a_carve() {
     let s = seg("race-realloc-carve");
     let p2 = s.peer();
     let (mut grown_in_place, mut won_top) = (0u64, 0u64);
+    let lead = Lead::new();
     let result = race::pair(
         &cfg(),
         |round| {
+            lead.reset();
             s.h.matrix().flush_thread_cache();
             s.h.consolidate().map_err(|e| format!("consolidate: {e}"))?;
             let mut b = s.h.allocate_array::<u64>(2).map_err(|e| e.to_string())?;
@@ -1179,12 +1208,21 @@ fn reallocate_grow_into_the_wilderness_x_a_carve() {
                 .map_err(|e| e.to_string())?;
             Ok((Mutex::new(b), round))
         },
-        |(b, _)| s.h.reallocate(&mut b.lock().unwrap(), 130),
+        |&(ref b, round)| {
+            let mut b = b.lock().unwrap();
+            start_together(&lead, round, true);
+            s.h.reallocate(&mut b, 130)
+        },
         // Every eighth round the grow has the wilderness to itself, so
         // that the row's check that some grow stayed in place tests its
         // set-up, not the scheduler (under load one side tends to start
         // first, and then wins every round).
-        |&(_, round)| (round % 8 != 0).then(|| p2.allocate_slice::<u8>(1000)),
+        |&(_, round)| {
+            (round % 8 != 0).then(|| {
+                start_together(&lead, round, false);
+                p2.allocate_slice::<u8>(1000)
+            })
+        },
         |_, (b, round), grown, carved| {
             let kind = grown.map_err(|e| format!("grow: {e}"))?;
             let Some(carved) = carved else {
@@ -1243,9 +1281,11 @@ fn reallocate_grow_x_consolidate_retracting_the_neighbour() {
     let s = seg("race-realloc-retract");
     let p2 = s.peer();
     let (mut absorbed, mut into_wilderness) = (0u64, 0u64);
+    let lead = Lead::new();
     let result = race::pair(
         &cfg(),
         |round| {
+            lead.reset();
             s.h.matrix().flush_thread_cache();
             s.h.consolidate().map_err(|e| format!("consolidate: {e}"))?;
             let mut b = s.h.allocate_array::<u64>(2).map_err(|e| e.to_string())?;
@@ -1261,10 +1301,15 @@ fn reallocate_grow_x_consolidate_retracting_the_neighbour() {
             s.h.matrix().flush_thread_cache();
             Ok((Mutex::new(b), round))
         },
-        |(b, _)| {
-            s.h.reallocate(&mut b.lock().unwrap(), (16 + N as usize) / 8)
+        |&(ref b, round)| {
+            let mut b = b.lock().unwrap();
+            start_together(&lead, round, true);
+            s.h.reallocate(&mut b, (16 + N as usize) / 8)
         },
-        |_| p2.consolidate(),
+        |&(_, round)| {
+            start_together(&lead, round, false);
+            p2.consolidate()
+        },
         |_, (b, round), grown, merged| {
             let kind = grown.map_err(|e| format!("grow: {e}"))?;
             merged.map_err(|e| format!("consolidate: {e}"))?;
