@@ -46,6 +46,9 @@ struct Triples {
     /// consolidation gave the wilderness back; a triple that is not is
     /// still raced and checked, it just cannot absorb).
     adjacent: u64,
+    /// The round that made it, and the word its two sides start at.
+    round: u64,
+    start: AtomicU64,
 }
 
 impl Triples {
@@ -99,7 +102,20 @@ impl Triples {
             c,
             c_free,
             adjacent,
+            round,
+            start: AtomicU64::new(0),
         })
+    }
+
+    /// [`start_together`] on this round's own start word.
+    fn begin(&self, side_a: bool) {
+        start_together(&self.start, self.round, side_a);
+    }
+
+    /// [`Triples::grow_all`] after [`Triples::begin`] (side A).
+    fn grow_together(&self, h: &impl HandlerFunctions) -> Vec<Result<ResizeKind, HandlerError>> {
+        self.begin(true);
+        self.grow_all(h)
     }
 
     /// Grows every B by its neighbour's size (side A), in order.
@@ -117,6 +133,9 @@ impl Triples {
 struct Kinds {
     absorbed: u64,
     moved: u64,
+    /// Contended neighbours that went to the grow / to the other side.
+    grow_won: u64,
+    other_won: u64,
 }
 
 impl Kinds {
@@ -130,10 +149,34 @@ impl Kinds {
         }
     }
 
+    /// Who got each contended neighbour of a round: the grow (absorbed
+    /// it) or the other side (`taken`: header offsets it got).
+    fn contest(&mut self, t: &Triples, grown: &[Result<ResizeKind, HandlerError>], taken: &[u32]) {
+        for (i, k) in grown
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % UNCONTENDED != 0)
+        {
+            if matches!(k, Ok(ResizeKind::GrownIntoNeighbour)) {
+                self.grow_won += 1;
+            } else if taken.contains(&t.n[i].0) {
+                self.other_won += 1;
+            }
+        }
+    }
+
     /// A row whose grows can absorb the neighbour must have done so.
     fn exercised(&self, pair: &str) -> Result<(), String> {
+        let contest = if self.grow_won + self.other_won > 0 {
+            format!(
+                "; contended neighbours: {} to the grow, {} to the other side",
+                self.grow_won, self.other_won
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "resize-row | {pair} | grows: {} absorbed the neighbour, {} moved",
+            "resize-row | {pair} | grows: {} absorbed the neighbour, {} moved{contest}",
             self.absorbed, self.moved
         );
         if self.absorbed == 0 {
@@ -665,12 +708,17 @@ fn reallocate_grow_x_allocate_of_the_neighbour() {
     let s = seg("race-realloc-alloc-n");
     let p2 = s.peer();
     let walk = Walk::new();
+    let flag = AtomicU64::new(0);
     let mut kinds = Kinds::default();
     let result = race::pair(
         &batch_cfg(),
         |round| Triples::new(&s.h, round, BATCH, own_class_size, (true, false)),
-        |t| t.grow_all(&s.h),
         |t| {
+            start_together(&flag, t.round, true);
+            t.grow_all(&s.h)
+        },
+        |t| {
+            start_together(&flag, t.round, false);
             walk.map(&contended(&t.n), |&(_, size, _)| {
                 let mut b = p2.allocate_slice::<u8>(size as usize - 32).ok()?;
                 p2.write_slice(&mut b, &vec![BYTE; size as usize - 32])
@@ -688,6 +736,8 @@ fn reallocate_grow_x_allocate_of_the_neighbour() {
                     got.iter().flatten().count()
                 ));
             }
+            let taken: Vec<u32> = got.iter().flatten().map(|b| b.header_offset()).collect();
+            kinds.contest(&t, &grown, &taken);
             check_grown(&s.h, &t, &grown, &others)?;
             for b in got.into_iter().flatten() {
                 p2.free(b).map_err(|e| format!("free: {e}"))?;
@@ -702,10 +752,22 @@ fn reallocate_grow_x_allocate_of_the_neighbour() {
     record(pair, result, end);
 }
 
-/// Side B of the process rows: allocate a block of each target's size
-/// (`offset << 32 | block size`), fill it with [`CHILD_BYTE`], keep it
-/// (the parent frees it); bit i: the block landed at the target offset.
+/// Side B of the process rows: the first target is `round << 32 |` the
+/// payload offset of the start word (see [`start_together`]); then
+/// allocate a block of each other target's size (`offset << 32 | block
+/// size`), fill it with [`CHILD_BYTE`], keep it (the parent frees it);
+/// bit i: the block of target i + 1 landed at its offset.
 pub fn child_allocate_sized(h: &MatrixHandler, targets: &[u64]) -> u64 {
+    let Some((&start, targets)) = targets.split_first() else {
+        return 0;
+    };
+    let Ok(flag) = h.block_at::<AtomicU64>((start & 0xFFFF_FFFF) as u32) else {
+        return 0;
+    };
+    let Ok(word) = h.get(&flag) else {
+        return 0;
+    };
+    start_together(word, start >> 32, false);
     CHILD_WALK.bits(targets, |&w| {
         let (offset, size) = ((w >> 32) as u32, w as u32);
         let Ok(mut b) = h.allocate_slice::<u8>(size as usize - 32) else {
@@ -727,6 +789,8 @@ pub const CHILD_BYTE: u8 = 0xC6;
 fn reallocate_grow_x_allocate_of_the_neighbour_processes() {
     let s = seg("race-realloc-alloc-n-p");
     let mut kinds = Kinds::default();
+    // The start word both sides meet at (see `start_together`).
+    let flag = s.h.allocate_zeroed::<AtomicU64>().expect("the start word");
     let result = race::process_pair(
         &batch_cfg(),
         &launcher(),
@@ -734,13 +798,19 @@ fn reallocate_grow_x_allocate_of_the_neighbour_processes() {
         "allocate-sized",
         |round| {
             let t = Triples::new(&s.h, round, BATCH, own_class_size, (true, false))?;
-            let words = contended(&t.n)
-                .iter()
-                .map(|&(o, size, _)| (o as u64) << 32 | size as u64)
+            let words = std::iter::once(round << 32 | flag.offset() as u64)
+                .chain(
+                    contended(&t.n)
+                        .iter()
+                        .map(|&(o, size, _)| (o as u64) << 32 | size as u64),
+                )
                 .collect();
             Ok((t, words))
         },
-        |t| t.grow_all(&s.h),
+        |t| {
+            start_together(s.h.get(&flag).expect("the start word"), t.round, true);
+            t.grow_all(&s.h)
+        },
         |_, t, grown, landed| {
             kinds.count(&grown);
             let asked = (0..BATCH).filter(|i| i % UNCONTENDED != 0);
@@ -754,6 +824,8 @@ fn reallocate_grow_x_allocate_of_the_neighbour_processes() {
                 }
             }
             let others = blocks_of_others(&s.h, CHILD_BYTE)?;
+            let taken: Vec<u32> = others.iter().map(|o| o.0).collect();
+            kinds.contest(&t, &grown, &taken);
             check_grown(&s.h, &t, &grown, &others)?;
             for (start, _) in others {
                 s.h.free_at(start)
@@ -762,6 +834,7 @@ fn reallocate_grow_x_allocate_of_the_neighbour_processes() {
             quiet_check(&s.h).map(drop)
         },
     );
+    s.h.free(flag).expect("free of the start word");
     let pair = "reallocate (grow into the neighbour) × allocate of its size";
     let end = kinds.exercised(pair).and_then(|()| all_back(&s.h));
     record(pair, result, end);
@@ -779,8 +852,9 @@ fn reallocate_grow_x_free_of_the_neighbour() {
     let result = race::pair(
         &batch_cfg(),
         |round| Triples::new(&s.h, round, BATCH, own_class_size, (false, false)),
-        |t| t.grow_all(&s.h),
+        |t| t.grow_together(&s.h),
         |t| {
+            t.begin(false);
             walk.bits(&t.n, |&(_, _, token)| {
                 let r = free_token(&p2, token).is_ok();
                 p2.matrix().flush_thread_cache();
@@ -812,8 +886,9 @@ fn reallocate_grow_x_local_free_of_the_neighbour() {
     let result = race::pair(
         &batch_cfg(),
         |round| Triples::new(&s.h, round, BATCH, own_class_size, (false, false)),
-        |t| t.grow_all(&s.h),
+        |t| t.grow_together(&s.h),
         |t| {
+            t.begin(false);
             let mut local = p2.local();
             walk.bits(&t.n, |&(offset, _, _)| {
                 let r = local.free_at(offset).is_ok();
@@ -846,8 +921,11 @@ fn reallocate_grow_x_consolidate() {
     let result = race::pair(
         &batch_cfg(),
         |round| Triples::new(&s.h, round, BATCH, own_class_size, (true, true)),
-        |t| t.grow_all(&s.h),
-        |_| p2.consolidate(),
+        |t| t.grow_together(&s.h),
+        |t| {
+            t.begin(false);
+            p2.consolidate()
+        },
         |_, t, grown, merged| {
             kinds.count(&grown);
             merged.map_err(|e| format!("consolidate: {e}"))?;
@@ -874,8 +952,9 @@ fn reallocate_grow_x_adopt_of_the_neighbour() {
     let result = race::pair(
         &batch_cfg(),
         |round| Triples::new(&s.h, round, BATCH, own_class_size, (false, false)),
-        |t| t.grow_all(&s.h),
+        |t| t.grow_together(&s.h),
         |t| {
+            t.begin(false);
             walk.bits(&t.n, |&(_, _, token)| {
                 adopter
                     .block_from_token::<u8>(token)
@@ -930,8 +1009,9 @@ fn reallocate_grow_x_reallocate_of_the_neighbour() {
             );
             Ok((t, ns))
         },
-        |(t, _)| t.grow_all(&s.h),
-        |(_, ns)| {
+        |(t, _)| t.grow_together(&s.h),
+        |(t, ns)| {
+            t.begin(false);
             let mut ns = ns.lock().unwrap();
             let order: Vec<usize> = (0..ns.len()).collect();
             walk.map(&order, |&j| {
@@ -991,8 +1071,11 @@ fn reallocate_grow_x_recover_of_the_neighbour_s_owner() {
             drop(d);
             Ok(t)
         },
-        |t| t.grow_all(&s.h),
-        |_| p2.recover(),
+        |t| t.grow_together(&s.h),
+        |t| {
+            t.begin(false);
+            p2.recover()
+        },
         |_, t, grown, rec| {
             kinds.count(&grown);
             let rec = rec.map_err(|e| format!("recover: {e}"))?;
@@ -1046,8 +1129,11 @@ fn reallocate_grow_x_recover_of_the_neighbour_s_owner_sigkill() {
                 .count() as u64;
             Ok(t)
         },
-        |t| t.grow_all(&s.h),
-        |_| p2.recover(),
+        |t| t.grow_together(&s.h),
+        |t| {
+            t.begin(false);
+            p2.recover()
+        },
         |_, t, grown, rec| {
             kinds.count(&grown);
             let rec = rec.map_err(|e| format!("recover: {e}"))?;
@@ -1126,13 +1212,18 @@ fn reallocate_grow_x_local_allocate_of_the_neighbour() {
     let s = seg("race-realloc-local-alloc-n");
     let p2 = s.peer();
     let walk = Walk::new();
+    let flag = AtomicU64::new(0);
     let mut kinds = Kinds::default();
     let result = race::pair(
         &batch_cfg(),
         |round| Triples::new(&s.h, round, BATCH, own_class_size, (true, false)),
-        |t| t.grow_all(&s.h),
+        |t| {
+            start_together(&flag, t.round, true);
+            t.grow_all(&s.h)
+        },
         |t| {
             let mut local = p2.local();
+            start_together(&flag, t.round, false);
             walk.map(&contended(&t.n), |&(_, size, _)| {
                 local.allocate_raw(size - 32).ok()
             })
@@ -1140,6 +1231,7 @@ fn reallocate_grow_x_local_allocate_of_the_neighbour() {
         |_, t, grown, got| {
             kinds.count(&grown);
             let got: Vec<u32> = got.into_iter().flatten().map(|p| p.offset() - 32).collect();
+            kinds.contest(&t, &grown, &got);
             let others = got
                 .iter()
                 .map(|&o| extent(&s.h, o))
@@ -1160,21 +1252,22 @@ fn reallocate_grow_x_local_allocate_of_the_neighbour() {
 
 // ------------------------------------------------------- the wilderness
 
-/// The start of a single-target row's operation: on even rounds side A
-/// leads (announces its start) and side B follows, on odd rounds the other
-/// way round. The follower waits (bounded, yielding now and then: the
-/// leader may need this core) for the announcement, then a random number
-/// of spins, so that it starts anywhere in the leader's operation. Under
-/// load the side that arrives first at the rendezvous tends to start last
-/// (it was yielding), and then one side won every round.
-fn start_together(lead: &Lead, round: u64, side_a: bool) {
+/// The start of a row's operation on each side: on even rounds side A
+/// leads (stores the round in `flag`) and side B follows, on odd rounds
+/// the other way round. The follower waits (bounded, yielding now and
+/// then: the leader may need this core) for the round, then a random
+/// number of spins, so that it starts anywhere in the leader's operation.
+/// Under load the side that arrives first at the rendezvous tends to start
+/// last (it was yielding), and then one side won every round. `flag` may
+/// be a word in the segment, for a side in another process.
+fn start_together(flag: &AtomicU64, round: u64, side_a: bool) {
     if (round % 2 == 0) == side_a {
-        lead.announce(0);
+        flag.store(round, SeqCst);
         return;
     }
     let deadline = Instant::now() + Duration::from_millis(50);
     let mut n = 0u32;
-    while lead.0.load(SeqCst) == 0 && Instant::now() < deadline {
+    while flag.load(SeqCst) < round && Instant::now() < deadline {
         n = n.wrapping_add(1);
         if n % 64 == 0 {
             std::thread::yield_now();
@@ -1196,11 +1289,10 @@ fn reallocate_grow_into_the_wilderness_x_a_carve() {
     let s = seg("race-realloc-carve");
     let p2 = s.peer();
     let (mut grown_in_place, mut won_top) = (0u64, 0u64);
-    let lead = Lead::new();
+    let flag = AtomicU64::new(0);
     let result = race::pair(
         &cfg(),
         |round| {
-            lead.reset();
             s.h.matrix().flush_thread_cache();
             s.h.consolidate().map_err(|e| format!("consolidate: {e}"))?;
             let mut b = s.h.allocate_array::<u64>(2).map_err(|e| e.to_string())?;
@@ -1210,7 +1302,7 @@ fn reallocate_grow_into_the_wilderness_x_a_carve() {
         },
         |&(ref b, round)| {
             let mut b = b.lock().unwrap();
-            start_together(&lead, round, true);
+            start_together(&flag, round, true);
             s.h.reallocate(&mut b, 130)
         },
         // Every eighth round the grow has the wilderness to itself, so
@@ -1219,7 +1311,7 @@ fn reallocate_grow_into_the_wilderness_x_a_carve() {
         // first, and then wins every round).
         |&(_, round)| {
             (round % 8 != 0).then(|| {
-                start_together(&lead, round, false);
+                start_together(&flag, round, false);
                 p2.allocate_slice::<u8>(1000)
             })
         },
@@ -1281,11 +1373,10 @@ fn reallocate_grow_x_consolidate_retracting_the_neighbour() {
     let s = seg("race-realloc-retract");
     let p2 = s.peer();
     let (mut absorbed, mut into_wilderness) = (0u64, 0u64);
-    let lead = Lead::new();
+    let flag = AtomicU64::new(0);
     let result = race::pair(
         &cfg(),
         |round| {
-            lead.reset();
             s.h.matrix().flush_thread_cache();
             s.h.consolidate().map_err(|e| format!("consolidate: {e}"))?;
             let mut b = s.h.allocate_array::<u64>(2).map_err(|e| e.to_string())?;
@@ -1303,11 +1394,11 @@ fn reallocate_grow_x_consolidate_retracting_the_neighbour() {
         },
         |&(ref b, round)| {
             let mut b = b.lock().unwrap();
-            start_together(&lead, round, true);
+            start_together(&flag, round, true);
             s.h.reallocate(&mut b, (16 + N as usize) / 8)
         },
         |&(_, round)| {
-            start_together(&lead, round, false);
+            start_together(&flag, round, false);
             p2.consolidate()
         },
         |_, (b, round), grown, merged| {
