@@ -1,6 +1,6 @@
 //! Blocking push and pop: spin briefly, then sleep on a futex word.
 
-use super::{who_of, PopError, PushError, QueueRecovery, WorkQueue, CLAIMANT_CHECK};
+use super::{slot_index, who_of, PopError, PushError, QueueRecovery, WorkQueue, CLAIMANT_CHECK};
 use crate::shm::{self, owner_alive};
 use crate::sync::{fence, AtomicU32, Ordering::*};
 use crossbeam_utils::Backoff;
@@ -39,7 +39,7 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
             let pos = q.tail.load(Acquire);
             // A producer never takes a block over (may_take = false).
             let _ = self.sleep(&q.not_full, seen, budget, pos, false);
-            // Relaxed: the count is only read after a SeqCst fence.
+            // Relaxed: a late decrement costs at most a spurious wake.
             q.producers_waiting.fetch_sub(1, Relaxed);
         }
     }
@@ -73,7 +73,7 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
             // Acquire: pairs with `advance`'s Release.
             let pos = q.head.load(Acquire);
             let rescued = self.sleep(&q.not_empty, seen, budget, pos, true);
-            // Relaxed: the count is only read after a SeqCst fence.
+            // Relaxed: a late decrement costs at most a spurious wake.
             q.consumers_waiting.fetch_sub(1, Relaxed);
             if let Some(block) = rescued {
                 return Ok(block);
@@ -85,8 +85,9 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
     /// caller must re-check the ring before sleeping.
     #[cold]
     fn announce(&self, event: &AtomicU32, waiting: &AtomicU32) -> u32 {
-        // Relaxed + SeqCst fence: pairs with the fence in `notify`: either
-        // the other side sees this count, or our re-check sees its publish.
+        // Relaxed + SeqCst fence: pairs with the SeqCst publish and count
+        // load of `notify_published` (or the fence of `notify`): either the
+        // other side sees this count, or our re-check sees its publish.
         waiting.fetch_add(1, Relaxed);
         fence(SeqCst);
         // Acquire: pairs with `wake`'s Release bump.
@@ -114,7 +115,7 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
             shm::futex_wait(event, seen, budget.min(CLAIMANT_CHECK));
         } else {
             return self.heal(
-                pos & (self.capacity as u64 - 1),
+                slot_index(pos & (self.capacity as u64 - 1), self.capacity),
                 &mut QueueRecovery::default(),
                 may_take,
             );
