@@ -138,7 +138,6 @@ fn threads_run_with(producers: u64, consumers: u64, capacity: u32, total: u64) {
 /// Rings this small make every producer and consumer meet on the same
 /// slots lap after lap (push x pop of one slot, two consumers on one slot)
 /// and sleep and wake all the time: a lost wake-up ends in a Timeout.
-/// 16 slots is the smallest ring whose slots are permuted.
 #[test]
 fn small_rings_same_slot_races_and_wakeups() {
     for capacity in [1, 2, 16] {

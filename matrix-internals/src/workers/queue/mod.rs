@@ -4,10 +4,7 @@
 //! of the segment. Each slot has a *stamp* word, `seq << 32 | claimant`, and
 //! a *value* word, the block token (`generation << 32 | payload offset`).
 //! Positions count up forever in `head` / `tail`; position `p` uses slot
-//! `5p % capacity` (`slot_index`; rings of 16 slots or more), which puts
-//! consecutive positions 80 bytes apart, so a producer filling position
-//! `p + 1` does not take the cache line a consumer is emptying `p` in. The
-//! stamps of position `p` are (`2p` and `2p + 1` wrap in 32 bits):
+//! `p % capacity`, and its stamps are (`2p` and `2p + 1` wrap in 32 bits):
 //!
 //! ```text
 //!   (2p,   0)  EMPTY    waiting for the producer of position p
@@ -88,8 +85,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
 
-/// Version 2: slots are permuted by `slot_index` (version 1 used `p % capacity`).
-const QUEUE_MAGIC: u64 = u64::from_le_bytes(*b"MXQUEUE2");
+const QUEUE_MAGIC: u64 = u64::from_le_bytes(*b"MXQUEUE1");
 /// Largest capacity of one queue.
 pub const MAX_QUEUE_CAPACITY: u32 = 1 << 24;
 /// How often a blocked call checks the claimant of the slot it waits on.
@@ -133,7 +129,7 @@ const _: () =
     assert!(std::mem::align_of::<QueueHeader>() == 8 && std::mem::align_of::<Slot>() == 8);
 
 /// Registry type id of every queue (the element type is checked separately).
-const QUEUE_TYPE_ID: u64 = crate::tables::type_id("matrix-internals::WorkQueue v2");
+const QUEUE_TYPE_ID: u64 = crate::tables::type_id("matrix-internals::WorkQueue v1");
 
 #[inline]
 fn stamp(seq: u32, who: u32) -> u64 {
@@ -154,22 +150,6 @@ fn empty_seq(pos: u64) -> u32 {
 #[inline]
 fn full_seq(pos: u64) -> u32 {
     empty_seq(pos).wrapping_add(1)
-}
-
-/// Distance in slots between the slots of consecutive positions: 80 bytes,
-/// so two neighbours never share a 64-byte cache line, whatever the ring's
-/// alignment. Odd, so multiplying by it permutes `0..capacity`.
-const SLOT_STRIDE: u64 = 5;
-
-/// The slot of ring position `i` (`0 <= i < capacity`, a power of two).
-/// Rings of fewer than 16 slots keep `i` (the wrap from the last position
-/// to the first would land closer than a line).
-#[inline]
-fn slot_index(i: u64, capacity: u32) -> u64 {
-    if capacity < 16 {
-        return i;
-    }
-    i.wrapping_mul(SLOT_STRIDE) & (capacity as u64 - 1)
 }
 
 /// Moves a position hint past `pos` (no-op if someone already did).
@@ -325,13 +305,12 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
                 bytes as usize,
             )
         };
-        for pos in 0..capacity as u64 {
-            let index = slot_index(pos, capacity);
-            // SAFETY: index < capacity lies in the payload just allocated; 8-aligned.
+        for i in 0..capacity as u64 {
+            // SAFETY: slot i < capacity lies in the payload just allocated; 8-aligned.
             let slot: &Slot =
-                unsafe { shm::shared(handler, offset as u64 + HEADER_BYTES + index * SLOT_BYTES) };
+                unsafe { shm::shared(handler, offset as u64 + HEADER_BYTES + i * SLOT_BYTES) };
             // Relaxed: published by the magic's Release below.
-            slot.stamp.store(stamp(empty_seq(pos), 0), Relaxed);
+            slot.stamp.store(stamp(empty_seq(i), 0), Relaxed);
         }
         // SAFETY: as above, the header at the start of the payload.
         let hdr: &QueueHeader = unsafe { shm::shared(handler, offset as u64) };
@@ -388,9 +367,8 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
 
     #[inline]
     fn slot(&self, pos: u64) -> &Slot {
-        let index = slot_index(pos & (self.capacity as u64 - 1), self.capacity);
-        // SAFETY: index < capacity (slot_index permutes 0..capacity),
-        // validated at open_at; 8-aligned.
+        let index = pos & (self.capacity as u64 - 1);
+        // SAFETY: index < capacity, validated at open_at; 8-aligned.
         unsafe {
             shm::shared(
                 &self.handler,
@@ -726,40 +704,5 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
         }
         self.handler.free_at(self.offset - BLOCK_HEADER_SIZE)?;
         Ok(freed)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slot_index_is_a_permutation_that_spreads_neighbours_over_lines() {
-        for capacity in [1u32, 2, 4, 8, 16, 64, 1024] {
-            let mut seen = vec![false; capacity as usize];
-            for i in 0..capacity as u64 {
-                let index = slot_index(i, capacity);
-                assert!(
-                    index < capacity as u64,
-                    "capacity {capacity}: {i} -> {index}"
-                );
-                assert!(
-                    !seen[index as usize],
-                    "capacity {capacity}: {index} used twice"
-                );
-                seen[index as usize] = true;
-            }
-            if capacity >= 16 {
-                for i in 0..capacity as u64 {
-                    let next = (i + 1) % capacity as u64;
-                    let (a, b) = (slot_index(i, capacity), slot_index(next, capacity));
-                    // 16-byte slots 5 apart: no 64-byte window holds a byte of both.
-                    assert!(
-                        a.abs_diff(b) * SLOT_BYTES > 64,
-                        "capacity {capacity}: positions {i} and {next} share a line"
-                    );
-                }
-            }
-        }
     }
 }

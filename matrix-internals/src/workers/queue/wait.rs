@@ -1,6 +1,6 @@
 //! Blocking push and pop: spin briefly, then sleep on a futex word.
 
-use super::{slot_index, who_of, PopError, PushError, QueueRecovery, WorkQueue, CLAIMANT_CHECK};
+use super::{who_of, PopError, PushError, QueueRecovery, WorkQueue, CLAIMANT_CHECK};
 use crate::shm::{self, owner_alive};
 use crate::sync::{fence, AtomicU32, Ordering::*};
 use crossbeam_utils::Backoff;
@@ -115,7 +115,7 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
             shm::futex_wait(event, seen, budget.min(CLAIMANT_CHECK));
         } else {
             return self.heal(
-                slot_index(pos & (self.capacity as u64 - 1), self.capacity),
+                pos & (self.capacity as u64 - 1),
                 &mut QueueRecovery::default(),
                 may_take,
             );
