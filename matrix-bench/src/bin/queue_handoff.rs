@@ -2,10 +2,14 @@
 //! `matrix_internals::WorkQueue` (a 64-byte block per message, allocated by
 //! the producer process, freed by the consumer process), side by side with
 //! `crossbeam_queue::ArrayQueue` between two threads (a 64-byte `Box` per
-//! message, allocated by the producer thread, freed by the consumer thread).
+//! message, allocated by the producer thread, freed by the consumer thread),
+//! and — built with the `iceoryx2` feature — iceoryx2 publish-subscribe
+//! between two processes (a 64-byte sample loaned from the publisher's
+//! pool, returned when the subscriber drops it).
 //!
 //! ```text
 //! cargo run --release -p matrix-bench --bin queue_handoff [-- --messages N --samples M]
+//! cargo run --release -p matrix-bench --features iceoryx2 --bin queue_handoff
 //! ```
 //!
 //! Throughput: the producer pushes N messages as fast as it can; the rate
@@ -15,6 +19,8 @@
 //! consumer right after its pop; the clock is system-wide, so the two
 //! processes compare stamps directly. "Spinning" consumers poll `try_pop`;
 //! the "sleeping" consumer blocks in `pop_timeout` (futex) between messages.
+//! The iceoryx2 subscriber polls `receive`; its publisher cannot see when a
+//! sample was taken, so its paced messages are 20 µs apart instead.
 
 use crossbeam_queue::ArrayQueue;
 use matrix_handler::{HandlerFunctions, MatrixHandler};
@@ -28,6 +34,8 @@ type Msg = [u64; 8];
 const QUEUE: &str = "handoff";
 const CAPACITY: u32 = 1024;
 const ROLE: &str = "QUEUE_HANDOFF_CONSUMER";
+#[cfg(feature = "iceoryx2")]
+const ICEORYX_ROLE: &str = "QUEUE_HANDOFF_ICEORYX_SUBSCRIBER";
 const WAIT: Duration = Duration::from_secs(30);
 /// Throughput is measured this many times; the median is reported.
 const ROUNDS: usize = 3;
@@ -362,12 +370,149 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores")
 }
 
+/// iceoryx2 publish-subscribe between two processes, as its own examples
+/// set it up, with back-pressure instead of overflow so no message is lost.
+#[cfg(feature = "iceoryx2")]
+mod iceoryx {
+    use super::*;
+    use iceoryx2::prelude::*;
+
+    fn service(
+        node: &Node<ipc::Service>,
+        name: &str,
+    ) -> iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, Msg, ()>
+    {
+        let name: ServiceName = name.try_into().expect("a valid service name");
+        node.service_builder(&name)
+            .publish_subscribe::<Msg>()
+            .enable_safe_overflow(false)
+            .subscriber_max_buffer_size(CAPACITY as usize)
+            .history_size(0)
+            .max_publishers(1)
+            .max_subscribers(1)
+            .open_or_create()
+            .expect("open or create the iceoryx2 service")
+    }
+
+    /// The subscriber process: the same rounds as the matrix consumer.
+    pub fn subscriber(name: &str, messages: u64, samples: u64) {
+        // SAFETY: plain syscall: die with the benchmark's parent process.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        let node = NodeBuilder::new()
+            .create::<ipc::Service>()
+            .expect("create an iceoryx2 node");
+        let service = service(&node, name);
+        let subscriber = service
+            .subscriber_builder()
+            .buffer_size(CAPACITY as usize)
+            .create()
+            .expect("create the subscriber");
+        println!("@@ready");
+        for _ in 0..ROUNDS {
+            let mut got = 0;
+            while got < messages {
+                match subscriber.receive().expect("receive") {
+                    Some(sample) => {
+                        std::hint::black_box(*sample);
+                        got += 1;
+                    }
+                    None => std::hint::spin_loop(),
+                }
+            }
+            println!("@@tput {}", now_ns());
+        }
+        let mut lat = Vec::with_capacity(samples as usize);
+        while (lat.len() as u64) < samples {
+            match subscriber.receive().expect("receive") {
+                Some(sample) => lat.push(now_ns().saturating_sub(sample[0])),
+                None => std::hint::spin_loop(),
+            }
+        }
+        let (p50, p99) = percentiles(lat);
+        println!("@@lat {p50} {p99}");
+    }
+
+    fn send(publisher: &iceoryx2::port::publisher::Publisher<ipc::Service, Msg, ()>, seq: u64) {
+        let sample = publisher.loan_uninit().expect("loan a sample");
+        let mut m = [0u64; 8];
+        m[1] = seq;
+        m[0] = now_ns();
+        sample.write_payload(m).send().expect("send");
+    }
+
+    /// The publisher side, in this process.
+    pub fn publisher_row(a: &Args) -> Row {
+        let name = format!("matrix-bench/handoff/{}", std::process::id());
+        let node = NodeBuilder::new()
+            .create::<ipc::Service>()
+            .expect("create an iceoryx2 node");
+        let service = service(&node, &name);
+        let publisher = service
+            .publisher_builder()
+            .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+            .create()
+            .expect("create the publisher");
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env(ICEORYX_ROLE, format!("{name} {} {}", a.messages, a.samples))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the subscriber process");
+        let stdout = child.stdout.take().unwrap();
+        let mut c = Consumer {
+            child,
+            lines: BufReader::new(stdout).lines(),
+        };
+        assert_eq!(c.line(), "ready");
+        let mut rates = Vec::new();
+        for _ in 0..ROUNDS {
+            let start = now_ns();
+            for seq in 0..a.messages {
+                send(&publisher, seq);
+            }
+            let end: u64 = c.line().strip_prefix("tput ").unwrap().parse().unwrap();
+            rates.push(a.messages as f64 / ((end - start) as f64 / 1e9));
+            // Let the subscriber's round end before the next round starts.
+            spin_for(1_000_000);
+        }
+        for seq in 0..a.samples {
+            send(&publisher, seq);
+            spin_for(20_000);
+        }
+        let line = c.line();
+        let mut it = line
+            .strip_prefix("lat ")
+            .unwrap()
+            .split(' ')
+            .map(|v| v.parse::<u64>().unwrap());
+        let (p50, p99) = (it.next().unwrap(), it.next().unwrap());
+        assert!(
+            c.child.wait().unwrap().success(),
+            "the subscriber process failed"
+        );
+        Row {
+            transport: "iceoryx2 publish-subscribe, 2 processes, spinning subscriber",
+            payload: "64 B sample",
+            rate: Some(median(rates)),
+            p50,
+            p99,
+        }
+    }
+}
+
 fn main() {
     if let Ok(spec) = std::env::var(ROLE) {
         let mut it = spec.split(' ');
         let segment = it.next().unwrap().to_owned();
         let nums: Vec<u64> = it.map(|v| v.parse().unwrap()).collect();
         consumer(&segment, nums[0], nums[1]);
+        return;
+    }
+    #[cfg(feature = "iceoryx2")]
+    if let Ok(spec) = std::env::var(ICEORYX_ROLE) {
+        let mut it = spec.split(' ');
+        let service = it.next().unwrap().to_owned();
+        let nums: Vec<u64> = it.map(|v| v.parse().unwrap()).collect();
+        iceoryx::subscriber(&service, nums[0], nums[1]);
         return;
     }
     let a = args();
@@ -377,6 +522,10 @@ fn main() {
     );
     let mut rows = matrix_rows(&a);
     rows.push(crossbeam_row(&a));
+    #[cfg(feature = "iceoryx2")]
+    rows.push(iceoryx::publisher_row(&a));
+    #[cfg(not(feature = "iceoryx2"))]
+    eprintln!("(iceoryx2 row left out: build with --features iceoryx2)");
     println!(
         "Queue hand-off, one producer → one consumer, capacity {CAPACITY} — {}",
         machine()
