@@ -82,7 +82,7 @@ struct Args {
     /// --single: timed ops (all threads together).
     #[arg(long, default_value_t = 1_000_000)]
     ops: u64,
-    /// --single: untimed ops first (pair64, size, handoff).
+    /// --single: untimed ops first (pair64, size, handoff; mixed: churn steps after the fill).
     #[arg(long)]
     warmup: Option<u64>,
     /// --single: threads (mixed: 1 or more; handoff is always 2).
@@ -97,6 +97,16 @@ struct Args {
     /// --single: live-set cap per thread of `mixed`.
     #[arg(long, default_value_t = plan::MIXED_LIVE)]
     live: usize,
+    /// --single: processes attached to ours' segment, this one included
+    /// (the others are started here; every other one allocates).
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// Stay attached to segment NAME until stdin closes (a helper of --processes).
+    #[arg(long, value_name = "NAME", hide = true)]
+    attach: Option<String>,
+    /// --attach: allocate and free small blocks while attached.
+    #[arg(long, hide = true)]
+    allocating: bool,
     /// --single: name of the /dev/shm segment (default: unique per process).
     #[arg(long, value_name = "NAME")]
     shm_name: Option<String>,
@@ -124,6 +134,10 @@ fn main() {
     let args = Args::parse();
     if args.dynamic {
         std::process::exit(dynamic::run());
+    }
+    if let Some(name) = &args.attach {
+        contenders::ours::attached_helper(name, args.allocating);
+        return;
     }
     if let (Some(from), Some(dir)) = (&args.plots_from, &args.plots) {
         let doc = std::fs::read_to_string(from)
@@ -194,6 +208,7 @@ fn single(args: &Args, contender: &str, workload: &str) {
         live: args.live,
         ops: args.ops,
         warmup,
+        processes: args.processes.max(1),
     };
     let name = args
         .shm_name
