@@ -132,3 +132,97 @@ fn consolidation_ends_on_a_list_cycling_through_a_live_block() {
         "the live block was left alone"
     );
 }
+
+/// Named by review: a free-list entry whose link points at itself, popped
+/// by two threads at once, passed the "is it FREE" check (a plain load) in
+/// both, and both handed the one block out. A pop now claims the entry by
+/// a CAS of its state word, so at most one of them gets it. (On b9610d9,
+/// before that fix, 1 of 20,000 rounds handed the block out twice;
+/// `MATRIX_RACE_ROUNDS` sets the rounds.)
+#[test]
+fn a_self_looping_free_entry_popped_by_two_threads_is_handed_out_once() {
+    use matrix_core::size_class::class_of;
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+    use std::sync::{Arc, Mutex};
+    let rounds: u32 = std::env::var("MATRIX_RACE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4_000);
+    // The round's segment, published before `go` moves to the round.
+    let segment: Arc<Mutex<Option<Arc<MatrixHandler>>>> = Arc::default();
+    let go = Arc::new(AtomicU32::new(0));
+    let got = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let done = Arc::new(AtomicU32::new(0));
+    let workers: Vec<_> = (0..2)
+        .map(|side| {
+            let (segment, go, got, done) = (segment.clone(), go.clone(), got.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut rng = fastrand::Rng::with_seed(side as u64);
+                for round in 1..=rounds {
+                    // Both sides spin on one word, so they leave it together;
+                    // a random spin then spreads their relative timing.
+                    wait_until(|| go.load(SeqCst) >= round);
+                    let h = segment.lock().unwrap().clone().unwrap();
+                    for _ in 0..rng.u32(0..200) {
+                        std::hint::spin_loop();
+                    }
+                    let offset = match h.allocate_slice::<u8>(64) {
+                        // A handle frees nothing on drop: the block stays live.
+                        Ok(b) => u64::from(b.header_offset()) | 1 << 32,
+                        Err(_) => 0,
+                    };
+                    got[side].store(offset, SeqCst);
+                    done.fetch_add(1, SeqCst);
+                }
+            })
+        })
+        .collect();
+    let mut twice = 0;
+    for round in 1..=rounds {
+        let h = Arc::new(MatrixHandler::bootstrap(None, 64 << 10).unwrap());
+        let victim = h.allocate_slice::<u8>(64).unwrap();
+        let _guard = h.allocate_slice::<u8>(64).unwrap();
+        let at = victim.header_offset();
+        h.free(victim).unwrap();
+        h.matrix().flush_thread_cache();
+        let (hdr, size) = h.matrix().block_header(at).unwrap();
+        hdr.next_free.store(at, SeqCst);
+        let class = class_of(size);
+        let head = &h.matrix().header().index.heads[class.fl][class.sl];
+        assert_eq!(
+            head.load(SeqCst) as u32,
+            at,
+            "the freed block heads its list"
+        );
+        *segment.lock().unwrap() = Some(h);
+        done.store(0, SeqCst);
+        go.store(round, SeqCst);
+        wait_until(|| done.load(SeqCst) >= 2);
+        let (a, b) = (got[0].load(SeqCst), got[1].load(SeqCst));
+        if a != 0 && a == b {
+            twice += 1;
+        }
+    }
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(
+        twice, 0,
+        "{twice} of {rounds} rounds handed one block to both threads"
+    );
+}
+
+/// Spins briefly (so two waiters leave together), then yields: on a
+/// machine with fewer cores than spinning threads a pure spin starves the
+/// thread it waits for.
+fn wait_until(ready: impl Fn() -> bool) {
+    let mut spins = 0u32;
+    while !ready() {
+        if spins < 2_000 {
+            spins += 1;
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
