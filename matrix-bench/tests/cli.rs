@@ -290,7 +290,15 @@ fn verify_passes_for_our_allocator_on_every_workload() {
     let ours: Vec<&str> = rows
         .iter()
         .filter(|l| {
-            !l.starts_with("| size |") && !l.starts_with("| arena") && !l.starts_with("| threads |")
+            ![
+                "| size |",
+                "| arena",
+                "| threads |",
+                "| processes |",
+                "| churn |",
+            ]
+            .iter()
+            .any(|header| l.starts_with(header))
         })
         .map(|l| l.split('|').map(str::trim).nth(3).unwrap_or(""))
         .collect();
