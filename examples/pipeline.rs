@@ -35,7 +35,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use matrix_examples::{
     catch_interrupts, child_process_setup, describe_stats, format_bytes, format_ns, interrupted,
-    monotonic_ns, unique_name, ChildRole, LatencyHistogram, SegmentGuard,
+    monotonic_ns, progress_target, unique_name, ChildRole, LatencyHistogram, SegmentGuard,
 };
 use matrix_handler::{
     AllocError, Block, BlockToken, HandlerError, HandlerFunctions, MatrixHandler, Pod,
@@ -59,6 +59,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 #[derive(Parser, Debug)]
 #[command(
+    name = "pipeline",
     about = "One producer and N consumer processes streaming messages through a WorkQueue in shared memory"
 )]
 struct Args {
@@ -322,12 +323,10 @@ fn coordinator(args: &Args) -> Result<i32> {
     // Acquire of RUNNING (in wait_for_start).
     handler.transition_state(&control, WAITING, RUNNING, AcqRel)?;
 
-    let bar = ProgressBar::with_draw_target(
-        Some((args.seconds * 1000.0) as u64),
-        ProgressDrawTarget::stderr(),
-    );
-    // Spinner, bar and message stay within 80 columns (the counts are
-    // abbreviated), so the bar never wraps and leaves lines behind.
+    // Drawn short of the terminal's last columns (see `progress_target`);
+    // the counts are abbreviated so that the message fits in 80 columns.
+    let bar =
+        ProgressBar::with_draw_target(Some((args.seconds * 1000.0) as u64), progress_target());
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{bar:20}] {msg:.wide_msg}")
             .expect("valid template")
@@ -351,10 +350,14 @@ fn coordinator(args: &Args) -> Result<i32> {
             }
             break;
         }
+        // A consumer that drained the closed queue exits 0, and may be seen
+        // before the producer's own exit is: only a failed consumer ends the
+        // run here; one that left too soon shows in the count and the time
+        // limit.
         if let Some((i, status)) = consumers
             .iter_mut()
             .enumerate()
-            .find_map(|(i, c)| c.exited().map(|s| (i, s)))
+            .find_map(|(i, c)| c.exited().filter(|s| !s.success()).map(|s| (i, s)))
         {
             failure = Some(format!("consumer {i} stopped early ({status})"));
             break;

@@ -14,7 +14,10 @@
 //! assert!(h.percentile(100.0) >= 1_500);
 //! ```
 
+mod progress;
 mod sync;
+
+pub use progress::progress_target;
 
 use bytemuck::{Pod, Zeroable};
 use std::io::{BufRead, BufReader};
@@ -117,6 +120,8 @@ pub fn child_process_setup() {
 #[derive(Debug)]
 pub struct ChildRole {
     child: Option<Child>,
+    /// The status `exited` reaped, for a later `wait_timeout`.
+    status: Option<ExitStatus>,
     role: String,
     lines: std::sync::mpsc::Receiver<String>,
 }
@@ -142,6 +147,7 @@ impl ChildRole {
         });
         Ok(ChildRole {
             child: Some(child),
+            status: None,
             role: role.to_owned(),
             lines,
         })
@@ -197,6 +203,7 @@ impl ChildRole {
     pub fn exited(&mut self) -> Option<ExitStatus> {
         let status = self.child.as_mut()?.try_wait().ok()??;
         self.child = None;
+        self.status = Some(status);
         Some(status)
     }
 
@@ -204,7 +211,9 @@ impl ChildRole {
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
         let deadline = Instant::now() + timeout;
         let Some(child) = self.child.as_mut() else {
-            return Err(format!("{} was already reaped", self.role));
+            return self
+                .status
+                .ok_or_else(|| format!("{} was already reaped", self.role));
         };
         loop {
             match child.try_wait() {

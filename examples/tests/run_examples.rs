@@ -399,3 +399,162 @@ fn pipeline_fails_cleanly_when_a_consumer_dies() {
     );
     assert_segment_removed(&run.stdout);
 }
+
+/// A pseudo-terminal of `cols` columns: (master, path of the slave side).
+fn open_pty(cols: u16) -> (std::fs::File, std::ffi::CString) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: posix_openpt takes flags only and returns a new descriptor
+    // (checked), which the File below owns.
+    let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY) };
+    assert!(master >= 0, "posix_openpt failed");
+    // SAFETY: `master` is a pty master we own; grantpt/unlockpt/ptsname
+    // only read it, ptsname's static buffer is copied out at once (this
+    // test calls it from one thread), and the winsize is a valid struct.
+    let slave = unsafe {
+        assert_eq!(libc::grantpt(master), 0, "grantpt");
+        assert_eq!(libc::unlockpt(master), 0, "unlockpt");
+        let size = libc::winsize {
+            ws_row: 24,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        assert_eq!(
+            libc::ioctl(master, libc::TIOCSWINSZ, &size),
+            0,
+            "TIOCSWINSZ"
+        );
+        let name = libc::ptsname(master);
+        assert!(!name.is_null(), "ptsname");
+        std::ffi::CStr::from_ptr(name).to_owned()
+    };
+    // SAFETY: `master` is open and owned by nobody else.
+    (unsafe { std::fs::File::from_raw_fd(master) }, slave)
+}
+
+/// What a terminal shows of `raw`, segment by segment: the text between
+/// carriage returns and newlines, with escape sequences taken out.
+fn printed_segments(raw: &str) -> Vec<String> {
+    let mut plain = String::new();
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters, then one final letter.
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for f in chars.by_ref() {
+                    if f.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        plain.push(c);
+    }
+    plain.split(['\r', '\n']).map(str::to_owned).collect()
+}
+
+/// On an 80-column terminal the progress bar, and the `^C` the terminal
+/// echoes after it, never reach the last column (so nothing wraps and
+/// leaves a line behind), and Ctrl-C typed at the terminal clears the bar
+/// before the results: no bar line follows.
+#[test]
+fn pipeline_progress_bar_fits_80_columns_and_is_cleared_on_ctrl_c() {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    ensure_built();
+    let (mut master, slave) = open_pty(80);
+    let tty = |flags| {
+        std::fs::OpenOptions::new()
+            .read(flags)
+            .write(true)
+            .open(slave.to_str().unwrap())
+            .expect("open the pty's slave side")
+    };
+    let mut command = Command::new(example_path("pipeline"));
+    command
+        .args(["--seconds", "60"])
+        .stdin(tty(true))
+        .stdout(tty(false))
+        .stderr(tty(false));
+    // SAFETY: between fork and exec only async-signal-safe calls: a new
+    // session, and the terminal on stdin made its controlling terminal, so
+    // the ^C typed below reaches the example's process group.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().expect("spawn under a pty");
+    drop(command); // closes our copies of the slave side
+    let mut reaper = Reaper(Some(child));
+    let mut reader = master.try_clone().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        // Ends with EIO once the last holder of the slave side exits.
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut raw = Vec::new();
+    let start = Instant::now();
+    let mut typed = false;
+    let status = loop {
+        while let Ok(chunk) = rx.try_recv() {
+            raw.extend(chunk);
+        }
+        let text = String::from_utf8_lossy(&raw);
+        if !typed && text.matches(" sent ").count() >= 5 {
+            master.write_all(b"\x03").unwrap();
+            typed = true;
+        }
+        let child = reaper.0.as_mut().unwrap();
+        if let Some(status) = child.try_wait().unwrap() {
+            reaper.0 = None;
+            break status;
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "the example did not finish in time"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_millis(500)) {
+        raw.extend(chunk);
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    assert!(typed, "the bar never drew:\n{text:?}");
+    assert_eq!(status.code(), Some(130), "{text}");
+    let segments = printed_segments(&text);
+    // The bar's redraws (`⠁ [==>   ] 0.2/60s sent …`); the report's lines
+    // are printed once and may wrap like any text.
+    let bars: Vec<&String> = segments.iter().filter(|s| s.contains("] ")).collect();
+    assert!(bars.len() >= 5, "{text:?}");
+    let widest = bars.iter().map(|s| s.chars().count()).max().unwrap();
+    // The bar's line, with the `^C` the terminal echoes onto it, stays
+    // short of the last column: nothing wraps.
+    assert!(widest < 80, "a bar line reaches column {widest}\n{text:?}");
+    let results = segments
+        .iter()
+        .position(|s| s.starts_with("throughput"))
+        .unwrap_or_else(|| panic!("no results:\n{text:?}"));
+    assert!(
+        segments[results..].iter().all(|s| !s.contains(" recv ")),
+        "a bar line after the results:\n{text:?}"
+    );
+    let before = &text[..text.find("throughput").unwrap()];
+    assert!(
+        before.ends_with("\r\u{1b}[2K"),
+        "the line before the results was not cleared: {:?}",
+        &before[before.len().saturating_sub(200)..]
+    );
+    assert!(text.contains("interrupted"), "{text}");
+    assert_segment_removed(&text);
+}

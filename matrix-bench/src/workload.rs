@@ -129,14 +129,19 @@ pub fn run_local<A: BenchAlloc>(alloc: &A, spec: &Spec, touch: Touch) -> Outcome
         spec.kind.key(),
         spec.threads
     );
-    let timing = match spec.kind {
-        Kind::Pair64 | Kind::Size => pairs(alloc, spec.size, spec.warmup, spec.ops, touch),
-        Kind::Mixed => {
-            let (start, end) =
-                mixed_thread(alloc, spec.live, 0, spec.warmup, spec.ops, touch, None);
-            Timing::between(start, end)
+    // The thread's handle is dropped (and returns what it cached) before
+    // `finish` counts the free blocks.
+    let timing = {
+        let thread = alloc.thread();
+        match spec.kind {
+            Kind::Pair64 | Kind::Size => pairs(&thread, spec.size, spec.warmup, spec.ops, touch),
+            Kind::Mixed => {
+                let (start, end) =
+                    mixed_thread(&thread, spec.live, 0, spec.warmup, spec.ops, touch, None);
+                Timing::between(start, end)
+            }
+            Kind::Handoff => panic!("handoff needs two threads"),
         }
-        Kind::Handoff => panic!("handoff needs two threads"),
     };
     finish(alloc, spec, timing)
 }
@@ -292,7 +297,8 @@ fn mixed_threads<A: BenchAlloc + Sync>(alloc: &A, spec: &Spec, touch: Touch) -> 
                 let barrier = &barrier;
                 scope.spawn(move || {
                     pin_to_cpu(t as usize);
-                    mixed_thread(alloc, spec.live, t, churn, per_thread, touch, Some(barrier))
+                    let thread = alloc.thread();
+                    mixed_thread(&thread, spec.live, t, churn, per_thread, touch, Some(barrier))
                 })
             })
             .collect();
@@ -312,6 +318,7 @@ fn handoff<A: BenchAlloc + Sync>(alloc: &A, ops: u64, touch: Touch) -> Timing {
     std::thread::scope(|scope| {
         let producer = scope.spawn(|| {
             pin_to_cpu(0);
+            let alloc = alloc.thread();
             let mut rng = fastrand::Rng::with_seed(SEED);
             barrier.wait();
             let start = Stamp::now();
@@ -335,6 +342,7 @@ fn handoff<A: BenchAlloc + Sync>(alloc: &A, ops: u64, touch: Touch) -> Timing {
         });
         let consumer = scope.spawn(|| {
             pin_to_cpu(1);
+            let alloc = alloc.thread();
             barrier.wait();
             let start = Stamp::now();
             let mut done = 0;
@@ -342,7 +350,7 @@ fn handoff<A: BenchAlloc + Sync>(alloc: &A, ops: u64, touch: Touch) -> Timing {
             while done < ops {
                 match queue.pop() {
                     Some(block) => {
-                        release(alloc, block, touch);
+                        release(&alloc, block, touch);
                         done += 1;
                         waits = 0;
                     }

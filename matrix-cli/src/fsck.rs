@@ -17,7 +17,7 @@
 //! | every FREE block is in a free list; no ACKED / COALESCING block owned by nobody | leak (repair) |
 //! | no block held by an owner id no slot carries (a vanished participant) | leak (repair) |
 //! | no block held (ALLOCATED, ACKED, COALESCING, CACHED) by a dead or detached participant | leak (recover) |
-//! | no carve or consolidation left unfinished by a dead participant (a chain that stops at a dead carver's recorded offset is such a carve, not corruption) | leak (recover) |
+//! | no carve, resize, pop or consolidation left unfinished by a dead participant, each its own kind (a chain that stops at a dead carver's recorded offset is such a carve, not corruption) | leak (recover) |
 //! | carves, consolidations and frees in flight in live participants; user-state blocks of departed participants; departed slots that hold nothing | note |
 //!
 //! Corruption and leaks are problems (exit code 1); notes are not.
@@ -277,6 +277,44 @@ fn classify(v: &Violation) -> (Severity, &'static str) {
     }
 }
 
+/// A departed participant's intent entries, by what each records.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct DepartedIntents {
+    /// Wilderness carves or retracts (`alloc::is_carve_intent`).
+    carves: usize,
+    /// A resize's records: the block it holds and its owner and state
+    /// (`realloc::is_resize_intent`, or the tentative record a hold writes
+    /// first), or a move (`realloc::is_move_intent`).
+    resizes: usize,
+    /// Pops between a list's head CAS and the claim (`alloc::is_hold_intent`).
+    holds: usize,
+}
+
+impl DepartedIntents {
+    fn any(&self) -> bool {
+        self.carves + self.resizes + self.holds > 0
+    }
+}
+
+fn departed_intents(slot: &matrix_core::layout::ParticipantSlot) -> DepartedIntents {
+    let mut found = DepartedIntents::default();
+    for e in &slot.carve_intents {
+        // Acquire: pairs with the participant's stores of its intent.
+        let v = e.load(Acquire);
+        if matrix_core::alloc::is_carve_intent(v) {
+            found.carves += 1;
+        } else if matrix_core::realloc::is_resize_intent(v)
+            || matrix_core::realloc::is_tentative_resize_intent(v)
+            || matrix_core::realloc::is_move_intent(v)
+        {
+            found.resizes += 1;
+        } else if matrix_core::alloc::is_hold_intent(v) {
+            found.holds += 1;
+        }
+    }
+    found
+}
+
 /// Attempts at a conclusive check of a segment in use before it is
 /// reported inconclusive.
 pub const ATTEMPTS: u32 = 5;
@@ -507,7 +545,7 @@ fn check_once<A: Arena>(arena: &A) -> CheckReport {
         report.findings.push(f);
     }
 
-    // 3. Departed participant slots: unfinished carves, empty slots.
+    // 3. Departed participant slots: unfinished carves, resizes and pops; empty slots.
     for (index, slot) in seg.participants().enumerate() {
         // Acquire: pairs with claim's Release of ACTIVE (pid published before it).
         if slot.state(Acquire) == slot_state::EMPTY || !slot_departed(arena, index) {
@@ -515,26 +553,29 @@ fn check_once<A: Arena>(arena: &A) -> CheckReport {
         }
         // Relaxed: published with the state Acquired above.
         let pid = slot.pid.load(Relaxed);
-        let intents = slot
-            .carve_intents
-            .iter()
-            // Acquire: pairs with the carver's stores of its intent.
-            .filter(|e| e.load(Acquire) > 1)
-            .count();
-        if intents > 0 {
+        let intents = departed_intents(slot);
+        for (kind, count, what) in [
+            ("dead-carve-intent", intents.carves, "carve(s) unfinished; `fsck --repair` (recover) rebuilds them"),
+            ("dead-resize-intent", intents.resizes, "resize record(s) of an unfinished resize; `fsck --repair` (recover) hands each block back to its recorded owner and state"),
+            ("dead-hold-intent", intents.holds, "pop(s) between taking a free block off a list and claiming it; `fsck --repair` (recover) puts each block back"),
+        ] {
+            if count == 0 {
+                continue;
+            }
             let mut f = Finding::new(
                 Severity::Leak,
-                "dead-carve-intent",
+                kind,
                 None,
-                format!(
-                    "departed participant slot {index} (pid {pid}) left {intents} carve(s) unfinished; \
-                     `fsck --repair` (recover) rebuilds them"
-                ),
+                format!("departed participant slot {index} (pid {pid}) left {count} {what}"),
             )
             .of_slot(index, pid);
-            f.blocks = Some(intents as u64);
+            f.blocks = Some(count as u64);
             report.findings.push(f);
-        } else if !holding.contains(&index) {
+        }
+        if intents.any() {
+            continue;
+        }
+        if !holding.contains(&index) {
             report.findings.push(
                 Finding::new(
                     Severity::Note,
@@ -1000,5 +1041,36 @@ mod tests {
         let (m, headers) = busy_arena();
         m.block_header(headers[7]).unwrap().0.size.store(8, Relaxed);
         assert!(kinds(&check(&m)).contains(&"broken-chain"));
+    }
+
+    /// A departed participant's unfinished resize is reported as one, not
+    /// as a carve: a resize intent (and a move intent) beside one carve
+    /// intent count one carve and two resizes.
+    #[test]
+    fn a_departed_resizer_s_intents_are_resizes_not_carves() {
+        use matrix_core::layout::{slot_state, slot_word};
+        use matrix_core::realloc::{move_intent, resize_intent};
+        let (m, headers) = busy_arena();
+        let slot = m.header().participant(5).unwrap();
+        slot.word
+            .store(slot_word::pack(slot_state::DETACHED, None, 0, 1), SeqCst);
+        slot.pid.store(4242, SeqCst);
+        let e = &slot.carve_intents;
+        e[0].store(resize_intent(headers[1], 0, state::ALLOCATED), SeqCst);
+        e[1].store(move_intent(headers[5], headers[3]), SeqCst);
+        e[2].store(
+            (48u64 << 32) | u64::from(m.header().top.load(SeqCst)),
+            SeqCst,
+        );
+        let r = check(&m);
+        let count = |kind: &str| {
+            r.findings
+                .iter()
+                .filter(|f| f.kind == kind)
+                .map(|f| f.blocks)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(count("dead-resize-intent"), [Some(2)], "{r:#?}");
+        assert_eq!(count("dead-carve-intent"), [Some(1)], "{r:#?}");
     }
 }

@@ -415,6 +415,13 @@ pub struct StatReport {
     pub participants: Vec<ParticipantReport>,
     /// Free-block sizes, power-of-two buckets (wilderness excluded).
     pub free_histogram: Vec<HistogramBucket>,
+    /// The root registry's entries (`null`: the segment has none, or it
+    /// is damaged; see `registry_damaged`).
+    pub registry: Option<crate::objects::RegistryReport>,
+    /// Why the root registry cannot be read, when it cannot.
+    pub registry_damaged: Option<String>,
+    /// Every queue named in the root registry.
+    pub queues: Vec<crate::objects::QueueReport>,
 }
 
 fn slot_state_name(state: u32) -> &'static str {
@@ -525,7 +532,11 @@ pub fn stat(view: &SegmentView) -> Result<StatReport, CliError> {
         .collect();
     let counts = participant_counts(view);
     let (alive, dead) = (counts.alive + counts.unknown, counts.dead);
+    let objects = crate::objects::objects(view);
     Ok(StatReport {
+        registry: objects.registry,
+        registry_damaged: objects.registry_damaged,
+        queues: objects.queues,
         name: view.name().to_owned(),
         header: header_report(view),
         space: SpaceReport {
@@ -685,6 +696,12 @@ pub fn render_stat(r: &StatReport) -> String {
             );
         }
     }
+    let _ = writeln!(out);
+    out.push_str(&crate::objects::render_objects(
+        r.registry.as_ref(),
+        r.registry_damaged.as_deref(),
+        &r.queues,
+    ));
     let _ = writeln!(out);
     out.push_str(&render_histogram(&r.free_histogram, sp.wilderness_bytes));
     out

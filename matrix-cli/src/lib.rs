@@ -6,6 +6,7 @@ pub mod error;
 pub mod fsck;
 pub mod inspect;
 pub mod manage;
+pub mod objects;
 pub mod size;
 mod sync;
 pub mod top;

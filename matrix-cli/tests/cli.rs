@@ -6,8 +6,7 @@ mod common;
 use common::{matrix, shm_path, unique, ChildGuard, ShmGuard};
 use matrix_handler::{HandlerFunctions, MatrixHandler};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const HOLD_ENV: &str = "MATRIX_CLI_TEST_HOLD";
@@ -60,33 +59,18 @@ fn spawn_holder_under(prefix: &[&str], name: &str) -> ChildGuard {
         }
         None => Command::new(&exe),
     };
-    let mut child = command
-        .args([
-            "--exact",
-            "hold_blocks_until_killed",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(HOLD_ENV, name)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the holder");
-    let stdout = child.stdout.take().expect("piped");
-    let guard = ChildGuard(Some(child));
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("ready ") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the holder did not get ready in time");
-    guard
+    common::spawn_until_ready(
+        command
+            .args([
+                "--exact",
+                "hold_blocks_until_killed",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(HOLD_ENV, name),
+        "holder",
+    )
 }
 
 fn find<'a>(list: &'a Value, key: &str, value: &str) -> Option<&'a Value> {
@@ -187,6 +171,22 @@ fn stat_reports_blocks_by_state_and_the_histogram() {
     let text = matrix(&["stat", &name]).expect(0).stdout.clone();
     assert!(text.contains("USER 112"), "{text}");
     assert!(text.contains('#'), "the histogram draws bars:\n{text}");
+    // Sizes are human: no count of bytes past 1023 printed as `N B`
+    // (the layout line's exact size in parentheses aside).
+    for line in text.lines().filter(|l| !l.starts_with("layout")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for pair in words.windows(2) {
+            if pair[1].trim_end_matches(',') == "B" {
+                // `(N B)`: an exact figure beside a human one.
+                if pair[0].starts_with('(') {
+                    continue;
+                }
+                for n in pair[0].split('-').filter_map(|p| p.parse::<u64>().ok()) {
+                    assert!(n < 1024, "raw bytes in {line:?}");
+                }
+            }
+        }
+    }
 }
 
 fn find_state(states: &Value, state: u64) -> &Value {
@@ -343,6 +343,10 @@ fn dead_participant_is_found_and_repaired() {
     assert_eq!(repaired["repair"]["rebuilt_index"], true);
 
     let after = matrix(&["stat", &name, "--json"]).expect(0).json();
+    assert_eq!(
+        after["header"]["recoveries"], 1,
+        "one participant recovered, counted once: {after:#}"
+    );
     assert_eq!(
         after["participants"].as_array().unwrap().len(),
         0,

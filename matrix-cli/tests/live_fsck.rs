@@ -8,8 +8,7 @@ use common::{matrix, unique, ChildGuard, ShmGuard};
 use matrix_core::state::{self, FREE};
 use matrix_core::{AtomicMatrix, OwnerId, BLOCK_HEADER_SIZE};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -65,33 +64,18 @@ fn churn_until_killed() {
 
 fn spawn_churner(name: &str) -> ChildGuard {
     let exe = std::env::current_exe().expect("test binary path");
-    let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            "churn_until_killed",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHURN_ENV, name)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn a churner");
-    let stdout = child.stdout.take().expect("piped");
-    let guard = ChildGuard(Some(child));
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("ready ") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the churner did not get ready in time");
-    guard
+    common::spawn_until_ready(
+        Command::new(exe)
+            .args([
+                "--exact",
+                "churn_until_killed",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHURN_ENV, name),
+        "churner",
+    )
 }
 
 /// Problem findings (leak or corruption) of a fsck JSON report.
@@ -205,6 +189,7 @@ fn a_churner_killed_during_the_churn_is_found_as_a_leak() {
     let left_by_a_death = [
         "held-by-departed",
         "dead-carve-intent",
+        "dead-hold-intent",
         "unfinished-carve",
         "stranded-free-block",
         "stranded-transient-block",

@@ -274,3 +274,52 @@ fn counters_count_what_they_say() {
     let stat = matrix(&["stat", &name, "--json"]).expect(0).json();
     assert_eq!(stat["header"]["recoveries"], 0, "{stat:#}");
 }
+
+/// A participant killed mid-resize leaves its resize record in an intent
+/// entry: fsck names it as such (not as a carve), and `--repair` hands the
+/// block back and ends clean.
+#[test]
+fn a_dead_resizers_record_is_its_own_kind_and_is_settled() {
+    use matrix_core::realloc::resize_intent;
+    use matrix_core::state::{generation_of, pack, ALLOCATED, RESIZING};
+    let (name, _guard) = populated("resize");
+    let m = AtomicMatrix::open(&name).unwrap();
+    let owner = m.owner_id().0;
+    let header = m.allocate(200, 0).unwrap().offset() - BLOCK_HEADER_SIZE;
+    let slot = m.owner_id().slot().unwrap();
+    // Dropped, not closed: the slot is left DETACHED, as by a kill.
+    drop(m);
+    let view = writable(&name);
+    let hdr = Arena::header(&view, header).unwrap();
+    let word = hdr.state.load(SeqCst);
+    // What a resizer killed after its hold's CAS leaves: the block
+    // RESIZING under its name, the record of (owner, state) in its intent.
+    view.header().participant(slot).unwrap().carve_intents[0]
+        .store(resize_intent(header, owner, ALLOCATED), SeqCst);
+    hdr.state
+        .store(pack(generation_of(word), owner, RESIZING), SeqCst);
+    drop(view);
+
+    let found = matrix(&["fsck", &name, "--json"]).expect(1).json();
+    let kinds = kinds(&found, "before");
+    assert!(
+        kinds.contains(&"dead-resize-intent".to_owned()),
+        "{found:#}"
+    );
+    assert!(
+        !kinds.contains(&"dead-carve-intent".to_owned()),
+        "{found:#}"
+    );
+    let f = found["before"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "dead-resize-intent")
+        .unwrap();
+    assert_eq!(f["slot"], slot);
+    assert_eq!(f["blocks"], 1);
+    matrix(&["fsck", &name])
+        .expect(1)
+        .stdout_has("left 1 resize record(s) of an unfinished resize");
+    repairs_to_clean(&name, "dead-resize-intent");
+}

@@ -9,7 +9,8 @@
 mod common;
 
 use common::{matrix, run, unique, ShmGuard};
-use matrix_handler::{CreateOptions, MatrixHandler};
+use matrix_handler::{CreateOptions, HandlerFunctions, MatrixHandler};
+use matrix_internals::WorkQueue;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -171,8 +172,8 @@ fn another_user_sees_what_its_permissions_allow() {
     .stdout_has(&format!("owner root:{}", user.name));
     assert_eq!(meta(&shared).gid(), user.gid);
     assert_eq!(meta(&shared).mode() & 0o7777, 0o660);
-    drop(
-        MatrixHandler::create_with(
+    {
+        let h = MatrixHandler::create_with(
             &api,
             1 << 20,
             &CreateOptions {
@@ -181,8 +182,10 @@ fn another_user_sees_what_its_permissions_allow() {
                 ..CreateOptions::default()
             },
         )
-        .unwrap(),
-    );
+        .unwrap();
+        let q = WorkQueue::<u64, _>::create(&h, "jobs", 8).unwrap();
+        q.try_push(h.allocate::<u64>().unwrap()).unwrap();
+    }
     assert_eq!(meta(&api).gid(), user.gid);
     assert_eq!(meta(&api).mode() & 0o7777, 0o640);
     matrix(&[
@@ -220,6 +223,14 @@ fn another_user_sees_what_its_permissions_allow() {
         .expect(0)
         .stdout_has("0 alive");
     user.matrix(&binary.0, &["fsck", &shared]).expect(0);
+    // Read permission is enough to see the registry and the queues.
+    let api_stat = user
+        .matrix(&binary.0, &["stat", &api, "--json"])
+        .expect(0)
+        .json();
+    assert_eq!(api_stat["queues"][0]["name"], "jobs", "{api_stat:#}");
+    assert_eq!(api_stat["queues"][0]["depth"], 1, "{api_stat:#}");
+    assert_eq!(api_stat["queues"][0]["capacity"], 8, "{api_stat:#}");
     // Group members may not remove it: /dev/shm is sticky, only the owner
     // (or root) unlinks a file there.
     user.matrix(&binary.0, &["rm", &shared])

@@ -297,7 +297,7 @@ pub fn mark_allocated<A: Arena>(arena: &A, hdr: &BlockHeader, payload: u64, type
 /// held state (ACKED or CACHED), and no other participant changes such a
 /// word while its holder is alive (frees and adoptions need a live state,
 /// recovery a dead owner).
-#[inline]
+#[inline(always)]
 pub fn mark_allocated_as<A: Arena>(
     arena: &A,
     hdr: &BlockHeader,
@@ -440,11 +440,57 @@ pub fn checked_header<A: Arena>(arena: &A, offset: u32) -> Result<(&BlockHeader,
         top
     };
     if size < MIN_BLOCK || size % BLOCK_ALIGN != 0 || end > top as u64 {
+        return judge_impossible_size(arena, hdr, offset);
+    }
+    Ok((hdr, size))
+}
+
+/// How many times [`judge_impossible_size`] reads a header again while its
+/// state word keeps changing.
+const JUDGE_RETRIES: u32 = 64;
+
+/// The verdict on a header whose size did not fit below `top`. The first
+/// reading took `top`, the size and the state word one after the other, and
+/// between any two of them the block can be freed, retracted into the
+/// wilderness and carved again (a size of one block judged against the
+/// `top` and state of the next): only an unchanged state word read before
+/// the size and after `top` makes them one snapshot. A size change always
+/// comes with a change of the state word (the allocator stores sizes only
+/// while it holds the block under another word), so equal words mean the
+/// size is that block's. Changing words end in `NotLive`: a header that is
+/// being rewritten is not a live block now, and not damage.
+#[cold]
+fn judge_impossible_size<'a, A: Arena>(
+    arena: &A,
+    hdr: &'a BlockHeader,
+    offset: u32,
+) -> Result<(&'a BlockHeader, u32), BlockError> {
+    let mut st = RESIZING;
+    for _ in 0..JUDGE_RETRIES {
+        // Acquire, all: the second state load cannot move before the
+        // others (a seqlock reader); the size pairs with the Release store
+        // of a grow, after its move of `top`, so the `top` read after it
+        // covers that grow.
+        let word = hdr.state.load(Acquire);
+        let check = hdr.check.load(Acquire);
+        let size = hdr.size.load(Acquire);
+        let top = arena.segment().top.load(Acquire).min(arena.arena_end());
+        if hdr.state.load(Acquire) != word {
+            std::hint::spin_loop();
+            continue;
+        }
+        st = state::state_of(word);
+        if check != header_check(offset) {
+            return Err(BlockError::NotABlock { offset });
+        }
+        let end = offset as u64 + size as u64;
+        if size >= MIN_BLOCK && size % BLOCK_ALIGN == 0 && end <= top as u64 {
+            return Ok((hdr, size));
+        }
         // The header of a block that went back to the wilderness stays
         // readable until a carve over it rewrites it (after moving `top`):
         // a size that does not fit in a header that is not live is that
-        // leftover, not damage. Acquire: pairs with the word's publication.
-        let st = state::state_of(hdr.state.load(Acquire));
+        // leftover, not damage.
         if !state::is_live(st) {
             return Err(BlockError::NotLive { offset, state: st });
         }
@@ -453,7 +499,37 @@ pub fn checked_header<A: Arena>(arena: &A, offset: u32) -> Result<(&BlockHeader,
             what: "impossible block size",
         });
     }
-    Ok((hdr, size))
+    Err(BlockError::NotLive { offset, state: st })
+}
+
+/// What a free needs before its claim: `offset` is aligned, below `top`
+/// and holds a genuine header (its `check` word). The size is not read
+/// here: the claim's CAS decides whether the block is the caller's, and
+/// [`retire`] validates the size it reads after that CAS, the only size it
+/// acts on (a size read before could belong to an earlier occupant).
+/// Returns the header and the `top` it was judged against.
+#[inline(always)]
+fn claimable_header<A: Arena>(arena: &A, offset: u32) -> Result<(&BlockHeader, u32), BlockError> {
+    if offset % BLOCK_ALIGN != 0 {
+        return Err(BlockError::Misaligned { offset });
+    }
+    // Bounded by `top`, as in `checked_header`: nothing above it is a block.
+    // Acquire: pairs with the carve's CAS and recovery's store of `top`.
+    let top = arena.segment().top.load(Acquire).min(arena.arena_end());
+    let out_of_bounds = || BlockError::OutOfBounds {
+        offset,
+        arena_start: arena.arena_start(),
+        arena_end: top,
+    };
+    if offset < arena.arena_start() || offset as u64 + MIN_BLOCK as u64 > top as u64 {
+        return Err(out_of_bounds());
+    }
+    let hdr = arena.header(offset).ok_or_else(out_of_bounds)?;
+    // Acquire: pairs with the Release that published the header.
+    if hdr.check.load(Acquire) != header_check(offset) {
+        return Err(BlockError::NotABlock { offset });
+    }
+    Ok((hdr, top))
 }
 
 /// Frees the block whose header is at `offset`. With `generation`, the block
@@ -473,14 +549,14 @@ pub fn free<A: Arena>(arena: &A, offset: u32, generation: Option<u64>) -> Result
 /// exactly one of the freer and the recoverer gets the block. Returns the
 /// header and the block size, read after the claim (a size read before it
 /// could belong to an earlier occupant of the offset).
-#[inline]
+#[inline(always)]
 pub fn retire<A: Arena>(
     arena: &A,
     offset: u32,
     generation: Option<u64>,
     into: u32,
 ) -> Result<(&BlockHeader, u32), BlockError> {
-    let (hdr, _) = checked_header(arena, offset)?;
+    let (hdr, top) = claimable_header(arena, offset)?;
     let me = arena.owner().0;
     // Acquire: pairs with the Release of the word's last change.
     let mut word = hdr.state.load(Acquire);
@@ -517,7 +593,17 @@ pub fn retire<A: Arena>(
     // Relaxed: ordered after the claim's Acquire; a held block's size is
     // changed by its holder only.
     let size = hdr.size.load(Relaxed);
-    if size < MIN_BLOCK || size % BLOCK_ALIGN != 0 || !fits(arena, offset, size) {
+    let end = offset as u64 + size as u64;
+    // A block ends at or below `top`. A grow at `top` that finished before
+    // the claim moved `top` before its size store, and the claim's Acquire
+    // sees both: a `top` read again now covers it.
+    let within =
+        end <= top as u64 || end <= arena.segment().top.load(Acquire).min(arena.arena_end()) as u64;
+    if size < MIN_BLOCK || size % BLOCK_ALIGN != 0 || !within {
+        // Given back as it was judged: a damaged block is not freed, and
+        // nobody else changed the word while it was ours. Release: pairs
+        // with the Acquire of whoever reads the word next.
+        hdr.state.store(word, Release);
         return Err(BlockError::Corrupted {
             offset,
             what: "impossible block size",

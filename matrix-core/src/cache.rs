@@ -56,24 +56,35 @@ struct Bin {
 /// Generations a thread reserves from the segment counter at a time.
 const GENERATION_BATCH: u32 = 1024;
 
-struct ThreadCache {
-    id: u64,
-    /// Next generation of this thread's reserved range, and how many are left.
+/// The blocks one owner keeps back (a thread, or one [`LocalMatrix`]), and
+/// its reserved range of generations. Every block in it is CACHED under this
+/// participant's name and known to nobody else.
+///
+/// [`LocalMatrix`]: crate::LocalMatrix
+pub(crate) struct BlockCache {
+    /// Next generation of this cache's reserved range, and its end.
     generation_next: u64,
-    generations_left: u32,
-    fork_epoch: u64,
-    attachment: Weak<Attachment>,
+    generation_end: u64,
     bins: Box<[Bin; SMALL_LEVELS * SL_COUNT]>,
     large: Vec<(u32, u32)>,
-    bytes: u64,
+    /// Bytes that may still be parked before the whole cache is flushed
+    /// (`byte_cap` minus the bytes cached; below zero means over the cap).
+    room: i64,
     byte_cap: u64,
+}
+
+struct ThreadCache {
+    id: u64,
+    fork_epoch: u64,
+    attachment: Weak<Attachment>,
+    blocks: BlockCache,
 }
 
 thread_local! {
     static CACHES: RefCell<Vec<ThreadCache>> = const { RefCell::new(Vec::new()) };
 }
 
-#[inline]
+#[inline(always)]
 fn small_bin(size: u32) -> Option<usize> {
     let class = class_of(size);
     (class.fl < SMALL_LEVELS).then_some(class.fl * SL_COUNT + class.sl)
@@ -81,13 +92,21 @@ fn small_bin(size: u32) -> Option<usize> {
 
 impl ThreadCache {
     fn new(attachment: &Arc<Attachment>) -> Self {
-        let arena_len = (attachment.arena_end() - attachment.arena_start()) as u64;
         ThreadCache {
             id: attachment.id,
-            generation_next: 0,
-            generations_left: 0,
             fork_epoch: fork_epoch(),
             attachment: Arc::downgrade(attachment),
+            blocks: BlockCache::new(attachment),
+        }
+    }
+}
+
+impl BlockCache {
+    pub(crate) fn new(attachment: &Attachment) -> Self {
+        let arena_len = (attachment.arena_end() - attachment.arena_start()) as u64;
+        BlockCache {
+            generation_next: 0,
+            generation_end: 0,
             bins: Box::new(
                 [Bin {
                     len: 0,
@@ -95,13 +114,14 @@ impl ThreadCache {
                 }; SMALL_LEVELS * SL_COUNT],
             ),
             large: Vec::with_capacity(LARGE_CAPACITY + 1),
-            bytes: 0,
+            room: (arena_len / 16).min(MAX_CACHE_BYTES) as i64,
             byte_cap: (arena_len / 16).min(MAX_CACHE_BYTES),
         }
     }
 
-    #[inline]
-    fn take(&mut self, size: u32) -> Option<u32> {
+    /// Takes a cached block of at least `size` bytes; returns its offset.
+    #[inline(always)]
+    pub(crate) fn take(&mut self, size: u32) -> Option<u32> {
         if let Some(bin) = small_bin(size) {
             let bin = &mut self.bins[bin];
             let top = bin.len.checked_sub(1)?;
@@ -111,46 +131,51 @@ impl ThreadCache {
                 return None;
             }
             bin.len = top;
-            self.bytes = self.bytes.saturating_sub(block_size as u64);
+            self.room += block_size as i64;
             Some(offset)
         } else {
             let i = self.large.iter().position(|&(_, s)| s >= size)?;
             let (offset, s) = self.large.swap_remove(i);
-            self.bytes -= s as u64;
+            self.room += s as i64;
             Some(offset)
         }
     }
 
     /// A segment-unique generation: from this thread's reserved range, which
     /// is refilled with one RMW on the shared counter per 1,024 allocations.
-    #[inline]
-    fn generation(&mut self, arena: &Attachment) -> u64 {
-        if self.generations_left == 0 {
-            // Relaxed: only the uniqueness of the RMW matters; each block's
-            // state store (Release) publishes the value it is given.
-            self.generation_next = arena
-                .segment()
-                .generations
-                .fetch_add(GENERATION_BATCH as u64, Relaxed)
-                .wrapping_add(1);
-            self.generations_left = GENERATION_BATCH;
+    #[inline(always)]
+    pub(crate) fn generation(&mut self, arena: &Attachment) -> u64 {
+        if self.generation_next == self.generation_end {
+            self.reserve_generations(arena);
         }
         let g = self.generation_next;
         self.generation_next = g.wrapping_add(1);
-        self.generations_left -= 1;
         g
+    }
+
+    #[cold]
+    fn reserve_generations(&mut self, arena: &Attachment) {
+        // Relaxed: only the uniqueness of the RMW matters; each block's
+        // state store (Release) publishes the value it is given.
+        self.generation_next = arena
+            .segment()
+            .generations
+            .fetch_add(GENERATION_BATCH as u64, Relaxed)
+            .wrapping_add(1);
+        self.generation_end = self.generation_next.wrapping_add(GENERATION_BATCH as u64);
     }
 
     fn release_one(&mut self, arena: &Attachment, offset: u32) {
         if let Some(hdr) = arena.header(offset) {
             // Relaxed: the block is this thread's alone while cached.
             let size = hdr.size.load(Relaxed);
-            self.bytes = self.bytes.saturating_sub(size as u64);
+            self.room += size as i64;
             release_block(arena, hdr, offset, size);
         }
     }
 
-    fn flush_all(&mut self, arena: &Attachment) {
+    /// Returns every cached block to the free index.
+    pub(crate) fn flush_all(&mut self, arena: &Attachment) {
         for bin in 0..self.bins.len() {
             while self.bins[bin].len > 0 {
                 self.bins[bin].len -= 1;
@@ -161,7 +186,7 @@ impl ThreadCache {
         for (offset, _) in std::mem::take(&mut self.large) {
             self.release_one(arena, offset);
         }
-        self.bytes = 0;
+        self.room = self.byte_cap as i64;
     }
 }
 
@@ -171,7 +196,7 @@ impl Drop for ThreadCache {
             return; // inherited across fork: the blocks are the parent's
         }
         if let Some(arena) = self.attachment.upgrade() {
-            self.flush_all(&arena);
+            self.blocks.flush_all(&arena);
         }
         // Attachment gone: the blocks stay CACHED under a detached owner and
         // the next recover() anywhere reclaims them.
@@ -205,8 +230,8 @@ fn with_cache<R>(id: u64, f: impl FnOnce(&mut ThreadCache) -> R) -> Option<R> {
 #[inline]
 pub(crate) fn take(arena: &Arc<Attachment>, size: u32) -> Option<(u32, u64)> {
     match with_cache(arena.id, |cache| {
-        let offset = cache.take(size)?;
-        Some((offset, cache.generation(arena)))
+        let offset = cache.blocks.take(size)?;
+        Some((offset, cache.blocks.generation(arena)))
     }) {
         Some(found) => found,
         None => {
@@ -219,7 +244,7 @@ pub(crate) fn take(arena: &Arc<Attachment>, size: u32) -> Option<(u32, u64)> {
 /// A generation for an allocation on this thread (see `ThreadCache::generation`).
 #[inline]
 pub(crate) fn next_generation(arena: &Attachment) -> u64 {
-    with_cache(arena.id, |cache| cache.generation(arena)).unwrap_or_else(|| {
+    with_cache(arena.id, |cache| cache.blocks.generation(arena)).unwrap_or_else(|| {
         // No cache on this thread (e.g. during its teardown): one RMW.
         arena
             .segment()
@@ -241,71 +266,69 @@ fn register(cache: ThreadCache) {
 /// block is not cacheable here (the caller then releases it itself).
 #[inline]
 pub(crate) fn put(arena: &Arc<Attachment>, offset: u32, size: u32) -> bool {
-    match with_cache(arena.id, |cache| park(cache, arena, offset, size)) {
+    match with_cache(arena.id, |cache| cache.blocks.park(arena, offset, size)) {
         Some(done) => done,
         None => {
             let mut cache = ThreadCache::new(arena);
-            let done = park(&mut cache, arena, offset, size);
+            let done = cache.blocks.park(arena, offset, size);
             register(cache);
             done
         }
     }
 }
 
-#[inline]
-fn park(cache: &mut ThreadCache, arena: &Attachment, offset: u32, size: u32) -> bool {
-    let Some(bin) = small_bin(size) else {
-        return park_large(cache, arena, offset, size);
-    };
-    let b = &mut cache.bins[bin];
-    if (b.len as usize) < BIN_CAPACITY {
-        b.blocks[b.len as usize] = (offset, size);
-        b.len += 1;
-        cache.bytes += size as u64;
-        if cache.bytes > cache.byte_cap {
-            cache.flush_all(arena);
+impl BlockCache {
+    /// Parks a block this participant just moved to CACHED; `false` if it
+    /// is not cacheable here (the caller then releases it itself).
+    #[inline(always)]
+    pub(crate) fn park(&mut self, arena: &Attachment, offset: u32, size: u32) -> bool {
+        let Some(bin) = small_bin(size) else {
+            return self.park_large(arena, offset, size);
+        };
+        let b = &mut self.bins[bin];
+        if (b.len as usize) < BIN_CAPACITY {
+            b.blocks[b.len as usize] = (offset, size);
+            b.len += 1;
+            self.room -= size as i64;
+            if self.room < 0 {
+                self.flush_all(arena);
+            }
+            true
+        } else {
+            self.park_in_full_bin(arena, bin, offset, size)
+        }
+    }
+
+    /// A full bin: the older half goes back to the free index first.
+    #[cold]
+    fn park_in_full_bin(&mut self, arena: &Attachment, bin: usize, offset: u32, size: u32) -> bool {
+        let half = BIN_CAPACITY / 2;
+        let older: [(u32, u32); BIN_CAPACITY / 2] =
+            self.bins[bin].blocks[..half].try_into().expect("half");
+        self.bins[bin].blocks.copy_within(half.., 0);
+        self.bins[bin].len = half as u32;
+        for (o, _) in older {
+            self.release_one(arena, o);
+        }
+        self.park(arena, offset, size)
+    }
+
+    #[cold]
+    fn park_large(&mut self, arena: &Attachment, offset: u32, size: u32) -> bool {
+        if size as u64 > self.byte_cap / 2 {
+            return false;
+        }
+        self.large.push((offset, size));
+        self.room -= size as i64;
+        if self.large.len() > LARGE_CAPACITY || self.room < 0 {
+            let (o, _) = self.large.remove(0);
+            self.release_one(arena, o);
         }
         true
-    } else {
-        park_in_full_bin(cache, arena, bin, offset, size)
     }
-}
-
-/// A full bin: the older half goes back to the free index first.
-#[cold]
-fn park_in_full_bin(
-    cache: &mut ThreadCache,
-    arena: &Attachment,
-    bin: usize,
-    offset: u32,
-    size: u32,
-) -> bool {
-    let half = BIN_CAPACITY / 2;
-    let older: [(u32, u32); BIN_CAPACITY / 2] =
-        cache.bins[bin].blocks[..half].try_into().expect("half");
-    cache.bins[bin].blocks.copy_within(half.., 0);
-    cache.bins[bin].len = half as u32;
-    for (o, _) in older {
-        cache.release_one(arena, o);
-    }
-    park(cache, arena, offset, size)
-}
-
-#[cold]
-fn park_large(cache: &mut ThreadCache, arena: &Attachment, offset: u32, size: u32) -> bool {
-    if size as u64 > cache.byte_cap / 2 {
-        return false;
-    }
-    cache.large.push((offset, size));
-    cache.bytes += size as u64;
-    if cache.large.len() > LARGE_CAPACITY || cache.bytes > cache.byte_cap {
-        let (o, _) = cache.large.remove(0);
-        cache.release_one(arena, o);
-    }
-    true
 }
 
 /// Flushes this thread's cache for `arena`.
 pub(crate) fn flush_current(arena: &Attachment) {
-    with_cache(arena.id, |cache| cache.flush_all(arena));
+    with_cache(arena.id, |cache| cache.blocks.flush_all(arena));
 }

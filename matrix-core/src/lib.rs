@@ -12,6 +12,8 @@ pub mod fault;
 pub mod free_index;
 pub mod layout;
 #[cfg(not(loom))]
+mod local;
+#[cfg(not(loom))]
 mod matrix;
 pub mod name;
 #[cfg(not(loom))]
@@ -30,6 +32,8 @@ pub use arena::{Arena, ModelArena, ModelView, OwnerId};
 pub use consolidate::ConsolidationReport;
 pub use error::{AllocError, BlockError, SegmentError};
 pub use layout::{BlockHeader, SegmentHeader, BLOCK_HEADER_SIZE, MIN_PAYLOAD};
+#[cfg(not(loom))]
+pub use local::LocalMatrix;
 #[cfg(not(loom))]
 pub use matrix::AtomicMatrix;
 #[cfg(not(loom))]

@@ -255,6 +255,11 @@ fn claim_dead_for_self(
 }
 
 impl AtomicMatrix {
+    /// The attachment behind this handle.
+    pub(crate) fn attachment(&self) -> &Arc<Attachment> {
+        &self.inner
+    }
+
     fn attach(mapping: Mapping) -> Result<Self, SegmentError> {
         // Installed before the first lock descriptor is registered, so no
         // fork can copy a lock without the handler closing it.

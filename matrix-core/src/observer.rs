@@ -65,6 +65,14 @@ impl Observer {
         self.mapping.len() as u64
     }
 
+    /// This process's base address of the mapping; payload offsets resolve
+    /// against it. Read it through atomics only: other processes change the
+    /// segment under it (and a read-only view's writes would never reach
+    /// the file).
+    pub fn base_ptr(&self) -> *const u8 {
+        self.mapping.base()
+    }
+
     /// The segment header.
     pub fn header(&self) -> &SegmentHeader {
         self.mapping.segment_header()

@@ -123,6 +123,41 @@ pub const fn decode_resize_intent(value: u64) -> Option<(u32, u32, u32)> {
     ))
 }
 
+/// The value a resizer stores in its entry just before its
+/// [`resize_intent`], while it looks at its sibling entries: the same
+/// fields with tag 6, which no recoverer or walk takes for a record (nor
+/// for a hold, carve or move intent).
+#[inline]
+pub const fn tentative_resize_intent(offset: u32, owner: u32, st: u32) -> u64 {
+    resize_intent(offset, owner, st) | 2
+}
+
+/// Whether an intent value is a [`tentative_resize_intent`].
+#[inline]
+pub const fn is_tentative_resize_intent(value: u64) -> bool {
+    value & 0xF == 6
+}
+
+/// How many times a hold steps back for a sibling thread resizing the same
+/// block before it reports the block as being resized.
+const HOLD_BACKOFFS: u32 = 64;
+
+/// Whether an entry of this participant other than `mine` records a resize
+/// (tentative or firm) of the block at `offset`.
+fn sibling_resizes<A: Arena>(arena: &A, mine: &AtomicU64, offset: u32) -> bool {
+    let Some(slot) = arena.my_slot() else {
+        return false;
+    };
+    slot.carve_intents
+        .iter()
+        .filter(|e| !std::ptr::eq(*e, mine))
+        .any(|e| {
+            // SeqCst: the look of the two-store protocol in `hold_in`.
+            let v = e.load(SeqCst);
+            (is_resize_intent(v) || is_tentative_resize_intent(v)) && v as u32 & !0xF == offset
+        })
+}
+
 /// How a resize was done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResizeKind {
@@ -275,7 +310,6 @@ fn hold<'a, A: Arena>(
     generation: u64,
 ) -> Result<(&'a BlockHeader, (u32, u32), IntentGuard<'a>), ReallocError> {
     let (hdr, _) = alloc::checked_header(arena, offset)?;
-    let me = arena.owner().0;
     let Some(record) = claim_intent(arena) else {
         return Err(AllocError::Corrupted {
             offset,
@@ -284,6 +318,35 @@ fn hold<'a, A: Arena>(
         .into());
     };
     let record = IntentGuard(record);
+    let kept = hold_in(arena, hdr, &record, offset, generation)?;
+    Ok((hdr, kept, record))
+}
+
+/// The hold alone, its intent entry left as it is whatever the outcome
+/// (as a participant killed right after its hold, won or lost, leaves
+/// it): for models of recovery. Returns the `(owner, state)` recorded
+/// when the block is held.
+#[doc(hidden)]
+pub fn hold_and_leave<A: Arena>(
+    arena: &A,
+    offset: u32,
+    generation: u64,
+) -> Result<(u32, u32), ReallocError> {
+    let (hdr, _) = alloc::checked_header(arena, offset)?;
+    let record = claim_intent(arena).expect("an intent entry free");
+    hold_in(arena, hdr, record, offset, generation)
+}
+
+/// The hold's protocol on this participant's intent entry `record`.
+fn hold_in<A: Arena>(
+    arena: &A,
+    hdr: &BlockHeader,
+    record: &AtomicU64,
+    offset: u32,
+    generation: u64,
+) -> Result<(u32, u32), ReallocError> {
+    let me = arena.owner().0;
+    let mut backoffs = 0;
     // Acquire: pairs with the Release of the word's last change.
     let mut word = hdr.state.load(Acquire);
     loop {
@@ -306,6 +369,34 @@ fn hold<'a, A: Arena>(
         if owner != me && owner != OwnerId::SEGMENT.0 {
             return Err(ReallocError::NotOwner { offset, owner });
         }
+        // Two stores, with a look at the sibling entries between them, so
+        // that of this participant's entries at most one holds a *firm*
+        // record of this block at any time: the holder's, whenever the
+        // block is RESIZING under this participant. (A sibling thread that
+        // judged an older word and lost the CAS below, then died with its
+        // record in place, would otherwise leave two firm records that
+        // disagree, and recovery could not tell the holder's.) SeqCst,
+        // both stores and the loads of the look: in the single order of
+        // SeqCst operations, of two siblings that each store a tentative
+        // record and then look, the later one sees the earlier one's.
+        record.store(tentative_resize_intent(offset, owner, st), SeqCst);
+        crate::sync::seqcst_store_load();
+        if sibling_resizes(arena, record, offset) {
+            // Placeholder again, keeping the entry. SeqCst: as above.
+            record.store(1, SeqCst);
+            backoffs += 1;
+            if backoffs >= HOLD_BACKOFFS {
+                return Err(BlockError::NotLive {
+                    offset,
+                    state: RESIZING,
+                }
+                .into());
+            }
+            crate::sync::spin_hint();
+            // Acquire: as the first load.
+            word = hdr.state.load(Acquire);
+            continue;
+        }
         // SeqCst: like every intent (recoverers read them with SeqCst or
         // Acquire); the Release half of the CAS below publishes it to a
         // recoverer that Acquires the RESIZING word. Written before the
@@ -320,7 +411,7 @@ fn hold<'a, A: Arena>(
             .state
             .compare_exchange(word, state::pack(gen, me, RESIZING), AcqRel, Acquire)
         {
-            Ok(_) => return Ok((hdr, (owner, st), record)),
+            Ok(_) => return Ok((owner, st)),
             Err(actual) => word = actual,
         }
     }
@@ -442,6 +533,20 @@ fn grow_into_neighbour<A: Arena>(
     if next_size < need || !state::is_listable(state::state_of(next_hdr.state.load(Acquire))) {
         return Ok(false);
     }
+    absorb_neighbour(arena, hdr, size, (next, next_hdr, next_size), need)
+}
+
+/// The part of [`grow_into_neighbour`] after its judgement: the block at
+/// `next` looked free with `judged` bytes, at least `need`. By the time it
+/// is popped and claimed it can be another, smaller block at that offset
+/// (split and freed again in between).
+fn absorb_neighbour<A: Arena>(
+    arena: &A,
+    hdr: &BlockHeader,
+    size: u32,
+    (next, next_hdr, next_size): (u32, &BlockHeader, u32),
+    need: u32,
+) -> Result<bool, ReallocError> {
     let Some(intent) = claim_intent(arena) else {
         return Ok(false);
     };
@@ -468,13 +573,23 @@ fn grow_into_neighbour<A: Arena>(
     intent.store(1, Release);
     // Relaxed: ordered after the claim's Acquire; the block is ours.
     let next_size = next_hdr.size.load(Relaxed);
-    if next_size < need || next as u64 + next_size as u64 > arena.arena_end() as u64 {
+    if next_size < MIN_BLOCK || next as u64 + next_size as u64 > arena.arena_end() as u64 {
         // Held under our name for `matrix fsck`, as alloc::finish does.
         return Err(AllocError::Corrupted {
             offset: next,
             what: "free block with an impossible size",
         }
         .into());
+    }
+    if next_size < need {
+        // The size judged before the pop was that of an earlier block at
+        // this offset: between the two, an allocator popped it, split it
+        // and freed the front part into the same bucket, which the pop
+        // found. A healthy free block, just too small: back to the index
+        // (from our claim, as a free does), and the caller moves instead.
+        drop(intent);
+        alloc::release_block(arena, next_hdr, next, next_size);
+        return Ok(false);
     }
     let absorbed = if next_size - need >= MIN_BLOCK {
         split_tail(
@@ -711,4 +826,58 @@ pub fn settle_dead_resizes<A: Arena>(
         }
     }
     Ok(settled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AtomicMatrix;
+
+    /// A grow judged the neighbour free with 1136 bytes; before its pop the
+    /// neighbour was allocated as 1088 bytes (split) and freed again into
+    /// the same bucket, so the pop claims a free block smaller than the
+    /// grow needs. It goes back to the index, FREE and listed, and the
+    /// grow reports "not in place" (the caller moves). It used to be held
+    /// ACKED under the resizer, with `Corrupted` returned: a leak.
+    #[test]
+    fn a_claimed_neighbour_smaller_than_judged_goes_back_to_the_index() {
+        let m = AtomicMatrix::anonymous(1 << 20).unwrap();
+        let hdr_of = |p: crate::RelativePtr<u8>| p.offset() - BLOCK_HEADER_SIZE;
+        let b = hdr_of(m.allocate(16, 0).unwrap());
+        let n = hdr_of(m.allocate(1136 - 32, 0).unwrap());
+        let c = hdr_of(m.allocate(16, 0).unwrap());
+        m.free(n, None).unwrap();
+        m.flush_thread_cache();
+        let gb = state::generation_of(Arena::header(&m, b).unwrap().state.load(Acquire));
+        // The judgement, as grow_into_neighbour makes it.
+        let (next_hdr, judged) = alloc::checked_header(&m, n).unwrap();
+        assert_eq!(judged, 1136);
+        // Meanwhile: split and freed into the same bucket.
+        let x = hdr_of(m.allocate(1088 - 32, 0).unwrap());
+        assert_eq!(x, n);
+        m.free(x, None).unwrap();
+        m.flush_thread_cache();
+        assert_eq!(next_hdr.size.load(Acquire), 1088);
+        assert_eq!(class_of(1088), class_of(1136));
+        let (hdr, (owner, st), _record) = hold(&m, b, gb).unwrap();
+        let grown = absorb_neighbour(&m, hdr, 48, (n, next_hdr, judged), 1120);
+        let_go_unchanged(hdr, owner, st);
+        assert_eq!(grown, Ok(false));
+        let w = next_hdr.state.load(Acquire);
+        assert!(
+            state::is_listable(state::state_of(w)),
+            "the neighbour is left {} under {}",
+            state::state_name(state::state_of(w)),
+            state::owner_of(w)
+        );
+        // It is listed: an allocation of its size takes it.
+        let again = hdr_of(m.allocate(1088 - 32, 0).unwrap());
+        assert_eq!(again, n);
+        m.free(again, None).unwrap();
+        m.free(b, Some(gb)).unwrap();
+        m.free(c, None).unwrap();
+        m.flush_thread_cache();
+        m.consolidate().unwrap();
+        assert_eq!(m.stats().unwrap().used_bytes, 0);
+    }
 }

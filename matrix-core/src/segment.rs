@@ -806,3 +806,44 @@ impl Drop for ScratchName {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A segment file cut short by another process while it is being opened
+    /// is refused as a size mismatch; reading the mapping past the file's
+    /// end would have raised SIGBUS.
+    #[test]
+    fn a_file_truncated_while_it_is_opened_is_a_size_mismatch_not_a_sigbus() {
+        let name = ScratchName::new("truncated");
+        crate::AtomicMatrix::create(name.as_str(), 1 << 20).unwrap();
+        let mismatch =
+            |r: Result<(), SegmentError>| matches!(r, Err(SegmentError::SizeMismatch { .. }));
+
+        // Cut between the stat and the mmap: the mapping is shorter.
+        let (file, size) = open_file(name.as_str(), true).unwrap();
+        file.set_len(size / 2).unwrap();
+        let mapping = Mapping::new(Map::Shared(map_file(&file).unwrap()), None, Some(file));
+        assert!(mismatch(check_mapped_size(&mapping, size)));
+        drop(mapping);
+
+        // Cut after the mmap: the mapping runs past the file's end.
+        let (file, _) = open_file(name.as_str(), true).unwrap();
+        file.set_len(size).unwrap();
+        let map = Map::Shared(map_file(&file).unwrap());
+        file.set_len(size / 2).unwrap();
+        let mapping = Mapping::new(map, None, Some(file));
+        assert!(mismatch(check_mapped_size(&mapping, size)));
+        drop(mapping);
+
+        // A file that stays short is refused by open; restored, it opens.
+        assert!(matches!(
+            crate::AtomicMatrix::open(name.as_str()),
+            Err(SegmentError::SizeMismatch { .. })
+        ));
+        let (file, _) = open_file(name.as_str(), true).unwrap();
+        file.set_len(size).unwrap();
+        crate::AtomicMatrix::open(name.as_str()).unwrap();
+    }
+}

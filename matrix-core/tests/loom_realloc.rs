@@ -220,3 +220,57 @@ fn a_dead_resizer_s_adopted_block_is_reclaimed() {
         assert_eq!(blk.2, FREE, "the dead resizer's own block is reclaimed");
     });
 }
+
+/// Two threads of one participant resize one block at once while it
+/// changes hands under them: thread A adopts the segment-owned block and
+/// resizes it; thread B resizes it with the word it judged before the
+/// adoption (owner: the segment). At most one hold wins; then the
+/// participant dies right there, every intent entry left as it was — the
+/// loser's record too, which names the same block with another owner.
+/// Recovery must hand the block to what the *winner* recorded: reclaimed
+/// (FREE) if it was the participant's own, back to the segment
+/// (ALLOCATED) if it was the segment's.
+#[test]
+fn two_intent_entries_naming_one_block_recover_to_the_winner_s_record() {
+    use matrix_core::realloc::hold_and_leave;
+    use matrix_core::OwnerId;
+    loom_common::model(|| {
+        let arena = Arc::new(ModelArena::new(512));
+        let p0 = arena.participant(0);
+        let b = allocate(&p0, 64, 0).unwrap();
+        allocate(&p0, 16, 0).unwrap();
+        matrix_core::alloc::set_owner(&p0, b, None, OwnerId::SEGMENT).unwrap();
+        let gb = state::generation_of(p0.header(b).unwrap().state.load(SeqCst));
+        let me = arena.participant(1).owner().0;
+        let a = {
+            let arena = arena.clone();
+            thread::spawn(move || {
+                let p1 = arena.participant(1);
+                matrix_core::alloc::set_owner(&p1, b, Some(OwnerId::SEGMENT), p1.owner()).ok()?;
+                hold_and_leave(&p1, b, gb).ok()
+            })
+        };
+        let b_won = hold_and_leave(&arena.participant(1), b, gb).ok();
+        let a_won = a.join().unwrap();
+        assert!(a_won.is_none() || b_won.is_none(), "two holds of one block");
+        let w = p0.header(b).unwrap().state.load(SeqCst);
+        // Who the block belongs to if nobody holds it: the last owner.
+        let owner_before = a_won.or(b_won).map_or(state::owner_of(w), |(o, _)| o);
+        arena.kill(1);
+        matrix_core::recover::recover(&p0, false).unwrap();
+        let chain = check(&p0);
+        let blk = chain
+            .iter()
+            .find(|c| c.0 == b)
+            .expect("the block is in the chain");
+
+        let w = p0.header(b).unwrap().state.load(SeqCst);
+        if owner_before == me {
+            assert_eq!(blk.2, FREE, "the dead participant's block is reclaimed");
+        } else {
+            assert_eq!(owner_before, OwnerId::SEGMENT.0);
+            assert_eq!(blk.2, ALLOCATED, "the segment's block is kept");
+            assert_eq!(state::owner_of(w), OwnerId::SEGMENT.0);
+        }
+    });
+}

@@ -26,8 +26,9 @@ use syn::{parse_macro_input, Data, DeriveInput, Error, Fields, GenericParam, Lit
 
 /// Derives `matrix_internals::OwnsBlocks` for a struct: `free_blocks`
 /// frees every field's blocks, in declaration order, stopping at the first
-/// error. Every field must implement `OwnsBlocks` (plain numbers do, and
-/// own nothing); type parameters get the bound.
+/// error; `visit_blocks` visits every field's blocks in the same order.
+/// Every field must implement `OwnsBlocks` (plain numbers do, and own
+/// nothing); type parameters get the bound.
 /// `#[owns_blocks(crate = "path")]` names the crate exporting the trait
 /// when it is not reachable as `::matrix_internals`.
 #[proc_macro_derive(OwnsBlocks, attributes(owns_blocks))]
@@ -98,6 +99,13 @@ fn expand_owns_blocks(input: DeriveInput) -> Result<proc_macro2::TokenStream, Er
             ) -> ::core::result::Result<(), #dynamic::DynError> {
                 #( #dynamic::OwnsBlocks::free_blocks(&mut self.#members, h)?; )*
                 ::core::result::Result::Ok(())
+            }
+            fn visit_blocks<__H: #dynamic::HandlerFunctions>(
+                &self,
+                h: &__H,
+                visit: &mut dyn ::core::ops::FnMut(#dynamic::BlockToken),
+            ) {
+                #( #dynamic::OwnsBlocks::visit_blocks(&self.#members, h, visit); )*
             }
         }
     })

@@ -278,6 +278,14 @@ pub trait HandlerFunctions {
         allocate_n::<T>(self.matrix(), len)
     }
 
+    /// A handle for the calling thread that owns its block cache: the
+    /// fastest allocate / free path, with the same checks (see
+    /// [`LocalHandler`](crate::LocalHandler)). It is not `Send`; make one
+    /// per thread.
+    fn local(&self) -> crate::LocalHandler {
+        crate::LocalHandler::new(self.matrix())
+    }
+
     /// Allocates `size` untyped bytes; returns the payload offset. Free it
     /// with [`free_raw`](Self::free_raw), which takes what this returns.
     #[inline]

@@ -25,6 +25,7 @@ mod block;
 mod error;
 mod functions;
 mod handler;
+mod local;
 mod shm_safe;
 
 // The derive names the trait as `::matrix_handler::ShmSafe`, here too.
@@ -34,6 +35,7 @@ pub use block::{layout_tag, Block, BlockToken, TOKEN_GENERATION_BITS};
 pub use error::HandlerError;
 pub use functions::HandlerFunctions;
 pub use handler::{unlink, MatrixHandler, SharedHandler};
+pub use local::LocalHandler;
 
 /// The crate `Pod` and `Zeroable` come from, for their derives in a crate
 /// that depends on `matrix-handler` only:
@@ -54,8 +56,9 @@ pub use matrix_core::state::{
 pub use matrix_core::walk::ChainWalk;
 pub use matrix_core::{
     AllocError, Arena, ArenaStats, AtomicMatrix, BlockError, BlockHeader, BlockInfo,
-    ConsolidationReport, CreateOptions, Liveness, OwnerId, RecoveryReport, RelativePtr,
-    RepairError, ResizeKind, SegmentError, SegmentHeader, BLOCK_HEADER_SIZE, MIN_PAYLOAD,
+    ConsolidationReport, CreateOptions, Liveness, LocalMatrix, OwnerId, RecoveryReport,
+    RelativePtr, RepairError, ResizeKind, SegmentError, SegmentHeader, BLOCK_HEADER_SIZE,
+    MIN_PAYLOAD,
 };
 pub use matrix_core::{ReallocError, Resized};
 /// Derives [`ShmSafe`](trait@ShmSafe) after checking the type at compile time.

@@ -3,6 +3,7 @@
 mod sync;
 
 pub mod dynamic;
+pub mod inspect;
 pub mod shm;
 
 pub mod iter;
@@ -13,7 +14,10 @@ pub use dynamic::{DynError, OwnsBlocks, ShmBox, ShmBytes, ShmString, ShmVec};
 pub use iter::{
     blocks, in_state, orphaned, orphaned_of, sum_by_state, Blocks, StateTotals, WalkError,
 };
-pub use tables::{MapError, Registry, RegistryEntry, RegistryError, ShmHashMap, TypeFingerprint};
+pub use tables::{
+    MapError, Registry, RegistryEntry, RegistryError, ShmHashMap, ShmMap, ShmMapError,
+    TypeFingerprint,
+};
 pub use workers::{
     DestroyError, PanicReport, PoolReport, PopError, PushError, QueueError, QueueRecovery,
     WorkQueue, WorkerPool,

@@ -247,12 +247,40 @@ pub mod fault {
     pub const MAP_WRITING: u32 = 6;
     /// A map inserter has claimed an empty slot and not yet written its key.
     pub const MAP_KEY_CLAIMED: u32 = 7;
+    /// A `ShmMap` inserter is handing its entry's blocks to the segment
+    /// (reached once per block).
+    pub const MAP_HANDING_OVER: u32 = 8;
+    /// A `ShmMap` inserter's entry is the segment's and not linked yet.
+    pub const MAP_ENTRY_READY: u32 = 9;
+    /// A `ShmMap` inserter holds a claim and has not published it.
+    pub const MAP_SLOT_CLAIMED: u32 = 10;
+    /// A `ShmMap` inserter linked its entry (and has not yet freed the one
+    /// it replaced or cleared its intent).
+    pub const MAP_LINKED: u32 = 11;
+    /// A `ShmMap` remover unlinked an entry and has not freed it.
+    pub const MAP_UNLINKED: u32 = 12;
+    /// Every `ShmMap` crash point.
+    pub const SHM_MAP: [u32; 5] = [
+        MAP_HANDING_OVER,
+        MAP_ENTRY_READY,
+        MAP_SLOT_CLAIMED,
+        MAP_LINKED,
+        MAP_UNLINKED,
+    ];
 
     static ARMED: AtomicU32 = AtomicU32::new(0);
 
+    static SKIP: AtomicU32 = AtomicU32::new(0);
+
     /// Kill this process the next time `point` is reached (0 disarms).
     pub fn arm(point: u32) {
+        arm_after(point, 0);
+    }
+
+    /// Kill this process when `point` is reached for the `skip + 1`-th time.
+    pub fn arm_after(point: u32, skip: u32) {
         // Relaxed: read by this process's own threads only; no data depends on it.
+        SKIP.store(skip, Relaxed);
         ARMED.store(point, Relaxed);
     }
 
@@ -260,7 +288,11 @@ pub mod fault {
     #[inline]
     pub(crate) fn at(point: u32) {
         // Relaxed: see `arm`.
-        if ARMED.load(Relaxed) == point {
+        if ARMED.load(Relaxed) == point
+            && SKIP
+                .fetch_update(Relaxed, Relaxed, |s| s.checked_sub(1))
+                .is_err()
+        {
             // SAFETY: raising a signal on ourselves has no memory effects.
             unsafe { libc::raise(libc::SIGKILL) };
         }
@@ -278,4 +310,9 @@ pub(crate) mod fault {
     pub(crate) const REGISTRY_CREATING: u32 = 5;
     pub(crate) const MAP_WRITING: u32 = 6;
     pub(crate) const MAP_KEY_CLAIMED: u32 = 7;
+    pub(crate) const MAP_HANDING_OVER: u32 = 8;
+    pub(crate) const MAP_ENTRY_READY: u32 = 9;
+    pub(crate) const MAP_SLOT_CLAIMED: u32 = 10;
+    pub(crate) const MAP_LINKED: u32 = 11;
+    pub(crate) const MAP_UNLINKED: u32 = 12;
 }

@@ -51,14 +51,29 @@ fn names(
         &mi::ShmBytes,
         &mi::ShmBox<u64>,
     )>,
+    _: Option<(
+        &mi::inspect::Observer,
+        &mi::inspect::RegistryRecord,
+        &mi::inspect::EntryRecord,
+        &mi::inspect::EntryDamage,
+        mi::inspect::EntryState,
+        mi::inspect::ObjectBlock,
+        mi::inspect::ObjectKind,
+        &mi::inspect::QueueStats,
+        &mi::inspect::InspectError,
+    )>,
 ) {
 }
+
+fn readable<M: mi::inspect::SegmentMemory>() {}
 
 fn bounds<H: mh::HandlerFunctions, S: mh::ShmSafe, P: mh::Pod>() {}
 
 #[test]
 fn every_signature_type_is_nameable() {
-    names(None, None, None, None, None, None, None, None);
+    names(None, None, None, None, None, None, None, None, None);
+    readable::<mi::inspect::Observer>();
+    readable::<mh::AtomicMatrix>();
     bounds::<mh::MatrixHandler, u64, u64>();
     let _pool: Option<mi::WorkerPool> = None;
 }

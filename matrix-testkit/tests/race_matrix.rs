@@ -615,6 +615,67 @@ fn free_x_free_at() {
     record("free × free_at", result, all_back(&s.h));
 }
 
+/// A free through a thread's own `LocalHandler` (its cache, no
+/// thread-local lookup) racing a free of the same block through the
+/// shared handle on another thread: the same one CAS decides.
+#[test]
+fn local_free_x_free() {
+    let s = seg("race-local-free-free");
+    let walk = Walk::new();
+    let result = race::pair(
+        &batch_cfg(),
+        |_| alloc_batch(&s.h),
+        |ts| {
+            // Made on this side's thread (it is not Send); its drop at the
+            // end of the round returns what it cached.
+            let mut local = s.h.local();
+            bits(&words_of(ts), |t| local.free_at(t.offset() - 32).is_ok())
+        },
+        |ts| walk.bits(ts, |&t| free_token(&s.h, t).is_ok()),
+        |round, _, a, b| {
+            exactly_one(a, b)?;
+            if round % 512 == 0 {
+                quiet_check(&s.h)?;
+            }
+            Ok(())
+        },
+    );
+    record("local free × free", result, all_back(&s.h));
+}
+
+/// The same with a handle-checked local free (`LocalHandler::free`, with
+/// the generation) against a free by another process.
+#[test]
+fn local_free_x_free_processes() {
+    let s = seg("race-local-free-free-p");
+    let result = race::process_pair(
+        &batch_cfg(),
+        &launcher(),
+        s.name.as_str(),
+        "free",
+        |_| {
+            let ts = alloc_batch(&s.h)?;
+            let bs = handles_of(&s.h, &ts)?;
+            Ok(((ts.clone(), Mutex::new(Some(bs))), words_of(&ts)))
+        },
+        |(_, bs)| {
+            let mut local = s.h.local();
+            let bs = bs.lock().unwrap().take().expect("the round's handles");
+            bs.into_iter()
+                .enumerate()
+                .fold(0, |acc, (i, b)| acc | ((local.free(b).is_ok() as u64) << i))
+        },
+        |round, _, a, b| {
+            exactly_one(a, b)?;
+            if round % 512 == 0 {
+                quiet_check(&s.h)?;
+            }
+            Ok(())
+        },
+    );
+    record("local free × free", result, all_back(&s.h));
+}
+
 // ------------------------------------------------- handles rebuilt mid-free
 
 #[test]
@@ -1276,6 +1337,74 @@ fn detach_x_thread_exit() {
     );
     record(
         "detach (drop handler) × thread exit",
+        result,
+        all_back(&s.h),
+    );
+}
+
+/// A thread's `LocalHandler` dropped (flushing the blocks it cached) while
+/// another thread drops the participant's last other handle and recovers:
+/// the local handle keeps the attachment, so the slot is detached only
+/// after its flush, and no block ends up both flushed and reclaimed.
+#[test]
+fn local_flush_on_drop_x_detach_recover() {
+    let name = SegmentName::new("race-local-drop-detach");
+    // 1 MiB: a cache holds up to 1/16 of the arena.
+    let s = Seg {
+        h: MatrixHandler::create(name.as_str(), 1 << 20).expect("create segment"),
+        name,
+    };
+    let result = race::pair(
+        &RaceConfig {
+            fresh_thread: true,
+            ..cfg()
+        },
+        |_| {
+            let d = s.peer();
+            let shared = d.share();
+            Ok((
+                Mutex::new(Some(d)),
+                Mutex::new(Some(shared)),
+                AtomicBool::new(false),
+            ))
+        },
+        |(d, _, dropped)| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !dropped.load(SeqCst) && Instant::now() < deadline {
+                std::hint::spin_loop();
+            }
+            for _ in 0..fastrand::u32(0..256) {
+                std::hint::spin_loop();
+            }
+            drop(d.lock().unwrap().take());
+            s.h.recover()
+        },
+        |(_, shared, dropped)| -> Result<(), String> {
+            let h: SharedHandler = shared.lock().unwrap().take().expect("the handle");
+            let mut local = h.local();
+            drop(h);
+            // Enough cached blocks that the drop's flush takes a while.
+            let blocks = (0..192)
+                .map(|i| local.allocate_raw(16 + 16 * (i % 6)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            for b in blocks {
+                local.free_raw(b).map_err(|e| e.to_string())?;
+            }
+            dropped.store(true, SeqCst);
+            drop(local); // flushes while the other side detaches and recovers
+            Ok(())
+        },
+        |_, _, rec, flushed| {
+            rec.map_err(|e| format!("recover: {e}"))?;
+            flushed?;
+            // The local handle was the last: the slot is detached now.
+            s.h.recover().map_err(|e| format!("recover: {e}"))?;
+            quiet_check(&s.h).map(drop)
+        },
+    );
+    record(
+        "local flush on drop × detach + recover",
         result,
         all_back(&s.h),
     );

@@ -11,6 +11,16 @@ impl BenchAlloc for Mimalloc {
     /// The payload address.
     type Handle = usize;
 
+    type Thread<'a>
+        = super::Direct<'a, Self>
+    where
+        Self: 'a;
+
+    #[inline(always)]
+    fn thread(&self) -> super::Direct<'_, Self> {
+        super::Direct(self)
+    }
+
     #[inline]
     fn alloc(&self, size: usize) -> usize {
         // SAFETY: mi_malloc has no preconditions; null is handled below.

@@ -96,6 +96,18 @@ pub trait BenchAlloc {
     /// A live block as the allocator names it.
     type Handle: Copy + Send;
 
+    /// What one thread of a workload allocates and frees through: a
+    /// per-thread handle where the allocator offers one and a user would
+    /// make one (ours: `HandlerFunctions::local`), else the allocator itself
+    /// ([`Direct`]).
+    type Thread<'a>: BenchAlloc<Handle = Self::Handle>
+    where
+        Self: 'a;
+
+    /// The handle for the calling thread; made once per thread, before its
+    /// timed part.
+    fn thread(&self) -> Self::Thread<'_>;
+
     /// Allocates at least `size` bytes, 16-byte aligned. Panics on failure.
     fn alloc(&self, size: usize) -> Self::Handle;
 
@@ -114,6 +126,38 @@ pub trait BenchAlloc {
     /// allocators that can say.
     fn after_free_all(&self) -> Option<u64> {
         None
+    }
+}
+
+/// An allocator used as it is from every thread (no per-thread handle).
+pub struct Direct<'a, A: ?Sized>(pub &'a A);
+
+impl<A: BenchAlloc> BenchAlloc for Direct<'_, A> {
+    type Handle = A::Handle;
+    type Thread<'b>
+        = Direct<'b, A>
+    where
+        Self: 'b;
+
+    #[inline(always)]
+    fn thread(&self) -> Direct<'_, A> {
+        Direct(self.0)
+    }
+
+    #[inline(always)]
+    fn alloc(&self, size: usize) -> A::Handle {
+        self.0.alloc(size)
+    }
+
+    #[inline(always)]
+    unsafe fn free(&self, handle: A::Handle, size: usize) {
+        // SAFETY: forwarded: the caller's guarantee is the one `A::free` asks.
+        unsafe { self.0.free(handle, size) }
+    }
+
+    #[inline(always)]
+    fn payload(&self, handle: A::Handle) -> *mut u8 {
+        self.0.payload(handle)
     }
 }
 

@@ -1,7 +1,8 @@
 //! This workspace's allocator, through the handler API on a `/dev/shm` segment.
 
 use super::{allocation_failed, free_failed, BenchAlloc};
-use matrix_handler::{HandlerFunctions, MatrixHandler};
+use matrix_handler::{HandlerFunctions, LocalHandler, MatrixHandler};
+use std::cell::UnsafeCell;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -144,6 +145,17 @@ impl BenchAlloc for Ours {
     /// The payload offset, as a block travels between processes.
     type Handle = u32;
 
+    type Thread<'a> = OursThread<'a>;
+
+    /// The thread's own [`LocalHandler`], as a user's worker thread makes
+    /// one; its drop, when the thread's part ends, returns what it cached.
+    fn thread(&self) -> OursThread<'_> {
+        OursThread {
+            local: UnsafeCell::new(self.handler.local()),
+            ours: self,
+        }
+    }
+
     #[inline]
     fn alloc(&self, size: usize) -> u32 {
         match self.handler.allocate_raw(size as u32) {
@@ -177,5 +189,52 @@ impl BenchAlloc for Ours {
             Ok(stats) => Some(stats.free_blocks),
             Err(e) => panic!("ours: stats after freeing every block failed: {e}"),
         }
+    }
+}
+
+/// One thread's use of [`Ours`]: `LocalHandler::allocate_raw` / `free_at`.
+pub struct OursThread<'a> {
+    /// `UnsafeCell`: the workloads call through `&self`; the handle is not
+    /// `Sync` (nor is this type), so only this thread reaches it.
+    local: UnsafeCell<LocalHandler>,
+    ours: &'a Ours,
+}
+
+impl BenchAlloc for OursThread<'_> {
+    type Handle = u32;
+
+    type Thread<'b>
+        = super::Direct<'b, Self>
+    where
+        Self: 'b;
+
+    fn thread(&self) -> super::Direct<'_, Self> {
+        super::Direct(self)
+    }
+
+    #[inline(always)]
+    fn alloc(&self, size: usize) -> u32 {
+        // SAFETY: this type is not Sync, so only the calling thread reaches
+        // the handle, and no reference to it outlives this call (which does
+        // not re-enter the workload).
+        let local = unsafe { &mut *self.local.get() };
+        match local.allocate_raw(size as u32) {
+            Ok(ptr) => ptr.offset(),
+            Err(e) => allocation_failed("ours", size, &e),
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn free(&self, handle: u32, _size: usize) {
+        // SAFETY: as in `alloc`.
+        let local = unsafe { &mut *self.local.get() };
+        if let Err(e) = local.free_at(handle - HEADER) {
+            free_failed("ours", &format_args!("payload offset {handle}"), &e)
+        }
+    }
+
+    #[inline]
+    fn payload(&self, handle: u32) -> *mut u8 {
+        self.ours.payload(handle)
     }
 }

@@ -42,6 +42,16 @@ impl BenchAlloc for Peer {
     /// The payload offset.
     type Handle = u32;
 
+    type Thread<'a>
+        = super::Direct<'a, Self>
+    where
+        Self: 'a;
+
+    #[inline(always)]
+    fn thread(&self) -> super::Direct<'_, Self> {
+        super::Direct(self)
+    }
+
     #[inline]
     fn alloc(&self, size: usize) -> u32 {
         match self

@@ -10,6 +10,16 @@ impl BenchAlloc for System {
     /// The payload address.
     type Handle = usize;
 
+    type Thread<'a>
+        = super::Direct<'a, Self>
+    where
+        Self: 'a;
+
+    #[inline(always)]
+    fn thread(&self) -> super::Direct<'_, Self> {
+        super::Direct(self)
+    }
+
     #[inline]
     fn alloc(&self, size: usize) -> usize {
         // SAFETY: malloc has no preconditions; null is handled below.

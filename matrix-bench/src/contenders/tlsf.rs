@@ -58,6 +58,16 @@ impl BenchAlloc for RlsfLocal {
     /// The payload address.
     type Handle = usize;
 
+    type Thread<'a>
+        = super::Direct<'a, Self>
+    where
+        Self: 'a;
+
+    #[inline(always)]
+    fn thread(&self) -> super::Direct<'_, Self> {
+        super::Direct(self)
+    }
+
     #[inline]
     fn alloc(&self, size: usize) -> usize {
         // SAFETY: RlsfLocal is not Sync (UnsafeCell), so this thread is the
@@ -105,6 +115,16 @@ impl RlsfMutex {
 impl BenchAlloc for RlsfMutex {
     /// The payload address.
     type Handle = usize;
+
+    type Thread<'a>
+        = super::Direct<'a, Self>
+    where
+        Self: 'a;
+
+    #[inline(always)]
+    fn thread(&self) -> super::Direct<'_, Self> {
+        super::Direct(self)
+    }
 
     #[inline]
     fn alloc(&self, size: usize) -> usize {

@@ -89,4 +89,14 @@ impl<T: ShmSafe + Copy + OwnsBlocks> OwnsBlocks for ShmBox<T> {
         self.buf = BlockToken::from_u128(0);
         Ok(())
     }
+
+    fn visit_blocks<H: HandlerFunctions>(&self, h: &H, visit: &mut dyn FnMut(BlockToken)) {
+        if self.buf.nonce() == 0 {
+            return;
+        }
+        visit(self.buf);
+        if let Ok(inner) = self.get(h) {
+            inner.visit_blocks(h, visit);
+        }
+    }
 }

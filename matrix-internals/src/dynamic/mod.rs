@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Every container is a `#[repr(C)]`, [`ShmSafe`](matrix_handler::ShmSafe) value holding a
-//! [`BlockToken`](matrix_handler::BlockToken) (segment nonce, generation,
+//! [`BlockToken`] (segment nonce, generation,
 //! offset) of its buffer, never a pointer: any process that maps the
 //! segment reads it at its own mapping address, through its own handler.
 //! Every read rebuilds the buffer's handle from the token, so a buffer that
@@ -49,7 +49,7 @@ pub use error::DynError;
 /// own blocks (or nothing): `free_blocks` frees each field in order.
 pub use matrix_derive::OwnsBlocks;
 #[doc(hidden)]
-pub use matrix_handler::HandlerFunctions;
+pub use matrix_handler::{BlockToken, HandlerFunctions};
 pub use owns::OwnsBlocks;
 pub use string::{ShmBytes, ShmString};
 pub use vec::ShmVec;

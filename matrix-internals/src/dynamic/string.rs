@@ -159,6 +159,9 @@ impl OwnsBlocks for ShmString {
     fn free_blocks<H: HandlerFunctions>(&mut self, h: &H) -> Result<(), DynError> {
         self.bytes.free_blocks(h)
     }
+    fn visit_blocks<H: HandlerFunctions>(&self, h: &H, visit: &mut dyn FnMut(BlockToken)) {
+        self.bytes.visit_blocks(h, visit)
+    }
 }
 
 /// A growable byte buffer in the segment: a [`ShmVec<u8>`] with byte-string
@@ -231,5 +234,8 @@ impl ShmBytes {
 impl OwnsBlocks for ShmBytes {
     fn free_blocks<H: HandlerFunctions>(&mut self, h: &H) -> Result<(), DynError> {
         self.bytes.free_blocks(h)
+    }
+    fn visit_blocks<H: HandlerFunctions>(&self, h: &H, visit: &mut dyn FnMut(BlockToken)) {
+        self.bytes.visit_blocks(h, visit)
     }
 }

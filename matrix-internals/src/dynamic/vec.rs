@@ -359,4 +359,14 @@ impl<T: ShmSafe + Copy + OwnsBlocks> OwnsBlocks for ShmVec<T> {
         self.cap = 0;
         Ok(())
     }
+
+    fn visit_blocks<H: HandlerFunctions>(&self, h: &H, visit: &mut dyn FnMut(BlockToken)) {
+        if self.buf.nonce() == 0 {
+            return;
+        }
+        visit(self.buf);
+        if let Ok(elems) = self.as_slice(h) {
+            elems.iter().for_each(|e| e.visit_blocks(h, visit));
+        }
+    }
 }

@@ -45,7 +45,7 @@ use matrix_handler::{HandlerError, HandlerFunctions, Pod};
 use std::fmt;
 use std::marker::PhantomData;
 
-const MAP_MAGIC: u64 = u64::from_le_bytes(*b"MXHMAP01");
+pub(crate) const MAP_MAGIC: u64 = u64::from_le_bytes(*b"MXHMAP01");
 /// Largest number of keys one map may hold.
 pub const MAX_MAP_CAPACITY: u32 = 1 << 26;
 const MAP_TYPE_ID: u64 = crate::tables::type_id("matrix-internals::ShmHashMap v1");

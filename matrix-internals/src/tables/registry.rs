@@ -39,6 +39,9 @@ use matrix_handler::{Block, HandlerError, HandlerFunctions, Pod, RelativePtr, Sh
 use std::fmt;
 use std::time::Duration;
 
+mod inspect;
+pub use inspect::{EntryDamage, EntryRecord, EntryState, ObjectBlock, ObjectKind, RegistryRecord};
+
 const REGISTRY_MAGIC: u64 = u64::from_le_bytes(*b"MXREGIS1");
 /// Entries of the root registry.
 ///
@@ -126,6 +129,39 @@ struct Snapshot {
 }
 
 impl Snapshot {
+    /// Copies an entry as a seqlock reader; `None` if a writer kept it
+    /// busy through every try. `name_len` is as stored (unchecked).
+    fn read(e: &Entry) -> Option<Snapshot> {
+        for _ in 0..64 {
+            // Acquire: pairs with the writer's final Release version store.
+            let v1 = e.version.load(Acquire);
+            if v1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Relaxed: the fields are validated by the version re-check below.
+            let snap = Snapshot {
+                state: e.state.load(Relaxed),
+                creator: e.creator.load(Relaxed),
+                name_len: e.name_len.load(Relaxed),
+                name: std::array::from_fn(|i| e.name[i].load(Relaxed)),
+                offset: e.offset.load(Relaxed),
+                fingerprint: TypeFingerprint {
+                    size: e.size.load(Relaxed),
+                    align: e.align.load(Relaxed),
+                    type_id: e.type_id.load(Relaxed),
+                },
+            };
+            // Acquire fence: orders the field loads before the re-check
+            // (pairs with the writer's Release fence after making it odd).
+            fence(Acquire);
+            if e.version.load(Relaxed) == v1 {
+                return Some(snap);
+            }
+        }
+        None
+    }
+
     fn is(&self, words: &[u64; 8], len: usize) -> bool {
         self.state == READY && self.name_len as usize == len && &self.name == words
     }
@@ -282,34 +318,7 @@ impl<H: HandlerFunctions> Registry<H> {
 
     /// Copies an entry; `None` if a writer kept it busy through every try.
     fn read(&self, e: &Entry) -> Option<Snapshot> {
-        for _ in 0..64 {
-            // Acquire: pairs with the writer's final Release version store.
-            let v1 = e.version.load(Acquire);
-            if v1 & 1 == 1 {
-                std::hint::spin_loop();
-                continue;
-            }
-            // Relaxed: the fields are validated by the version re-check below.
-            let snap = Snapshot {
-                state: e.state.load(Relaxed),
-                creator: e.creator.load(Relaxed),
-                name_len: e.name_len.load(Relaxed).min(63),
-                name: std::array::from_fn(|i| e.name[i].load(Relaxed)),
-                offset: e.offset.load(Relaxed),
-                fingerprint: TypeFingerprint {
-                    size: e.size.load(Relaxed),
-                    align: e.align.load(Relaxed),
-                    type_id: e.type_id.load(Relaxed),
-                },
-            };
-            // Acquire fence: orders the field loads before the re-check
-            // (pairs with the writer's Release fence after making it odd).
-            fence(Acquire);
-            if e.version.load(Relaxed) == v1 {
-                return Some(snap);
-            }
-        }
-        None
+        Snapshot::read(e)
     }
 
     /// Rewrites an entry under the lock, as a seqlock writer.

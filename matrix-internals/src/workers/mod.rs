@@ -12,6 +12,8 @@ mod pool;
 mod queue;
 
 pub use pool::{PanicReport, PoolReport, WorkerPool};
+pub(crate) use queue::is_queue_magic;
 pub use queue::{
-    DestroyError, PopError, PushError, QueueError, QueueRecovery, WorkQueue, MAX_QUEUE_CAPACITY,
+    DestroyError, PopError, PushError, QueueError, QueueRecovery, QueueStats, WorkQueue,
+    CLAIMANTS_LISTED, MAX_QUEUE_CAPACITY,
 };

@@ -72,9 +72,12 @@
 
 mod error;
 mod recover;
+mod stats;
 mod wait;
 
 pub use error::{DestroyError, PopError, PushError, QueueError, QueueRecovery};
+pub(crate) use stats::is_queue_magic;
+pub use stats::{QueueStats, CLAIMANTS_LISTED};
 
 use crate::shm::{self, checked_region, fault, NotThere};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering::*};
