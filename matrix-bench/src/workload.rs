@@ -298,7 +298,15 @@ fn mixed_threads<A: BenchAlloc + Sync>(alloc: &A, spec: &Spec, touch: Touch) -> 
                 scope.spawn(move || {
                     pin_to_cpu(t as usize);
                     let thread = alloc.thread();
-                    mixed_thread(&thread, spec.live, t, churn, per_thread, touch, Some(barrier))
+                    mixed_thread(
+                        &thread,
+                        spec.live,
+                        t,
+                        churn,
+                        per_thread,
+                        touch,
+                        Some(barrier),
+                    )
                 })
             })
             .collect();
