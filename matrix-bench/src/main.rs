@@ -61,6 +61,10 @@ struct Args {
     /// Only the rows whose label contains TEXT (e.g. "mixed", "MiB arena").
     #[arg(long, value_name = "TEXT")]
     rows: Option<String>,
+    /// Leave out the rows whose arena is above SIZE (suffixes k, m, g),
+    /// e.g. the 1 GiB and 3.9 GiB scaling rows in a quick check.
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    max_arena: Option<u64>,
     /// Repetitions (default: 5 with --quick, 9 otherwise, 1 with --verify).
     #[arg(long, value_name = "N")]
     reps: Option<usize>,
@@ -241,6 +245,9 @@ fn parent(args: &Args) -> i32 {
     let mut plan = Plan::new(mode, machine.shm_free_bytes, mem_available);
     if let Some(filter) = &args.rows {
         plan.retain_rows(filter);
+    }
+    if let Some(max) = args.max_arena {
+        plan.cap_arena(max);
     }
     let only = match &args.contenders {
         None => None,

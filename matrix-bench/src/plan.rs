@@ -298,6 +298,27 @@ impl Plan {
         });
     }
 
+    /// Drops the rows whose arena is above `max` bytes and says so in
+    /// [`skipped`](Self::skipped) (a quick check of the wiring need not
+    /// fault in gigabytes).
+    pub fn cap_arena(&mut self, max: u64) {
+        let cells = &self.cells;
+        let skipped = &mut self.skipped;
+        self.rows.retain(|r| {
+            let arena = cells[r.cell].arena;
+            let keep = arena <= max;
+            if !keep {
+                skipped.push(format!(
+                    "{}: arena {} above --max-arena {}",
+                    r.label,
+                    bytes_label(arena),
+                    bytes_label(max)
+                ));
+            }
+            keep
+        });
+    }
+
     /// Keeps only the rows whose label contains `filter` (and their cells).
     pub fn retain_rows(&mut self, filter: &str) {
         self.rows.retain(|r| r.label.contains(filter));
@@ -380,6 +401,20 @@ mod tests {
         assert!(procs
             .iter()
             .all(|s| contenders_of(s) == vec![Contender::Ours]));
+        let mut capped = Plan::new(Mode::Quick, 64 << 30, 64 << 30);
+        capped.cap_arena(64 * MIB);
+        assert!(capped
+            .rows
+            .iter()
+            .all(|r| capped.cells[r.cell].arena <= 64 * MIB));
+        assert!(capped
+            .rows
+            .iter()
+            .any(|r| r.label == "64 MiB arena, 100 live"));
+        assert!(capped
+            .skipped
+            .iter()
+            .any(|s| s.starts_with("3.9 GiB arena, 100 live: arena 3.9 GiB above")));
         let small = Plan::new(Mode::Quick, 512 * MIB, 64 << 30);
         assert!(small
             .skipped
