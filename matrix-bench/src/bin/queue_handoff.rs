@@ -1,6 +1,8 @@
 //! Queue hand-off between two processes: messages/s and one-way latency of
 //! `matrix_internals::WorkQueue` (a 64-byte block per message, allocated by
-//! the producer process, freed by the consumer process), side by side with
+//! the producer process, freed by the consumer process, each through its
+//! own `LocalHandler`, the handle a busy thread allocates with; written
+//! and read with the checked `write_pod` / `read_pod`), side by side with
 //! `crossbeam_queue::ArrayQueue` between two threads (a 64-byte `Box` per
 //! message, allocated by the producer thread, freed by the consumer thread),
 //! and — built with the `iceoryx2` feature — iceoryx2 publish-subscribe
@@ -10,6 +12,7 @@
 //! ```text
 //! cargo run --release -p matrix-bench --bin queue_handoff [-- --messages N --samples M]
 //! cargo run --release -p matrix-bench --features iceoryx2 --bin queue_handoff
+//! valgrind --tool=callgrind target/release/queue_handoff --one-thread N
 //! ```
 //!
 //! Throughput: the producer pushes N messages as fast as it can; the rate
@@ -23,7 +26,7 @@
 //! sample was taken, so its paced messages are 20 µs apart instead.
 
 use crossbeam_queue::ArrayQueue;
-use matrix_handler::{HandlerFunctions, MatrixHandler};
+use matrix_handler::{HandlerFunctions, LocalHandler, MatrixHandler};
 use matrix_internals::{PopError, WorkQueue};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -63,12 +66,16 @@ fn spin_for(ns: u64) {
 struct Args {
     messages: u64,
     samples: u64,
+    /// `--one-thread N`: only push and pop N messages in this thread (for
+    /// callgrind's instruction counts; nothing is timed).
+    one_thread: Option<u64>,
 }
 
 fn args() -> Args {
     let mut a = Args {
         messages: 1_000_000,
         samples: 100_000,
+        one_thread: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -80,6 +87,7 @@ fn args() -> Args {
         match flag.as_str() {
             "--messages" => a.messages = value(),
             "--samples" => a.samples = value(),
+            "--one-thread" => a.one_thread = Some(value()),
             _ => usage(&flag),
         }
     }
@@ -88,7 +96,7 @@ fn args() -> Args {
 
 fn usage(flag: &str) -> ! {
     eprintln!(
-        "queue_handoff: bad argument {flag:?}\nusage: queue_handoff [--messages N] [--samples M]"
+        "queue_handoff: bad argument {flag:?}\nusage: queue_handoff [--messages N] [--samples M] [--one-thread N]"
     );
     std::process::exit(2)
 }
@@ -112,6 +120,7 @@ fn consumer(segment: &str, messages: u64, samples: u64) {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     let h = MatrixHandler::open(segment).expect("open the benchmark segment");
     let q = WorkQueue::<Msg, _>::open(h.share(), QUEUE).expect("open the queue");
+    let mut local = h.local();
     println!("@@ready");
     // Throughput.
     for _ in 0..ROUNDS {
@@ -120,7 +129,7 @@ fn consumer(segment: &str, messages: u64, samples: u64) {
             match q.try_pop() {
                 Ok(b) => {
                     std::hint::black_box(h.read_pod(&b).unwrap());
-                    h.free(b).unwrap();
+                    local.free(b).unwrap();
                     got += 1;
                 }
                 Err(PopError::Empty) => std::hint::spin_loop(),
@@ -147,7 +156,7 @@ fn consumer(segment: &str, messages: u64, samples: u64) {
                 Ok(b) => {
                     let stamp = h.read_pod(&b).unwrap()[0];
                     lat.push(now_ns().saturating_sub(stamp));
-                    h.free(b).unwrap();
+                    local.free(b).unwrap();
                 }
                 Err(PopError::Empty) => std::hint::spin_loop(),
                 Err(e) => panic!("consumer: {e}"),
@@ -199,8 +208,13 @@ impl Drop for SegmentName {
     }
 }
 
-fn send(h: &MatrixHandler, q: &WorkQueue<Msg, matrix_handler::SharedHandler>, seq: u64) {
-    let mut b = h
+fn send(
+    h: &MatrixHandler,
+    local: &mut LocalHandler,
+    q: &WorkQueue<Msg, matrix_handler::SharedHandler>,
+    seq: u64,
+) {
+    let mut b = local
         .allocate::<Msg>()
         .expect("the arena holds the ring and every in-flight block");
     let mut m = [0u64; 8];
@@ -226,11 +240,12 @@ fn matrix_rows(a: &Args) -> Vec<Row> {
     };
     assert_eq!(c.line(), "ready");
 
+    let mut local = h.local();
     let mut rates = Vec::new();
     for _ in 0..ROUNDS {
         let start = now_ns();
         for seq in 0..a.messages {
-            send(&h, &q, seq);
+            send(&h, &mut local, &q, seq);
         }
         let end: u64 = c.line().strip_prefix("tput ").unwrap().parse().unwrap();
         rates.push(a.messages as f64 / ((end - start) as f64 / 1e9));
@@ -251,7 +266,7 @@ fn matrix_rows(a: &Args) -> Vec<Row> {
         ),
     ] {
         for seq in 0..samples {
-            send(&h, &q, seq);
+            send(&h, &mut local, &q, seq);
             while !q.is_empty() {
                 std::hint::spin_loop();
             }
@@ -278,6 +293,23 @@ fn matrix_rows(a: &Args) -> Vec<Row> {
         "the consumer process failed"
     );
     rows
+}
+
+/// The whole path of one message (allocate, write, push, pop, read, free)
+/// `messages` times in one thread: what callgrind counts per message
+/// (`callgrind.sh` runs it with N and with 0 and divides the difference).
+fn one_thread(messages: u64) {
+    let name = SegmentName(format!("matrix-bench-handoff-{}", std::process::id()));
+    let h = MatrixHandler::create(&name.0, 64 << 20).expect("create the benchmark segment");
+    let q = WorkQueue::<Msg, _>::create(h.share(), QUEUE, CAPACITY).expect("create the queue");
+    let mut producer = h.local();
+    let mut consumer = h.local();
+    for seq in 0..messages {
+        send(&h, &mut producer, &q, seq);
+        let b = q.try_pop().expect("the message just pushed");
+        std::hint::black_box(h.read_pod(&b).unwrap());
+        consumer.free(b).unwrap();
+    }
 }
 
 fn crossbeam_row(a: &Args) -> Row {
@@ -516,6 +548,10 @@ fn main() {
         return;
     }
     let a = args();
+    if let Some(messages) = a.one_thread {
+        one_thread(messages);
+        return;
+    }
     eprintln!(
         "queue hand-off: {ROUNDS} rounds of {} messages for throughput (median shown), {} paced samples for latency",
         a.messages, a.samples

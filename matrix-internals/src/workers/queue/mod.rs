@@ -445,13 +445,38 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
         // Relaxed: published by publish_full's Release; a recoverer that
         // sees the block owned by the segment (AcqRel CAS below) sees it too.
         slot.value.store(block.token().word(), Relaxed);
-        if let Err(e) = self.handler.release_to_segment(&block) {
+        if let Err(e) = self.give_to_segment(&block) {
             slot.value.store(0, Relaxed);
             self.publish_full(slot, want);
             return Err(PushError::Refused(block, e));
         }
         fault::at(fault::PUSH_WRITTEN);
         self.publish_full(slot, want);
+        Ok(())
+    }
+
+    /// Makes the segment the block's owner, as
+    /// [`release_to_segment`](HandlerFunctions::release_to_segment) does
+    /// but without reading the size, tag and length: the owner change needs
+    /// only this segment's nonce and the one CAS of `set_owner_of`, which
+    /// itself checks the offset (bounds, alignment, a genuine header), a
+    /// live state and the handle's generation. The consumer validates the
+    /// rest when it rebuilds the handle from the token (`adopt`).
+    #[inline]
+    fn give_to_segment(&self, block: &Block<T>) -> Result<(), HandlerError> {
+        let expected = self.handler.segment_nonce();
+        if block.nonce() != expected {
+            return Err(HandlerError::ForeignHandle {
+                expected,
+                found: block.nonce(),
+            });
+        }
+        self.handler.matrix().set_owner_of(
+            block.header_offset(),
+            block.generation(),
+            None,
+            OwnerId::SEGMENT,
+        )?;
         Ok(())
     }
 
