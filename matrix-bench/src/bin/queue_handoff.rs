@@ -562,6 +562,7 @@ fn main() {
     rows.push(iceoryx::publisher_row(&a));
     #[cfg(not(feature = "iceoryx2"))]
     eprintln!("(iceoryx2 row left out: build with --features iceoryx2)");
+    let verdicts = targets(&rows);
     println!(
         "Queue hand-off, one producer → one consumer, capacity {CAPACITY} — {}",
         machine()
@@ -569,7 +570,7 @@ fn main() {
     println!();
     println!("| transport | payload per message | messages/s | one-way p50 | one-way p99 |");
     println!("|---|---|---:|---:|---:|");
-    for r in rows {
+    for r in &rows {
         let rate = r
             .rate
             .map_or("—".to_owned(), |r| format!("{:.2} M", r / 1e6));
@@ -581,5 +582,72 @@ fn main() {
             r.p50 as f64 / 1e3,
             r.p99 as f64 / 1e3
         );
+    }
+    println!();
+    println!("| target / ratio (this run) | value | |");
+    println!("|---|---:|---|");
+    for line in verdicts {
+        println!("{line}");
+    }
+}
+
+/// Messages/s every WorkQueue row must reach between two processes.
+const TARGET_RATE: f64 = 10e6;
+/// One-way p50 of the spinning WorkQueue consumer must stay at or below this.
+const TARGET_P50_NS: u64 = 200;
+
+/// The target lines (met / not met, and by how much) and the ratios of the
+/// spinning WorkQueue row to the other transports of the same run.
+fn targets(rows: &[Row]) -> Vec<String> {
+    let ours = &rows[0];
+    let rate = ours.rate.unwrap_or(0.0);
+    let verdict = |met: bool, miss: String| {
+        if met {
+            "met".to_owned()
+        } else {
+            format!("**not met** ({miss})")
+        }
+    };
+    let mut lines = vec![
+        format!(
+            "| WorkQueue, 2 processes: ≥ {:.0} M messages/s | {:.2} M | {} |",
+            TARGET_RATE / 1e6,
+            rate / 1e6,
+            verdict(
+                rate >= TARGET_RATE,
+                format!("{:.0} % short", (1.0 - rate / TARGET_RATE) * 100.0)
+            )
+        ),
+        format!(
+            "| WorkQueue, 2 processes: one-way p50 ≤ {TARGET_P50_NS} ns | {} ns | {} |",
+            ours.p50,
+            verdict(
+                ours.p50 <= TARGET_P50_NS,
+                format!("{} ns over", ours.p50.saturating_sub(TARGET_P50_NS))
+            )
+        ),
+    ];
+    for other in rows.iter().skip(1).filter(|r| r.rate.is_some()) {
+        let theirs = other.rate.unwrap_or(f64::NAN);
+        lines.push(format!(
+            "| WorkQueue ÷ {}: messages/s | {} | |",
+            other.transport,
+            ratio(rate / theirs)
+        ));
+        lines.push(format!(
+            "| WorkQueue ÷ {}: p50 | {} | |",
+            other.transport,
+            ratio(ours.p50 as f64 / other.p50.max(1) as f64)
+        ));
+    }
+    lines
+}
+
+/// `1.23×`, `0.0042×`: two significant digits at least.
+fn ratio(x: f64) -> String {
+    if x >= 0.1 || x == 0.0 || !x.is_finite() {
+        format!("{x:.2}×")
+    } else {
+        format!("{x:.2e}×")
     }
 }
