@@ -164,6 +164,16 @@ pub fn owner_liveness(matrix: &AtomicMatrix, owner: u32) -> Liveness {
     matrix.liveness(index)
 }
 
+/// The generation of the current (or last) claim on the participant slot
+/// that owner id `owner` names, or `None` if it names none. A lock word
+/// that records its holder's owner id and this generation tells the holder
+/// apart from a later participant of the same slot.
+pub(crate) fn claim_generation(matrix: &AtomicMatrix, owner: u32) -> Option<u32> {
+    let slot = matrix.header().participant(OwnerId(owner).slot()?)?;
+    // Acquire: pairs with the Release CAS that claimed the slot.
+    Some(slot_word::generation_of(slot.word.load(Acquire)))
+}
+
 /// Whether `owner` may still be running: [`owner_liveness`] is not
 /// [`Liveness::Dead`] (unknown counts as running). A claim is taken over
 /// only when this is `false`.
@@ -226,7 +236,8 @@ pub const fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// Test-only crash points: with the `fault-injection` feature, a process can
-/// arm one point (by number) and SIGKILL itself when it gets there.
+/// arm one point (by number) and SIGKILL itself when it gets there, and a
+/// thread can stall at chosen points to widen a race window.
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub mod fault {
@@ -259,6 +270,12 @@ pub mod fault {
     pub const MAP_LINKED: u32 = 11;
     /// A `ShmMap` remover unlinked an entry and has not freed it.
     pub const MAP_UNLINKED: u32 = 12;
+    /// A `ShmMap` scan has read a slot word and not yet acted on it (a
+    /// window only: [`stall_at`] widens it; not in [`SHM_MAP`]).
+    pub const MAP_SLOT_READ: u32 = 20;
+    /// A `ShmMap` entry read found the entry's block live and has not yet
+    /// copied its bytes (a window only, as [`MAP_SLOT_READ`]).
+    pub const MAP_ENTRY_CHECKED: u32 = 21;
     /// Every `ShmMap` crash point.
     pub const SHM_MAP: [u32; 5] = [
         MAP_HANDING_OVER,
@@ -284,9 +301,47 @@ pub mod fault {
         ARMED.store(point, Relaxed);
     }
 
+    std::thread_local! {
+        /// Points (a bit each) at which this thread stalls.
+        static STALLS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+        /// The state of this thread's stall lengths (xorshift).
+        static STALL_RNG: std::cell::Cell<u32> = const { std::cell::Cell::new(0x9E37_79B9) };
+    }
+
+    /// Make the calling thread stall each time it reaches one of `points`
+    /// (below 32; an empty list disarms): it spins for a random while of
+    /// up to some microseconds (and now and then yields its core first), so that a race test
+    /// lands the other side's steps inside that window.
+    pub fn stall_at(points: &[u32]) {
+        let mask = points.iter().fold(0, |m, &p| m | 1u32 << (p & 31));
+        STALLS.with(|s| s.set(mask));
+    }
+
+    fn stall() {
+        let x = STALL_RNG.with(|r| {
+            let mut x = r.get();
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            r.set(x);
+            x
+        });
+        // A yield only now and then: on a loaded machine each one can
+        // cost a time slice.
+        if x % 8 == 0 {
+            std::thread::yield_now();
+        }
+        for _ in 0..(x >> 3) % 4096 {
+            std::hint::spin_loop();
+        }
+    }
+
     /// Called at crash point `point`.
     #[inline]
     pub(crate) fn at(point: u32) {
+        if STALLS.with(|s| s.get()) & 1 << (point & 31) != 0 {
+            stall();
+        }
         // Relaxed: see `arm`.
         if ARMED.load(Relaxed) == point
             && SKIP
@@ -315,4 +370,6 @@ pub(crate) mod fault {
     pub(crate) const MAP_SLOT_CLAIMED: u32 = 10;
     pub(crate) const MAP_LINKED: u32 = 11;
     pub(crate) const MAP_UNLINKED: u32 = 12;
+    pub(crate) const MAP_SLOT_READ: u32 = 20;
+    pub(crate) const MAP_ENTRY_CHECKED: u32 = 21;
 }

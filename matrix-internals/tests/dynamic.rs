@@ -4,7 +4,9 @@
 //! freeing the whole value must give every byte back.
 
 use matrix_handler::{BlockError, HandlerError, HandlerFunctions, MatrixHandler, ShmSafe};
-use matrix_internals::dynamic::{DynError, OwnsBlocks, ShmBox, ShmBytes, ShmString, ShmVec};
+use matrix_internals::dynamic::{
+    DynError, OwnsBlocks, ShmBox, ShmBytes, ShmString, ShmVec, MAX_WALK_DEPTH,
+};
 use proptest::prelude::*;
 
 fn used(h: &MatrixHandler) -> u64 {
@@ -275,4 +277,180 @@ fn a_buffer_of_another_participant_is_not_written() {
     theirs.free_blocks(&b).unwrap();
     drop(b);
     drop(a);
+}
+
+/// A `T` read from a block whose bytes were overwritten with `bytes`, as a
+/// hostile process or a torn write could leave them.
+fn forge<T: ShmSafe + Copy + Default>(h: &MatrixHandler, bytes: [u8; 24]) -> T {
+    assert_eq!(std::mem::size_of::<T>(), bytes.len());
+    let mut slot = h.allocate::<T>().unwrap();
+    h.write_elems(&mut slot, 0, &[T::default()]).unwrap();
+    // SAFETY: the 24 bytes of a live block this test owns, inside the
+    // mapping; `T` is ShmSafe, so any bytes there are a `T`.
+    unsafe {
+        let at = h.base_ptr().add(slot.offset() as usize) as *mut u8;
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), at, bytes.len());
+    }
+    let value = *h.get(&slot).unwrap();
+    h.free(slot).unwrap();
+    value
+}
+
+/// A container value is plain bytes (`ShmSafe`: every bit pattern is a
+/// value), so one read from a block another process wrote, or from a
+/// record a crashed writer left half-written, can say anything. Every
+/// method then returns a typed error or a consistent answer, never panics.
+#[test]
+fn forged_container_values_are_typed_errors_never_panics() {
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let real = ShmVec::from_slice(&h, &[7u8; 8]).unwrap();
+    // (token, len, cap): no buffer but elements; more elements than the
+    // buffer holds; a capacity beyond the buffer.
+    let forgeries: [(u128, u32, u32); 4] = [
+        (0, 5, 5),
+        (0, 0, 5),
+        (real.token().to_u128(), 200, 200),
+        (real.token().to_u128(), 8, 1000),
+    ];
+    for (token, len, cap) in forgeries {
+        let mut bytes = [0u8; 24];
+        bytes[..16].copy_from_slice(&token.to_ne_bytes());
+        bytes[16..20].copy_from_slice(&len.to_ne_bytes());
+        bytes[20..].copy_from_slice(&cap.to_ne_bytes());
+        let forged: ShmVec<u8> = forge(&h, bytes);
+        let what = format!("forged (token {token:#x}, len {len}, cap {cap})");
+        // Each forgery disagrees with its buffer, and says so.
+        assert!(
+            matches!(forged.as_slice(&h), Err(DynError::Corrupted { .. })),
+            "{what}: {:?}",
+            forged.as_slice(&h)
+        );
+        let _ = forged.get(&h, 3);
+        let _ = forged.iter(&h).map(|it| it.count());
+        let mut v = forged;
+        let _ = v.push(&h, 1);
+        let mut v = forged;
+        let _ = v.extend_from_slice(&h, &[1, 2, 3]);
+        let mut v = forged;
+        let _ = v.pop(&h);
+        let mut v = forged;
+        let _ = v.replace(&h, 2, 9);
+        let mut v = forged;
+        let _ = v.truncate(&h, 1);
+        let mut v = forged;
+        let _ = v.try_reserve(&h, 3);
+        let forged_string: ShmString = forge(&h, bytes);
+        let _ = forged_string.as_str(&h);
+        let mut s = forged_string;
+        let _ = s.push_str(&h, "abc");
+        let mut s = forged_string;
+        let _ = s.truncate(&h, 1);
+    }
+    assert_eq!(
+        real.as_slice(&h).unwrap(),
+        &[7u8; 8],
+        "the real buffer is untouched"
+    );
+}
+
+/// A node of a list built from boxes: a type may name itself through
+/// `ShmBox`, so safe code can build long chains and cycles. (The derives
+/// cannot see through the recursion, so the impls are written out.)
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+struct Node {
+    next: ShmBox<Node>,
+    value: u64,
+}
+
+// SAFETY: repr(C), a token (plain integers) and a u64, no padding: every
+// bit pattern is a Node, and it holds no pointer.
+unsafe impl ShmSafe for Node {}
+
+impl OwnsBlocks for Node {
+    fn free_blocks<H: HandlerFunctions>(&mut self, h: &H) -> Result<(), DynError> {
+        self.next.free_blocks(h)
+    }
+    fn visit_blocks<H: HandlerFunctions>(
+        &self,
+        h: &H,
+        visit: &mut dyn FnMut(matrix_handler::BlockToken),
+    ) {
+        self.next.visit_blocks(h, visit)
+    }
+}
+
+fn chain(h: &MatrixHandler, len: usize) -> ShmBox<Node> {
+    let mut head = ShmBox::from_token(matrix_handler::BlockToken::from_u128(0));
+    for value in 0..len as u64 {
+        head = ShmBox::new(h, Node { next: head, value }).unwrap();
+    }
+    head
+}
+
+/// A box that (through its value) names itself is freed once, and the
+/// walk ends; a chain too deep to walk on the stack is a typed error that
+/// frees nothing, never a stack overflow.
+#[test]
+fn cycles_and_deep_chains_of_boxes_end_in_typed_errors() {
+    let h = MatrixHandler::bootstrap(None, 64 << 20).unwrap();
+    let base = used(&h);
+    let mut a = chain(&h, 1);
+    let mut b = chain(&h, 1);
+    // a -> b -> a.
+    let a_token = a.token();
+    b.replace(
+        &h,
+        Node {
+            next: ShmBox::from_token(a_token),
+            value: 2,
+        },
+    )
+    .unwrap();
+    a.replace(&h, Node { next: b, value: 1 }).unwrap();
+    let mut seen = 0;
+    a.visit_blocks(&h, &mut |_| seen += 1);
+    assert_eq!(seen, 2, "the walk visits each block of the cycle once");
+    let freed = a.free_blocks(&h);
+    assert_eq!(
+        used(&h),
+        base,
+        "both blocks of the cycle are freed: {freed:?}"
+    );
+
+    // Deeper than a walk may go: refused, nothing freed, on a spawned
+    // thread's default stack.
+    let mut long = chain(&h, 100_000);
+    let before = used(&h);
+    let refused = std::thread::scope(|s| s.spawn(|| long.free_blocks(&h)).join().unwrap());
+    assert_eq!(
+        refused,
+        Err(DynError::TooDeep {
+            limit: MAX_WALK_DEPTH
+        })
+    );
+    assert_eq!(used(&h), before, "a refused free frees nothing");
+    let mut walked = 0;
+    long.visit_blocks(&h, &mut |_| walked += 1);
+    assert_eq!(walked, MAX_WALK_DEPTH, "the walk stops at the limit");
+    // Unlinked from the front, a node at a time, the chain frees whole.
+    let mut head = long;
+    while head.token().nonce() != 0 {
+        let next = head.get(&h).unwrap().next;
+        let empty = ShmBox::from_token(matrix_handler::BlockToken::from_u128(0));
+        head.replace(
+            &h,
+            Node {
+                next: empty,
+                value: 0,
+            },
+        )
+        .unwrap();
+        head.free_blocks(&h).unwrap();
+        head = next;
+    }
+    // A chain just inside the limit frees in one call.
+    let mut short = chain(&h, MAX_WALK_DEPTH as usize);
+    std::thread::scope(|s| s.spawn(|| short.free_blocks(&h)).join().unwrap()).unwrap();
+    assert_eq!(used(&h), base);
 }

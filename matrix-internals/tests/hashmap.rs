@@ -1,6 +1,8 @@
-//! ShmHashMap: API, full map, two threads checked for single-key
-//! linearizability against a sequential model, and reopening from another
-//! process.
+//! ShmHashMap: API, full map, slot reuse (a proptest model against
+//! `HashMap` with churn far beyond capacity), two threads checked for
+//! single-key linearizability against a sequential model, reopening from
+//! another process, and writers killed mid-operation. The races of two
+//! operations on one slot are in `hashmap_races.rs`.
 
 mod common;
 
@@ -8,6 +10,7 @@ use common::{spawn, watchdog, SegmentGuard, ROLE, SEGMENT};
 use matrix_handler::{HandlerFunctions, MatrixHandler};
 use matrix_internals::tables::MapError;
 use matrix_internals::ShmHashMap;
+use proptest::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -91,16 +94,142 @@ fn a_full_map_refuses_new_keys() {
     }
     assert_eq!(m.insert(&8, 8), Err(MapError::Full { capacity: 8 }));
     assert_eq!(m.get(&8), None);
-    // Existing keys still update, and a removed key keeps its slot.
+    // Existing keys still update, and a removed key's room and slot go to
+    // the next new key.
     assert_eq!(m.insert(&3, 33).unwrap(), Some(3));
     assert_eq!(m.remove(&5), Some(5));
-    assert_eq!(
-        m.insert(&9, 9),
-        Err(MapError::Full { capacity: 8 }),
-        "removed keys keep their slot"
-    );
-    assert_eq!(m.insert(&5, 55).unwrap(), None);
+    assert_eq!(m.insert(&9, 9).unwrap(), None, "the removed key made room");
+    assert_eq!(m.insert(&5, 55), Err(MapError::Full { capacity: 8 }));
+    assert_eq!(m.get(&9), Some(9));
+    assert_eq!(m.get(&5), None);
     assert_eq!(m.len(), 8);
+}
+
+#[test]
+fn removed_slots_are_reused_far_beyond_capacity() {
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let m = ShmHashMap::<u64, [u64; 2], _>::create(h.share(), 16).unwrap();
+    // 10,000 distinct keys through a map of 16 keys (32 slots), at most 16
+    // at a time: only reuse makes room.
+    for k in 0..10_000u64 {
+        if k >= 16 {
+            assert_eq!(m.remove(&(k - 16)), Some([k - 16, 1]));
+        }
+        assert_eq!(m.insert(&k, [k, 1]).unwrap(), None, "key {k}");
+        assert_eq!(m.len(), (k as usize + 1).min(16));
+    }
+    let all: HashMap<u64, [u64; 2]> = m.iter().collect();
+    assert_eq!(all.len(), 16);
+    assert!((10_000 - 16..10_000).all(|k| all[&k] == [k, 1]));
+    assert_eq!(
+        m.insert(&20_000, [0, 0]),
+        Err(MapError::Full { capacity: 16 })
+    );
+}
+
+/// The classic bug of tombstone reuse: key `k` lives beyond a tombstone in
+/// its chain; an insert of `k` that claimed the first free slot would
+/// leave it live twice, and a remove would then uncover the stale copy.
+#[test]
+fn a_key_live_beyond_a_tombstone_is_overwritten_not_duplicated() {
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    // 4 slots: many of these pairs share a chain.
+    let m = ShmHashMap::<u64, u64, _>::create(h.share(), 3).unwrap();
+    for x in 0..40u64 {
+        for k in 100..140u64 {
+            m.insert(&x, 1).unwrap();
+            m.insert(&k, 2).unwrap();
+            assert_eq!(m.remove(&x), Some(1));
+            assert_eq!(m.insert(&k, 3).unwrap(), Some(2));
+            assert_eq!(m.iter().filter(|(key, _)| *key == k).count(), 1);
+            assert_eq!(m.len(), 1);
+            assert_eq!(m.remove(&k), Some(3));
+            assert_eq!(m.get(&k), None, "no stale copy of {k} behind");
+            assert!(m.is_empty());
+        }
+    }
+}
+
+#[test]
+fn a_panicking_update_leaves_the_value_and_the_slot_usable() {
+    let _dog = watchdog(Duration::from_secs(60));
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let m = ShmHashMap::<u64, u64, _>::create(h.share(), 4).unwrap();
+    m.insert(&1, 10).unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        m.update(&1, |_| panic!("the closure fails"))
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(m.get(&1), Some(10));
+    // The slot's lock was handed back: writers of the key go on.
+    assert_eq!(m.insert(&1, 11).unwrap(), Some(10));
+    assert_eq!(m.remove(&1), Some(11));
+}
+
+#[derive(Clone, Debug)]
+enum ModelOp {
+    Insert(u64, u64),
+    Remove(u64),
+    Get(u64),
+    Update(u64),
+    GetOrInsert(u64, u64),
+}
+
+fn model_op() -> impl Strategy<Value = ModelOp> {
+    // 48 keys for 16 places: the map is full often, and churns.
+    let key = 0..48u64;
+    prop_oneof![
+        4 => (key.clone(), any::<u64>()).prop_map(|(k, v)| ModelOp::Insert(k, v)),
+        4 => key.clone().prop_map(ModelOp::Remove),
+        2 => key.clone().prop_map(ModelOp::Get),
+        1 => key.clone().prop_map(ModelOp::Update),
+        1 => (key, any::<u64>()).prop_map(|(k, v)| ModelOp::GetOrInsert(k, v)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Random operations agree with `std`'s `HashMap` holding at most 16
+    /// keys, over 10,000 operations each.
+    #[test]
+    fn agrees_with_a_std_hashmap_under_churn(ops in prop::collection::vec(model_op(), 10_000)) {
+        let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+        let m = ShmHashMap::<u64, u64, _>::create(h.share(), 16).unwrap();
+        let mut model: HashMap<u64, u64> = HashMap::new();
+        let full = Err(MapError::Full { capacity: 16 });
+        for op in &ops {
+            match *op {
+                ModelOp::Insert(k, v) => {
+                    if model.len() == 16 && !model.contains_key(&k) {
+                        prop_assert_eq!(m.insert(&k, v), full.clone());
+                    } else {
+                        prop_assert_eq!(m.insert(&k, v), Ok(model.insert(k, v)));
+                    }
+                }
+                ModelOp::Remove(k) => prop_assert_eq!(m.remove(&k), model.remove(&k)),
+                ModelOp::Get(k) => prop_assert_eq!(m.get(&k), model.get(&k).copied()),
+                ModelOp::Update(k) => {
+                    let want = model.get_mut(&k).map(|v| {
+                        *v = v.wrapping_mul(3).wrapping_add(1);
+                        *v
+                    });
+                    prop_assert_eq!(m.update(&k, |v| v.wrapping_mul(3).wrapping_add(1)), want);
+                }
+                ModelOp::GetOrInsert(k, v) => {
+                    if model.len() == 16 && !model.contains_key(&k) {
+                        prop_assert_eq!(m.get_or_insert(&k, v), full.clone().map(|_: Option<u64>| 0));
+                    } else {
+                        prop_assert_eq!(m.get_or_insert(&k, v), Ok(*model.entry(k).or_insert(v)));
+                    }
+                }
+            }
+            prop_assert_eq!(m.len(), model.len());
+        }
+        let all: HashMap<u64, u64> = m.iter().collect();
+        prop_assert_eq!(m.iter().count(), model.len(), "no key twice");
+        prop_assert_eq!(all, model);
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -184,6 +313,18 @@ fn the_linearizability_check_rejects_an_impossible_history() {
 
 #[test]
 fn two_threads_of_random_ops_are_linearizable_per_key() {
+    linearizable_per_key(64);
+}
+
+/// 8 keys in 16 slots: removed slots are reused all the time. Capacity 10:
+/// a key re-inserted while its remove is still giving its room back, on
+/// each thread, is 2 more than the 8 keys.
+#[test]
+fn two_threads_of_random_ops_on_a_tiny_map_are_linearizable_per_key() {
+    linearizable_per_key(10);
+}
+
+fn linearizable_per_key(capacity: u32) {
     let _dog = watchdog(Duration::from_secs(120));
     const KEYS: u64 = 8;
     let ops_per_thread: usize = std::env::var("MATRIX_MAP_OPS")
@@ -191,7 +332,7 @@ fn two_threads_of_random_ops_are_linearizable_per_key() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
-    let m = ShmHashMap::<u64, u64, _>::create(h.share(), 64).unwrap();
+    let m = ShmHashMap::<u64, u64, _>::create(h.share(), capacity).unwrap();
     let clock = AtomicU64::new(0);
     let start = std::sync::Barrier::new(2);
     let histories: Vec<Vec<(u64, Op)>> = std::thread::scope(|s| {
@@ -327,12 +468,19 @@ fn keys_and_values_survive_a_reopen_from_another_process() {
     );
 }
 
-/// A map with keys 0..10 (value `[k, k * k]`) whose `insert(key, [9, 9])`
-/// was killed at crash point `point` in another process.
-fn after_a_killed_insert(point: u32, key: u64, test: &str) -> (SegmentGuard, MatrixHandler) {
+/// A map for `capacity` keys with keys 0..10 (value `[k, k * k]`) whose
+/// `insert(key, [9, 9])` was killed at crash point `point` in another
+/// process.
+fn after_a_killed_insert(
+    point: u32,
+    key: u64,
+    capacity: u32,
+    test: &str,
+) -> (SegmentGuard, MatrixHandler) {
     let g = SegmentGuard::new(test);
     let h = MatrixHandler::create(g.name(), 1 << 20).unwrap();
-    let (m, _) = ShmHashMap::<u64, [u64; 2], _>::open_or_create(h.share(), "prices", 64).unwrap();
+    let (m, _) =
+        ShmHashMap::<u64, [u64; 2], _>::open_or_create(h.share(), "prices", capacity).unwrap();
     for k in 0..10u64 {
         m.insert(&k, [k, k * k]).unwrap();
     }
@@ -346,7 +494,12 @@ fn after_a_killed_insert(point: u32, key: u64, test: &str) -> (SegmentGuard, Mat
 #[test]
 fn a_writer_killed_holding_a_value_lock_leaves_the_old_value() {
     let _dog = watchdog(Duration::from_secs(60));
-    let (_g, h) = after_a_killed_insert(matrix_internals::fault::MAP_WRITING, 5, "map-dead-writer");
+    let (_g, h) = after_a_killed_insert(
+        matrix_internals::fault::MAP_WRITING,
+        5,
+        64,
+        "map-dead-writer",
+    );
     let m = ShmHashMap::<u64, [u64; 2], _>::open(h.share(), "prices").unwrap();
     assert_eq!(
         m.get(&5),
@@ -369,6 +522,7 @@ fn an_inserter_killed_after_claiming_a_slot_does_not_block_the_key() {
     let (_g, h) = after_a_killed_insert(
         matrix_internals::fault::MAP_KEY_CLAIMED,
         500,
+        64,
         "map-dead-claim",
     );
     let m = ShmHashMap::<u64, [u64; 2], _>::open(h.share(), "prices").unwrap();
@@ -381,4 +535,34 @@ fn an_inserter_killed_after_claiming_a_slot_does_not_block_the_key() {
     assert_eq!(m.get(&500), Some([1, 2]));
     assert_eq!(m.len(), 11);
     assert_eq!(m.iter().filter(|(k, _)| *k == 500).count(), 1);
+}
+
+#[test]
+fn an_inserter_killed_before_committing_a_new_key_gives_its_room_back() {
+    let _dog = watchdog(Duration::from_secs(60));
+    // Killed holding the key's home lock and a claimed slot, key and value
+    // written, not committed.
+    let (_g, h) = after_a_killed_insert(
+        matrix_internals::fault::MAP_WRITING,
+        500,
+        12,
+        "map-dead-new-key",
+    );
+    let m = ShmHashMap::<u64, [u64; 2], _>::open(h.share(), "prices").unwrap();
+    assert_eq!(m.get(&500), None, "an uncommitted key is not in the map");
+    assert_eq!(m.len(), 10);
+    // 10 keys and the dead claim: the second new key needs its room back.
+    assert_eq!(m.insert(&600, [6, 0]).unwrap(), None);
+    assert_eq!(
+        m.insert(&601, [6, 1]).unwrap(),
+        None,
+        "the dead claim's room"
+    );
+    assert_eq!(m.insert(&602, [6, 2]), Err(MapError::Full { capacity: 12 }));
+    assert_eq!(m.remove(&600), Some([6, 0]));
+    // Its home lock is taken over too.
+    assert_eq!(m.insert(&500, [1, 2]).unwrap(), None);
+    assert_eq!(m.get(&500), Some([1, 2]));
+    assert_eq!(m.iter().filter(|(k, _)| *k == 500).count(), 1);
+    assert_eq!(m.len(), 12);
 }

@@ -1,6 +1,6 @@
 //! `ShmBox<T>`: one value in a block of its own.
 
-use super::{DynError, OwnsBlocks};
+use super::{walk, DynError, OwnsBlocks};
 use matrix_handler::{BlockToken, HandlerFunctions, OwnerId, ShmSafe};
 use std::marker::PhantomData;
 
@@ -82,6 +82,10 @@ impl<T: ShmSafe + Copy + OwnsBlocks> OwnsBlocks for ShmBox<T> {
         if self.buf.nonce() == 0 {
             return Ok(());
         }
+        let Some(_entered) = walk::enter(self.buf)? else {
+            // A cycle back to a box this walk is freeing: freed once, there.
+            return Ok(());
+        };
         let b = h.block_from_token::<T>(self.buf)?;
         let mut inner = *h.get(&b)?;
         inner.free_blocks(h)?;
@@ -94,6 +98,9 @@ impl<T: ShmSafe + Copy + OwnsBlocks> OwnsBlocks for ShmBox<T> {
         if self.buf.nonce() == 0 {
             return;
         }
+        let Ok(Some(_entered)) = walk::enter(self.buf) else {
+            return;
+        };
         visit(self.buf);
         if let Ok(inner) = self.get(h) {
             inner.visit_blocks(h, visit);

@@ -31,12 +31,20 @@ pub enum DynError {
         /// The byte index asked for.
         index: usize,
     },
-    /// The container's length exceeds its buffer (written outside this API).
+    /// The container's length or capacity exceeds its buffer, or it records
+    /// elements without a buffer (written outside this API, or torn).
     Corrupted {
         /// The recorded length.
         len: u32,
         /// The buffer's elements.
         capacity: usize,
+    },
+    /// Freeing or walking a value went through more nested buffers than
+    /// one walk may (a chain of boxes longer than the limit). Blocks are
+    /// freed on the way back up, so nothing on that chain was freed.
+    TooDeep {
+        /// Nested buffers one walk may enter ([`MAX_WALK_DEPTH`](super::MAX_WALK_DEPTH)).
+        limit: u32,
     },
 }
 
@@ -76,6 +84,11 @@ impl fmt::Display for DynError {
                 f,
                 "the container says {len} elements but its buffer holds {capacity} (written \
                  outside this API)"
+            ),
+            DynError::TooDeep { limit } => write!(
+                f,
+                "the value nests more than {limit} buffers deep: free a long chain from its \
+                 end, a piece at a time"
             ),
         }
     }

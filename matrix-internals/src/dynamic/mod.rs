@@ -35,13 +35,17 @@
 //! **Nesting.** Element types are `ShmSafe + Copy + OwnsBlocks`, so a
 //! `ShmVec<ShmString>` or a record with container fields is one value;
 //! [`OwnsBlocks::free_blocks`] frees it whole. Derive `OwnsBlocks` for a
-//! record with `#[derive(matrix_internals::OwnsBlocks)]`.
+//! record with `#[derive(matrix_internals::OwnsBlocks)]`. A type may name
+//! itself through a container (a list of `ShmBox` nodes): a walk enters
+//! each buffer once, so a cycle is freed once, and at most
+//! [`MAX_WALK_DEPTH`] buffers deep ([`DynError::TooDeep`] beyond).
 
 mod boxed;
 mod error;
 mod owns;
 mod string;
 mod vec;
+mod walk;
 
 pub use boxed::ShmBox;
 pub use error::DynError;
@@ -53,3 +57,4 @@ pub use matrix_handler::{BlockToken, HandlerFunctions};
 pub use owns::OwnsBlocks;
 pub use string::{ShmBytes, ShmString};
 pub use vec::ShmVec;
+pub use walk::MAX_DEPTH as MAX_WALK_DEPTH;

@@ -1,6 +1,6 @@
 //! `ShmVec<T>`: a growable array in the segment.
 
-use super::{DynError, OwnsBlocks};
+use super::{walk, DynError, OwnsBlocks};
 use matrix_handler::{Block, BlockToken, HandlerFunctions, OwnerId, ResizeKind, ShmSafe};
 use std::marker::PhantomData;
 
@@ -87,13 +87,22 @@ impl<T: ShmSafe + Copy + OwnsBlocks> ShmVec<T> {
     }
 
     /// The buffer's handle, validated (this segment's, current, live, at
-    /// least `len` elements); `None` while nothing is allocated.
+    /// least `cap ≥ len` elements); `None` while nothing is allocated, which
+    /// needs `len = cap = 0`. The value is plain bytes that another process
+    /// or a torn write may have left inconsistent, so every method goes
+    /// through here before it trusts `len` or `cap`.
     fn block<H: HandlerFunctions>(&self, h: &H) -> Result<Option<Block<T>>, DynError> {
         if self.buf.nonce() == 0 {
+            if self.len != 0 || self.cap != 0 {
+                return Err(DynError::Corrupted {
+                    len: self.len,
+                    capacity: 0,
+                });
+            }
             return Ok(None);
         }
         let b = h.block_from_token::<T>(self.buf)?;
-        if self.len as usize > b.len() {
+        if self.len > self.cap || self.cap as usize > b.len() {
             return Err(DynError::Corrupted {
                 len: self.len,
                 capacity: b.len(),
@@ -145,7 +154,7 @@ impl<T: ShmSafe + Copy + OwnsBlocks> ShmVec<T> {
             }
         };
         self.buf = b.token();
-        self.cap = b.len() as u32;
+        self.cap = u32::try_from(b.len()).unwrap_or(u32::MAX);
         Ok((Some(b), kind))
     }
 
@@ -274,7 +283,7 @@ impl<T: ShmSafe + Copy + OwnsBlocks> ShmVec<T> {
         }
         h.reallocate(&mut b, self.len as usize)?;
         self.buf = b.token();
-        self.cap = b.len() as u32;
+        self.cap = u32::try_from(b.len()).unwrap_or(u32::MAX);
         Ok(())
     }
 
@@ -347,6 +356,13 @@ impl<T: ShmSafe + Copy + OwnsBlocks> OwnsBlocks for ShmVec<T> {
     /// holder of the value may free it — a reader that received it
     /// through a queue is its last user — so no writer check is made.
     fn free_blocks<H: HandlerFunctions>(&mut self, h: &H) -> Result<(), DynError> {
+        if self.buf.nonce() == 0 {
+            return self.block(h).map(|_| ());
+        }
+        let Some(_entered) = walk::enter(self.buf)? else {
+            // A cycle back to a buffer this walk is freeing: freed once, there.
+            return Ok(());
+        };
         while self.len > 0 {
             let mut last = self.as_slice(h)?[self.len as usize - 1];
             last.free_blocks(h)?;
@@ -364,6 +380,9 @@ impl<T: ShmSafe + Copy + OwnsBlocks> OwnsBlocks for ShmVec<T> {
         if self.buf.nonce() == 0 {
             return;
         }
+        let Ok(Some(_entered)) = walk::enter(self.buf) else {
+            return;
+        };
         visit(self.buf);
         if let Ok(elems) = self.as_slice(h) {
             elems.iter().for_each(|e| e.visit_blocks(h, visit));

@@ -97,8 +97,9 @@ impl From<HandlerError> for RegistryError {
 /// Why a map operation failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MapError {
-    /// A new key does not fit: the map already holds `capacity` distinct
-    /// keys (removed keys keep their slot; see the module docs).
+    /// A new key does not fit: the map already holds `capacity` keys
+    /// (counting inserts of new keys in flight; a removed key's room is
+    /// given back, and its slot reused, at its remove).
     Full {
         /// Keys the map may hold.
         capacity: u32,
@@ -126,11 +127,13 @@ impl fmt::Display for MapError {
         match self {
             MapError::Full { capacity } => write!(
                 f,
-                "the map is full: it holds {capacity} distinct keys (removed keys keep their slot); \
-                 create a larger map"
+                "the map is full: it holds {capacity} keys; remove keys or create a larger map"
             ),
             MapError::InvalidCapacity { requested } => {
-                write!(f, "map capacity {requested} is not in 1..={MAX_MAP_CAPACITY}")
+                write!(
+                    f,
+                    "map capacity {requested} is not in 1..={MAX_MAP_CAPACITY}"
+                )
             }
             MapError::NotAMap { offset, what } => write!(f, "no map at offset {offset}: {what}"),
             MapError::Registry(e) => write!(f, "map name: {e}"),

@@ -3,59 +3,92 @@
 //!
 //! ```text
 //!  MapHeader | slot 0 | slot 1 | ... | slot n-1        (n = power of two ≥ 4/3 · capacity)
-//!  slot:  key_state | value_ctl | key words | value buffer A | value buffer B
-//!
-//!  key_state: 0                      EMPTY
-//!             tag << 32 | owner id   CLAIMED: a participant is writing a new key
-//!             tag << 32 | KEYED      the key words are written and never change
-//!  value_ctl: bit 0 LOCKED, bit 1 CURRENT buffer, bit 2 PRESENT,
-//!             bits 3..32 version, bits 32..64 owner id of the lock holder
+//!  slot:  ctl | home lock | key words | value buffer A | value buffer B
+//!  ctl:   version (32) | lock holder (28) | state: EMPTY / LIVE / TOMBSTONE | CURRENT | LOCKED
+//!  home lock: 0, or the holder inserting a new key whose home is this slot
 //! ```
 //!
-//! Open addressing with linear probing. A key, once written into a slot,
-//! stays in that slot for the life of the map: removing it clears PRESENT,
-//! and inserting it again reuses the slot. So `capacity` counts the distinct
-//! keys a map ever holds, and probe chains never break.
+//! Open addressing with linear probing. Everything a decision about a slot
+//! depends on — its state, whether it is locked, which value buffer is
+//! current, its version — is one word, `ctl`, changed by CAS (to lock) or
+//! by the lock holder's single Release store (to commit and unlock):
 //!
-//! - **Keys** are claimed with one CAS on `key_state` (EMPTY → CLAIMED), then
-//!   written, then published (KEYED, Release). An insert of the same key that
-//!   meets a CLAIMED slot with its tag waits until it is KEYED (or takes it
-//!   over if the claimant died); lookups never wait (a key not yet KEYED has
-//!   no value yet, so it is not in the map).
-//! - **Values** are double-buffered. A writer takes the slot's write lock
-//!   (one CAS), writes the buffer that is *not* current, then flips CURRENT,
-//!   bumps the version and sets or clears PRESENT in one Release store.
-//!   Readers never wait for writers: they copy the current buffer and
-//!   re-check the committed bits; they retry only if a write completed
-//!   meanwhile. Writers of the *same key* serialize on the lock for the time
-//!   of one copy; a lock holder that died is detected (its owner id) and the
-//!   lock taken over — the buffer it was writing was not current, so the
-//!   committed value is intact.
+//! | from | to | by |
+//! |---|---|---|
+//! | EMPTY, TOMBSTONE | TOMBSTONE + LOCKED (a claim) | an insert of a new key, holding the key's home lock |
+//! | TOMBSTONE + LOCKED | LIVE | the claimant: key and value written, version + 1 |
+//! | LIVE | LIVE + LOCKED | an update, overwrite or remove of the slot's key |
+//! | LIVE + LOCKED | LIVE | the writer: the other value buffer made current, version + 1 |
+//! | LIVE + LOCKED | TOMBSTONE | a remove, version + 1: the slot is free for any key |
+//! | any + LOCKED by a dead holder | the same, LOCKED by the taker | whoever needs the slot next |
+//! | TOMBSTONE + LOCKED by a dead holder | TOMBSTONE | an insert that found no room: the claim's room is given back |
+//!
+//! A slot never returns to EMPTY, so EMPTY ends every probe chain; the
+//! slot's key words change only while it is a claimed tombstone.
+//!
+//! - **Lookups** (get, iter, and the searches of writers) never wait.
+//!   They load `ctl`, copy the key words and the current value buffer,
+//!   and load `ctl` again: if its committed bits (version, state, CURRENT)
+//!   are unchanged, the copy is one snapshot of that slot — every change
+//!   of a key or value commits a new version. So a get never returns the
+//!   value of a key that replaced its key in a reused slot: the reuse
+//!   committed twice (the remove, then the new key) in between. A changed
+//!   word means the copy is retried. Searches skip tombstones and stop at
+//!   an EMPTY slot or past the longest probe distance any claim used.
+//! - **New keys** are created only by the holder of the key's *home lock*
+//!   (a word of the key's home slot). Holding it, the inserter scans the
+//!   key's whole chain; only if the key is not LIVE in it does it claim the
+//!   first free slot (one CAS of that slot's `ctl`), write key and value
+//!   and commit LIVE. Two inserts of one key serialize on its home lock,
+//!   so the second finds the first's key and overwrites it: a key is never
+//!   LIVE twice, even when one insert could reuse a tombstone nearer the
+//!   home slot than the key's live slot.
+//! - **Values** are double-buffered. A writer of a LIVE slot locks it
+//!   (one CAS), checks under the lock that the slot still holds its key,
+//!   writes the buffer that is *not* current, then commits: flips CURRENT
+//!   and bumps the version (or turns the slot into a tombstone) in one
+//!   Release store. Readers keep reading the current buffer meanwhile.
+//!   Writers of the same key serialize on the lock for the time of one
+//!   copy; inserts of new keys of one home slot serialize on its home lock.
+//! - **Dead holders.** A lock (a slot's or a home lock) whose holder is
+//!   dead — its participant slot claimed again since, or its liveness lock
+//!   free; unknown counts as alive — is taken over by the next participant
+//!   that needs it. A dead
+//!   writer's half-written buffer was never current, so the committed
+//!   value stands; a dead claimant's slot is a tombstone again, and the
+//!   room it reserved is given back.
+//!
+//! `capacity` bounds the keys the map holds plus the inserts of new keys
+//! in flight. A remove gives its key's room back right after its commit,
+//! so an insert racing a remove of another key may still be refused with
+//! [`MapError::Full`].
 //!
 //! Every operation on one key is linearizable: insert/update/remove at the
-//! Release store that commits them, get at its first load of `value_ctl`.
-//! Keys compare by their bytes.
+//! Release store that commits them, a get that finds the key at the first
+//! load of `ctl` of the copy it kept. A key never moves while present (it
+//! leaves a slot only by a remove), so a key present for the whole of a
+//! search is in a slot the search reads; a miss is linearized at a moment
+//! of its search when the key was absent. [`iter`](ShmHashMap::iter) is
+//! weakly consistent: under concurrent writes it may skip a key, or list
+//! one removed and inserted again elsewhere twice. Keys compare by their
+//! bytes.
 
-use crate::shm::{self, checked_region, fault, owner_alive, NotThere};
+mod ctl;
+
+use crate::shm::{self, checked_region, fault, NotThere};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering::*};
 use crate::tables::{MapError, Registry, TypeFingerprint};
 use crossbeam_utils::Backoff;
+use ctl::{COMMITTED, EMPTY, LIVE, LOCKED, TOMBSTONE};
 use matrix_core::{OwnerId, BLOCK_HEADER_SIZE};
 use matrix_handler::{HandlerError, HandlerFunctions, Pod};
 use std::fmt;
 use std::marker::PhantomData;
 
-pub(crate) const MAP_MAGIC: u64 = u64::from_le_bytes(*b"MXHMAP01");
+pub(crate) const MAP_MAGIC: u64 = u64::from_le_bytes(*b"MXHMAP02");
 /// Largest number of keys one map may hold.
 pub const MAX_MAP_CAPACITY: u32 = 1 << 26;
-const MAP_TYPE_ID: u64 = crate::tables::type_id("matrix-internals::ShmHashMap v1");
-
-const KEYED: u32 = 0x100; // low byte 0: never an owner id
-const LOCKED: u64 = 1;
-const CURRENT: u64 = 2;
-const PRESENT: u64 = 4;
-const VERSION_ONE: u64 = 8;
-const COMMITTED: u64 = 0xFFFF_FFFE; // CURRENT | PRESENT | version
+const MAP_TYPE_ID: u64 = crate::tables::type_id("matrix-internals::ShmHashMap v2");
 
 #[repr(C)]
 struct MapHeader {
@@ -68,24 +101,25 @@ struct MapHeader {
     value_size: AtomicU32,
     /// Fingerprint of (K, V), checked on open.
     types: AtomicU64,
-    /// Keys written into slots (never decreases); bounded by `capacity`.
-    keys: AtomicU32,
-    /// Keys with a value present.
-    len: AtomicU32,
+    /// Room taken: LIVE keys plus claims in flight; bounded by `capacity`.
+    reserved: AtomicU32,
+    /// The longest probe distance any claim used (never decreases).
+    max_probe: AtomicU32,
     _reserved: [u64; 3],
 }
 
 const HEADER_BYTES: u64 = std::mem::size_of::<MapHeader>() as u64;
 const _: () = assert!(HEADER_BYTES == 64 && std::mem::align_of::<MapHeader>() == 8);
 
-/// A fixed-capacity lock-free hash map of `K` → `V` in a block of the
-/// segment; see the module docs.
+/// A fixed-capacity hash map of `K` → `V` in a block of the segment,
+/// whose removed slots are reused; see the module docs.
 pub struct ShmHashMap<K, V, H: HandlerFunctions> {
     handler: H,
     offset: u32,
     capacity: u32,
     mask: u64,
-    owner: u32,
+    /// This participant's identity in a lock word.
+    me: u32,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
@@ -107,6 +141,41 @@ impl<K, V, H: HandlerFunctions> fmt::Debug for ShmHashMap<K, V, H> {
             .field("capacity", &self.capacity)
             .finish()
     }
+}
+
+/// Hands a locked slot back with its committed word `committed` when
+/// dropped (only on a panic: the normal path forgets it and commits).
+struct Unlock<'a> {
+    ctl: &'a AtomicU64,
+    committed: u64,
+}
+
+impl Drop for Unlock<'_> {
+    fn drop(&mut self) {
+        // Release: like every hand-back, keeps the holders' chain ordered.
+        self.ctl.store(self.committed, Release);
+    }
+}
+
+/// What a validated look at one slot found.
+enum View<V> {
+    /// Never used: the end of every chain through it.
+    Empty(u64),
+    /// A tombstone nobody holds: free for a claim from this word.
+    Free(u64),
+    /// A tombstone claimed by the holder in this word.
+    Claimed(u64),
+    /// A key, and whether it is the one looked for (then with its value,
+    /// when asked for).
+    Live { matches: bool, value: Option<V> },
+}
+
+/// Where the search of an insert holding the home lock ended.
+struct Scan {
+    /// The slot where the key is LIVE.
+    found: Option<u64>,
+    /// The first slot of the chain a claim may take, and its word.
+    free: Option<(u64, u64)>,
 }
 
 /// 8-byte words needed for `bytes` bytes.
@@ -152,7 +221,7 @@ const MAX_WORDS: usize = 64;
 impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
     const KEY_WORDS: u64 = words(std::mem::size_of::<K>());
     const VALUE_WORDS: u64 = words(std::mem::size_of::<V>());
-    /// key_state, value_ctl, key, two value buffers.
+    /// ctl, home lock, key, two value buffers.
     const SLOT_WORDS: u64 = 2 + Self::KEY_WORDS + 2 * Self::VALUE_WORDS;
     const FITS: () = assert!(
         (Self::KEY_WORDS as usize) <= MAX_WORDS && (Self::VALUE_WORDS as usize) <= MAX_WORDS,
@@ -254,13 +323,13 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
             HEADER_BYTES + slots as u64 * Self::SLOT_WORDS * 8,
         )
         .map_err(|_| not("block smaller than its recorded capacity"))?;
-        let owner = handler.matrix().owner_id().0;
+        let me = ctl::identity(handler.matrix());
         Ok(ShmHashMap {
             handler,
             offset,
             capacity,
             mask: slots as u64 - 1,
-            owner,
+            me,
             _types: PhantomData,
         })
     }
@@ -280,7 +349,7 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
         })?;
         let offset = handler.allocate_raw(bytes32)?.offset();
         // SAFETY: freshly allocated payload of `bytes` bytes, known to nobody
-        // else yet; all-zero is EMPTY for every slot.
+        // else yet; all-zero is an EMPTY slot with a free home lock.
         unsafe {
             std::ptr::write_bytes(
                 handler.base_ptr().add(offset as usize) as *mut u8,
@@ -307,15 +376,17 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
         self.offset
     }
 
-    /// Distinct keys the map can hold.
+    /// Keys the map can hold at once.
     pub fn capacity(&self) -> usize {
         self.capacity as usize
     }
 
-    /// Keys with a value (exact at quiescence).
+    /// Keys in the map: a walk over every slot (exact at quiescence).
     pub fn len(&self) -> usize {
-        // Relaxed: a counter; exact once writers are done.
-        self.header().len.load(Relaxed) as usize
+        (0..=self.mask)
+            // Relaxed: a count; each word is read once, no data depends on it.
+            .filter(|&i| ctl::state(self.ctl(i).load(Relaxed)) == LIVE)
+            .count()
     }
 
     /// Whether [`len`](Self::len) is 0.
@@ -338,11 +409,11 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
         unsafe { shm::shared(&self.handler, at) }
     }
 
-    fn key_state(&self, index: u64) -> &AtomicU64 {
+    fn ctl(&self, index: u64) -> &AtomicU64 {
         self.word(index, 0)
     }
 
-    fn value_ctl(&self, index: u64) -> &AtomicU64 {
+    fn home_lock(&self, index: u64) -> &AtomicU64 {
         self.word(index, 1)
     }
 
@@ -356,167 +427,27 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
     }
 
     fn key_matches(&self, index: u64, key: &[u64]) -> bool {
-        // Relaxed: the key words were published by the KEYED Release store,
-        // which our Acquire load of key_state synchronized with; they never change.
+        // Relaxed: validated by the ctl re-check (lookups) or stable under
+        // the slot's lock (writers); see `view` and `lock_live`.
         self.key_words(index)
             .zip(key)
             .all(|(w, k)| w.load(Relaxed) == *k)
     }
 
-    /// Probes for `key`; with `insert`, claims an empty slot for it.
-    /// Returns the slot, or `None` (not present / no room).
-    fn find(&self, key: &[u64], insert: bool) -> Result<Option<u64>, MapError> {
-        let h = hash(key);
-        let tag = (h >> 32) as u32;
-        let mut index = h & self.mask;
-        for _ in 0..=self.mask {
-            let ks = self.key_state(index);
-            let backoff = Backoff::new();
-            let mut waited = 0u32;
-            loop {
-                // Acquire: pairs with the KEYED Release store (key words visible).
-                let s = ks.load(Acquire);
-                if s == 0 {
-                    if !insert {
-                        return Ok(None);
-                    }
-                    if !self.reserve_key() {
-                        return Err(MapError::Full {
-                            capacity: self.capacity,
-                        });
-                    }
-                    // Acquire: a failed CAS re-reads the slot.
-                    match ks.compare_exchange(
-                        0,
-                        (tag as u64) << 32 | self.owner as u64,
-                        Acquire,
-                        Relaxed,
-                    ) {
-                        Ok(_) => {
-                            fault::at(fault::MAP_KEY_CLAIMED);
-                            self.write_key(index, key, tag);
-                            return Ok(Some(index));
-                        }
-                        Err(_) => {
-                            self.unreserve_key();
-                            continue;
-                        }
-                    }
-                }
-                if (s >> 32) as u32 != tag {
-                    break;
-                }
-                let status = s as u32;
-                if status == KEYED {
-                    if self.key_matches(index, key) {
-                        return Ok(Some(index));
-                    }
-                    break;
-                }
-                // CLAIMED with our tag: a key is being written here.
-                if !insert {
-                    // Not in the map yet (it has no value): lookups move on.
-                    break;
-                }
-                if backoff.is_completed() {
-                    waited = waited.wrapping_add(1);
-                }
-                // The claimant's liveness lock is queried (a syscall): only every 64th wait.
-                if waited % 64 == 1 && !owner_alive(self.handler.matrix(), status) {
-                    // Acquire: as above.
-                    if ks
-                        .compare_exchange(
-                            s,
-                            (tag as u64) << 32 | self.owner as u64,
-                            Acquire,
-                            Relaxed,
-                        )
-                        .is_ok()
-                    {
-                        // The dead claimant's reservation is reused.
-                        self.write_key(index, key, tag);
-                        return Ok(Some(index));
-                    }
-                    continue;
-                }
-                backoff.snooze();
-            }
-            index = (index + 1) & self.mask;
+    fn read_key(&self, index: u64) -> K {
+        let mut w = [0u64; MAX_WORDS];
+        for (dst, src) in w.iter_mut().zip(self.key_words(index)) {
+            // Relaxed: as in key_matches.
+            *dst = src.load(Relaxed);
         }
-        if insert {
-            return Err(MapError::Full {
-                capacity: self.capacity,
-            });
-        }
-        Ok(None)
-    }
-
-    fn write_key(&self, index: u64, key: &[u64], tag: u32) {
-        for (w, k) in self.key_words(index).zip(key) {
-            // Relaxed: published by the KEYED Release store below.
-            w.store(*k, Relaxed);
-        }
-        // Release: lookups that Acquire KEYED see the key words.
-        self.key_state(index)
-            .store((tag as u64) << 32 | KEYED as u64, Release);
-    }
-
-    fn reserve_key(&self) -> bool {
-        // Relaxed: a counter bounding slot use; no data is published through it.
-        self.header()
-            .keys
-            .fetch_update(Relaxed, Relaxed, |k| (k < self.capacity).then_some(k + 1))
-            .is_ok()
-    }
-
-    fn unreserve_key(&self) {
-        // Relaxed: see reserve_key.
-        self.header().keys.fetch_sub(1, Relaxed);
-    }
-
-    /// Takes the value lock of a slot; returns the committed control bits.
-    fn lock(&self, index: u64) -> u64 {
-        let ctl = self.value_ctl(index);
-        let backoff = Backoff::new();
-        let mut waited = 0u32;
-        loop {
-            // Relaxed: the CAS below Acquires.
-            let c = ctl.load(Relaxed);
-            let holder = (c >> 32) as u32;
-            let free = c & LOCKED == 0;
-            if !free && backoff.is_completed() {
-                waited = waited.wrapping_add(1);
-            }
-            // The holder's liveness lock is queried (a syscall): only every 64th wait.
-            let dead = !free && waited % 64 == 1 && !owner_alive(self.handler.matrix(), holder);
-            if free || dead {
-                let mine = (c & COMMITTED) | LOCKED | (self.owner as u64) << 32;
-                // Acquire: pairs with the previous writer's Release commit,
-                // so the current buffer it wrote is visible.
-                if ctl.compare_exchange(c, mine, Acquire, Relaxed).is_ok() {
-                    // Release fence: readers that see a word we write next
-                    // (in a buffer that becomes current later) also see the lock.
-                    fence(Release);
-                    return c & COMMITTED;
-                }
-                continue;
-            }
-            backoff.snooze();
-        }
-    }
-
-    /// Publishes a slot's new committed bits and releases the lock.
-    fn commit(&self, index: u64, committed: u64) {
-        // Release: readers that Acquire the new control word see the buffer
-        // written under the lock.
-        self.value_ctl(index).store(committed & COMMITTED, Release);
+        from_words(&w[..Self::KEY_WORDS as usize])
     }
 
     fn read_buffer(&self, index: u64, which: u64) -> V {
         let mut w = [0u64; MAX_WORDS];
         for (dst, src) in w.iter_mut().zip(self.buffer(index, which)) {
-            // Relaxed: validated by the control word re-check (get) or
-            // ordered by holding the lock (writers).
+            // Relaxed: validated by the ctl re-check (lookups) or ordered
+            // by holding the lock (writers).
             *dst = src.load(Relaxed);
         }
         from_words(&w[..Self::VALUE_WORDS as usize])
@@ -526,29 +457,78 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
         let mut w = [0u64; MAX_WORDS];
         to_words(value, &mut w[..Self::VALUE_WORDS as usize]);
         for (dst, src) in self.buffer(index, which).zip(w) {
-            // Relaxed: published by commit's Release.
+            // Relaxed: published by the commit's Release store.
             dst.store(src, Relaxed);
         }
     }
 
-    /// A consistent copy of a slot's value, without waiting for writers.
-    fn read_value(&self, index: u64) -> Option<V> {
-        let ctl = self.value_ctl(index);
+    fn write_key(&self, index: u64, key: &[u64]) {
+        for (w, k) in self.key_words(index).zip(key) {
+            // Relaxed: published by the commit's Release store.
+            w.store(*k, Relaxed);
+        }
+    }
+
+    /// A consistent look at slot `index` for `key`: `copy` runs on a LIVE
+    /// slot whose key matches, and what it read is kept only if the slot's
+    /// committed bits did not change meanwhile.
+    fn view<T>(&self, index: u64, key: &[u64], copy: impl Fn(u64) -> T) -> View<T> {
+        let ctl = self.ctl(index);
         loop {
-            // Acquire: pairs with commit's Release.
-            let c1 = ctl.load(Acquire) & COMMITTED;
-            if c1 & PRESENT == 0 {
-                return None;
+            // Acquire: pairs with the Release commit that published this
+            // version's key words and current buffer.
+            let c1 = ctl.load(Acquire);
+            match ctl::state(c1) {
+                EMPTY => return View::Empty(c1),
+                TOMBSTONE if c1 & LOCKED != 0 => return View::Claimed(c1),
+                TOMBSTONE => return View::Free(c1),
+                _ => {}
             }
-            let value = self.read_buffer(index, (c1 & CURRENT) >> 1);
-            // Acquire fence: the buffer loads are ordered before the re-check
-            // (pairs with the writer's Release fence after locking).
+            let matches = self.key_matches(index, key);
+            let value = matches.then(|| copy(c1));
+            // Acquire fence: the key and buffer loads above are ordered
+            // before the re-check. If one of them read a word a later
+            // writer stored, that writer's lock (followed by its Release
+            // fence) is visible to the re-check, and the writer could only
+            // touch what we read after a commit past `c1`: the re-check
+            // then sees a new version. Correct on weak memory: it is the
+            // fence-to-fence synchronization of a seqlock, not a TSO
+            // assumption.
             fence(Acquire);
             // Relaxed: ordered by the fence.
-            if ctl.load(Relaxed) & COMMITTED == c1 {
-                return Some(value);
+            if ctl.load(Relaxed) & COMMITTED == c1 & COMMITTED {
+                return View::Live { matches, value };
             }
         }
+    }
+
+    fn home(&self, key: &[u64]) -> u64 {
+        hash(key) & self.mask
+    }
+
+    /// How far to search: the longest probe distance any claim used.
+    fn reach(&self) -> u64 {
+        // SeqCst: in one order with the claims' raises (see `claim`); an
+        // insert that finished before this search began raised it first.
+        (self.header().max_probe.load(SeqCst) as u64).min(self.mask)
+    }
+
+    /// The slot where `key` is LIVE (with `copy` of its value), searching
+    /// without waiting.
+    fn find<T>(&self, key: &[u64], copy: impl Fn(u64, u64) -> T) -> Option<(u64, Option<T>)> {
+        let home = self.home(key);
+        for d in 0..=self.reach() {
+            let index = (home + d) & self.mask;
+            match self.view(index, key, |c| copy(index, c)) {
+                View::Empty(_) => return None,
+                View::Live {
+                    matches: true,
+                    value,
+                } => return Some((index, value)),
+                _ => {}
+            }
+        }
+        None
     }
 
     fn key_of(key: &K) -> [u64; MAX_WORDS] {
@@ -560,25 +540,28 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
     /// The value of `key`, if present.
     pub fn get(&self, key: &K) -> Option<V> {
         let k = Self::key_of(key);
-        let index = self.find(&k[..Self::KEY_WORDS as usize], false).ok()??;
-        self.read_value(index)
+        let k = &k[..Self::KEY_WORDS as usize];
+        self.find(k, |index, c| self.read_buffer(index, ctl::current(c)))
+            .and_then(|(_, v)| v)
     }
 
     /// Whether `key` has a value.
     pub fn contains_key(&self, key: &K) -> bool {
-        self.get(key).is_some()
+        let k = Self::key_of(key);
+        self.find(&k[..Self::KEY_WORDS as usize], |_, _| ())
+            .is_some()
     }
 
     /// Sets `key` to `value`; returns the previous value.
     ///
     /// # Errors
     /// [`MapError::Full`] when `key` is new and the map already holds
-    /// `capacity` distinct keys.
+    /// `capacity` keys.
     pub fn insert(&self, key: &K, value: V) -> Result<Option<V>, MapError> {
         self.modify(key, true, |_| Some(value)).map(|(old, _)| old)
     }
 
-    /// Removes `key`; returns its value.
+    /// Removes `key`; returns its value. Its slot is free for any key.
     pub fn remove(&self, key: &K) -> Option<V> {
         self.modify(key, false, |_| None)
             .ok()
@@ -598,12 +581,17 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
     }
 
     /// Inserts `value` if `key` has none; returns the value now present.
+    ///
+    /// # Errors
+    /// [`MapError::Full`], as for [`insert`](Self::insert).
     pub fn get_or_insert(&self, key: &K, value: V) -> Result<V, MapError> {
         self.modify(key, true, |old| Some(old.unwrap_or(value)))
             .map(|(_, new)| new.expect("just set"))
     }
 
-    /// Runs `change(old) -> new` under the slot's value lock. Returns (old, new).
+    /// Runs `change(old) -> new` on `key` (once), under the lock of its
+    /// slot, or — for a new key, with `insert` — under its home lock.
+    /// Returns (old, new).
     fn modify(
         &self,
         key: &K,
@@ -611,53 +599,302 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
         change: impl FnOnce(Option<V>) -> Option<V>,
     ) -> Result<(Option<V>, Option<V>), MapError> {
         let k = Self::key_of(key);
-        let Some(index) = self.find(&k[..Self::KEY_WORDS as usize], insert)? else {
-            return Ok((None, None));
-        };
-        let c = self.lock(index);
-        let current = (c & CURRENT) >> 1;
-        let old = (c & PRESENT != 0).then(|| self.read_buffer(index, current));
-        let new = change(old);
-        let version = (c & !(CURRENT | PRESENT | LOCKED)).wrapping_add(VERSION_ONE);
-        let committed = match new {
-            Some(v) => {
-                let other = current ^ 1;
-                self.write_buffer(index, other, &v);
-                fault::at(fault::MAP_WRITING);
-                version | other << 1 | PRESENT
+        let k = &k[..Self::KEY_WORDS as usize];
+        let mut change = Some(change);
+        loop {
+            if let Some((index, _)) = self.find(k, |_, _| ()) {
+                let Some(c) = self.lock_live(index, k) else {
+                    // Removed (or its slot reused) since the search: again.
+                    continue;
+                };
+                let current = ctl::current(c);
+                let old = self.read_buffer(index, current);
+                // `update`'s closure may panic: the slot is then handed
+                // back unchanged, not left locked by a live participant.
+                let unlock = Unlock {
+                    ctl: self.ctl(index),
+                    committed: c,
+                };
+                let new = (change.take().expect("called once"))(Some(old));
+                std::mem::forget(unlock);
+                let committed = match new {
+                    Some(v) => {
+                        let other = current ^ 1;
+                        self.write_buffer(index, other, &v);
+                        fault::at(fault::MAP_WRITING);
+                        ctl::commit(c, LIVE, other)
+                    }
+                    None => ctl::commit(c, TOMBSTONE, current),
+                };
+                // Release: readers and the next holder that Acquire this
+                // word see the buffer written under the lock.
+                self.ctl(index).store(committed, Release);
+                if new.is_none() {
+                    self.unreserve();
+                }
+                return Ok((Some(old), new));
             }
-            None if old.is_some() => version | current << 1,
-            None => {
-                self.commit(index, c);
-                return Ok((old, new));
+            if !insert {
+                return Ok((None, None));
             }
-        };
-        self.commit(index, committed);
-        // Relaxed: `len` is a counter, exact at quiescence.
-        match (old.is_some(), new.is_some()) {
-            (false, true) => drop(self.header().len.fetch_add(1, Relaxed)),
-            (true, false) => drop(self.header().len.fetch_sub(1, Relaxed)),
-            _ => {}
+            let home = self.home(k);
+            self.lock_home(home);
+            let created = self.create_key(k, &mut change);
+            // Release: the next holder sees our claim and max_probe raise.
+            self.home_lock(home).store(0, Release);
+            match created? {
+                Some(new) => return Ok((None, new)),
+                // The key appeared before we held its home lock: modify it.
+                None => continue,
+            }
         }
-        Ok((old, new))
+    }
+
+    /// With the home lock of `key` held: creates it with `change(None)`
+    /// (`Some(new)`), or finds it LIVE (`None`).
+    fn create_key(
+        &self,
+        key: &[u64],
+        change: &mut Option<impl FnOnce(Option<V>) -> Option<V>>,
+    ) -> Result<Option<Option<V>>, MapError> {
+        let full = MapError::Full {
+            capacity: self.capacity,
+        };
+        let mut value = None;
+        loop {
+            let scan = self.scan(key);
+            if scan.found.is_some() {
+                return Ok(None);
+            }
+            let v = match value {
+                Some(v) => v,
+                None => match (change.take().expect("called once"))(None) {
+                    Some(v) => *value.insert(v),
+                    None => return Ok(Some(None)),
+                },
+            };
+            let Some((index, c)) = scan.free else {
+                return Err(full);
+            };
+            if !self.reserve() {
+                if self.release_dead_claims() > 0 {
+                    continue;
+                }
+                return Err(full);
+            }
+            let distance = (index.wrapping_sub(self.home(key)) & self.mask) as u32;
+            let Some(c) = self.claim(index, c, distance) else {
+                self.unreserve();
+                continue;
+            };
+            fault::at(fault::MAP_KEY_CLAIMED);
+            self.write_key(index, key);
+            let other = ctl::current(c) ^ 1;
+            self.write_buffer(index, other, &v);
+            fault::at(fault::MAP_WRITING);
+            // Release: a lookup that Acquires LIVE sees the key and value.
+            self.ctl(index).store(ctl::commit(c, LIVE, other), Release);
+            return Ok(Some(Some(v)));
+        }
+    }
+
+    /// With the home lock of `key` held: its whole chain. No other
+    /// participant can create `key` meanwhile, so "not found" stays true
+    /// until we release the lock; the search goes past the longest probe
+    /// distance only as far as the first free slot.
+    fn scan(&self, key: &[u64]) -> Scan {
+        let home = self.home(key);
+        let reach = self.reach();
+        let mut free = None;
+        for d in 0..=self.mask {
+            let index = (home + d) & self.mask;
+            match self.view(index, key, |_| ()) {
+                View::Empty(c) => {
+                    free.get_or_insert((index, c));
+                    break;
+                }
+                View::Free(c) => {
+                    free.get_or_insert((index, c));
+                }
+                View::Claimed(c) => {
+                    if free.is_none() && ctl::holder_dead(self.handler.matrix(), ctl::holder(c)) {
+                        free = Some((index, c));
+                    }
+                }
+                View::Live { matches: true, .. } => {
+                    return Scan {
+                        found: Some(index),
+                        free,
+                    }
+                }
+                View::Live { .. } => {}
+            }
+            if d >= reach && free.is_some() {
+                break;
+            }
+        }
+        Scan { found: None, free }
+    }
+
+    /// Claims slot `index`, `distance` from the key's home and seen as `c`
+    /// (EMPTY, a free tombstone, or a dead claimant's); `None` if it
+    /// changed meanwhile. Returns the claimed word. The caller holds one
+    /// unit of room; a dead claimant's is given back.
+    fn claim(&self, index: u64, c: u64, distance: u32) -> Option<u64> {
+        let mine = ctl::locked(c, TOMBSTONE, self.me);
+        // Acquire: pairs with the Release commit of the slot's last holder,
+        // so our buffer writes come after its reads and writes.
+        if self
+            .ctl(index)
+            .compare_exchange(c, mine, Acquire, Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        // Release fence: a reader whose load sees a key or buffer word we
+        // write next also sees the claim (see `view`).
+        fence(Release);
+        if c & LOCKED != 0 {
+            self.unreserve();
+        }
+        // SeqCst: before the commit that publishes the key, in one order
+        // with the searches' loads (see `reach`).
+        self.header().max_probe.fetch_max(distance, SeqCst);
+        Some(mine)
+    }
+
+    /// Gives the room of every claim whose holder is dead back (their
+    /// slots stay tombstones); how many.
+    fn release_dead_claims(&self) -> usize {
+        let matrix = self.handler.matrix();
+        (0..=self.mask)
+            .filter(|&index| {
+                // Relaxed: only the CAS below acts on it.
+                let c = self.ctl(index).load(Relaxed);
+                ctl::state(c) == TOMBSTONE
+                    && c & LOCKED != 0
+                    && ctl::holder_dead(matrix, ctl::holder(c))
+                    // Release: keeps the slot's chain of holders ordered
+                    // for the next claimant (nothing else was written).
+                    && self
+                        .ctl(index)
+                        .compare_exchange(c, c & COMMITTED, Release, Relaxed)
+                        .is_ok()
+            })
+            .inspect(|_| self.unreserve())
+            .count()
+    }
+
+    /// Locks slot `index` if it is LIVE with `key`; returns its committed
+    /// word. `None` if it is not (it was removed, or reused by another key).
+    fn lock_live(&self, index: u64, key: &[u64]) -> Option<u64> {
+        let ctl = self.ctl(index);
+        let backoff = Backoff::new();
+        let mut waited = 0u32;
+        loop {
+            // Relaxed: the CAS below Acquires.
+            let c = ctl.load(Relaxed);
+            if ctl::state(c) != LIVE {
+                return None;
+            }
+            let free = c & LOCKED == 0;
+            if !free && backoff.is_completed() {
+                waited = waited.wrapping_add(1);
+            }
+            // The holder's liveness lock is asked (a syscall): every 64th wait.
+            let dead = !free
+                && waited % 64 == 1
+                && ctl::holder_dead(self.handler.matrix(), ctl::holder(c));
+            if free || dead {
+                // Acquire: pairs with the previous holder's Release commit,
+                // so the key and current buffer it wrote are visible.
+                if ctl
+                    .compare_exchange(c, ctl::locked(c, LIVE, self.me), Acquire, Relaxed)
+                    .is_ok()
+                {
+                    // Release fence: as in `claim`.
+                    fence(Release);
+                    // Under the lock the key words cannot change.
+                    if self.key_matches(index, key) {
+                        return Some(c & COMMITTED);
+                    }
+                    // Release: hands the slot on unchanged, keeping the
+                    // holders' chain ordered.
+                    ctl.store(c & COMMITTED, Release);
+                    return None;
+                }
+                continue;
+            }
+            backoff.snooze();
+        }
+    }
+
+    /// Takes the home lock of slot `home`.
+    fn lock_home(&self, home: u64) {
+        let lock = self.home_lock(home);
+        // Never 0: the owner id of a participant is not.
+        let me = self.me as u64 | 1 << 32;
+        let backoff = Backoff::new();
+        let mut waited = 0u32;
+        loop {
+            // Relaxed: the CAS below Acquires.
+            let h = lock.load(Relaxed);
+            let free = h == 0;
+            if !free && backoff.is_completed() {
+                waited = waited.wrapping_add(1);
+            }
+            // The holder's liveness lock is asked (a syscall): every 64th wait.
+            let dead =
+                !free && waited % 64 == 1 && ctl::holder_dead(self.handler.matrix(), h as u32);
+            // Acquire: pairs with the previous holder's Release unlock, so
+            // its claim, commit and max_probe raise are visible to our scan.
+            if (free || dead) && lock.compare_exchange(h, me, Acquire, Relaxed).is_ok() {
+                return;
+            }
+            if !free {
+                backoff.snooze();
+            }
+        }
+    }
+
+    fn reserve(&self) -> bool {
+        // Relaxed: a counter bounding the keys held; no data is published
+        // through it.
+        self.header()
+            .reserved
+            .fetch_update(Relaxed, Relaxed, |k| (k < self.capacity).then_some(k + 1))
+            .is_ok()
+    }
+
+    fn unreserve(&self) {
+        // Relaxed: see reserve. Never below 0, even on a corrupted count.
+        let _ = self
+            .header()
+            .reserved
+            .fetch_update(Relaxed, Relaxed, |k| k.checked_sub(1));
     }
 
     /// Every key with its value (weakly consistent under concurrent writes:
     /// each pair was in the map at some moment during the call).
     pub fn iter(&self) -> impl Iterator<Item = (K, V)> + '_ {
         (0..=self.mask).filter_map(move |index| {
-            // Acquire: pairs with the KEYED Release store.
-            let s = self.key_state(index).load(Acquire);
-            if s as u32 != KEYED {
-                return None;
+            let ctl = self.ctl(index);
+            loop {
+                // Acquire: as in `view`.
+                let c1 = ctl.load(Acquire);
+                if ctl::state(c1) != LIVE {
+                    return None;
+                }
+                let pair = (
+                    self.read_key(index),
+                    self.read_buffer(index, ctl::current(c1)),
+                );
+                // Acquire fence, Relaxed re-check: as in `view`.
+                fence(Acquire);
+                if ctl.load(Relaxed) & COMMITTED == c1 & COMMITTED {
+                    return Some(pair);
+                }
             }
-            let value = self.read_value(index)?;
-            let mut w = [0u64; MAX_WORDS];
-            for (dst, src) in w.iter_mut().zip(self.key_words(index)) {
-                // Relaxed: published by the KEYED store we Acquired; never changes.
-                *dst = src.load(Relaxed);
-            }
-            Some((from_words::<K>(&w[..Self::KEY_WORDS as usize]), value))
         })
     }
 }

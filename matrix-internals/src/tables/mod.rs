@@ -4,7 +4,7 @@
 //!   The segment's root registry ([`Registry::root`]) is where
 //!   [`WorkQueue`](crate::workers::WorkQueue)s and named maps are found.
 //! - [`ShmHashMap`]: a fixed-capacity hash map of plain-old-data keys and
-//!   values living in one block.
+//!   values living in one block; removed keys' slots are reused.
 //! - [`ShmMap`]: a concurrent map of string or byte keys to dynamic values
 //!   (`ShmVec`, `ShmString`, records of them); removed keys free their
 //!   blocks and their slots are reused.

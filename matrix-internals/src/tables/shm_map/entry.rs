@@ -73,6 +73,7 @@ pub(crate) fn read<V: ShmSafe + Copy, H: HandlerFunctions>(
         let all = h.get_slice(&b).ok()?;
         (all.as_ptr(), all.len())
     };
+    crate::shm::fault::at(crate::shm::fault::MAP_ENTRY_CHECKED);
     // SAFETY: `get_slice` validated `len` bytes of a live block inside
     // `h`'s mapping, which lives as long as `h` is borrowed; u8 has no
     // invalid values whatever another process writes there later (a

@@ -5,7 +5,8 @@
 //! ```text
 //!  ctl:  claim generation of the participant slot (32) | owner id (12) << 4 | phase (4)
 //!  new:  the entry an insert links (token word), 0 before it is built
-//!  old:  the entry about to be unlinked (overwrite, remove), 0 otherwise
+//!  old:  the entry being unlinked (overwrite, remove): from before the
+//!        unlinking CAS until after the entry is freed; 0 otherwise
 //! ```
 //!
 //! An entry is taken by one CAS of `ctl` from 0, written only by its taker,
@@ -156,6 +157,14 @@ impl<K: MapKey, V: ShmSafe + Copy + OwnsBlocks, H: HandlerFunctions> ShmMap<K, V
         (0..=self.mask).any(|i| self.slot(i).load(SeqCst) == word)
     }
 
+    /// Whether some writer records the entry word `word` as the one it
+    /// unlinks (see `recover`).
+    fn is_being_unlinked(&self, word: u64) -> bool {
+        // SeqCst: read after the slot scan of `is_linked`, in the order of
+        // the unlinkers' record, unlink CAS and clear (see `recover`).
+        (0..INTENTS).any(|i| self.intent(i).old.load(SeqCst) == word)
+    }
+
     /// Settles what dead writers left half done (see the module docs):
     /// frees entries built but never linked and entries unlinked but not
     /// yet freed, keeps linked ones, and turns their claims into
@@ -193,10 +202,17 @@ impl<K: MapKey, V: ShmSafe + Copy + OwnsBlocks, H: HandlerFunctions> ShmMap<K, V
                     report.blocks_freed += entry::free_entry::<V, H>(h, self.token(new));
                 }
             } else if phase == Phase::Ready as u64 {
-                // Every block of `new` is the segment's: only a remover
-                // (after unlinking it) frees it, so a freed `new` was linked.
-                let linked =
-                    self.is_linked(new) || entry::read::<V, H>(h, self.token(new)).is_none();
+                // Whether the dead one's CAS linked `new`. A slot names it
+                // (still linked); or a live writer unlinked it since, and
+                // records it as its `old` from before its unlink CAS until
+                // after it freed it; or it is freed (only an unlinker frees
+                // it: its blocks are the segment's). Read in this order,
+                // one of the three is seen if it was linked: a slot scan
+                // that misses it comes after the unlinker recorded it, and
+                // a record scan that misses it comes after the free.
+                let linked = self.is_linked(new)
+                    || self.is_being_unlinked(new)
+                    || entry::read::<V, H>(h, self.token(new)).is_none();
                 if linked {
                     if old != 0 {
                         report.blocks_freed += entry::free_entry::<V, H>(h, self.token(old));

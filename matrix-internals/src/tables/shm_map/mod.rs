@@ -25,23 +25,42 @@
 //! holds `e`" means "the entry and every block of its value are intact":
 //! a writer only frees an entry after its CAS moved the slot away from it.
 //!
-//! - **Lookups** (get, remove's search) never wait. A get copies the entry's
-//!   value, runs the caller's closure on it, then re-validates with a CAS
-//!   of the slot from `e` to `e` (AcqRel): if that fails the entry was
-//!   replaced or removed meanwhile — its memory may have been freed and
-//!   reused — so the closure's result is dropped and the lookup restarts.
-//!   The CAS (a write, not a load) orders everything the closure read
-//!   before the remover's CAS, and so before the free.
-//! - **Inserts of a new key** claim a slot, then scan the key's chain a
-//!   second time (all SeqCst): two inserts of one key each see the other's
-//!   claim in at least one of their second scans. A claim that sees a rival
-//!   claim for the same hash tag further along aborts it (CAS to
-//!   TOMBSTONE); one that sees a rival nearer the key's home slot gives
-//!   up itself and retries. That is meant to publish at most one claim for
-//!   a key. **Known bug:** the race test `insert_x_insert_same_key` has
-//!   seen one key LIVE twice, and `insert_x_remove` a remove that found
-//!   neither entry of an overwritten key; both tests are ignored until
-//!   the protocol is fixed.
+//! Every decision rests on one slot word, read once and then either acted
+//! on by a CAS from that word or confirmed by one:
+//!
+//! - **Reading an entry.** A scan loads a slot word, then reads the entry
+//!   it names; by then the entry may have been unlinked, freed and its
+//!   block reused (by anything: a value buffer, another key's entry). So a
+//!   read that says "the key's entry" is only acted on by a CAS from that
+//!   word (a get's re-validation, an overwrite, an unlink), and a read
+//!   that says "another key's" (or cannot be read) is confirmed by a CAS
+//!   of the slot from the word onto itself before the scan walks past it;
+//!   if that CAS fails, the slot is looked at again. The CAS (a write, not
+//!   a load, AcqRel or SeqCst) orders the reads before it ahead of the
+//!   CAS that later unlinks the entry, and so ahead of the entry's free:
+//!   when it succeeds, the bytes read were the entry's. A lookup therefore
+//!   never walks past a key that stays in the map, and a remove racing an
+//!   overwrite finds the old entry or the new one.
+//! - **Lookups** (get, remove's search) never wait. A get copies the
+//!   entry's value, runs the caller's closure on it, then re-validates with
+//!   that CAS of the slot from `e` to `e`: if it fails the entry was
+//!   replaced or removed meanwhile, so the closure's result is dropped and
+//!   the lookup restarts.
+//! - **Inserts of a new key** raise `max_probe` to the distance of the
+//!   slot they are about to claim, claim it (EMPTY or TOMBSTONE to
+//!   CLAIMED), then scan the key's chain a second time (every access
+//!   SeqCst). Of two claims for one key, the later one in that single
+//!   order sees the earlier one in its second scan: the earlier claim is
+//!   raised into `max_probe` before it, and every slot between the home
+//!   slot and it was non-EMPTY when its claimant searched, and EMPTY never
+//!   comes back. What the later scan sees there decides, one slot word at
+//!   a time: the key LIVE — give up the claim and overwrite instead; a
+//!   claim for the same hash tag nearer the home slot — give up and retry;
+//!   one further away (or of a dead claimant) — abort it by a CAS to
+//!   TOMBSTONE, after which its claimant's publishing CAS fails. If that
+//!   abort fails, the slot moved on — perhaps to the rival's published
+//!   entry — and its new word is judged again. So at most one claim for a
+//!   key is ever published, and a key is LIVE in one slot at most.
 //! - **Scans stop** at an EMPTY slot or after the longest probe distance
 //!   any insert used (`max_probe`, raised before each claim), so
 //!   tombstones left by removals do not make every miss a full scan.
@@ -49,14 +68,17 @@
 //! **Ownership of an entry's blocks.** The inserter builds the entry and
 //! its value as its own blocks, records them in an *intent* entry of the
 //! map, hands them to the segment (outer blocks first), then links the
-//! entry. A remover records the entry it is about to unlink, unlinks it,
-//! frees the value's blocks and the entry, then clears its intent.
-//! [`ShmMap::recover`] settles the intents of dead participants: a half
-//! built entry is freed (its remaining blocks; the allocator's `recover()`
-//! frees those the dead one still owned), a linked one is kept, an entry
-//! unlinked by a dead remover or replaced by a dead inserter is freed, and
-//! the dead one's claims become tombstones. Nothing is leaked, nothing is
-//! freed while linked.
+//! entry. A remover (or an overwriting insert) records the entry it is
+//! about to unlink, unlinks it, frees the value's blocks and the entry,
+//! then clears its record. [`ShmMap::recover`] settles the intents of dead
+//! participants: a half built entry is freed (its remaining blocks; the
+//! allocator's `recover()` frees those the dead one still owned), a linked
+//! one is kept, an entry unlinked by a dead remover or replaced by a dead
+//! inserter is freed, and the dead one's claims become tombstones. Whether
+//! a dead inserter's entry was linked is read from three places in turn —
+//! a slot naming it, a live unlinker's record of it, its block freed — so
+//! that an entry a live writer is unlinking at that moment counts as
+//! linked. Nothing is leaked, nothing is freed while linked.
 //!
 //! **Progress.** Lookups and removes are lock-free. Inserts of keys with
 //! equal hash tags can abort each other; one nearer the home slot always
@@ -190,6 +212,16 @@ enum Found {
     At(u64, u64),
     /// Not there; the first reusable slot of the chain and its word.
     Absent(Option<(u64, u64)>),
+}
+
+/// Whose entry a LIVE slot holds.
+enum Holds {
+    /// The key's (to be confirmed by the caller's CAS from that word).
+    Key,
+    /// Another key's: confirmed, the slot still held it after the read.
+    Other,
+    /// The slot changed while its entry was read; it holds this word now.
+    Moved(u64),
 }
 
 /// What the second scan after a claim found.
@@ -436,9 +468,34 @@ impl<K: MapKey, V: ShmSafe + Copy + OwnsBlocks, H: HandlerFunctions> ShmMap<K, V
         Ok(bytes)
     }
 
-    fn matches(&self, word: u64, hash: u64, key: &[u8]) -> bool {
-        entry::read::<V, H>(&self.handler, self.token(word))
-            .is_some_and(|e| e.hash == hash && e.key == key)
+    /// Whether the entry `word`, read from slot `i`, is `key`'s.
+    ///
+    /// The entry's bytes are read after its slot word, so they may come
+    /// from a block freed and reused meanwhile. A match needs no check
+    /// here: every caller acts on it by a CAS of the slot from `word`, or
+    /// only retries. A mismatch (or an unreadable entry) is confirmed by a
+    /// CAS of the slot from `word` onto itself, as in
+    /// [`get_with`](Self::get_with): if it succeeds the bytes were read
+    /// before any unlink of the entry, so they were the entry's; if it
+    /// fails the slot holds the word returned, to be looked at again.
+    fn holds(&self, i: u64, word: u64, hash: u64, key: &[u8]) -> Result<Holds, ShmMapError> {
+        let readable = match entry::read::<V, H>(&self.handler, self.token(word)) {
+            Some(e) if e.hash == hash && e.key == key => return Ok(Holds::Key),
+            Some(_) => true,
+            None => false,
+        };
+        // SeqCst: a write, so its Release half orders the reads above
+        // before any later CAS that unlinks the entry (and so before the
+        // entry's free); in the one order with the claims and scans.
+        // SeqCst on failure: the slot's newer word is read in that order.
+        match self.slot(i).compare_exchange(word, word, SeqCst, SeqCst) {
+            Ok(_) if readable => Ok(Holds::Other),
+            Ok(_) => Err(ShmMapError::Corrupted {
+                slot: i as u32,
+                what: "names no live entry",
+            }),
+            Err(now) => Ok(Holds::Moved(now)),
+        }
     }
 
     /// Searches `key`'s chain. An entry that cannot be read while its slot
@@ -456,30 +513,18 @@ impl<K: MapKey, V: ShmSafe + Copy + OwnsBlocks, H: HandlerFunctions> ShmMap<K, V
                 // Acquire (at least): pairs with the CAS that published an
                 // entry, so its bytes are visible.
                 let w = self.slot(i).load(order);
+                fault::at(fault::MAP_SLOT_READ);
                 match self.decode(w) {
                     Slot::Empty => return Ok(Found::Absent(Some(*reusable.get_or_insert((i, w))))),
                     Slot::Tombstone => {
                         reusable.get_or_insert((i, w));
                     }
                     Slot::Claimed { .. } => {}
-                    Slot::Live(word) => {
-                        match entry::read::<V, H>(&self.handler, self.token(word)) {
-                            Some(e) if e.hash == hash && e.key == key => {
-                                return Ok(Found::At(i, word))
-                            }
-                            Some(_) => {}
-                            // The failed read Acquired the free that followed
-                            // the remover's unlink CAS, so this re-read sees
-                            // the unlink; SeqCst like every other slot access.
-                            None if self.slot(i).load(SeqCst) != w => continue 'restart,
-                            None => {
-                                return Err(ShmMapError::Corrupted {
-                                    slot: i as u32,
-                                    what: "names no live entry",
-                                })
-                            }
-                        }
-                    }
+                    Slot::Live(word) => match self.holds(i, word, hash, key)? {
+                        Holds::Key => return Ok(Found::At(i, word)),
+                        Holds::Other => {}
+                        Holds::Moved(_) => continue 'restart,
+                    },
                 }
             }
             // Past the longest chain: the first never-used slot beyond it
@@ -690,7 +735,10 @@ impl<K: MapKey, V: ShmSafe + Copy + OwnsBlocks, H: HandlerFunctions> ShmMap<K, V
 
     /// The second scan after claiming slot `c`: the key LIVE elsewhere, or
     /// a rival claim for the same tag (aborted if it is further from home
-    /// or dead; with `force`, always).
+    /// or dead; with `force`, always). A slot that changes under a
+    /// decision (an abort CAS that fails, an entry that moved while it was
+    /// read) is looked at again with its new word: a rival published
+    /// between our read and our abort is the key LIVE.
     fn rivals(&self, c: u64, hash: u64, tag: u32, key: &[u8], ix: usize, force: bool) -> Rivals {
         let mine = self.distance(hash, c);
         for i in self.chain(hash) {
@@ -698,32 +746,47 @@ impl<K: MapKey, V: ShmSafe + Copy + OwnsBlocks, H: HandlerFunctions> ShmMap<K, V
                 continue;
             }
             // SeqCst: see `link`.
-            let w = self.slot(i).load(SeqCst);
-            match self.decode(w) {
-                Slot::Empty => {
-                    if self.distance(hash, i) < mine {
-                        // Not reachable past a never-used slot: impossible
-                        // for a slot claimed as a chain's first free one,
-                        // but cheap to refuse.
-                        return Rivals::Yield;
+            let mut w = self.slot(i).load(SeqCst);
+            fault::at(fault::MAP_SLOT_READ);
+            loop {
+                match self.decode(w) {
+                    Slot::Empty => {
+                        if self.distance(hash, i) < mine {
+                            // Not reachable past a never-used slot: impossible
+                            // for a slot claimed as a chain's first free one,
+                            // but cheap to refuse.
+                            return Rivals::Yield;
+                        }
+                        return Rivals::None;
                     }
-                    return Rivals::None;
-                }
-                Slot::Tombstone => {}
-                Slot::Live(word) => {
-                    if self.matches(word, hash, key) {
-                        return Rivals::KeyExists;
+                    Slot::Live(word) => match self.holds(i, word, hash, key) {
+                        Ok(Holds::Key) => return Rivals::KeyExists,
+                        Ok(Holds::Moved(now)) => {
+                            w = now;
+                            continue;
+                        }
+                        // Another key's entry, or one the search that
+                        // follows a yield reports as corrupted.
+                        Ok(Holds::Other) => {}
+                        Err(_) => return Rivals::Yield,
+                    },
+                    Slot::Claimed { intent, tag: t } if t == tag && intent != ix => {
+                        let nearer = self.distance(hash, i) < mine;
+                        if nearer && !force && !self.claim_is_dead(intent) {
+                            return Rivals::Yield;
+                        }
+                        // SeqCst: as for the claim; SeqCst on failure: the
+                        // word it moved on to is judged in that order.
+                        if let Err(now) =
+                            self.slot(i).compare_exchange(w, TOMBSTONE, SeqCst, SeqCst)
+                        {
+                            w = now;
+                            continue;
+                        }
                     }
+                    Slot::Tombstone | Slot::Claimed { .. } => {}
                 }
-                Slot::Claimed { intent, tag: t } if t == tag && intent != ix => {
-                    let nearer = self.distance(hash, i) < mine;
-                    if nearer && !force && !self.claim_is_dead(intent) {
-                        return Rivals::Yield;
-                    }
-                    // SeqCst: as for the claim; a failure means it moved on.
-                    let _ = self.slot(i).compare_exchange(w, TOMBSTONE, SeqCst, Relaxed);
-                }
-                Slot::Claimed { .. } => {}
+                break;
             }
         }
         Rivals::None
@@ -798,26 +861,40 @@ impl<K: MapKey, V: ShmSafe + Copy + OwnsBlocks, H: HandlerFunctions> ShmMap<K, V
         Ok(removed)
     }
 
-    /// Calls `f` with every key and value (weakly consistent under
-    /// concurrent writes: each pair was in the map while `f` ran on it; a
-    /// pair removed while `f` ran is skipped).
+    /// Calls `f` with a copy of every key and value.
+    ///
+    /// Weakly consistent under concurrent writes: each pair passed to `f`
+    /// was in the map when it was copied (its slot still named the entry
+    /// after the copy), so `f` never sees a key or value read from freed
+    /// memory; a key that stays in the map during the walk is passed once
+    /// (with the value before or after a concurrent replace); a key
+    /// removed or inserted during the walk may be passed or not. As with
+    /// [`get`](Self::get), blocks the copied value names (a `ShmVec`'s
+    /// buffer) are freed if its key is removed or replaced meanwhile.
     pub fn for_each(&self, mut f: impl FnMut(&K::Borrowed, &V)) {
+        let mut key = Vec::new();
         for i in 0..=self.mask {
             // Acquire: as in `search`.
-            let w = self.slot(i).load(Acquire);
-            let Slot::Live(word) = self.decode(w) else {
-                continue;
-            };
-            let Some(e) = entry::read::<V, H>(&self.handler, self.token(word)) else {
-                continue;
-            };
-            let Some(key) = K::from_bytes(e.key) else {
-                continue;
-            };
-            f(key, &e.value);
-            // AcqRel: as in get_with (here only to keep the reads ordered
-            // before a free; a pair that changed was already passed to f).
-            let _ = self.slot(i).compare_exchange(word, word, AcqRel, Relaxed);
+            let mut w = self.slot(i).load(Acquire);
+            while let Slot::Live(word) = self.decode(w) {
+                let value = entry::read::<V, H>(&self.handler, self.token(word)).map(|e| {
+                    key.clear();
+                    key.extend_from_slice(e.key);
+                    e.value
+                });
+                // AcqRel: as in get_with, the copy was taken before any
+                // unlink of the entry if this succeeds. Acquire on failure:
+                // the slot's newer word is looked at next.
+                match self.slot(i).compare_exchange(word, word, AcqRel, Acquire) {
+                    Ok(_) => {
+                        if let (Some(v), Some(k)) = (value, K::from_bytes(&key)) {
+                            f(k, &v);
+                        }
+                        break;
+                    }
+                    Err(now) => w = now,
+                }
+            }
         }
     }
 
