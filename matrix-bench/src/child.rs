@@ -44,6 +44,7 @@ pub fn run(contender: Contender, spec: &Spec, verify: bool, shm_name: &str) -> O
     let outcome = match contender {
         Contender::Ours => {
             let ours = Ours::create(shm_name, spec.arena);
+            ours.attach_helpers(spec.processes.saturating_sub(1));
             crash_if_asked(contender);
             run_shared(&ours, spec, touch)
         }

@@ -61,6 +61,10 @@ struct Args {
     /// Only the rows whose label contains TEXT (e.g. "mixed", "MiB arena").
     #[arg(long, value_name = "TEXT")]
     rows: Option<String>,
+    /// Leave out the rows whose arena is above SIZE (suffixes k, m, g),
+    /// e.g. the 1 GiB and 3.9 GiB scaling rows in a quick check.
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    max_arena: Option<u64>,
     /// Repetitions (default: 5 with --quick, 9 otherwise, 1 with --verify).
     #[arg(long, value_name = "N")]
     reps: Option<usize>,
@@ -82,7 +86,7 @@ struct Args {
     /// --single: timed ops (all threads together).
     #[arg(long, default_value_t = 1_000_000)]
     ops: u64,
-    /// --single: untimed ops first (pair64, size, handoff).
+    /// --single: untimed ops first (pair64, size, handoff; mixed: churn steps after the fill).
     #[arg(long)]
     warmup: Option<u64>,
     /// --single: threads (mixed: 1 or more; handoff is always 2).
@@ -97,6 +101,16 @@ struct Args {
     /// --single: live-set cap per thread of `mixed`.
     #[arg(long, default_value_t = plan::MIXED_LIVE)]
     live: usize,
+    /// --single: processes attached to ours' segment, this one included
+    /// (the others are started here; every other one allocates).
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// Stay attached to segment NAME until stdin closes (a helper of --processes).
+    #[arg(long, value_name = "NAME", hide = true)]
+    attach: Option<String>,
+    /// --attach: allocate and free small blocks while attached.
+    #[arg(long, hide = true)]
+    allocating: bool,
     /// --single: name of the /dev/shm segment (default: unique per process).
     #[arg(long, value_name = "NAME")]
     shm_name: Option<String>,
@@ -124,6 +138,10 @@ fn main() {
     let args = Args::parse();
     if args.dynamic {
         std::process::exit(dynamic::run());
+    }
+    if let Some(name) = &args.attach {
+        contenders::ours::attached_helper(name, args.allocating);
+        return;
     }
     if let (Some(from), Some(dir)) = (&args.plots_from, &args.plots) {
         let doc = std::fs::read_to_string(from)
@@ -194,6 +212,7 @@ fn single(args: &Args, contender: &str, workload: &str) {
         live: args.live,
         ops: args.ops,
         warmup,
+        processes: args.processes.max(1),
     };
     let name = args
         .shm_name
@@ -226,6 +245,9 @@ fn parent(args: &Args) -> i32 {
     let mut plan = Plan::new(mode, machine.shm_free_bytes, mem_available);
     if let Some(filter) = &args.rows {
         plan.retain_rows(filter);
+    }
+    if let Some(max) = args.max_arena {
+        plan.cap_arena(max);
     }
     let only = match &args.contenders {
         None => None,

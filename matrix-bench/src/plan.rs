@@ -13,8 +13,15 @@ pub const ARENA: u64 = 64 * MIB;
 pub const MIXED_LIVE: usize = 10_000;
 /// Block sizes of the `sizes` rows.
 pub const SIZES: [usize; 5] = [16, 256, 4096, 64 * 1024, 1 << 20];
+/// The largest arena of the scaling rows: 3.9 GiB, close to the 4 GiB − 1
+/// a segment's `u32` offsets reach.
+pub const ARENA_MAX: u64 = 3993 * MIB;
 /// Arenas of the scaling rows.
-pub const SCALING_ARENAS: [u64; 3] = [MIB, 64 * MIB, 1024 * MIB];
+pub const SCALING_ARENAS: [u64; 4] = [MIB, 64 * MIB, 1024 * MIB, ARENA_MAX];
+/// Attached processes of the processes rows (1 is the main mixed row).
+pub const PROCESSES: [usize; 3] = [2, 4, 8];
+/// Untimed churn steps before the timed part of the fragmentation rows.
+pub const CHURN: [u64; 3] = [100_000, 1_000_000, 10_000_000];
 /// Live sets of the scaling rows.
 pub const SCALING_LIVE: [usize; 3] = [100, 10_000, 1_000_000];
 /// Arena bytes a live block of `mixed` may need, header and rounding
@@ -90,6 +97,10 @@ pub enum Section {
     Scaling,
     /// mixed over thread counts beyond the two cores (oversubscribed).
     Threads,
+    /// mixed (ours) with other processes attached to the segment.
+    Processes,
+    /// mixed after random-size churn.
+    Fragmentation,
     /// Rows a module registers in [`EXTRA_ROWS`].
     Extra,
 }
@@ -129,6 +140,10 @@ pub struct Plan {
 /// The contenders of a workload: rlsf alone on one thread, behind a mutex
 /// on two.
 pub fn contenders_of(spec: &Spec) -> Vec<Contender> {
+    if spec.processes > 1 {
+        // Only ours is one heap that several processes attach to.
+        return vec![Contender::Ours];
+    }
     Contender::ALL
         .into_iter()
         .filter(|c| {
@@ -159,6 +174,7 @@ impl Plan {
             live: 0,
             ops: 0,
             warmup: 0,
+            processes: 1,
         };
         let pairs = Spec {
             ops: budget.pairs,
@@ -243,6 +259,23 @@ impl Plan {
                 Spec { threads, ..mixed },
             );
         }
+        for processes in PROCESSES {
+            plan.add(
+                Section::Processes,
+                format!("mixed, {processes} processes attached"),
+                Spec { processes, ..mixed },
+            );
+        }
+        for churn in CHURN {
+            plan.add(
+                Section::Fragmentation,
+                format!("mixed after {} churn ops", thousands(churn)),
+                Spec {
+                    warmup: churn,
+                    ..mixed
+                },
+            );
+        }
         for extra in EXTRA_ROWS {
             extra(&mut plan, mode);
         }
@@ -262,6 +295,27 @@ impl Plan {
             section,
             label,
             cell,
+        });
+    }
+
+    /// Drops the rows whose arena is above `max` bytes and says so in
+    /// [`skipped`](Self::skipped) (a quick check of the wiring need not
+    /// fault in gigabytes).
+    pub fn cap_arena(&mut self, max: u64) {
+        let cells = &self.cells;
+        let skipped = &mut self.skipped;
+        self.rows.retain(|r| {
+            let arena = cells[r.cell].arena;
+            let keep = arena <= max;
+            if !keep {
+                skipped.push(format!(
+                    "{}: arena {} above --max-arena {}",
+                    r.label,
+                    bytes_label(arena),
+                    bytes_label(max)
+                ));
+            }
+            keep
         });
     }
 
@@ -324,7 +378,7 @@ mod tests {
             .iter()
             .filter(|r| r.section == Section::Scaling)
             .collect();
-        assert_eq!(scaling.len(), 6, "{scaling:?}");
+        assert_eq!(scaling.len(), 9, "{scaling:?}");
         assert_eq!(plan.skipped.len(), 3, "{:?}", plan.skipped);
         // The 64 MiB / 10,000 row is the same workload as "mixed, 1 thread".
         let mixed = plan
@@ -333,6 +387,34 @@ mod tests {
             .find(|r| r.label == "mixed, 1 thread")
             .unwrap();
         assert!(scaling.iter().any(|r| r.cell == mixed.cell));
+        assert!(plan
+            .rows
+            .iter()
+            .any(|r| r.label == "3.9 GiB arena, 1,000,000 live"));
+        let procs: Vec<_> = plan
+            .rows
+            .iter()
+            .filter(|r| r.section == Section::Processes)
+            .map(|r| &plan.cells[r.cell])
+            .collect();
+        assert_eq!(procs.len(), PROCESSES.len());
+        assert!(procs
+            .iter()
+            .all(|s| contenders_of(s) == vec![Contender::Ours]));
+        let mut capped = Plan::new(Mode::Quick, 64 << 30, 64 << 30);
+        capped.cap_arena(64 * MIB);
+        assert!(capped
+            .rows
+            .iter()
+            .all(|r| capped.cells[r.cell].arena <= 64 * MIB));
+        assert!(capped
+            .rows
+            .iter()
+            .any(|r| r.label == "64 MiB arena, 100 live"));
+        assert!(capped
+            .skipped
+            .iter()
+            .any(|s| s.starts_with("3.9 GiB arena, 100 live: arena 3.9 GiB above")));
         let small = Plan::new(Mode::Quick, 512 * MIB, 64 << 30);
         assert!(small
             .skipped

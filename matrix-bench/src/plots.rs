@@ -6,6 +6,8 @@
 //! | `bench-sizes.png` | alloc + free pairs against block size |
 //! | `bench-scaling.png` | mixed against arena size, one line per live set |
 //! | `bench-threads.png` | mixed against thread count (2 cores: 4 and 8 are oversubscribed) |
+//! | `bench-processes.png` | mixed (ours) against processes attached to the segment |
+//! | `bench-fragmentation.png` | mixed after untimed random-size churn, against the churn ops |
 //!
 //! Each picture names the machine, the command and the commit measured.
 //! Text is drawn with DejaVu Sans from the system's fonts (found through
@@ -95,7 +97,7 @@ pub fn render(doc: &Value, dir: &Path) -> Result<Vec<std::path::PathBuf>> {
         )?;
         written.push(path);
     }
-    let curves: [(&str, &str, &str, XOf); 3] = [
+    let curves: [(&str, &str, &str, XOf); 5] = [
         (
             "sizes",
             "bench-sizes.png",
@@ -111,23 +113,39 @@ pub fn render(doc: &Value, dir: &Path) -> Result<Vec<std::path::PathBuf>> {
         ("threads", "bench-threads.png", "threads (log scale)", |r| {
             r["spec"]["threads"].as_f64()
         }),
+        (
+            "processes",
+            "bench-processes.png",
+            "processes attached to the segment (log scale)",
+            |r| Some(r["spec"]["processes"].as_f64().unwrap_or(1.0)),
+        ),
+        (
+            "fragmentation",
+            "bench-fragmentation.png",
+            "untimed churn ops before the timed part (log scale)",
+            |r| r["spec"]["warmup"].as_f64(),
+        ),
     ];
     for (section, file, x_label, x_of) in curves {
         let mut rows = rows_of(doc, section);
-        if section == "threads" && !rows.is_empty() {
-            // Threads 1 and 2 are main rows; the curve starts there.
+        // Contenders of the section's own rows (the processes rows are ours only).
+        let own = contenders_in(&rows);
+        if (section == "threads" || section == "processes") && !rows.is_empty() {
+            // Threads 1 and 2 and the one-process point are main rows; the
+            // curve starts there.
             let arena = rows[0]["spec"]["arena"].clone();
-            rows.extend(
-                main.iter()
-                    .copied()
-                    .filter(|r| r["spec"]["kind"] == "mixed" && r["spec"]["arena"] == arena),
-            );
+            let one_thread = section == "processes";
+            rows.extend(main.iter().copied().filter(|r| {
+                r["spec"]["kind"] == "mixed"
+                    && r["spec"]["arena"] == arena
+                    && (!one_thread || r["spec"]["threads"] == 1)
+            }));
         }
         if rows.len() < 2 {
             continue;
         }
         let path = dir.join(file);
-        curve(doc, section, &rows, &path, x_label, x_of)?;
+        curve(doc, section, &rows, &own, &path, x_label, x_of)?;
         written.push(path);
     }
     Ok(written)
@@ -208,6 +226,7 @@ fn curve(
     doc: &Value,
     section: &str,
     rows: &[&Value],
+    contenders: &[String],
     path: &Path,
     x_label: &str,
     x_of: XOf,
@@ -215,7 +234,7 @@ fn curve(
     // One line per contender, and for the scaling rows per live set too.
     let mut lines: Vec<Line> = Vec::new();
     let split_by_live = section == "scaling";
-    for c in contenders_in(rows) {
+    for c in contenders {
         let mut lives: Vec<u64> = rows
             .iter()
             .filter_map(|r| r["spec"]["live"].as_u64())
@@ -229,14 +248,14 @@ fn curve(
             let mut points: Vec<(f64, f64)> = rows
                 .iter()
                 .filter(|r| !split_by_live || r["spec"]["live"].as_u64() == Some(*live))
-                .filter_map(|r| Some((x_of(r)?, median(r, &c)?)))
+                .filter_map(|r| Some((x_of(r)?, median(r, c)?)))
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             points.dedup_by(|a, b| a.0 == b.0);
             if points.is_empty() {
                 continue;
             }
-            let base = colour(&c);
+            let base = colour(c);
             let fade = |v: u8| v.saturating_add((shade as u8).saturating_mul(45));
             let colour = RGBColor(fade(base.0), fade(base.1), fade(base.2));
             let name = if split_by_live {
@@ -260,6 +279,8 @@ fn curve(
     let title = match section {
         "sizes" => "alloc + free pairs by block size (one thread)",
         "scaling" => "mixed (one thread) by arena size and live blocks",
+        "processes" => "mixed (one thread, ours) by processes attached, every other one allocating",
+        "fragmentation" => "mixed (one thread) after random-size churn",
         _ => "mixed by thread count (2 cores)",
     };
     top.draw(&Text::new(

@@ -195,6 +195,16 @@ impl Report<'_> {
                 "Threads (mixed, more threads than cores)",
                 "threads",
             ),
+            (
+                Section::Processes,
+                "Attached processes (mixed, one measured thread; ours only)",
+                "processes",
+            ),
+            (
+                Section::Fragmentation,
+                "Fragmentation (mixed, one thread, after untimed churn)",
+                "churn",
+            ),
             (Section::Extra, "Extra", "row"),
         ];
         for (section, title, first) in sections {

@@ -212,6 +212,8 @@ pub fn child_args(contender: Contender, spec: &Spec, verify: bool, shm_name: &st
         spec.ops.to_string(),
         "--warmup".to_owned(),
         spec.warmup.to_string(),
+        "--processes".to_owned(),
+        spec.processes.to_string(),
         "--shm-name".to_owned(),
         shm_name.to_owned(),
     ];
@@ -283,10 +285,20 @@ pub fn describe(spec: &Spec) -> String {
         Kind::Size => format!("size {}", bytes_label(spec.size as u64)),
         Kind::Handoff => "handoff".to_owned(),
         Kind::Mixed => format!(
-            "mixed ×{} ({}, {} live)",
+            "mixed ×{} ({}, {} live{}{})",
             spec.threads,
             bytes_label(spec.arena),
-            thousands(spec.live as u64)
+            thousands(spec.live as u64),
+            if spec.warmup > 0 {
+                format!(", after {} churn", thousands(spec.warmup))
+            } else {
+                String::new()
+            },
+            if spec.processes > 1 {
+                format!(", {} processes", spec.processes)
+            } else {
+                String::new()
+            }
         ),
     }
 }

@@ -7,9 +7,13 @@
 //! | `mixed`   | 1 or more | one alloc (32–544 B) or one free of a random live block, 70 % / 30 %, live set ≤ `--live` per thread |
 //! | `handoff` | 2       | A allocates 32–544 B and queues it, B pops and frees: one block handed over |
 //!
-//! `mixed` first fills each thread's live set up to its cap (untimed), so
-//! the timed part runs at the steady state; `pair64`, `size` and `handoff`
-//! run `warmup` untimed ops first. One thread is timed by its CPU time;
+//! `mixed` first fills each thread's live set up to its cap and then runs
+//! `warmup` steps of churn (both untimed: the fragmentation rows age the
+//! heap this way), so the timed part runs at the steady state; `pair64`,
+//! `size` and `handoff` run `warmup` untimed ops first. With `processes`
+//! above 1 (ours only), that many − 1 other processes stay attached to the
+//! segment during the run, every other one allocating (see
+//! `contenders::ours`). One thread is timed by its CPU time;
 //! with several threads the time is the wall time from the first thread's
 //! start to the last thread's end, and ns/op divides it by the ops of all
 //! threads (the inverse of throughput). See `clock`.
@@ -76,8 +80,15 @@ pub struct Spec {
     pub live: usize,
     /// Timed ops, all threads together.
     pub ops: u64,
-    /// Untimed ops before the timed part (`pair64`, `size`, `handoff`).
+    /// Untimed ops before the timed part (`mixed`: churn steps after the fill).
     pub warmup: u64,
+    /// Processes attached to the segment, the measuring one included (ours only above 1).
+    #[serde(default = "one")]
+    pub processes: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// What a child reports.
@@ -125,7 +136,8 @@ pub fn run_local<A: BenchAlloc>(alloc: &A, spec: &Spec, touch: Touch) -> Outcome
         match spec.kind {
             Kind::Pair64 | Kind::Size => pairs(&thread, spec.size, spec.warmup, spec.ops, touch),
             Kind::Mixed => {
-                let (start, end) = mixed_thread(&thread, spec.live, 0, spec.ops, touch, None);
+                let (start, end) =
+                    mixed_thread(&thread, spec.live, 0, spec.warmup, spec.ops, touch, None);
                 Timing::between(start, end)
             }
             Kind::Handoff => panic!("handoff needs two threads"),
@@ -239,12 +251,14 @@ fn release<A: BenchAlloc>(alloc: &A, block: Live<A::Handle>, touch: Touch) {
     }
 }
 
-/// One thread of `mixed`: fill the live set to `cap` (untimed), wait for
-/// the others, run `ops` timed steps, free everything left (untimed).
+/// One thread of `mixed`: fill the live set to `cap` and run `churn`
+/// steps (untimed), wait for the others, run `ops` timed steps, free
+/// everything left (untimed).
 fn mixed_thread<A: BenchAlloc>(
     alloc: &A,
     cap: usize,
     thread: u64,
+    churn: u64,
     ops: u64,
     touch: Touch,
     start_line: Option<&Barrier>,
@@ -253,6 +267,9 @@ fn mixed_thread<A: BenchAlloc>(
     let mut live = Vec::with_capacity(cap);
     let mut next_seed = thread << 48;
     while live.len() < cap {
+        mixed_step(alloc, &mut rng, &mut live, cap, touch, &mut next_seed);
+    }
+    for _ in 0..churn {
         mixed_step(alloc, &mut rng, &mut live, cap, touch, &mut next_seed);
     }
     if let Some(barrier) = start_line {
@@ -273,6 +290,7 @@ fn mixed_threads<A: BenchAlloc + Sync>(alloc: &A, spec: &Spec, touch: Touch) -> 
     let threads = spec.threads;
     let barrier = Barrier::new(threads);
     let per_thread = spec.ops / threads as u64;
+    let churn = spec.warmup / threads as u64;
     let spans: Vec<(Stamp, Stamp)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads as u64)
             .map(|t| {
@@ -280,7 +298,15 @@ fn mixed_threads<A: BenchAlloc + Sync>(alloc: &A, spec: &Spec, touch: Touch) -> 
                 scope.spawn(move || {
                     pin_to_cpu(t as usize);
                     let thread = alloc.thread();
-                    mixed_thread(&thread, spec.live, t, per_thread, touch, Some(barrier))
+                    mixed_thread(
+                        &thread,
+                        spec.live,
+                        t,
+                        churn,
+                        per_thread,
+                        touch,
+                        Some(barrier),
+                    )
                 })
             })
             .collect();

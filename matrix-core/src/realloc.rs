@@ -43,6 +43,19 @@
 //! So a kill at any instruction leaves exactly one of old and new owned
 //! by the block's owner and the other free or reclaimed by `recover()`.
 //!
+//! Two threads of one participant resizing the same block (two handles of
+//! one generation): exactly one takes it, the other is refused with
+//! `NotLive` (while it is held) or `Stale` (after), as for any two
+//! resizers. Their holds must also never leave two firm records of the
+//! block in the participant's entries (recovery could not tell the
+//! holder's), so each first stores a *tentative* record and looks at its
+//! siblings' entries: a firm record, or a tentative one in an earlier
+//! entry, makes it step back; a tentative one in a later entry makes it
+//! wait for that sibling to step back. (When both stepped back, both could
+//! be refused.) Both are refused only if one stalls — descheduled between
+//! its tentative record and its step-back — for the whole bounded wait;
+//! nothing has changed then, and a retry succeeds.
+//!
 //! Who may resize: the block's owner, or anyone if the segment owns it.
 //! A block owned by another participant is refused (`NotOwner`): a
 //! recovery of that participant cannot see a block held under the
@@ -138,24 +151,79 @@ pub const fn is_tentative_resize_intent(value: u64) -> bool {
     value & 0xF == 6
 }
 
-/// How many times a hold steps back for a sibling thread resizing the same
-/// block before it reports the block as being resized.
-const HOLD_BACKOFFS: u32 = 64;
+/// How many times a hold steps back for a sibling thread and finds the
+/// block still not held by anyone before it reports the block as being
+/// resized (under loom: once, so that the models reach that report).
+#[cfg(not(loom))]
+const HOLD_RETRIES: u32 = 64;
+#[cfg(loom)]
+const HOLD_RETRIES: u32 = 1;
 
-/// Whether an entry of this participant other than `mine` records a resize
-/// (tentative or firm) of the block at `offset`.
-fn sibling_resizes<A: Arena>(arena: &A, mine: &AtomicU64, offset: u32) -> bool {
+/// Rounds a hold waits for a sibling thread to step back or to take the
+/// block (a few instructions each, unless that thread is descheduled).
+#[cfg(not(loom))]
+const SIBLING_WAIT_ROUNDS: u32 = 1_000;
+#[cfg(loom)]
+const SIBLING_WAIT_ROUNDS: u32 = 4;
+
+/// One round of a bounded wait for a sibling thread: spin, and after a
+/// while give the core away (the sibling may need it).
+fn pause(round: u32) {
+    crate::sync::spin_hint();
+    if round > 64 {
+        #[cfg(not(loom))]
+        std::thread::yield_now();
+    }
+}
+
+/// What a hold found in the other intent entries of its participant about
+/// the block it is about to take.
+enum Siblings<'a> {
+    /// No other entry records a resize of the block.
+    Clear,
+    /// An entry *later* in the slot holds a tentative record of it: that
+    /// sibling steps back once it sees this one's, so this one waits.
+    Behind(&'a AtomicU64),
+    /// An entry *earlier* in the slot holds a tentative record of it, or
+    /// any entry a firm one: this one steps back.
+    Ahead(&'a AtomicU64),
+}
+
+/// Looks at the entries of this participant other than `mine` for a
+/// resize record (tentative or firm) of the block at `offset`. The order
+/// of the entries in the slot breaks the tie between two tentative
+/// records, so that two siblings that see each other's do not both step
+/// back: the earlier entry goes on.
+fn siblings<'a, A: Arena>(arena: &'a A, mine: &AtomicU64, offset: u32) -> Siblings<'a> {
     let Some(slot) = arena.my_slot() else {
-        return false;
+        return Siblings::Clear;
     };
-    slot.carve_intents
-        .iter()
-        .filter(|e| !std::ptr::eq(*e, mine))
-        .any(|e| {
-            // SeqCst: the look of the two-store protocol in `hold_in`.
-            let v = e.load(SeqCst);
-            (is_resize_intent(v) || is_tentative_resize_intent(v)) && v as u32 & !0xF == offset
-        })
+    let mut earlier = true;
+    let mut behind = None;
+    for e in slot.carve_intents.iter() {
+        if std::ptr::eq(e, mine) {
+            earlier = false;
+            continue;
+        }
+        // SeqCst: the look of the two-store protocol in `hold_in`.
+        let v = e.load(SeqCst);
+        if v as u32 & !0xF != offset {
+            continue;
+        }
+        if is_resize_intent(v) || (earlier && is_tentative_resize_intent(v)) {
+            return Siblings::Ahead(e);
+        }
+        if is_tentative_resize_intent(v) {
+            behind = Some(e);
+        }
+    }
+    behind.map_or(Siblings::Clear, Siblings::Behind)
+}
+
+/// Whether intent value `v` records a resize (tentative or firm) of the
+/// block at `offset`.
+fn names_resize_of(v: u64, offset: u32) -> bool {
+    (is_resize_intent(v) || is_tentative_resize_intent(v)) && v as u32 & !0xF == offset
 }
 
 /// How a resize was done.
@@ -346,7 +414,7 @@ fn hold_in<A: Arena>(
     generation: u64,
 ) -> Result<(u32, u32), ReallocError> {
     let me = arena.owner().0;
-    let mut backoffs = 0;
+    let mut retries = 0;
     // Acquire: pairs with the Release of the word's last change.
     let mut word = hdr.state.load(Acquire);
     loop {
@@ -378,23 +446,39 @@ fn hold_in<A: Arena>(
         // disagree, and recovery could not tell the holder's.) SeqCst,
         // both stores and the loads of the look: in the single order of
         // SeqCst operations, of two siblings that each store a tentative
-        // record and then look, the later one sees the earlier one's.
+        // record and then look, the later one sees the earlier one's (or
+        // what replaced it: a firm record, or nothing once that sibling
+        // stepped back). A record goes firm only after a look that found
+        // no other record of the block, and stays in place until then
+        // (waiting keeps it), so two firm records never coexist.
         record.store(tentative_resize_intent(offset, owner, st), SeqCst);
         crate::sync::seqcst_store_load();
-        if sibling_resizes(arena, record, offset) {
+        let mut waited = 0;
+        let ahead = loop {
+            match siblings(arena, record, offset) {
+                Siblings::Clear => break None,
+                Siblings::Ahead(e) => break Some(e),
+                // A sibling stalled for the whole wait: step back as if
+                // it were ahead (it goes on if it finds this entry empty).
+                Siblings::Behind(e) if waited == SIBLING_WAIT_ROUNDS => break Some(e),
+                Siblings::Behind(_) => {
+                    pause(waited);
+                    waited += 1;
+                }
+            }
+        };
+        if let Some(sibling) = ahead {
             // Placeholder again, keeping the entry. SeqCst: as above.
             record.store(1, SeqCst);
-            backoffs += 1;
-            if backoffs >= HOLD_BACKOFFS {
+            if retries == HOLD_RETRIES {
                 return Err(BlockError::NotLive {
                     offset,
                     state: RESIZING,
                 }
                 .into());
             }
-            crate::sync::spin_hint();
-            // Acquire: as the first load.
-            word = hdr.state.load(Acquire);
+            retries += 1;
+            word = wait_for_sibling(hdr, word, sibling, offset);
             continue;
         }
         // SeqCst: like every intent (recoverers read them with SeqCst or
@@ -415,6 +499,24 @@ fn hold_in<A: Arena>(
             Err(actual) => word = actual,
         }
     }
+}
+
+/// Waits (bounded) until the block's word is no longer `judged` (the
+/// sibling took it, or anything else changed it: the caller judges it
+/// again) or the sibling's entry no longer names the block (it stepped
+/// back or is done). Returns the word to judge.
+fn wait_for_sibling(hdr: &BlockHeader, judged: u64, sibling: &AtomicU64, offset: u32) -> u64 {
+    for round in 0..SIBLING_WAIT_ROUNDS {
+        // Acquire: as the hold's first load of the word.
+        let word = hdr.state.load(Acquire);
+        // Relaxed: only when to look again; the hold's SeqCst look decides.
+        if word != judged || !names_resize_of(sibling.load(Relaxed), offset) {
+            return word;
+        }
+        pause(round);
+    }
+    // Acquire: as above.
+    hdr.state.load(Acquire)
 }
 
 /// Hands a held block back to `owner` in `st` with a new generation (and,
@@ -828,10 +930,48 @@ pub fn settle_dead_resizes<A: Arena>(
     Ok(settled)
 }
 
-#[cfg(test)]
+// Over a real mapping, which loom builds do not have.
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::AtomicMatrix;
+
+    /// A sibling thread that stored a tentative record of the block and
+    /// then stalls (descheduled) for a millisecond: a hold in an entry earlier in
+    /// the slot waits for it, one in a later entry steps back and retries;
+    /// either takes the block once the sibling steps back (its entry empty
+    /// again). With both stepping back a few spins at a time, the hold
+    /// gave up within microseconds and reported the block as being resized
+    /// although nobody held it.
+    #[test]
+    fn a_hold_takes_the_block_once_a_stalled_sibling_steps_back() {
+        for sibling_entry in [1, 0] {
+            let m = AtomicMatrix::anonymous(1 << 20).unwrap();
+            let hdr_of = |p: crate::RelativePtr<u8>| p.offset() - BLOCK_HEADER_SIZE;
+            let b = hdr_of(m.allocate(64, 0).unwrap());
+            let g = state::generation_of(Arena::header(&m, b).unwrap().state.load(Acquire));
+            let entry = &m.my_slot().unwrap().carve_intents[sibling_entry];
+            entry.store(tentative_resize_intent(b, m.owner().0, ALLOCATED), SeqCst);
+            let mine = &m.my_slot().unwrap().carve_intents[1 - sibling_entry];
+            let r = std::thread::scope(|s| {
+                s.spawn(|| {
+                    // Once the hold has begun (its entry claimed), the
+                    // sibling stays 1 ms more, then steps back.
+                    while mine.load(SeqCst) == 0 {
+                        std::hint::spin_loop();
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    entry.store(0, SeqCst);
+                });
+                reallocate(&m, b, g, 16, |_, _, _| {})
+            });
+            let r = r.unwrap_or_else(|e| {
+                panic!("sibling in entry {sibling_entry}: the resize was refused: {e}")
+            });
+            assert_eq!(r.kind, ResizeKind::Shrunk);
+            m.free(b, Some(r.generation)).unwrap();
+        }
+    }
 
     /// A grow judged the neighbour free with 1136 bytes; before its pop the
     /// neighbour was allocated as 1088 bytes (split) and freed again into

@@ -274,3 +274,38 @@ fn two_intent_entries_naming_one_block_recover_to_the_winner_s_record() {
         }
     });
 }
+
+/// Two threads of one participant resize one block of theirs through two
+/// handles of the same generation (one keeps the size, one shrinks it):
+/// exactly one succeeds, the other is refused (the block is being resized,
+/// or its handle went stale), and the chain stays whole. Siblings see each
+/// other's tentative records; the one whose intent entry comes later in
+/// the slot steps back, the other waits for that and goes on. (When both
+/// stepped back, this failed with both refused as `NotLive`: the schedule
+/// needs 3 preemptions, hence the bound.)
+#[test]
+fn two_sibling_threads_resizing_one_block_have_exactly_one_winner() {
+    loom_common::model_with_preemptions(3, || {
+        let arena = Arc::new(ModelArena::new(512));
+        let p1 = arena.participant(1);
+        let b = allocate(&p1, 64, 0).unwrap();
+        allocate(&p1, 16, 0).unwrap();
+        let gb = state::generation_of(p1.header(b).unwrap().state.load(SeqCst));
+        let t = {
+            let arena = arena.clone();
+            thread::spawn(move || reallocate(&arena.participant(1), b, gb, 64, |_, _, _| {}))
+        };
+        let a = reallocate(&arena.participant(1), b, gb, 16, |_, _, _| {});
+        let other = t.join().unwrap();
+        assert!(
+            a.is_ok() != other.is_ok(),
+            "two sibling resizes of one block: {a:?} and {other:?}; exactly one must succeed"
+        );
+        let chain = check(&p1);
+        let blk = chain
+            .iter()
+            .find(|c| c.0 == b)
+            .expect("the block stays at its offset");
+        assert_eq!(blk.2, ALLOCATED);
+    });
+}

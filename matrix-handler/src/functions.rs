@@ -151,7 +151,12 @@ pub trait HandlerFunctions {
     /// that, in place or not, carries a new generation: every other handle
     /// or token of the old block (a copy made with `block_at` or
     /// `block_from_token`) is stale from then on and refused. Returns how
-    /// the resize was done.
+    /// the resize was done. Of two resizes of one block at once (through
+    /// two handles on two threads, or by two participants of a
+    /// segment-owned block) exactly one succeeds; the other is refused as
+    /// not live or stale, its handle unchanged (two threads are both
+    /// refused only if one is descheduled mid-resize for a whole bounded
+    /// wait; see `matrix_core::realloc`).
     ///
     /// # Errors
     /// A stale or foreign handle, a block that is not live, a block owned

@@ -61,3 +61,48 @@ fn raw_resizes_return_the_payload_offset() {
         .is_err());
     h.free_at(q.offset() - 32).unwrap();
 }
+
+/// The handle rule for every way a resize can go: in place (the same
+/// payload offset) or moved, the new handle carries a new generation, and
+/// a copy of the old handle (rebuilt from its token before the resize) is
+/// refused as stale — or, after a move, as naming no live block.
+#[test]
+fn every_kind_of_resize_renews_the_handle_and_makes_copies_stale() {
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    // [b 64 B][n 256 B, freed][fence]: b can grow into n.
+    let mut b = h.allocate_array::<u64>(4).unwrap();
+    let n = h.allocate_array::<u64>(28).unwrap();
+    let fence = h.allocate::<u64>().unwrap();
+    h.write_elems(&mut b, 0, &[7, 8, 9, 10]).unwrap();
+    h.free(n).unwrap();
+    h.matrix().flush_thread_cache();
+    let cases: [(usize, ResizeKind); 5] = [
+        (3, ResizeKind::Unchanged),                // 24 B fits the 32 B payload
+        (32, ResizeKind::GrownIntoNeighbour),      // 256 B: all of n
+        (2, ResizeKind::Shrunk),                   // back to 16 B, the tail freed
+        (10_000, ResizeKind::Moved),               // the fence is in the way
+        (20_000, ResizeKind::GrownIntoWilderness), // now the last block
+    ];
+    for (len, want) in cases {
+        let before = (b.offset(), b.generation(), b.token());
+        let kind = h.reallocate(&mut b, len).unwrap();
+        assert_eq!(kind, want, "resize to {len} elements");
+        assert_ne!(b.generation(), before.1, "{kind:?}: a new generation");
+        assert_eq!(
+            kind.in_place(),
+            b.offset() == before.0,
+            "{kind:?}: the offset"
+        );
+        assert_eq!(b.len(), len);
+        assert_eq!(&h.get_slice(&b).unwrap()[..2], &[7, 8], "{kind:?}: kept");
+        match h.block_from_token::<u64>(before.2) {
+            Err(HandlerError::Block(BlockError::Stale { .. })) => assert!(kind.in_place()),
+            Err(HandlerError::Block(BlockError::NotLive { .. })) => assert!(!kind.in_place()),
+            other => panic!("{kind:?}: a copy of the old handle gave {other:?}"),
+        }
+    }
+    h.free(b).unwrap();
+    h.free(fence).unwrap();
+    h.consolidate().unwrap();
+    assert_eq!(h.stats().unwrap().used_bytes, 0);
+}

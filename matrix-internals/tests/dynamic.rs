@@ -454,3 +454,60 @@ fn cycles_and_deep_chains_of_boxes_end_in_typed_errors() {
     std::thread::scope(|s| s.spawn(|| short.free_blocks(&h)).join().unwrap()).unwrap();
     assert_eq!(used(&h), base);
 }
+
+#[derive(Debug, Clone)]
+enum BytesOp {
+    Extend(Vec<u8>),
+    Truncate(usize),
+    Clear,
+    Shrink,
+    /// Put the current bytes in the box (the old boxed value is freed).
+    Box,
+}
+
+fn bytes_op() -> impl Strategy<Value = BytesOp> {
+    prop_oneof![
+        4 => prop::collection::vec(any::<u8>(), 0..300).prop_map(BytesOp::Extend),
+        1 => (0usize..600).prop_map(BytesOp::Truncate),
+        1 => Just(BytesOp::Clear),
+        1 => Just(BytesOp::Shrink),
+        2 => Just(BytesOp::Box),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// `ShmBytes` against `Vec<u8>`, and a `ShmBox<ShmBytes>` whose value
+    /// is replaced against the model's last boxed copy: each replaced
+    /// value is freed whole, and the box reads in place.
+    #[test]
+    fn shm_bytes_and_a_box_of_them_match_std(ops in prop::collection::vec(bytes_op(), 1..80)) {
+        let h = MatrixHandler::bootstrap(None, 8 << 20).unwrap();
+        let mut shm = ShmBytes::new();
+        let mut model: Vec<u8> = Vec::new();
+        let mut boxed = ShmBox::new(&h, ShmBytes::new()).unwrap();
+        let mut boxed_model: Vec<u8> = Vec::new();
+        for op in ops {
+            match op {
+                BytesOp::Extend(b) => { shm.extend_from_slice(&h, &b).unwrap(); model.extend_from_slice(&b); }
+                BytesOp::Truncate(n) => { shm.as_vec_mut().truncate(&h, n).unwrap(); model.truncate(n); }
+                BytesOp::Clear => { shm.as_vec_mut().clear(&h).unwrap(); model.clear(); }
+                BytesOp::Shrink => { shm.as_vec_mut().shrink_to_fit(&h).unwrap(); }
+                BytesOp::Box => {
+                    let copy = ShmBytes::from_slice(&h, shm.as_slice(&h).unwrap()).unwrap();
+                    let mut old = boxed.replace(&h, copy).unwrap();
+                    prop_assert_eq!(old.as_slice(&h).unwrap(), &boxed_model[..]);
+                    old.free_blocks(&h).unwrap();
+                    boxed_model = model.clone();
+                }
+            }
+            prop_assert_eq!(shm.as_slice(&h).unwrap(), &model[..]);
+            prop_assert_eq!(shm.len(), model.len());
+            prop_assert_eq!(boxed.get(&h).unwrap().as_slice(&h).unwrap(), &boxed_model[..]);
+        }
+        shm.free_blocks(&h).unwrap();
+        boxed.free_blocks(&h).unwrap();
+        prop_assert_eq!(used(&h), 0);
+    }
+}

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{spawn, watchdog, SegmentGuard, ROLE, SEGMENT};
-use matrix_core::OwnerId;
-use matrix_handler::{Block, BlockToken, HandlerFunctions, MatrixHandler};
+use matrix_core::{BlockError, OwnerId};
+use matrix_handler::{Block, BlockToken, HandlerError, HandlerFunctions, MatrixHandler};
 use matrix_internals::{PopError, PushError, QueueError, RegistryError, WorkQueue};
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -147,6 +147,66 @@ fn names_types_and_refusals() {
         WorkQueue::<Msg, _>::open_at(h.share(), 12345),
         Err(QueueError::NotAQueue { .. })
     ));
+}
+
+/// The push hands the block to the segment with one owner CAS, checked
+/// only by the segment's nonce, the header and the handle's generation (no
+/// size or tag read): a block of another segment, a freed one and a stale
+/// handle to a block re-allocated at the same offset are all refused, given
+/// back, and leave every block's owner as it was.
+#[test]
+fn pushes_of_foreign_freed_and_stale_blocks_are_refused_and_change_no_owner() {
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let other = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let q = WorkQueue::<Msg, _>::create(h.share(), "refusals", 8).unwrap();
+    let me = h.matrix().owner_id();
+
+    let foreign = msg(&other, 1, 2);
+    let foreign_owner = owner_of(&other, &foreign);
+    match q.try_push(foreign) {
+        Err(PushError::Refused(back, HandlerError::ForeignHandle { .. })) => {
+            assert_eq!(owner_of(&other, &back), foreign_owner);
+            assert_eq!(other.read_pod(&back).unwrap(), [1, 2]);
+            other.free(back).unwrap();
+        }
+        r => panic!("a block of another segment: {r:?}"),
+    }
+
+    let freed = msg(&h, 3, 4);
+    let copy = h.block_from_token::<Msg>(freed.token()).unwrap();
+    h.free(freed).unwrap();
+    assert!(matches!(
+        q.try_push(copy),
+        Err(PushError::Refused(
+            _,
+            HandlerError::Block(BlockError::NotLive { .. })
+        ))
+    ));
+
+    // The same offset again, a newer generation: the old handle is stale.
+    let mut local = h.local();
+    let first = local.allocate::<Msg>().unwrap();
+    let stale = h.block_from_token::<Msg>(first.token()).unwrap();
+    local.free(first).unwrap();
+    let second = local.allocate::<Msg>().unwrap();
+    assert_eq!(
+        second.offset(),
+        stale.offset(),
+        "the cache hands it out again"
+    );
+    match q.try_push(stale) {
+        Err(PushError::Refused(_, HandlerError::Block(BlockError::Stale { .. }))) => {}
+        r => panic!("a stale handle: {r:?}"),
+    }
+    assert_eq!(owner_of(&h, &second), me, "the live block is still ours");
+
+    // Three refusals, three holes, nothing to pop; a good push still works.
+    assert!(matches!(q.try_pop(), Err(PopError::Empty)));
+    q.try_push(second).unwrap();
+    let popped = q.try_pop().unwrap();
+    assert_eq!(owner_of(&h, &popped), me);
+    h.free(popped).unwrap();
+    assert!(q.is_empty());
 }
 
 #[test]

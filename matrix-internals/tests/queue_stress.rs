@@ -91,11 +91,14 @@ fn check_seen(seen: &[AtomicU8]) {
 }
 
 fn threads_run(producers: u64, consumers: u64) {
+    threads_run_with(producers, consumers, CAPACITY, messages());
+}
+
+fn threads_run_with(producers: u64, consumers: u64, capacity: u32, total: u64) {
     let _dog = watchdog(Duration::from_secs(120));
-    let total = messages();
     let per = total / producers;
     let h = MatrixHandler::bootstrap(None, 32 << 20).unwrap();
-    let q = WorkQueue::<Msg, _>::create(h.share(), QUEUE, CAPACITY).unwrap();
+    let q = WorkQueue::<Msg, _>::create(h.share(), QUEUE, capacity).unwrap();
     let seen: Vec<AtomicU8> = (0..per * producers).map(|_| AtomicU8::new(0)).collect();
     let (got, disorder) = std::thread::scope(|s| {
         let cons: Vec<_> = (0..consumers)
@@ -130,6 +133,17 @@ fn threads_run(producers: u64, consumers: u64) {
         Some(2),
         "only the ring and the registry stay allocated"
     );
+}
+
+/// Rings this small make every producer and consumer meet on the same
+/// slots lap after lap (push x pop of one slot, two consumers on one slot)
+/// and sleep and wake all the time: a lost wake-up ends in a Timeout.
+#[test]
+fn small_rings_same_slot_races_and_wakeups() {
+    for capacity in [1, 2, 16] {
+        threads_run_with(1, 1, capacity, 100_000);
+        threads_run_with(2, 2, capacity, 100_000);
+    }
 }
 
 #[test]

@@ -39,6 +39,7 @@ use matrix_testkit::race::{self, ChildSide, RaceConfig, RaceFailure, RaceReport}
 use matrix_testkit::segment::SegmentName;
 use matrix_testkit::stress::child::{self, Launcher};
 use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 type Map<'h> = ShmMap<ShmString, ShmVec<u64>, &'h MatrixHandler>;
@@ -92,7 +93,7 @@ impl Shape {
         }
     }
 
-    /// Runs `op` as one side of a round (yielding in the windows if the
+    /// Runs `op` as one side of a round (stalling in the windows if the
     /// shape says so).
     fn side<R>(self, op: impl FnOnce() -> R) -> R {
         if self.stall {
@@ -1121,7 +1122,6 @@ fn recover_x_ops_after_a_dead_writer() {
                 .wait_timeout(Duration::from_secs(60))
                 .map_err(|e| e.to_string())?
                 .ok_or("the crashing writer hung")?;
-            use std::os::unix::process::ExitStatusExt;
             if status.signal() != Some(libc::SIGKILL) {
                 return Err(format!(
                     "{op} at point {point}: not killed there ({status})"

@@ -28,6 +28,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The resize rows (`reallocate` against the operations that can touch
+/// the block or its neighbour at the same moment).
+#[path = "race_matrix/resize.rs"]
+mod resize;
+
 const SEGMENT: u32 = 256 << 10;
 /// Blocks raced per round (both sides in the same order).
 const BATCH: usize = 32;
@@ -52,6 +57,10 @@ const SIDES: &[ChildSide] = &[
                 free_token(h, BlockToken::from_word(t, h.segment_nonce())).is_ok()
             })
         },
+    },
+    ChildSide {
+        name: "allocate-sized",
+        op: resize::child_allocate_sized,
     },
     ChildSide {
         name: "transition-61",

@@ -1,11 +1,18 @@
 //! Queue hand-off between two processes: messages/s and one-way latency of
 //! `matrix_internals::WorkQueue` (a 64-byte block per message, allocated by
-//! the producer process, freed by the consumer process), side by side with
+//! the producer process, freed by the consumer process, each through its
+//! own `LocalHandler`, the handle a busy thread allocates with; written
+//! and read with the checked `write_pod` / `read_pod`), side by side with
 //! `crossbeam_queue::ArrayQueue` between two threads (a 64-byte `Box` per
-//! message, allocated by the producer thread, freed by the consumer thread).
+//! message, allocated by the producer thread, freed by the consumer thread),
+//! and — built with the `iceoryx2` feature — iceoryx2 publish-subscribe
+//! between two processes (a 64-byte sample loaned from the publisher's
+//! pool, returned when the subscriber drops it).
 //!
 //! ```text
 //! cargo run --release -p matrix-bench --bin queue_handoff [-- --messages N --samples M]
+//! cargo run --release -p matrix-bench --features iceoryx2 --bin queue_handoff
+//! valgrind --tool=callgrind target/release/queue_handoff --one-thread N
 //! ```
 //!
 //! Throughput: the producer pushes N messages as fast as it can; the rate
@@ -15,9 +22,11 @@
 //! consumer right after its pop; the clock is system-wide, so the two
 //! processes compare stamps directly. "Spinning" consumers poll `try_pop`;
 //! the "sleeping" consumer blocks in `pop_timeout` (futex) between messages.
+//! The iceoryx2 subscriber polls `receive`; its publisher cannot see when a
+//! sample was taken, so its paced messages are 20 µs apart instead.
 
 use crossbeam_queue::ArrayQueue;
-use matrix_handler::{HandlerFunctions, MatrixHandler};
+use matrix_handler::{HandlerFunctions, LocalHandler, MatrixHandler};
 use matrix_internals::{PopError, WorkQueue};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -28,6 +37,8 @@ type Msg = [u64; 8];
 const QUEUE: &str = "handoff";
 const CAPACITY: u32 = 1024;
 const ROLE: &str = "QUEUE_HANDOFF_CONSUMER";
+#[cfg(feature = "iceoryx2")]
+const ICEORYX_ROLE: &str = "QUEUE_HANDOFF_ICEORYX_SUBSCRIBER";
 const WAIT: Duration = Duration::from_secs(30);
 /// Throughput is measured this many times; the median is reported.
 const ROUNDS: usize = 3;
@@ -55,12 +66,16 @@ fn spin_for(ns: u64) {
 struct Args {
     messages: u64,
     samples: u64,
+    /// `--one-thread N`: only push and pop N messages in this thread (for
+    /// callgrind's instruction counts; nothing is timed).
+    one_thread: Option<u64>,
 }
 
 fn args() -> Args {
     let mut a = Args {
         messages: 1_000_000,
         samples: 100_000,
+        one_thread: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -72,6 +87,7 @@ fn args() -> Args {
         match flag.as_str() {
             "--messages" => a.messages = value(),
             "--samples" => a.samples = value(),
+            "--one-thread" => a.one_thread = Some(value()),
             _ => usage(&flag),
         }
     }
@@ -80,7 +96,7 @@ fn args() -> Args {
 
 fn usage(flag: &str) -> ! {
     eprintln!(
-        "queue_handoff: bad argument {flag:?}\nusage: queue_handoff [--messages N] [--samples M]"
+        "queue_handoff: bad argument {flag:?}\nusage: queue_handoff [--messages N] [--samples M] [--one-thread N]"
     );
     std::process::exit(2)
 }
@@ -104,6 +120,7 @@ fn consumer(segment: &str, messages: u64, samples: u64) {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     let h = MatrixHandler::open(segment).expect("open the benchmark segment");
     let q = WorkQueue::<Msg, _>::open(h.share(), QUEUE).expect("open the queue");
+    let mut local = h.local();
     println!("@@ready");
     // Throughput.
     for _ in 0..ROUNDS {
@@ -112,7 +129,7 @@ fn consumer(segment: &str, messages: u64, samples: u64) {
             match q.try_pop() {
                 Ok(b) => {
                     std::hint::black_box(h.read_pod(&b).unwrap());
-                    h.free(b).unwrap();
+                    local.free(b).unwrap();
                     got += 1;
                 }
                 Err(PopError::Empty) => std::hint::spin_loop(),
@@ -139,7 +156,7 @@ fn consumer(segment: &str, messages: u64, samples: u64) {
                 Ok(b) => {
                     let stamp = h.read_pod(&b).unwrap()[0];
                     lat.push(now_ns().saturating_sub(stamp));
-                    h.free(b).unwrap();
+                    local.free(b).unwrap();
                 }
                 Err(PopError::Empty) => std::hint::spin_loop(),
                 Err(e) => panic!("consumer: {e}"),
@@ -191,8 +208,13 @@ impl Drop for SegmentName {
     }
 }
 
-fn send(h: &MatrixHandler, q: &WorkQueue<Msg, matrix_handler::SharedHandler>, seq: u64) {
-    let mut b = h
+fn send(
+    h: &MatrixHandler,
+    local: &mut LocalHandler,
+    q: &WorkQueue<Msg, matrix_handler::SharedHandler>,
+    seq: u64,
+) {
+    let mut b = local
         .allocate::<Msg>()
         .expect("the arena holds the ring and every in-flight block");
     let mut m = [0u64; 8];
@@ -218,11 +240,12 @@ fn matrix_rows(a: &Args) -> Vec<Row> {
     };
     assert_eq!(c.line(), "ready");
 
+    let mut local = h.local();
     let mut rates = Vec::new();
     for _ in 0..ROUNDS {
         let start = now_ns();
         for seq in 0..a.messages {
-            send(&h, &q, seq);
+            send(&h, &mut local, &q, seq);
         }
         let end: u64 = c.line().strip_prefix("tput ").unwrap().parse().unwrap();
         rates.push(a.messages as f64 / ((end - start) as f64 / 1e9));
@@ -243,7 +266,7 @@ fn matrix_rows(a: &Args) -> Vec<Row> {
         ),
     ] {
         for seq in 0..samples {
-            send(&h, &q, seq);
+            send(&h, &mut local, &q, seq);
             while !q.is_empty() {
                 std::hint::spin_loop();
             }
@@ -270,6 +293,23 @@ fn matrix_rows(a: &Args) -> Vec<Row> {
         "the consumer process failed"
     );
     rows
+}
+
+/// The whole path of one message (allocate, write, push, pop, read, free)
+/// `messages` times in one thread: what callgrind counts per message
+/// (`callgrind.sh` runs it with N and with 0 and divides the difference).
+fn one_thread(messages: u64) {
+    let name = SegmentName(format!("matrix-bench-handoff-{}", std::process::id()));
+    let h = MatrixHandler::create(&name.0, 64 << 20).expect("create the benchmark segment");
+    let q = WorkQueue::<Msg, _>::create(h.share(), QUEUE, CAPACITY).expect("create the queue");
+    let mut producer = h.local();
+    let mut consumer = h.local();
+    for seq in 0..messages {
+        send(&h, &mut producer, &q, seq);
+        let b = q.try_pop().expect("the message just pushed");
+        std::hint::black_box(h.read_pod(&b).unwrap());
+        consumer.free(b).unwrap();
+    }
 }
 
 fn crossbeam_row(a: &Args) -> Row {
@@ -362,6 +402,135 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores")
 }
 
+/// iceoryx2 publish-subscribe between two processes, as its own examples
+/// set it up, with back-pressure instead of overflow so no message is lost.
+#[cfg(feature = "iceoryx2")]
+mod iceoryx {
+    use super::*;
+    use iceoryx2::prelude::*;
+
+    fn service(
+        node: &Node<ipc::Service>,
+        name: &str,
+    ) -> iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, Msg, ()>
+    {
+        let name: ServiceName = name.try_into().expect("a valid service name");
+        node.service_builder(&name)
+            .publish_subscribe::<Msg>()
+            .enable_safe_overflow(false)
+            .subscriber_max_buffer_size(CAPACITY as usize)
+            .history_size(0)
+            .max_publishers(1)
+            .max_subscribers(1)
+            .open_or_create()
+            .expect("open or create the iceoryx2 service")
+    }
+
+    /// The subscriber process: the same rounds as the matrix consumer.
+    pub fn subscriber(name: &str, messages: u64, samples: u64) {
+        // SAFETY: plain syscall: die with the benchmark's parent process.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        let node = NodeBuilder::new()
+            .create::<ipc::Service>()
+            .expect("create an iceoryx2 node");
+        let service = service(&node, name);
+        let subscriber = service
+            .subscriber_builder()
+            .buffer_size(CAPACITY as usize)
+            .create()
+            .expect("create the subscriber");
+        println!("@@ready");
+        for _ in 0..ROUNDS {
+            let mut got = 0;
+            while got < messages {
+                match subscriber.receive().expect("receive") {
+                    Some(sample) => {
+                        std::hint::black_box(*sample);
+                        got += 1;
+                    }
+                    None => std::hint::spin_loop(),
+                }
+            }
+            println!("@@tput {}", now_ns());
+        }
+        let mut lat = Vec::with_capacity(samples as usize);
+        while (lat.len() as u64) < samples {
+            match subscriber.receive().expect("receive") {
+                Some(sample) => lat.push(now_ns().saturating_sub(sample[0])),
+                None => std::hint::spin_loop(),
+            }
+        }
+        let (p50, p99) = percentiles(lat);
+        println!("@@lat {p50} {p99}");
+    }
+
+    fn send(publisher: &iceoryx2::port::publisher::Publisher<ipc::Service, Msg, ()>, seq: u64) {
+        let sample = publisher.loan_uninit().expect("loan a sample");
+        let mut m = [0u64; 8];
+        m[1] = seq;
+        m[0] = now_ns();
+        sample.write_payload(m).send().expect("send");
+    }
+
+    /// The publisher side, in this process.
+    pub fn publisher_row(a: &Args) -> Row {
+        let name = format!("matrix-bench/handoff/{}", std::process::id());
+        let node = NodeBuilder::new()
+            .create::<ipc::Service>()
+            .expect("create an iceoryx2 node");
+        let service = service(&node, &name);
+        let publisher = service
+            .publisher_builder()
+            .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+            .create()
+            .expect("create the publisher");
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env(ICEORYX_ROLE, format!("{name} {} {}", a.messages, a.samples))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the subscriber process");
+        let stdout = child.stdout.take().unwrap();
+        let mut c = Consumer {
+            child,
+            lines: BufReader::new(stdout).lines(),
+        };
+        assert_eq!(c.line(), "ready");
+        let mut rates = Vec::new();
+        for _ in 0..ROUNDS {
+            let start = now_ns();
+            for seq in 0..a.messages {
+                send(&publisher, seq);
+            }
+            let end: u64 = c.line().strip_prefix("tput ").unwrap().parse().unwrap();
+            rates.push(a.messages as f64 / ((end - start) as f64 / 1e9));
+            // Let the subscriber's round end before the next round starts.
+            spin_for(1_000_000);
+        }
+        for seq in 0..a.samples {
+            send(&publisher, seq);
+            spin_for(20_000);
+        }
+        let line = c.line();
+        let mut it = line
+            .strip_prefix("lat ")
+            .unwrap()
+            .split(' ')
+            .map(|v| v.parse::<u64>().unwrap());
+        let (p50, p99) = (it.next().unwrap(), it.next().unwrap());
+        assert!(
+            c.child.wait().unwrap().success(),
+            "the subscriber process failed"
+        );
+        Row {
+            transport: "iceoryx2 publish-subscribe, 2 processes, spinning subscriber",
+            payload: "64 B sample",
+            rate: Some(median(rates)),
+            p50,
+            p99,
+        }
+    }
+}
+
 fn main() {
     if let Ok(spec) = std::env::var(ROLE) {
         let mut it = spec.split(' ');
@@ -370,13 +539,30 @@ fn main() {
         consumer(&segment, nums[0], nums[1]);
         return;
     }
+    #[cfg(feature = "iceoryx2")]
+    if let Ok(spec) = std::env::var(ICEORYX_ROLE) {
+        let mut it = spec.split(' ');
+        let service = it.next().unwrap().to_owned();
+        let nums: Vec<u64> = it.map(|v| v.parse().unwrap()).collect();
+        iceoryx::subscriber(&service, nums[0], nums[1]);
+        return;
+    }
     let a = args();
+    if let Some(messages) = a.one_thread {
+        one_thread(messages);
+        return;
+    }
     eprintln!(
         "queue hand-off: {ROUNDS} rounds of {} messages for throughput (median shown), {} paced samples for latency",
         a.messages, a.samples
     );
     let mut rows = matrix_rows(&a);
     rows.push(crossbeam_row(&a));
+    #[cfg(feature = "iceoryx2")]
+    rows.push(iceoryx::publisher_row(&a));
+    #[cfg(not(feature = "iceoryx2"))]
+    eprintln!("(iceoryx2 row left out: build with --features iceoryx2)");
+    let verdicts = targets(&rows);
     println!(
         "Queue hand-off, one producer → one consumer, capacity {CAPACITY} — {}",
         machine()
@@ -384,7 +570,7 @@ fn main() {
     println!();
     println!("| transport | payload per message | messages/s | one-way p50 | one-way p99 |");
     println!("|---|---|---:|---:|---:|");
-    for r in rows {
+    for r in &rows {
         let rate = r
             .rate
             .map_or("—".to_owned(), |r| format!("{:.2} M", r / 1e6));
@@ -396,5 +582,72 @@ fn main() {
             r.p50 as f64 / 1e3,
             r.p99 as f64 / 1e3
         );
+    }
+    println!();
+    println!("| target / ratio (this run) | value | |");
+    println!("|---|---:|---|");
+    for line in verdicts {
+        println!("{line}");
+    }
+}
+
+/// Messages/s every WorkQueue row must reach between two processes.
+const TARGET_RATE: f64 = 10e6;
+/// One-way p50 of the spinning WorkQueue consumer must stay at or below this.
+const TARGET_P50_NS: u64 = 200;
+
+/// The target lines (met / not met, and by how much) and the ratios of the
+/// spinning WorkQueue row to the other transports of the same run.
+fn targets(rows: &[Row]) -> Vec<String> {
+    let ours = &rows[0];
+    let rate = ours.rate.unwrap_or(0.0);
+    let verdict = |met: bool, miss: String| {
+        if met {
+            "met".to_owned()
+        } else {
+            format!("**not met** ({miss})")
+        }
+    };
+    let mut lines = vec![
+        format!(
+            "| WorkQueue, 2 processes: ≥ {:.0} M messages/s | {:.2} M | {} |",
+            TARGET_RATE / 1e6,
+            rate / 1e6,
+            verdict(
+                rate >= TARGET_RATE,
+                format!("{:.0} % short", (1.0 - rate / TARGET_RATE) * 100.0)
+            )
+        ),
+        format!(
+            "| WorkQueue, 2 processes: one-way p50 ≤ {TARGET_P50_NS} ns | {} ns | {} |",
+            ours.p50,
+            verdict(
+                ours.p50 <= TARGET_P50_NS,
+                format!("{} ns over", ours.p50.saturating_sub(TARGET_P50_NS))
+            )
+        ),
+    ];
+    for other in rows.iter().skip(1).filter(|r| r.rate.is_some()) {
+        let theirs = other.rate.unwrap_or(f64::NAN);
+        lines.push(format!(
+            "| WorkQueue ÷ {}: messages/s | {} | |",
+            other.transport,
+            ratio(rate / theirs)
+        ));
+        lines.push(format!(
+            "| WorkQueue ÷ {}: p50 | {} | |",
+            other.transport,
+            ratio(ours.p50 as f64 / other.p50.max(1) as f64)
+        ));
+    }
+    lines
+}
+
+/// `1.23×`, `0.0042×`: two significant digits at least.
+fn ratio(x: f64) -> String {
+    if x >= 0.1 || x == 0.0 || !x.is_finite() {
+        format!("{x:.2}×")
+    } else {
+        format!("{x:.2e}×")
     }
 }

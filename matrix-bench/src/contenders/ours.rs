@@ -3,6 +3,11 @@
 use super::{allocation_failed, free_failed, BenchAlloc};
 use matrix_handler::{HandlerFunctions, LocalHandler, MatrixHandler};
 use std::cell::UnsafeCell;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
 /// Payload offset minus this is the header offset `free_at` takes.
 const HEADER: u32 = matrix_core::BLOCK_HEADER_SIZE;
@@ -13,6 +18,8 @@ const HEADER: u32 = matrix_core::BLOCK_HEADER_SIZE;
 pub struct Ours {
     handler: MatrixHandler,
     name: String,
+    /// Other processes attached to the segment (`--processes`).
+    helpers: Mutex<Vec<Child>>,
 }
 
 impl Ours {
@@ -26,6 +33,7 @@ impl Ours {
         let ours = Ours {
             handler,
             name: name.to_owned(),
+            helpers: Mutex::new(Vec::new()),
         };
         let base = ours.handler.base_ptr().cast_mut();
         let len = ours.handler.segment_size() as usize;
@@ -37,8 +45,98 @@ impl Ours {
     }
 }
 
+impl Ours {
+    /// Starts `count` processes that attach to this segment and stay
+    /// attached until [`stop_helpers`](Self::stop_helpers); every other one
+    /// (the first, third, …) allocates. Returns once all are attached.
+    pub fn attach_helpers(&self, count: usize) {
+        let exe = std::env::current_exe().expect("this program's path");
+        let mut helpers = self.helpers.lock().unwrap_or_else(|e| e.into_inner());
+        for i in 0..count {
+            let mut command = Command::new(&exe);
+            command.args(["--attach", &self.name]);
+            if i % 2 == 0 {
+                command.arg("--allocating");
+            }
+            let mut child = command
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("ours: cannot start an attached process: {e}"));
+            let mut line = String::new();
+            let stdout = child.stdout.take().expect("piped stdout");
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            assert_eq!(line.trim(), "attached", "ours: an attached process failed");
+            helpers.push(child);
+        }
+    }
+
+    /// Closes the helpers' stdin and waits until they have freed their
+    /// blocks and detached.
+    fn stop_helpers(&self) {
+        let mut helpers = self.helpers.lock().unwrap_or_else(|e| e.into_inner());
+        for mut child in helpers.drain(..) {
+            drop(child.stdin.take());
+            match child.wait() {
+                Ok(status) if status.success() => {}
+                other => panic!("ours: an attached process ended badly: {other:?}"),
+            }
+        }
+    }
+}
+
+/// Blocks an allocating helper allocates and frees per burst, and its
+/// pause after each: a steady trickle of allocations from another process
+/// that costs the measured process little of the two cores.
+const HELPER_BURST: usize = 64;
+const HELPER_PAUSE: Duration = Duration::from_micros(200);
+
+/// A helper process (`--attach NAME [--allocating]`): attaches to the
+/// segment, says so on stdout, allocates or idles until stdin closes, then
+/// frees what it holds and detaches.
+pub fn attached_helper(name: &str, allocating: bool) {
+    // SAFETY: plain syscall: die with the measuring process.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let handler = MatrixHandler::open(name)
+        .unwrap_or_else(|e| panic!("attached process: cannot open {name}: {e}"));
+    println!("attached");
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        // Relaxed: a flag polled in a loop; nothing else is published by it.
+        flag.store(true, Ordering::Relaxed);
+    });
+    let mut rng = fastrand::Rng::with_seed(crate::workload::SEED ^ std::process::id() as u64);
+    let mut held = Vec::with_capacity(HELPER_BURST);
+    // Relaxed: as above.
+    while !stop.load(Ordering::Relaxed) {
+        if allocating {
+            for _ in 0..HELPER_BURST {
+                let size = rng.usize(crate::workload::MIXED_SIZES) as u32;
+                match handler.allocate_raw(size) {
+                    Ok(ptr) => held.push(ptr.offset()),
+                    Err(e) => panic!("attached process: allocation failed: {e}"),
+                }
+            }
+            for offset in held.drain(..) {
+                if let Err(e) = handler.free_at(offset - HEADER) {
+                    panic!("attached process: free failed: {e}");
+                }
+            }
+        }
+        std::thread::sleep(HELPER_PAUSE);
+    }
+}
+
 impl Drop for Ours {
     fn drop(&mut self) {
+        // Normally stopped already (after_free_all); after a panic, end them.
+        let helpers = self.helpers.get_mut().unwrap_or_else(|e| e.into_inner());
+        for mut child in helpers.drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let _ = matrix_handler::unlink(&self.name);
     }
 }
@@ -82,6 +180,8 @@ impl BenchAlloc for Ours {
     }
 
     fn after_free_all(&self) -> Option<u64> {
+        // The attached processes free their blocks and leave first.
+        self.stop_helpers();
         if let Err(e) = self.handler.consolidate() {
             panic!("ours: consolidation after freeing every block failed: {e}");
         }

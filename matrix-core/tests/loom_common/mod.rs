@@ -97,3 +97,15 @@ pub fn model<F: Fn() + Sync + Send + 'static>(f: F) {
     }
     builder.check(f);
 }
+
+/// [`model`] with at least `preemptions` preemptions explored (more if
+/// LOOM_MAX_PREEMPTIONS asks), for a model whose schedule of interest
+/// needs them.
+pub fn model_with_preemptions<F: Fn() + Sync + Send + 'static>(preemptions: usize, f: F) {
+    let mut builder = loom::model::Builder::new();
+    if std::env::var("LOOM_MAX_BRANCHES").is_err() {
+        builder.max_branches = 100_000;
+    }
+    builder.preemption_bound = Some(builder.preemption_bound.unwrap_or(0).max(preemptions));
+    builder.check(f);
+}

@@ -56,8 +56,11 @@
 //! `pop_timeout` / `push_timeout` spin briefly, then sleep with a futex on an
 //! event word of the header (not private: it works across processes). A
 //! waiter counts itself in, then re-checks; the other side publishes, then
-//! looks at the count and, if anyone waits, bumps the word and wakes. A
-//! SeqCst fence on each side makes sure one of the two sees the other.
+//! looks at the count and, if anyone waits, bumps the word and wakes. The
+//! waiter has a SeqCst fence between its count and its re-check; the
+//! publisher's stamp store and its load of the count are SeqCst operations
+//! (recovery's rarer publishes use a fence instead), so in the single total
+//! order of SeqCst operations and fences one of the two sees the other.
 //!
 //! # Closing
 //!
@@ -68,6 +71,7 @@
 //! consumer hears `Closed`.
 
 mod error;
+mod prefetch;
 mod recover;
 mod stats;
 mod wait;
@@ -398,6 +402,8 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
         let mut pos = q.tail.load(Acquire);
         loop {
             let slot = self.slot(pos);
+            // The CAS below follows: one trip for the line, not two.
+            prefetch::for_write(slot as *const Slot as *const u8);
             // Acquire: pairs with the consumer's Release that emptied the
             // slot, so its clearing of `value` happens before our write.
             let s = slot.stamp.load(Acquire);
@@ -442,7 +448,7 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
         // Relaxed: published by publish_full's Release; a recoverer that
         // sees the block owned by the segment (AcqRel CAS below) sees it too.
         slot.value.store(block.token().word(), Relaxed);
-        if let Err(e) = self.handler.release_to_segment(&block) {
+        if let Err(e) = self.give_to_segment(&block) {
             slot.value.store(0, Relaxed);
             self.publish_full(slot, want);
             return Err(PushError::Refused(block, e));
@@ -452,17 +458,64 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
         Ok(())
     }
 
+    /// Makes the segment the block's owner, as
+    /// [`release_to_segment`](HandlerFunctions::release_to_segment) does
+    /// but without reading the size, tag and length: the owner change needs
+    /// only this segment's nonce and the one CAS of `set_owner_of`, which
+    /// itself checks the offset (bounds, alignment, a genuine header), a
+    /// live state and the handle's generation. The consumer validates the
+    /// rest when it rebuilds the handle from the token (`adopt`).
+    #[inline]
+    fn give_to_segment(&self, block: &Block<T>) -> Result<(), HandlerError> {
+        let expected = self.handler.segment_nonce();
+        if block.nonce() != expected {
+            return Err(HandlerError::ForeignHandle {
+                expected,
+                found: block.nonce(),
+            });
+        }
+        self.handler.matrix().set_owner_of(
+            block.header_offset(),
+            block.generation(),
+            None,
+            OwnerId::SEGMENT,
+        )?;
+        Ok(())
+    }
+
     /// Marks the claimed slot FULL (a message, or a hole when `value` is 0).
     #[inline]
     fn publish_full(&self, slot: &Slot, want: u32) {
-        // Release: the value and the block's new owner are visible to the
-        // consumer whose claim Acquires this stamp.
-        slot.stamp.store(stamp(want.wrapping_add(1), 0), Release);
+        // SeqCst: a Release store (the value and the block's new owner are
+        // visible to the consumer whose claim Acquires this stamp) that is
+        // also ordered before the SeqCst load of the waiter count in
+        // `notify_published`.
+        slot.stamp.store(stamp(want.wrapping_add(1), 0), SeqCst);
         let q = self.header();
-        self.notify(&q.not_empty, &q.consumers_waiting);
+        self.notify_published(&q.not_empty, &q.consumers_waiting);
     }
 
-    /// Wakes a sleeper of the other side if there is one.
+    /// Wakes a sleeper of the other side if there is one, after a publish
+    /// made by a SeqCst store or RMW.
+    ///
+    /// A waiter counts itself in, runs a SeqCst fence, then re-checks the
+    /// ring (`announce`). If our load missed its count, the load precedes
+    /// its fence in the SeqCst order (it read a value coherence-ordered
+    /// before the count that precedes the fence), and our publish precedes
+    /// the load; so the publish precedes the fence and the re-check, which
+    /// follows the fence, sees it (C++20 [atomics.order] p4, which Rust
+    /// follows; x86 `xchg`, ARMv8 `stlr` + `ldar`). Cheaper than a full
+    /// fence on each message.
+    #[inline]
+    fn notify_published(&self, event: &AtomicU32, waiting: &AtomicU32) {
+        // SeqCst: see above.
+        if waiting.load(SeqCst) != 0 {
+            self.wake(event, 1);
+        }
+    }
+
+    /// Wakes a sleeper of the other side if there is one, after a publish
+    /// of any ordering (recovery's paths).
     #[inline]
     fn notify(&self, event: &AtomicU32, waiting: &AtomicU32) {
         // SeqCst fence: pairs with the waiter's fence between counting itself
@@ -548,6 +601,7 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
             self.release_slot(slot, pos);
             return None;
         }
+        self.prefetch_block(token.offset());
         fault::at(fault::POP_CLAIMED);
         let taken = self.adopt(token);
         fault::at(fault::POP_ADOPTED);
@@ -555,6 +609,23 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
         slot.value.store(0, Relaxed);
         self.release_slot(slot, pos);
         Some(taken)
+    }
+
+    /// Asks for the block's lines while they are still in the producer's
+    /// cache: the header for writing (`adopt` reads it, then CASes its
+    /// state word), the start of the payload for reading (the caller's
+    /// next step, nearly always). Any offset is harmless (hints only).
+    #[inline(always)]
+    fn prefetch_block(&self, payload: u32) {
+        let base = self.handler.base_ptr();
+        let header = base.wrapping_add(payload.wrapping_sub(BLOCK_HEADER_SIZE) as usize);
+        prefetch::for_write(header);
+        let bytes = std::mem::size_of::<T>().min(128);
+        let mut line = 0;
+        while line < bytes {
+            prefetch::for_read(base.wrapping_add(payload as usize + line));
+            line += 64;
+        }
     }
 
     /// Validates the token and moves the block from the segment to us.
@@ -578,12 +649,13 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
     /// Marks the slot EMPTY for the next lap.
     #[inline]
     fn release_slot(&self, slot: &Slot, pos: u64) {
-        // Release: our reads of the slot and clearing of `value` happen
-        // before the next producer's Acquire of this stamp.
+        // SeqCst: a Release store (our reads of the slot and clearing of
+        // `value` happen before the next producer's Acquire of this stamp),
+        // ordered before the waiter count's load (`notify_published`).
         slot.stamp
-            .store(stamp(empty_seq(pos + self.capacity as u64), 0), Release);
+            .store(stamp(empty_seq(pos + self.capacity as u64), 0), SeqCst);
         let q = self.header();
-        self.notify(&q.not_full, &q.producers_waiting);
+        self.notify_published(&q.not_full, &q.producers_waiting);
     }
 
     /// Closes the queue: pushes fail from now on, pops drain what is left

@@ -10,73 +10,82 @@ use std::time::{Duration, Instant};
 impl<T, H: HandlerFunctions> WorkQueue<T, H> {
     /// Pushes, sleeping while the queue is full, for at most `timeout`.
     pub fn push_timeout(&self, block: Block<T>, timeout: Duration) -> Result<(), PushError<T>> {
+        // A free slot at once (the common case) reads no clock.
+        let mut block = match self.try_push(block) {
+            Err(PushError::Full(b)) => b,
+            other => return other,
+        };
         let deadline = Instant::now().checked_add(timeout);
         let q = self.header();
         let backoff = Backoff::new();
-        let mut block = block;
         loop {
+            if backoff.is_completed() {
+                let Some(budget) = remaining(deadline) else {
+                    return Err(PushError::Timeout(block));
+                };
+                let seen = self.announce(&q.not_full, &q.producers_waiting);
+                // The re-check after announcing (see `notify`).
+                match self.try_push(block) {
+                    Err(PushError::Full(b)) => block = b,
+                    other => {
+                        q.producers_waiting.fetch_sub(1, Relaxed);
+                        return other;
+                    }
+                }
+                // Acquire: pairs with `advance`'s Release.
+                let pos = q.tail.load(Acquire);
+                // A producer never takes a block over (may_take = false).
+                let _ = self.sleep(&q.not_full, seen, budget, pos, false);
+                // Relaxed: a late decrement costs at most a spurious wake.
+                q.producers_waiting.fetch_sub(1, Relaxed);
+            } else {
+                backoff.snooze();
+            }
             match self.try_push(block) {
                 Err(PushError::Full(b)) => block = b,
                 other => return other,
             }
-            if !backoff.is_completed() {
-                backoff.snooze();
-                continue;
-            }
-            let Some(budget) = remaining(deadline) else {
-                return Err(PushError::Timeout(block));
-            };
-            let seen = self.announce(&q.not_full, &q.producers_waiting);
-            // The re-check after announcing (see `notify`).
-            match self.try_push(block) {
-                Err(PushError::Full(b)) => block = b,
-                other => {
-                    q.producers_waiting.fetch_sub(1, Relaxed);
-                    return other;
-                }
-            }
-            // Acquire: pairs with `advance`'s Release.
-            let pos = q.tail.load(Acquire);
-            // A producer never takes a block over (may_take = false).
-            let _ = self.sleep(&q.not_full, seen, budget, pos, false);
-            // Relaxed: the count is only read after a SeqCst fence.
-            q.producers_waiting.fetch_sub(1, Relaxed);
         }
     }
 
     /// Pops, sleeping while the queue is empty, for at most `timeout`.
     pub fn pop_timeout(&self, timeout: Duration) -> Result<Block<T>, PopError> {
+        // A message at once (the common case) reads no clock.
+        match self.try_pop() {
+            Err(PopError::Empty) => {}
+            other => return other,
+        }
         let deadline = Instant::now().checked_add(timeout);
         let q = self.header();
         let backoff = Backoff::new();
         loop {
+            if backoff.is_completed() {
+                let Some(budget) = remaining(deadline) else {
+                    return Err(PopError::Timeout);
+                };
+                let seen = self.announce(&q.not_empty, &q.consumers_waiting);
+                // The re-check after announcing (see `notify`).
+                match self.try_pop() {
+                    Err(PopError::Empty) => {}
+                    other => {
+                        q.consumers_waiting.fetch_sub(1, Relaxed);
+                        return other;
+                    }
+                }
+                // Acquire: pairs with `advance`'s Release.
+                let pos = q.head.load(Acquire);
+                let rescued = self.sleep(&q.not_empty, seen, budget, pos, true);
+                // Relaxed: a late decrement costs at most a spurious wake.
+                q.consumers_waiting.fetch_sub(1, Relaxed);
+                if let Some(block) = rescued {
+                    return Ok(block);
+                }
+            } else {
+                backoff.snooze();
+            }
             match self.try_pop() {
                 Err(PopError::Empty) => {}
                 other => return other,
-            }
-            if !backoff.is_completed() {
-                backoff.snooze();
-                continue;
-            }
-            let Some(budget) = remaining(deadline) else {
-                return Err(PopError::Timeout);
-            };
-            let seen = self.announce(&q.not_empty, &q.consumers_waiting);
-            // The re-check after announcing (see `notify`).
-            match self.try_pop() {
-                Err(PopError::Empty) => {}
-                other => {
-                    q.consumers_waiting.fetch_sub(1, Relaxed);
-                    return other;
-                }
-            }
-            // Acquire: pairs with `advance`'s Release.
-            let pos = q.head.load(Acquire);
-            let rescued = self.sleep(&q.not_empty, seen, budget, pos, true);
-            // Relaxed: the count is only read after a SeqCst fence.
-            q.consumers_waiting.fetch_sub(1, Relaxed);
-            if let Some(block) = rescued {
-                return Ok(block);
             }
         }
     }
@@ -85,8 +94,9 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
     /// caller must re-check the ring before sleeping.
     #[cold]
     fn announce(&self, event: &AtomicU32, waiting: &AtomicU32) -> u32 {
-        // Relaxed + SeqCst fence: pairs with the fence in `notify`: either
-        // the other side sees this count, or our re-check sees its publish.
+        // Relaxed + SeqCst fence: pairs with the SeqCst publish and count
+        // load of `notify_published` (or the fence of `notify`): either the
+        // other side sees this count, or our re-check sees its publish.
         waiting.fetch_add(1, Relaxed);
         fence(SeqCst);
         // Acquire: pairs with `wake`'s Release bump.
