@@ -108,7 +108,7 @@ fn shm_map_churn_gives_back_room_and_bytes() {
             .map(|t| {
                 s.spawn(move || {
                     let map = ShmMap::<ShmString, ShmString, _>::open_at(h, offset).unwrap();
-                    let mut seed = 0x9E37_79B9 ^ (t + 1) * 0x1000_0001;
+                    let mut seed = 0x9E37_79B9 ^ ((t + 1) * 0x1000_0001);
                     for i in 0..n {
                         let r = next(&mut seed);
                         let k = format!("k{}", r % 6);
@@ -117,7 +117,7 @@ fn shm_map_churn_gives_back_room_and_bytes() {
                                 let v = ShmString::from_str(h, &format!("{k}={t}/{i}")).unwrap();
                                 match map.insert(&k, v) {
                                     Ok(_) => {}
-                                    Err(ShmMapError::Full { .. } | ShmMapError::Busy { .. }) => {
+                                    Err(ShmMapError::Full { .. } | ShmMapError::Busy) => {
                                         let mut v = v;
                                         matrix_internals::OwnsBlocks::free_blocks(&mut v, &h)
                                             .unwrap();
@@ -206,7 +206,7 @@ fn hashmap_churn_keeps_room_and_len_exact() {
             .map(|t| {
                 s.spawn(move || {
                     let map = ShmHashMap::<u64, Rec, _>::open_at(h, offset).unwrap();
-                    let mut seed = 0x51_7CC1_B727 ^ (t + 1) * 0x1_0000_0001;
+                    let mut seed = 0x51_7CC1_B727 ^ ((t + 1) * 0x1_0000_0001);
                     for i in 0..n {
                         let r = next(&mut seed);
                         let k = r % 5;
