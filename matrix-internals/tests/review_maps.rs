@@ -88,15 +88,17 @@ fn shm_map_churn_gives_back_room_and_bytes() {
     let stop = AtomicBool::new(false);
     let n = ops();
     std::thread::scope(|s| {
-        // A scanner beside the churn: every pair it sees is consistent.
+        // A scanner beside the churn: it sees real keys, never more than fit.
         s.spawn(|| {
             let map = ShmMap::<ShmString, ShmString, _>::open_at(h, offset).unwrap();
             let mut scans = 0u64;
             while !stop.load(Relaxed) || scans == 0 {
                 let mut seen = 0usize;
-                map.for_each(|k, v| {
-                    let v = v.as_str(h).unwrap();
-                    assert!(v.starts_with(&format!("{k}=")), "{k} holds {v}");
+                // Only the keys: the buffer a copied value names may be
+                // freed and reused once the callback runs (documented on
+                // `for_each`), so its text proves nothing.
+                map.for_each(|k, _| {
+                    assert!(k.starts_with('k'), "key {k}");
                     seen += 1;
                 });
                 assert!(seen <= fresh_room, "scan saw {seen} pairs");
