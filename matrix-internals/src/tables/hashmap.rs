@@ -556,7 +556,10 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
     ///
     /// # Errors
     /// [`MapError::Full`] when `key` is new and the map already holds
-    /// `capacity` keys.
+    /// `capacity` keys — or held them a moment ago: a remove (of any key,
+    /// this one too) gives its room back just after its commit, so an
+    /// insert between the two may be refused though fewer keys are live.
+    /// Exact at quiescence.
     pub fn insert(&self, key: &K, value: V) -> Result<Option<V>, MapError> {
         self.modify(key, true, |_| Some(value)).map(|(old, _)| old)
     }
