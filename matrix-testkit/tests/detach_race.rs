@@ -11,6 +11,7 @@
 
 use matrix_core::{AtomicMatrix, ScratchName, BLOCK_HEADER_SIZE};
 use matrix_testkit::audit;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Barrier};
 
@@ -44,25 +45,37 @@ fn thread_exit_flushes_racing_the_handle_drop_and_recover_never_list_a_block_twi
                 .map(|_| {
                     let a = a.clone();
                     s.spawn(move || {
-                        let blocks: Vec<_> = (0..BLOCKS_PER_SIZE * 64)
-                            .map(|i| a.allocate(16 + 16 * (i % 64) as u64, 0).unwrap())
-                            .collect();
-                        // Freed into this thread's cache: CACHED, still ours.
-                        for p in blocks {
-                            a.free(p.offset() - BLOCK_HEADER_SIZE, None).unwrap();
-                        }
+                        // A failure still reaches the barrier, so the other
+                        // threads are not left waiting; it is raised after.
+                        let filled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            let blocks: Vec<_> = (0..BLOCKS_PER_SIZE * 64)
+                                .map(|i| a.allocate(16 + 16 * (i % 64) as u64, 0).unwrap())
+                                .collect();
+                            // Freed into this thread's cache: CACHED, still ours.
+                            for p in blocks {
+                                a.free(p.offset() - BLOCK_HEADER_SIZE, None).unwrap();
+                            }
+                        }));
                         barrier.wait();
                         drop(a);
+                        if let Err(panic) = filled {
+                            std::panic::resume_unwind(panic);
+                        }
                         // The thread's cache flushes as the thread exits.
                     })
                 })
                 .collect();
             barrier.wait();
             drop(a);
-            for w in workers {
-                w.join().unwrap();
-            }
+            let joined: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
+            // Stopped before a worker's failure is raised: the recoverer
+            // must end, or the scope would wait for it forever.
             stop.store(true, SeqCst);
+            for j in joined {
+                if let Err(panic) = j {
+                    std::panic::resume_unwind(panic);
+                }
+            }
             recover_errors = recoverer.join().unwrap();
         });
         assert!(
