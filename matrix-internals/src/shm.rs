@@ -270,6 +270,9 @@ pub mod fault {
     pub const MAP_LINKED: u32 = 11;
     /// A `ShmMap` remover unlinked an entry and has not freed it.
     pub const MAP_UNLINKED: u32 = 12;
+    /// A `ShmHashMap` remover committed the remove and has not given the
+    /// key's room back.
+    pub const MAP_REMOVED: u32 = 13;
     /// A `ShmMap` scan has read a slot word and not yet acted on it (a
     /// window only: [`stall_at`] widens it; not in [`SHM_MAP`]).
     pub const MAP_SLOT_READ: u32 = 20;
@@ -370,6 +373,7 @@ pub(crate) mod fault {
     pub(crate) const MAP_SLOT_CLAIMED: u32 = 10;
     pub(crate) const MAP_LINKED: u32 = 11;
     pub(crate) const MAP_UNLINKED: u32 = 12;
+    pub(crate) const MAP_REMOVED: u32 = 13;
     pub(crate) const MAP_SLOT_READ: u32 = 20;
     pub(crate) const MAP_ENTRY_CHECKED: u32 = 21;
 }

@@ -433,6 +433,14 @@ fn child_role() {
             let _ = m.insert(&key, [9, 9]);
             println!("@@survived");
         }
+        "dying-remover" => {
+            let m = ShmHashMap::<u64, [u64; 2], _>::open(h.share(), "prices").unwrap();
+            let point: u32 = std::env::var("CRASH_AT").unwrap().parse().unwrap();
+            matrix_internals::fault::arm(point);
+            let key: u64 = std::env::var("KEY").unwrap().parse().unwrap();
+            let _ = m.remove(&key);
+            println!("@@survived");
+        }
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
@@ -477,6 +485,17 @@ fn after_a_killed_insert(
     capacity: u32,
     test: &str,
 ) -> (SegmentGuard, MatrixHandler) {
+    after_a_killed("dying-writer", point, key, capacity, test)
+}
+
+/// As [`after_a_killed_insert`], for a child in `role`.
+fn after_a_killed(
+    role: &str,
+    point: u32,
+    key: u64,
+    capacity: u32,
+    test: &str,
+) -> (SegmentGuard, MatrixHandler) {
     let g = SegmentGuard::new(test);
     let h = MatrixHandler::create(g.name(), 1 << 20).unwrap();
     let (m, _) =
@@ -485,7 +504,7 @@ fn after_a_killed_insert(
         m.insert(&k, [k, k * k]).unwrap();
     }
     let env = [("CRASH_AT", point.to_string()), ("KEY", key.to_string())];
-    let mut child = spawn("child_role", "dying-writer", g.name(), &env);
+    let mut child = spawn("child_role", role, g.name(), &env);
     assert_eq!(child.line(), None, "killed at the crash point");
     assert!(!child.wait_success(Duration::from_secs(20)));
     (g, h)
@@ -565,4 +584,37 @@ fn an_inserter_killed_before_committing_a_new_key_gives_its_room_back() {
     assert_eq!(m.get(&500), Some([1, 2]));
     assert_eq!(m.iter().filter(|(k, _)| *k == 500).count(), 1);
     assert_eq!(m.len(), 12);
+}
+
+#[test]
+fn a_remover_killed_before_giving_its_room_back_blocks_nothing() {
+    let _dog = watchdog(Duration::from_secs(60));
+    // Killed between its commit (key 5 gone, slot still locked) and giving
+    // the key's room back.
+    let (_g, h) = after_a_killed(
+        "dying-remover",
+        matrix_internals::fault::MAP_REMOVED,
+        5,
+        12,
+        "map-dead-remover",
+    );
+    let m = ShmHashMap::<u64, [u64; 2], _>::open(h.share(), "prices").unwrap();
+    assert_eq!(m.get(&5), None, "the remove committed");
+    assert_eq!(m.len(), 9);
+    // Whether the dead remover gave its room back cannot be known, so it is
+    // kept: 11 keys of room from now on, never more than 12.
+    assert_eq!(m.insert(&600, [6, 0]).unwrap(), None);
+    assert_eq!(m.insert(&601, [6, 1]).unwrap(), None);
+    assert_eq!(
+        m.insert(&602, [6, 2]),
+        Err(MapError::Full { capacity: 12 }),
+        "refused, not waiting for the dead remover"
+    );
+    assert_eq!(m.remove(&600), Some([6, 0]));
+    assert_eq!(m.insert(&5, [1, 2]).unwrap(), None, "the key comes back");
+    assert_eq!(m.get(&5), Some([1, 2]));
+    assert_eq!(m.iter().filter(|(k, _)| *k == 5).count(), 1);
+    assert_eq!(m.len(), 11);
+    assert_eq!(m.remove(&5), Some([1, 2]));
+    assert_eq!(m.insert(&603, [6, 3]).unwrap(), None, "room is given back");
 }

@@ -11,7 +11,7 @@
 //! value of another key (a slot reused under it) or a torn copy shows.
 
 use matrix_handler::MatrixHandler;
-use matrix_internals::ShmHashMap;
+use matrix_internals::{fault, ShmHashMap};
 use matrix_testkit::race::{self, ChildSide, RaceConfig, RaceFailure, RaceReport};
 use matrix_testkit::segment::SegmentName;
 use matrix_testkit::stress::child::Launcher;
@@ -583,4 +583,75 @@ fn update_x_remove() {
         },
     );
     record("ShmHashMap update × remove", result);
+}
+
+/// A remove of the raced key from a full map (side A; in odd rounds it
+/// stalls between its commit and its room's give-back) and, once the key
+/// is seen gone, an insert of a new key (side B): the insert follows a
+/// committed remove, so the map holds one key fewer than its capacity and
+/// the insert must find room. Before removes kept their slot REMOVING
+/// until their room was back, this insert could be refused with `Full`.
+fn remove_then_new_key(map: &Map<'_>, key: u64, round: u64) -> Result<Option<Value>, String> {
+    while map.contains_key(&key) {
+        std::hint::spin_loop();
+    }
+    let n = second(round);
+    map.insert(&n, value(n, round, 2))
+        .map_err(|e| format!("the insert after the remove: {e}"))
+}
+
+fn check_remove_then_new_key(
+    map: &Map<'_>,
+    key: u64,
+    r: u64,
+    removed: Option<Value>,
+    inserted: Option<Value>,
+) -> Result<(), String> {
+    if removed != Some(value(key, r, 0)) || inserted.is_some() {
+        return Err(format!(
+            "the remove returned {removed:?}, the insert of a new key {inserted:?}"
+        ));
+    }
+    if map.contains_key(&key) {
+        return Err(format!("key {key} is back"));
+    }
+    let n = second(r);
+    check_map(map, n, r, Some(value(n, r, 2)))
+}
+
+#[test]
+fn remove_x_insert_of_a_new_key_into_a_full_map() {
+    let h = MatrixHandler::bootstrap(None, SEGMENT).unwrap();
+    let map = new_map(&h);
+    let result = race::pair(
+        &cfg(),
+        |r| Ok((prepare_full(&map, r)?, r)),
+        |&(k, r)| {
+            if r % 2 == 1 {
+                fault::stall_at(&[fault::MAP_REMOVED]);
+            }
+            let removed = map.remove(&k);
+            fault::stall_at(&[]);
+            removed
+        },
+        |&(k, r)| remove_then_new_key(&map, k, r),
+        |r, (k, _), removed, inserted| check_remove_then_new_key(&map, k, r, removed, inserted?),
+    );
+    record("ShmHashMap remove × insert of a new key (full map)", result);
+}
+
+#[test]
+fn remove_x_insert_of_a_new_key_into_a_full_map_processes() {
+    let result = in_processes(
+        "hashmap-remove",
+        |map, r| {
+            let k = prepare_full(map, r)?;
+            Ok(((k, r), vec![k, r]))
+        },
+        |map, &(k, r)| remove_then_new_key(map, k, r),
+        |map, r, (k, _), inserted, removed| {
+            check_remove_then_new_key(map, k, r, decode(removed, k, r)?, inserted?)
+        },
+    );
+    record("ShmHashMap remove × insert of a new key (full map)", result);
 }

@@ -179,7 +179,6 @@ fn rec(key: u64, t: u64, i: u64) -> Rec {
 /// ever read, and afterwards `len` matches `iter` and exactly `capacity`
 /// new keys fit.
 #[test]
-#[ignore = "BUG: spurious MapError::Full. remove commits TOMBSTONE (hashmap.rs ~631) before unreserve() (~633); an insert of the same key in between scans, finds it absent, reserve() sees the count still at capacity, release_dead_claims() finds none, so it returns Full although the map holds capacity-1 keys. Fails within ~10 runs of REVIEW_MAPS_OPS=20000: `Err` value: Full { capacity: 5 } at the insert/get_or_insert unwrap"]
 fn hashmap_churn_keeps_room_and_len_exact() {
     let h: &'static MatrixHandler =
         Box::leak(Box::new(MatrixHandler::bootstrap(None, 4 << 20).unwrap()));

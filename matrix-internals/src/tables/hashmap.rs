@@ -19,9 +19,11 @@
 //! | TOMBSTONE + LOCKED | LIVE | the claimant: key and value written, version + 1 |
 //! | LIVE | LIVE + LOCKED | an update, overwrite or remove of the slot's key |
 //! | LIVE + LOCKED | LIVE | the writer: the other value buffer made current, version + 1 |
-//! | LIVE + LOCKED | TOMBSTONE | a remove, version + 1: the slot is free for any key |
+//! | LIVE + LOCKED | REMOVING + LOCKED | a remove, version + 1: the key is gone |
+//! | REMOVING + LOCKED | TOMBSTONE | the remover, once the key's room is given back: the slot is free for any key |
 //! | any + LOCKED by a dead holder | the same, LOCKED by the taker | whoever needs the slot next |
 //! | TOMBSTONE + LOCKED by a dead holder | TOMBSTONE | an insert that found no room: the claim's room is given back |
+//! | REMOVING + LOCKED by a dead holder | TOMBSTONE (or claimed) | an insert that found no room (or needs the slot); no room is given back |
 //!
 //! A slot never returns to EMPTY, so EMPTY ends every probe chain; the
 //! slot's key words change only while it is a claimed tombstone.
@@ -56,12 +58,20 @@
 //!   that needs it. A dead
 //!   writer's half-written buffer was never current, so the committed
 //!   value stands; a dead claimant's slot is a tombstone again, and the
-//!   room it reserved is given back.
+//!   room it reserved is given back. A participant killed between two
+//!   adjacent steps — an insert between taking room and claiming a slot,
+//!   a remove between its commit and giving its room back — leaves no
+//!   trace that says whether the room was given, so it is kept: the map
+//!   holds one key fewer from then on (the safe side: never more than
+//!   `capacity`).
 //!
 //! `capacity` bounds the keys the map holds plus the inserts of new keys
-//! in flight. A remove gives its key's room back right after its commit,
-//! so an insert racing a remove of another key may still be refused with
-//! [`MapError::Full`].
+//! in flight: room is a counter in the map header, taken before a claim
+//! and given back by a remove. A remove keeps its slot locked as REMOVING
+//! from its commit until its room is back, so an insert refused for room
+//! can see it and wait: [`MapError::Full`] means the map was full at a
+//! moment of the insert, never that a committed remove had not yet given
+//! its room back (see `settle_room`).
 //!
 //! Every operation on one key is linearizable: insert/update/remove at the
 //! Release store that commits them, a get that finds the key at the first
@@ -79,16 +89,16 @@ use crate::shm::{self, checked_region, fault, NotThere};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering::*};
 use crate::tables::{MapError, Registry, TypeFingerprint};
 use crossbeam_utils::Backoff;
-use ctl::{COMMITTED, EMPTY, LIVE, LOCKED, TOMBSTONE};
+use ctl::{COMMITTED, EMPTY, LIVE, LOCKED, REMOVING, TOMBSTONE};
 use matrix_core::{OwnerId, BLOCK_HEADER_SIZE};
 use matrix_handler::{HandlerError, HandlerFunctions, Pod};
 use std::fmt;
 use std::marker::PhantomData;
 
-pub(crate) const MAP_MAGIC: u64 = u64::from_le_bytes(*b"MXHMAP02");
+pub(crate) const MAP_MAGIC: u64 = u64::from_le_bytes(*b"MXHMAP03");
 /// Largest number of keys one map may hold.
 pub const MAX_MAP_CAPACITY: u32 = 1 << 26;
-const MAP_TYPE_ID: u64 = crate::tables::type_id("matrix-internals::ShmHashMap v2");
+const MAP_TYPE_ID: u64 = crate::tables::type_id("matrix-internals::ShmHashMap v3");
 
 #[repr(C)]
 struct MapHeader {
@@ -101,11 +111,15 @@ struct MapHeader {
     value_size: AtomicU32,
     /// Fingerprint of (K, V), checked on open.
     types: AtomicU64,
-    /// Room taken: LIVE keys plus claims in flight; bounded by `capacity`.
-    reserved: AtomicU32,
+    /// Room taken, low 32 bits: LIVE keys, plus inserts of new keys and
+    /// removes in flight; bounded by `capacity`. High 32 bits: a count of
+    /// the changes of the low ones, so that two loads of the same word
+    /// prove that no room was taken or given back in between.
+    room: AtomicU64,
     /// The longest probe distance any claim used (never decreases).
     max_probe: AtomicU32,
-    _reserved: [u64; 3],
+    _pad: u32,
+    _reserved: [u64; 2],
 }
 
 const HEADER_BYTES: u64 = std::mem::size_of::<MapHeader>() as u64;
@@ -163,7 +177,8 @@ enum View<V> {
     Empty(u64),
     /// A tombstone nobody holds: free for a claim from this word.
     Free(u64),
-    /// A tombstone claimed by the holder in this word.
+    /// A tombstone claimed by the holder in this word, or a slot whose
+    /// remover holds it until its room is back (REMOVING).
     Claimed(u64),
     /// A key, and whether it is the one looked for (then with its value,
     /// when asked for).
@@ -176,6 +191,11 @@ struct Scan {
     found: Option<u64>,
     /// The first slot of the chain a claim may take, and its word.
     free: Option<(u64, u64)>,
+}
+
+/// The room word `w` with `taken` keys of room taken, and one more change.
+const fn room_changed(w: u64, taken: u32) -> u64 {
+    ((w >> 32).wrapping_add(1) << 32) | taken as u64
 }
 
 /// 8-byte words needed for `bytes` bytes.
@@ -482,6 +502,7 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
                 EMPTY => return View::Empty(c1),
                 TOMBSTONE if c1 & LOCKED != 0 => return View::Claimed(c1),
                 TOMBSTONE => return View::Free(c1),
+                REMOVING => return View::Claimed(c1),
                 _ => {}
             }
             let matches = self.key_matches(index, key);
@@ -555,11 +576,11 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
     /// Sets `key` to `value`; returns the previous value.
     ///
     /// # Errors
-    /// [`MapError::Full`] when `key` is new and the map already holds
-    /// `capacity` keys — or held them a moment ago: a remove (of any key,
-    /// this one too) gives its room back just after its commit, so an
-    /// insert between the two may be refused though fewer keys are live.
-    /// Exact at quiescence.
+    /// [`MapError::Full`] when `key` is new and, at a moment during the
+    /// call, the map held `capacity` keys plus inserts of other new keys
+    /// still in flight. A remove that has committed is never counted: an
+    /// insert refused for room first waits for removes between their commit
+    /// and their room's give-back.
     pub fn insert(&self, key: &K, value: V) -> Result<Option<V>, MapError> {
         self.modify(key, true, |_| Some(value)).map(|(old, _)| old)
     }
@@ -620,20 +641,16 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
                 };
                 let new = (change.take().expect("called once"))(Some(old));
                 std::mem::forget(unlock);
-                let committed = match new {
+                match new {
                     Some(v) => {
                         let other = current ^ 1;
                         self.write_buffer(index, other, &v);
                         fault::at(fault::MAP_WRITING);
-                        ctl::commit(c, LIVE, other)
+                        // Release: readers and the next holder that Acquire
+                        // this word see the buffer written under the lock.
+                        self.ctl(index).store(ctl::commit(c, LIVE, other), Release);
                     }
-                    None => ctl::commit(c, TOMBSTONE, current),
-                };
-                // Release: readers and the next holder that Acquire this
-                // word see the buffer written under the lock.
-                self.ctl(index).store(committed, Release);
-                if new.is_none() {
-                    self.unreserve();
+                    None => self.commit_remove(index, c, current),
                 }
                 return Ok((Some(old), new));
             }
@@ -653,6 +670,26 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
         }
     }
 
+    /// A remove's commit, with slot `index` locked as `c`: the key leaves
+    /// the map (REMOVING, still locked), its room is given back, and only
+    /// then is the slot a free tombstone. Room in flight is thus always
+    /// visible in some slot, which is what lets [`settle_room`]
+    /// (Self::settle_room) tell a full map from one whose room is coming
+    /// back.
+    fn commit_remove(&self, index: u64, c: u64, current: u64) {
+        let removing = ctl::locked(ctl::commit(c, REMOVING, current), REMOVING, self.me);
+        // SeqCst: in one order with the room word's changes and the loads
+        // of `settle_room`, whose argument needs all three ordered; it is
+        // also a Release (readers see the key gone with the new version).
+        self.ctl(index).store(removing, SeqCst);
+        fault::at(fault::MAP_REMOVED);
+        self.unreserve();
+        // SeqCst: as above; a `settle_room` pass that sees the tombstone
+        // then sees the room given back.
+        self.ctl(index)
+            .store(ctl::unlocked_tombstone(removing), SeqCst);
+    }
+
     /// With the home lock of `key` held: creates it with `change(None)`
     /// (`Some(new)`), or finds it LIVE (`None`).
     fn create_key(
@@ -663,6 +700,7 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
         let full = MapError::Full {
             capacity: self.capacity,
         };
+        let backoff = Backoff::new();
         let mut value = None;
         loop {
             let scan = self.scan(key);
@@ -679,8 +717,8 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
             let Some((index, c)) = scan.free else {
                 return Err(full);
             };
-            if !self.reserve() {
-                if self.release_dead_claims() > 0 {
+            if let Err(seen) = self.reserve() {
+                if self.settle_room(seen, &backoff) {
                     continue;
                 }
                 return Err(full);
@@ -757,7 +795,10 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
         // Release fence: a reader whose load sees a key or buffer word we
         // write next also sees the claim (see `view`).
         fence(Release);
-        if c & LOCKED != 0 {
+        // A dead claimant's room is ours now: we hold our own. A dead
+        // remover's slot gives nothing back — it may have given its room
+        // back already (see `settle_room`).
+        if c & LOCKED != 0 && ctl::state(c) == TOMBSTONE {
             self.unreserve();
         }
         // SeqCst: before the commit that publishes the key, in one order
@@ -766,26 +807,62 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
         Some(mine)
     }
 
-    /// Gives the room of every claim whose holder is dead back (their
-    /// slots stay tombstones); how many.
-    fn release_dead_claims(&self) -> usize {
+    /// After a reserve refused for room on the room word `seen`: whether
+    /// the insert should try again. One pass over the slots gives back the
+    /// room of every claim whose holder is dead and frees the slots of dead
+    /// removers (their room may be back already: none is given, so a
+    /// remover killed between its two steps costs one key of room — the
+    /// safe side). It then says "try again" if any room came back, if a
+    /// live remover is still between its commit and its give-back (after a
+    /// short wait), or if the room word changed since `seen`.
+    ///
+    /// Otherwise the refusal was right at the moment of `seen`: a remove
+    /// whose room was not back then held its slot REMOVING from its commit
+    /// (before `seen`) until after its give-back, which is after the second
+    /// load of the unchanged word — so the pass, in between, saw it. All
+    /// loads and the remover's stores are SeqCst for this one order. So
+    /// `Full` is returned only when the map held `capacity` keys plus
+    /// inserts of other new keys in flight.
+    fn settle_room(&self, seen: u64, backoff: &Backoff) -> bool {
         let matrix = self.handler.matrix();
-        (0..=self.mask)
-            .filter(|&index| {
-                // Relaxed: only the CAS below acts on it.
-                let c = self.ctl(index).load(Relaxed);
-                ctl::state(c) == TOMBSTONE
-                    && c & LOCKED != 0
-                    && ctl::holder_dead(matrix, ctl::holder(c))
+        let mut retry = false;
+        for index in 0..=self.mask {
+            // SeqCst: see above.
+            let c = self.ctl(index).load(SeqCst);
+            let state = ctl::state(c);
+            let locked_by_dead = || c & LOCKED != 0 && ctl::holder_dead(matrix, ctl::holder(c));
+            match state {
+                TOMBSTONE if locked_by_dead() => {
                     // Release: keeps the slot's chain of holders ordered
                     // for the next claimant (nothing else was written).
-                    && self
+                    if self
                         .ctl(index)
                         .compare_exchange(c, c & COMMITTED, Release, Relaxed)
                         .is_ok()
-            })
-            .inspect(|_| self.unreserve())
-            .count()
+                    {
+                        self.unreserve();
+                    }
+                    retry = true;
+                }
+                REMOVING if locked_by_dead() => {
+                    // Release: as above.
+                    let _ = self.ctl(index).compare_exchange(
+                        c,
+                        ctl::unlocked_tombstone(c),
+                        Release,
+                        Relaxed,
+                    );
+                }
+                REMOVING => retry = true,
+                _ => {}
+            }
+        }
+        if retry {
+            backoff.snooze();
+            return true;
+        }
+        // SeqCst: see above.
+        self.header().room.load(SeqCst) != seen
     }
 
     /// Locks slot `index` if it is LIVE with `key`; returns its committed
@@ -860,21 +937,20 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
         }
     }
 
-    fn reserve(&self) -> bool {
-        // Relaxed: a counter bounding the keys held; no data is published
-        // through it.
-        self.header()
-            .reserved
-            .fetch_update(Relaxed, Relaxed, |k| (k < self.capacity).then_some(k + 1))
-            .is_ok()
+    /// Takes one key of room; on a full map, the room word it found.
+    fn reserve(&self) -> Result<u64, u64> {
+        // SeqCst: in one order with `settle_room` and `commit_remove` (no
+        // data is published through this word).
+        self.header().room.fetch_update(SeqCst, SeqCst, |w| {
+            ((w as u32) < self.capacity).then(|| room_changed(w, w as u32 + 1))
+        })
     }
 
     fn unreserve(&self) {
-        // Relaxed: see reserve. Never below 0, even on a corrupted count.
-        let _ = self
-            .header()
-            .reserved
-            .fetch_update(Relaxed, Relaxed, |k| k.checked_sub(1));
+        // SeqCst: see reserve. Never below 0, even on a corrupted count.
+        let _ = self.header().room.fetch_update(SeqCst, SeqCst, |w| {
+            (w as u32).checked_sub(1).map(|k| room_changed(w, k))
+        });
     }
 
     /// Every key with its value (weakly consistent under concurrent writes:

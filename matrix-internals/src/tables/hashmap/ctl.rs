@@ -28,18 +28,24 @@ pub(super) const EMPTY: u64 = 0;
 pub(super) const LIVE: u64 = 1 << 2;
 /// Free for any key: removed, or claimed (then LOCKED) by an inserter.
 pub(super) const TOMBSTONE: u64 = 2 << 2;
+/// Removed, and LOCKED by its remover until it has given the key's room
+/// back: the one trace of a remove between those two steps, so that an
+/// insert refused for room can tell "full" from "room on its way back".
+pub(super) const REMOVING: u64 = 3 << 2;
 const HOLDER_SHIFT: u32 = 4;
 const HOLDER_MASK: u64 = ((1 << 28) - 1) << HOLDER_SHIFT;
 const VERSION_ONE: u64 = 1 << 32;
 /// Version, state and CURRENT.
 pub(super) const COMMITTED: u64 = !(LOCKED | HOLDER_MASK);
 
-/// The slot's state: [`EMPTY`], [`LIVE`] or [`TOMBSTONE`] (a word written
-/// outside this API with the unused fourth state reads as a tombstone).
+/// The slot's state: [`EMPTY`], [`LIVE`], [`TOMBSTONE`] or [`REMOVING`]
+/// (an unlocked REMOVING, which this API never writes, reads as a
+/// tombstone).
 pub(super) const fn state(c: u64) -> u64 {
     match c & STATE_MASK {
         EMPTY => EMPTY,
         LIVE => LIVE,
+        REMOVING if c & LOCKED != 0 => REMOVING,
         _ => TOMBSTONE,
     }
 }
@@ -62,6 +68,12 @@ pub(super) const fn locked(c: u64, state: u64, holder: u32) -> u64 {
 /// and buffer `current` current.
 pub(super) const fn commit(c: u64, state: u64, current: u64) -> u64 {
     ((c & !(VERSION_ONE - 1)).wrapping_add(VERSION_ONE)) | state | (current & 1) << 1
+}
+
+/// `c` (a REMOVING word) unlocked as a tombstone; the version is kept:
+/// nothing a reader copies changed since the remove's commit.
+pub(super) const fn unlocked_tombstone(c: u64) -> u64 {
+    (c & COMMITTED & !STATE_MASK) | TOMBSTONE
 }
 
 /// This participant's holder identity: owner id and the low 16 bits of the
@@ -111,5 +123,12 @@ mod tests {
         let top = !(VERSION_ONE - 1);
         assert_eq!(commit(top, LIVE, 0), LIVE);
         assert_eq!(state(0b11 << 2), TOMBSTONE);
+        // A remove's commit keeps the lock until the room is back.
+        let removing = locked(commit(l, REMOVING, current(l)), REMOVING, 7);
+        assert_eq!((state(removing), holder(removing)), (REMOVING, 7));
+        assert_ne!(removing & COMMITTED, l & COMMITTED);
+        let freed = unlocked_tombstone(removing);
+        assert_eq!((state(freed), freed & LOCKED), (TOMBSTONE, 0));
+        assert_eq!(freed >> 32, removing >> 32, "same version");
     }
 }
