@@ -433,6 +433,13 @@ fn child_role() {
             let _ = m.insert(&key, [9, 9]);
             println!("@@survived");
         }
+        "taker" => {
+            // One side of a takeover race: the parent does the same at once.
+            let m = ShmHashMap::<u64, [u64; 2], _>::open(h.share(), "prices").unwrap();
+            println!("@@ready");
+            taker_side(&m, 1);
+            println!("@@done");
+        }
         "dying-remover" => {
             let m = ShmHashMap::<u64, [u64; 2], _>::open(h.share(), "prices").unwrap();
             let point: u32 = std::env::var("CRASH_AT").unwrap().parse().unwrap();
@@ -617,4 +624,62 @@ fn a_remover_killed_before_giving_its_room_back_blocks_nothing() {
     assert_eq!(m.len(), 11);
     assert_eq!(m.remove(&5), Some([1, 2]));
     assert_eq!(m.insert(&603, [6, 3]).unwrap(), None, "room is given back");
+}
+
+/// Updates of key 5 (whose lock a dead writer holds at first), an insert
+/// of key 500 (whose home lock and a claimed slot a dead inserter may
+/// hold) and of 50 keys of this side's own: what both sides of a takeover
+/// race do at the same moment.
+fn taker_side(m: &ShmHashMap<u64, [u64; 2], impl HandlerFunctions>, side: u64) {
+    for _ in 0..TAKER_UPDATES {
+        m.update(&5, |[a, b]| [a + 1, b]).expect("key 5 is there");
+    }
+    m.insert(&500, [side, 0]).expect("room for key 500");
+    for k in 0..50 {
+        let k = 1000 * (side + 1) + k;
+        assert_eq!(m.insert(&k, [side, k]).unwrap(), None);
+    }
+}
+
+const TAKER_UPDATES: u64 = 300;
+
+/// Two participants (this process and a child) reach the locks of a dead
+/// participant at the same moment, both take them over and then contend
+/// with each other, a live holder: every update is applied exactly once,
+/// key 500 is in the map once, and nothing is lost or duplicated.
+#[test]
+fn two_participants_taking_over_one_dead_holders_locks_lose_nothing() {
+    let _dog = watchdog(Duration::from_secs(120));
+    for (point, test) in [
+        (matrix_internals::fault::MAP_WRITING, "map-takeover-lock"),
+        (
+            matrix_internals::fault::MAP_KEY_CLAIMED,
+            "map-takeover-home",
+        ),
+    ] {
+        for round in 0..4 {
+            let key = if point == matrix_internals::fault::MAP_WRITING {
+                5
+            } else {
+                500
+            };
+            let (g, h) = after_a_killed_insert(point, key, 256, test);
+            let m = ShmHashMap::<u64, [u64; 2], _>::open(h.share(), "prices").unwrap();
+            let mut child = spawn("child_role", "taker", g.name(), &[]);
+            assert_eq!(child.line().as_deref(), Some("ready"));
+            taker_side(&m, 0);
+            assert_eq!(child.line().as_deref(), Some("done"), "round {round}");
+            assert!(child.wait_success(Duration::from_secs(20)));
+            assert_eq!(
+                m.get(&5),
+                Some([5 + 2 * TAKER_UPDATES, 25]),
+                "round {round}"
+            );
+            let fives = m.iter().filter(|(k, _)| *k == 500).count();
+            assert_eq!(fives, 1, "round {round}: key 500 {fives} times");
+            assert!(matches!(m.get(&500), Some([0 | 1, 0])));
+            assert_eq!(m.len(), 10 + 1 + 100, "round {round}");
+            assert_eq!(m.iter().count(), m.len());
+        }
+    }
 }
