@@ -11,7 +11,9 @@
 //!
 //! Each picture names the machine, the command and the commit measured.
 //! Text is drawn with DejaVu Sans from the system's fonts (found through
-//! fontconfig by the sans-serif family).
+//! fontconfig by the sans-serif family); the provenance line is monospace,
+//! whose glyphs do not reach left of their origin (the ttf backend drops
+//! those, such as a sans-serif "j").
 
 use plotters::prelude::*;
 use serde_json::Value;
@@ -167,7 +169,7 @@ fn bars(doc: &Value, rows: &[&Value], path: &Path, y_label: &str) -> Result<()> 
         (10, 5),
         ("sans-serif", 22),
     ))?;
-    top.draw(&Text::new(provenance(doc), (10, 30), ("sans-serif", 12)))?;
+    top.draw(&Text::new(provenance(doc), (10, 30), ("monospace", 12)))?;
     let groups = rows.len() as f64;
     let mut chart = ChartBuilder::on(&body)
         .margin(15)
@@ -288,7 +290,7 @@ fn curve(
         (10, 5),
         ("sans-serif", 22),
     ))?;
-    top.draw(&Text::new(provenance(doc), (10, 30), ("sans-serif", 12)))?;
+    top.draw(&Text::new(provenance(doc), (10, 30), ("monospace", 12)))?;
     let mut chart = ChartBuilder::on(&body)
         .margin(15)
         .x_label_area_size(40)
