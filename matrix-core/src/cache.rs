@@ -53,6 +53,35 @@ struct Bin {
     blocks: [(u32, u32); BIN_CAPACITY],
 }
 
+/// The few cached blocks of 32 KiB and more, oldest first.
+#[derive(Clone, Copy)]
+struct LargeList {
+    len: u32,
+    blocks: [(u32, u32); LARGE_CAPACITY],
+}
+
+impl LargeList {
+    /// The newest block of at least `size` bytes (a free and the next
+    /// allocation of one size meet at the top).
+    #[inline(always)]
+    fn take(&mut self, size: u32) -> Option<(u32, u32)> {
+        let len = self.len as usize;
+        let i = (0..len).rev().find(|&i| self.blocks[i].1 >= size)?;
+        let found = self.blocks[i];
+        self.blocks.copy_within(i + 1..len, i);
+        self.len -= 1;
+        Some(found)
+    }
+
+    fn take_oldest(&mut self) -> Option<(u32, u32)> {
+        let len = self.len.checked_sub(1)?;
+        let oldest = self.blocks[0];
+        self.blocks.copy_within(1..=len as usize, 0);
+        self.len = len;
+        Some(oldest)
+    }
+}
+
 /// Generations a thread reserves from the segment counter at a time.
 const GENERATION_BATCH: u32 = 1024;
 
@@ -66,7 +95,7 @@ pub(crate) struct BlockCache {
     generation_next: u64,
     generation_end: u64,
     bins: Box<[Bin; SMALL_LEVELS * SL_COUNT]>,
-    large: Vec<(u32, u32)>,
+    large: LargeList,
     /// Bytes that may still be parked before the whole cache is flushed
     /// (`byte_cap` minus the bytes cached; below zero means over the cap).
     room: i64,
@@ -84,10 +113,31 @@ thread_local! {
     static CACHES: RefCell<Vec<ThreadCache>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The bin of every 16-byte size step below 32 KiB: a table, because the
+/// class arithmetic (leading zeros, shifts, a clamp) sits on both the take
+/// and the park of every block of 256 B and more.
+const BIN_OF: [u8; SMALL_LIMIT as usize >> 4] = {
+    let mut table = [0u8; SMALL_LIMIT as usize >> 4];
+    let mut step = 0;
+    while step < table.len() {
+        let class = class_of((step as u32) << 4);
+        table[step] = (class.fl * SL_COUNT + class.sl) as u8;
+        step += 1;
+    }
+    table
+};
+/// Sizes below this get a bin: the first `SMALL_LEVELS` levels.
+const SMALL_LIMIT: u32 = 1 << (SMALL_LEVELS as u32 + 7);
+const _: () = assert!(SMALL_LEVELS * SL_COUNT <= u8::MAX as usize + 1);
+
 #[inline(always)]
 fn small_bin(size: u32) -> Option<usize> {
-    let class = class_of(size);
-    (class.fl < SMALL_LEVELS).then_some(class.fl * SL_COUNT + class.sl)
+    // The linear classes of the first level are the size's 16-byte step.
+    if size < 256 {
+        Some((size >> 4) as usize)
+    } else {
+        BIN_OF.get((size >> 4) as usize).map(|&bin| bin as usize)
+    }
 }
 
 impl ThreadCache {
@@ -113,7 +163,10 @@ impl BlockCache {
                     blocks: [(0, 0); BIN_CAPACITY],
                 }; SMALL_LEVELS * SL_COUNT],
             ),
-            large: Vec::with_capacity(LARGE_CAPACITY + 1),
+            large: LargeList {
+                len: 0,
+                blocks: [(0, 0); LARGE_CAPACITY],
+            },
             room: (arena_len / 16).min(MAX_CACHE_BYTES) as i64,
             byte_cap: (arena_len / 16).min(MAX_CACHE_BYTES),
         }
@@ -134,8 +187,7 @@ impl BlockCache {
             self.room += block_size as i64;
             Some(offset)
         } else {
-            let i = self.large.iter().position(|&(_, s)| s >= size)?;
-            let (offset, s) = self.large.swap_remove(i);
+            let (offset, s) = self.large.take(size)?;
             self.room += s as i64;
             Some(offset)
         }
@@ -183,7 +235,7 @@ impl BlockCache {
                 self.release_one(arena, offset);
             }
         }
-        for (offset, _) in std::mem::take(&mut self.large) {
+        while let Some((offset, _)) = self.large.take_oldest() {
             self.release_one(arena, offset);
         }
         self.room = self.byte_cap as i64;
@@ -313,18 +365,28 @@ impl BlockCache {
         self.park(arena, offset, size)
     }
 
-    #[cold]
+    #[inline(always)]
     fn park_large(&mut self, arena: &Attachment, offset: u32, size: u32) -> bool {
         if size as u64 > self.byte_cap / 2 {
             return false;
         }
-        self.large.push((offset, size));
+        if self.large.len as usize == LARGE_CAPACITY {
+            self.release_oldest_large(arena);
+        }
+        self.large.blocks[self.large.len as usize] = (offset, size);
+        self.large.len += 1;
         self.room -= size as i64;
-        if self.large.len() > LARGE_CAPACITY || self.room < 0 {
-            let (o, _) = self.large.remove(0);
-            self.release_one(arena, o);
+        if self.room < 0 {
+            self.release_oldest_large(arena);
         }
         true
+    }
+
+    #[cold]
+    fn release_oldest_large(&mut self, arena: &Attachment) {
+        if let Some((offset, _)) = self.large.take_oldest() {
+            self.release_one(arena, offset);
+        }
     }
 }
 

@@ -52,7 +52,7 @@ impl SizeClass {
 
 /// The class a free block of `size` bytes is filed under.
 #[inline]
-pub fn class_of(size: u32) -> SizeClass {
+pub const fn class_of(size: u32) -> SizeClass {
     if size < (1 << LINEAR_LOG2) {
         SizeClass {
             fl: 0,
@@ -63,7 +63,7 @@ pub fn class_of(size: u32) -> SizeClass {
         let fl = (msb - LINEAR_LOG2 + 1) as usize;
         let sl = ((size >> (msb - SL_LOG2)) as usize) & (SL_COUNT - 1);
         SizeClass {
-            fl: fl.min(FL_COUNT - 1),
+            fl: if fl < FL_COUNT { fl } else { FL_COUNT - 1 },
             sl,
         }
     }
