@@ -65,6 +65,9 @@ pub fn allocate<A: Arena>(arena: &A, payload: u64, type_tag: u32) -> Result<u32,
 /// a pop records the block it is about to take in it, a carve the memory it
 /// is about to take, so a recoverer can find what this participant had in
 /// hand if it dies at any instruction.
+///
+/// The caller holds no intent entry of its own, so it waits for a sibling
+/// thread to release one as long as that takes ([`IntentWait::Patient`]).
 #[inline]
 pub fn allocate_sized<A: Arena>(
     arena: &A,
@@ -72,30 +75,68 @@ pub fn allocate_sized<A: Arena>(
     payload: u64,
     type_tag: u32,
 ) -> Result<u32, AllocError> {
-    match take_or_carve(arena, size, payload, type_tag)? {
-        Some(offset) => Ok(offset),
-        None => allocate_slow(arena, size, payload, type_tag),
+    allocate_waiting(arena, size, payload, type_tag, IntentWait::Patient)
+}
+
+/// [`allocate`] for a caller that already holds an intent entry of this
+/// participant (a resize's record): it waits for another one only briefly,
+/// as siblings doing the same could be waiting on the entry it holds.
+pub(crate) fn allocate_holding_intent<A: Arena>(
+    arena: &A,
+    payload: u64,
+    type_tag: u32,
+) -> Result<u32, AllocError> {
+    let size = block_size_for(arena, payload)?;
+    allocate_waiting(arena, size, payload, type_tag, IntentWait::Brief)
+}
+
+#[inline]
+fn allocate_waiting<A: Arena>(
+    arena: &A,
+    size: u32,
+    payload: u64,
+    type_tag: u32,
+    wait: IntentWait,
+) -> Result<u32, AllocError> {
+    match take_or_carve(arena, size, payload, type_tag, wait)? {
+        Shared::Block(offset) => Ok(offset),
+        // Every entry stayed taken through a patient wait: a flush and a
+        // consolidation (which needs an entry too) cannot change that.
+        Shared::NoIntent if wait == IntentWait::Patient => Err(out_of_memory(arena, payload)),
+        Shared::NoIntent | Shared::NoFit => allocate_slow(arena, size, payload, type_tag, wait),
     }
 }
 
+/// What one try of the shared path came to.
+enum Shared {
+    /// The header offset of the block taken or carved, marked.
+    Block(u32),
+    /// Neither a listed block nor the wilderness fits.
+    NoFit,
+    /// No intent entry of this participant came free in the wait.
+    NoIntent,
+}
+
 /// One try of the shared path under an intent entry: a block from the free
-/// index, else one carved from the wilderness. `None` when neither fits (or
-/// no intent entry could be had).
+/// index, else one carved from the wilderness.
 #[inline]
 fn take_or_carve<A: Arena>(
     arena: &A,
     size: u32,
     payload: u64,
     type_tag: u32,
-) -> Result<Option<u32>, AllocError> {
-    let Some(intent) = claim_intent(arena) else {
-        return Ok(None);
+    wait: IntentWait,
+) -> Result<Shared, AllocError> {
+    let Some(intent) = claim_intent_waiting(arena, wait) else {
+        return Ok(Shared::NoIntent);
     };
     let intent = IntentGuard(intent);
     if let Some(offset) = take_free_block(arena, size, &intent)? {
-        return finish(arena, offset, size, payload, type_tag, &intent).map(Some);
+        return finish(arena, offset, size, payload, type_tag, &intent).map(Shared::Block);
     }
-    Ok(carve(arena, size, &intent).map(|offset| carved_marked(arena, offset, payload, type_tag)))
+    Ok(carve(arena, size, &intent).map_or(Shared::NoFit, |offset| {
+        Shared::Block(carved_marked(arena, offset, payload, type_tag))
+    }))
 }
 
 /// An intent entry claimed by this thread; released (0) when dropped.
@@ -162,10 +203,14 @@ fn allocate_slow<A: Arena>(
     size: u32,
     payload: u64,
     type_tag: u32,
+    wait: IntentWait,
 ) -> Result<u32, AllocError> {
     arena.flush_local_cache();
     crate::consolidate::consolidate_or_wait(arena)?;
-    take_or_carve(arena, size, payload, type_tag)?.ok_or_else(|| out_of_memory(arena, payload))
+    match take_or_carve(arena, size, payload, type_tag, wait)? {
+        Shared::Block(offset) => Ok(offset),
+        Shared::NoFit | Shared::NoIntent => Err(out_of_memory(arena, payload)),
+    }
 }
 
 /// Pops a block of at least `size` bytes from the free index, recording it
@@ -331,32 +376,84 @@ pub(crate) fn write_header(hdr: &BlockHeader, offset: u32, size: u32, word: u64)
     hdr.check.store(header_check(offset), Release);
 }
 
-/// Rounds a carver waits for an intent entry of its own participant (held
-/// by sibling threads for a few instructions each) before it gives up and
-/// takes the miss path.
+/// Rounds a claimer spins (yielding after 64) for an intent entry of its
+/// own participant, held by sibling threads for a few instructions each.
 const INTENT_WAIT_ROUNDS: u32 = 1_000;
 
+/// How long a patient claimer goes on waiting, sleeping, once its rounds
+/// are over: far longer than a sibling stays descheduled or blocked, so
+/// only entries that are never released (a sibling stopped for good) make
+/// it give up.
+#[cfg(not(loom))]
+const INTENT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Longest single sleep of a patient claimer.
+#[cfg(not(loom))]
+const INTENT_MAX_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// How long a claim of an intent entry waits for a sibling to release one.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum IntentWait {
+    /// [`INTENT_WAIT_ROUNDS`] of spinning and yielding: for a caller with a
+    /// cheap way out (a resize that can move instead of growing, a retract
+    /// that can push instead), or one that already holds an entry (its
+    /// siblings may be waiting for that one in turn).
+    Brief,
+    /// The rounds, then sleeps for up to [`INTENT_PATIENCE`]: for a caller
+    /// that holds no entry and cannot go on without one (an allocation).
+    /// The rounds can pass in well under a millisecond while every holder
+    /// is off the CPU (preempted, or blocked in a page fault), and a yield
+    /// does not hand the CPU to a thread waiting on another core's run
+    /// queue or to a blocked one; a sleep leaves both the time to finish.
+    Patient,
+}
+
 /// Claims a free intent entry of this participant (CAS 0 → 1, the
-/// placeholder), waiting a bounded time for a sibling thread to release one.
-/// `None` for a participant-less view or when every entry stays taken: the
-/// caller must then not carve or retract (a carve without an intent leaves
-/// a hole no walk can step over if the carver dies).
+/// placeholder), waiting a bounded time for a sibling thread to release one
+/// ([`IntentWait::Brief`]). `None` for a participant-less view or when
+/// every entry stays taken: the caller must then not carve or retract (a
+/// carve without an intent leaves a hole no walk can step over if the
+/// carver dies).
 pub(crate) fn claim_intent<A: Arena>(arena: &A) -> Option<&AtomicU64> {
+    claim_intent_waiting(arena, IntentWait::Brief)
+}
+
+/// [`claim_intent`], waiting as long as `wait` says.
+pub(crate) fn claim_intent_waiting<A: Arena>(arena: &A, wait: IntentWait) -> Option<&AtomicU64> {
     let slot = arena.my_slot()?;
-    for round in 0..INTENT_WAIT_ROUNDS {
+    let try_claim = || {
         // Acquire: after the last holder's Release of 0; the Relaxed
         // pre-check only skips entries that are visibly taken.
-        if let Some(e) = slot
-            .carve_intents
+        slot.carve_intents
             .iter()
             .find(|e| e.load(Relaxed) == 0 && e.compare_exchange(0, 1, Acquire, Relaxed).is_ok())
-        {
+    };
+    for round in 0..INTENT_WAIT_ROUNDS {
+        if let Some(e) = try_claim() {
             return Some(e);
         }
         crate::sync::spin_hint();
         if round > 64 {
             #[cfg(not(loom))]
             std::thread::yield_now();
+        }
+    }
+    // Under loom the rounds are the whole wait (the models have no clock).
+    #[cfg(loom)]
+    let _ = wait;
+    #[cfg(not(loom))]
+    if wait == IntentWait::Patient {
+        let deadline = std::time::Instant::now() + INTENT_PATIENCE;
+        let mut pause = std::time::Duration::from_micros(10);
+        loop {
+            std::thread::sleep(pause);
+            if let Some(e) = try_claim() {
+                return Some(e);
+            }
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+            pause = (pause * 2).min(INTENT_MAX_PAUSE);
         }
     }
     None

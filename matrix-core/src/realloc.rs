@@ -66,7 +66,9 @@
 //! change therefore always comes with a generation change, which is what
 //! the handler's seqlock-style header reads rely on.
 
-use crate::alloc::{self, claim_intent, hold_intent, write_header, IntentGuard};
+use crate::alloc::{
+    self, claim_intent, claim_intent_waiting, hold_intent, write_header, IntentGuard, IntentWait,
+};
 use crate::arena::{Arena, OwnerId};
 use crate::error::{AllocError, BlockError};
 use crate::layout::{header_check, BlockHeader, BLOCK_HEADER_SIZE, MIN_BLOCK};
@@ -378,7 +380,9 @@ fn hold<'a, A: Arena>(
     generation: u64,
 ) -> Result<(&'a BlockHeader, (u32, u32), IntentGuard<'a>), ReallocError> {
     let (hdr, _) = alloc::checked_header(arena, offset)?;
-    let Some(record) = claim_intent(arena) else {
+    // Patient: the resize holds no entry yet and cannot start without one,
+    // as an allocation (see `alloc::IntentWait`).
+    let Some(record) = claim_intent_waiting(arena, IntentWait::Patient) else {
         return Err(AllocError::Corrupted {
             offset,
             what: "no intent entry free for a resize (too many threads of one participant)",
@@ -758,7 +762,9 @@ fn move_block<A: Arena>(
 ) -> Result<Resized, ReallocError> {
     // Relaxed: the block is ours.
     let tag = hdr.type_tag.load(Relaxed);
-    let new = match alloc::allocate(arena, payload, tag) {
+    // Under the hold's record: a brief wait for a second entry (see
+    // `alloc::IntentWait`).
+    let new = match alloc::allocate_holding_intent(arena, payload, tag) {
         Ok(new) => new,
         Err(e) => {
             let_go_unchanged(hdr, owner, st);

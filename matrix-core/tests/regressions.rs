@@ -7,7 +7,10 @@ use common::SegmentGuard;
 use matrix_core::error::AllocError;
 use matrix_core::state::CACHED;
 use matrix_core::{AtomicMatrix, BLOCK_HEADER_SIZE};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool,
+    Ordering::{Relaxed, Release},
+};
 use std::sync::{Arc, Barrier};
 
 /// A payload near `u64::MAX` used to wrap the block size to 0–32 bytes: a
@@ -153,6 +156,49 @@ fn a_carve_never_proceeds_without_an_intent() {
     }
     m.allocate(100, 0).unwrap();
     assert!(m.header().top.load(Relaxed) > top);
+}
+
+/// Sixteen threads of one participant share its four intent entries. When
+/// the siblings holding all four were off the CPU for a while (preempted,
+/// or blocked faulting in fresh segment pages as threads start), a carver
+/// gave up after its 1,000 rounds of spinning and yielding, which can pass
+/// in well under a millisecond, and the allocation failed with
+/// `OutOfMemory` while almost the whole arena was free (`detach_race`,
+/// intermittent on a loaded machine). A claimer that holds no entry now
+/// goes on waiting, sleeping (for up to a second), until a sibling lets
+/// one go.
+#[test]
+fn an_allocation_waits_for_a_descheduled_sibling_to_release_an_intent() {
+    let m = AtomicMatrix::anonymous(1 << 20).unwrap();
+    let slot = m
+        .header()
+        .participant(m.owner_id().slot().unwrap())
+        .unwrap();
+    for e in &slot.carve_intents {
+        // Held, as by sibling threads descheduled mid-carve. Relaxed: the
+        // spawn below orders it before the other thread's release.
+        e.store(1, Relaxed);
+    }
+    let top = m.header().top.load(Relaxed);
+    let allocated = std::thread::scope(|s| {
+        s.spawn(|| {
+            // One sibling runs again and finishes its carve.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            // Release: as a holder's guard lets its entry go (pairs with
+            // the claimer's Acquire CAS).
+            slot.carve_intents[0].store(0, Release);
+        });
+        m.allocate(100, 0)
+    });
+    assert!(
+        allocated.is_ok(),
+        "gave up on a sibling that only was descheduled: {allocated:?}"
+    );
+    assert!(m.header().top.load(Relaxed) > top, "the carve happened");
+    for e in &slot.carve_intents[1..] {
+        // Relaxed: the other thread was joined at the end of the scope.
+        e.store(0, Relaxed);
+    }
 }
 
 /// About 0.7 % of chain walks under concurrent allocate / free / consolidate
