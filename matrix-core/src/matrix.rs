@@ -521,7 +521,11 @@ impl AtomicMatrix {
     }
 
     /// Rebuilds the free index from the chain; needs every other participant
-    /// definitely dead (refuses if any is alive or of unknown liveness).
+    /// definitely dead (refuses if any is alive or of unknown liveness), and
+    /// no other thread of this process using the segment meanwhile: it
+    /// clears the free index and every intent entry, this participant's
+    /// too, which a sibling thread's allocation may be holding (that cannot
+    /// be checked from here).
     pub fn repair(&self, reclaim_user_states: bool) -> Result<RecoveryReport, RepairError> {
         self.inner
             .refuse_if_inherited()
