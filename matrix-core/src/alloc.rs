@@ -102,7 +102,7 @@ fn allocate_waiting<A: Arena>(
         Shared::Block(offset) => Ok(offset),
         // Every entry stayed taken through a patient wait: a flush and a
         // consolidation (which needs an entry too) cannot change that.
-        Shared::NoIntent if wait == IntentWait::Patient => Err(out_of_memory(arena, payload)),
+        Shared::NoIntent if wait == IntentWait::Patient => Err(intents_busy()),
         Shared::NoIntent | Shared::NoFit => allocate_slow(arena, size, payload, type_tag, wait),
     }
 }
@@ -188,6 +188,12 @@ fn carved_marked<A: Arena>(arena: &A, offset: u32, payload: u64, type_tag: u32) 
     offset
 }
 
+fn intents_busy() -> AllocError {
+    AllocError::IntentsBusy {
+        entries: crate::layout::CARVE_INTENTS as u32,
+    }
+}
+
 fn out_of_memory<A: Arena>(arena: &A, payload: u64) -> AllocError {
     // Relaxed: statistics only.
     arena.segment().counters.out_of_memory.fetch_add(1, Relaxed);
@@ -209,7 +215,8 @@ fn allocate_slow<A: Arena>(
     crate::consolidate::consolidate_or_wait(arena)?;
     match take_or_carve(arena, size, payload, type_tag, wait)? {
         Shared::Block(offset) => Ok(offset),
-        Shared::NoFit | Shared::NoIntent => Err(out_of_memory(arena, payload)),
+        Shared::NoFit => Err(out_of_memory(arena, payload)),
+        Shared::NoIntent => Err(intents_busy()),
     }
 }
 

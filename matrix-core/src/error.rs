@@ -323,6 +323,15 @@ pub enum AllocError {
     },
     /// The handle may not do this (e.g. it was inherited across `fork()`).
     Refused(SegmentError),
+    /// Every intent entry of this participant stayed held by its other
+    /// threads for the whole wait (about a second; only briefly for a
+    /// resize, which holds one itself): they are stopped or stuck (a
+    /// debugger, a signal stop). Nothing changed; the allocation may be
+    /// tried again.
+    IntentsBusy {
+        /// Intent entries of one participant.
+        entries: u32,
+    },
 }
 
 impl fmt::Display for AllocError {
@@ -343,6 +352,11 @@ impl fmt::Display for AllocError {
                 write!(f, "segment corrupted at offset {offset}: {what}; run `matrix fsck`")
             }
             AllocError::Refused(e) => write!(f, "refused: {e}"),
+            AllocError::IntentsBusy { entries } => write!(
+                f,
+                "all {entries} intent entries of this participant stayed held by its other threads \
+                 (are they stopped?); nothing was allocated, try again"
+            ),
         }
     }
 }

@@ -145,7 +145,11 @@ fn a_carve_never_proceeds_without_an_intent() {
         e.store(1, Relaxed); // held, as by a sibling thread stopped mid-carve
     }
     let top = m.header().top.load(Relaxed);
-    assert!(m.allocate(100, 0).is_err(), "carved without an intent");
+    assert_eq!(
+        m.allocate(100, 0),
+        Err(AllocError::IntentsBusy { entries: 4 }),
+        "carved without an intent, or the wrong error"
+    );
     assert_eq!(
         m.header().top.load(Relaxed),
         top,
