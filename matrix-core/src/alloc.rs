@@ -636,6 +636,19 @@ fn claimable_header<A: Arena>(arena: &A, offset: u32) -> Result<(&BlockHeader, u
     Ok((hdr, top))
 }
 
+/// What a validation that reads the size itself needs first: `offset` is
+/// aligned, below `top` and holds a genuine header (its `check` word), as
+/// [`checked_header`] judges them, without reading or judging the size.
+///
+/// For callers that read the size again under their own consistency check
+/// (the handler's seqlock read of the state word, size and `top`, which
+/// judges the size against that `top` and the live state exactly as
+/// [`checked_header`] would); anyone else uses [`checked_header`].
+#[inline(always)]
+pub fn genuine_header<A: Arena>(arena: &A, offset: u32) -> Result<&BlockHeader, BlockError> {
+    claimable_header(arena, offset).map(|(hdr, _)| hdr)
+}
+
 /// Frees the block whose header is at `offset`. With `generation`, the block
 /// must still be that generation (a stale handle is refused).
 pub fn free<A: Arena>(arena: &A, offset: u32, generation: Option<u64>) -> Result<(), BlockError> {
@@ -784,6 +797,60 @@ pub fn set_owner<A: Arena>(
     to: OwnerId,
 ) -> Result<OwnerId, BlockError> {
     set_owner_of(arena, offset, None, from, to)
+}
+
+/// [`set_owner_of`] for a caller that has already read and validated the
+/// block's state word: `seen` is that word, read from `hdr`, the header at
+/// `offset` (checked as [`genuine_header`] or [`checked_header`] does).
+///
+/// One CAS from `seen` to `seen` naming `to`, after the checks
+/// [`set_owner_of`] makes on a loaded word (`to` a participant or the
+/// segment, a live state, the owner `from`): if it succeeds, the word did
+/// not change since the caller read it, so whatever the caller validated
+/// against that word (the size, tag and length, which change only with the
+/// generation) still holds. If the word changed meanwhile (a free, a
+/// recovery, another owner change), or the checks fail, it is judged
+/// afresh by [`set_owner_of`] at the generation of `seen`: a block freed,
+/// re-allocated (a new generation) or taken by someone else is refused
+/// with the same typed errors, and nothing changes.
+#[inline]
+pub fn set_owner_from<A: Arena>(
+    arena: &A,
+    hdr: &BlockHeader,
+    offset: u32,
+    seen: u64,
+    from: Option<OwnerId>,
+    to: OwnerId,
+) -> Result<OwnerId, BlockError> {
+    let current = state::owner_of(seen);
+    if (to == OwnerId::SEGMENT || to.slot().is_some())
+        && state::is_live(state::state_of(seen))
+        && from.is_none_or(|f| f.0 == current)
+        // AcqRel: as in `set_owner_of`, the hand-over orders with the free
+        // or recovery that CASes the same word. Relaxed on failure: nothing
+        // is read from it; `set_owner_of` loads the word again (Acquire).
+        && hdr
+            .state
+            .compare_exchange(seen, state::with_owner(seen, to.0), AcqRel, Relaxed)
+            .is_ok()
+    {
+        return Ok(OwnerId(current));
+    }
+    set_owner_again(arena, offset, state::generation_of(seen), from, to)
+}
+
+/// [`set_owner_from`] when the word changed since it was read: out of line,
+/// so the CAS path stays small.
+#[cold]
+#[inline(never)]
+fn set_owner_again<A: Arena>(
+    arena: &A,
+    offset: u32,
+    generation: u64,
+    from: Option<OwnerId>,
+    to: OwnerId,
+) -> Result<OwnerId, BlockError> {
+    set_owner_of(arena, offset, Some(generation), from, to)
 }
 
 /// [`set_owner`], and with `generation` only while the block is still that

@@ -25,7 +25,7 @@ use crate::alloc::release_block;
 use crate::arena::Arena;
 use crate::matrix::Attachment;
 use crate::size_class::{class_of, SL_COUNT};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 
@@ -85,15 +85,52 @@ impl LargeList {
 /// Generations a thread reserves from the segment counter at a time.
 const GENERATION_BATCH: u32 = 1024;
 
+/// A range of generations reserved from the segment counter by one owner
+/// (a thread cache, or one [`LocalMatrix`](crate::LocalMatrix)): the next
+/// one to hand out, and the end. `Cell`s, so that an [`Arena`] view of the
+/// owner (which hands generations out through `&self`) can take from it;
+/// it is never shared between threads (`Cell` is not `Sync`).
+#[derive(Default)]
+pub(crate) struct GenerationRange {
+    next: Cell<u64>,
+    end: Cell<u64>,
+}
+
+impl GenerationRange {
+    /// A segment-unique generation: from this reserved range, which is
+    /// refilled with one RMW on the shared counter per 1,024 allocations.
+    #[inline(always)]
+    pub(crate) fn take(&self, arena: &Attachment) -> u64 {
+        if self.next.get() == self.end.get() {
+            self.reserve(arena);
+        }
+        let g = self.next.get();
+        self.next.set(g.wrapping_add(1));
+        g
+    }
+
+    #[cold]
+    fn reserve(&self, arena: &Attachment) {
+        // Relaxed: only the uniqueness of the RMW matters; each block's
+        // state store (Release) publishes the value it is given.
+        let next = arena
+            .segment()
+            .generations
+            .fetch_add(GENERATION_BATCH as u64, Relaxed)
+            .wrapping_add(1);
+        self.next.set(next);
+        self.end.set(next.wrapping_add(GENERATION_BATCH as u64));
+    }
+}
+
 /// The blocks one owner keeps back (a thread, or one [`LocalMatrix`]), and
 /// its reserved range of generations. Every block in it is CACHED under this
 /// participant's name and known to nobody else.
 ///
 /// [`LocalMatrix`]: crate::LocalMatrix
 pub(crate) struct BlockCache {
-    /// Next generation of this cache's reserved range, and its end.
-    generation_next: u64,
-    generation_end: u64,
+    /// This cache's reserved range of generations.
+    pub(crate) generations: GenerationRange,
     bins: Box<[Bin; SMALL_LEVELS * SL_COUNT]>,
     large: LargeList,
     /// Bytes that may still be parked before the whole cache is flushed
@@ -155,8 +192,7 @@ impl BlockCache {
     pub(crate) fn new(attachment: &Attachment) -> Self {
         let arena_len = (attachment.arena_end() - attachment.arena_start()) as u64;
         BlockCache {
-            generation_next: 0,
-            generation_end: 0,
+            generations: GenerationRange::default(),
             bins: Box::new(
                 [Bin {
                     len: 0,
@@ -193,28 +229,10 @@ impl BlockCache {
         }
     }
 
-    /// A segment-unique generation: from this thread's reserved range, which
-    /// is refilled with one RMW on the shared counter per 1,024 allocations.
+    /// A segment-unique generation (see [`GenerationRange::take`]).
     #[inline(always)]
     pub(crate) fn generation(&mut self, arena: &Attachment) -> u64 {
-        if self.generation_next == self.generation_end {
-            self.reserve_generations(arena);
-        }
-        let g = self.generation_next;
-        self.generation_next = g.wrapping_add(1);
-        g
-    }
-
-    #[cold]
-    fn reserve_generations(&mut self, arena: &Attachment) {
-        // Relaxed: only the uniqueness of the RMW matters; each block's
-        // state store (Release) publishes the value it is given.
-        self.generation_next = arena
-            .segment()
-            .generations
-            .fetch_add(GENERATION_BATCH as u64, Relaxed)
-            .wrapping_add(1);
-        self.generation_end = self.generation_next.wrapping_add(GENERATION_BATCH as u64);
+        self.generations.take(arena)
     }
 
     fn release_one(&mut self, arena: &Attachment, offset: u32) {

@@ -17,7 +17,7 @@
 //! and foreign handles meet the same one CAS on the state word.
 
 use crate::alloc;
-use crate::cache::BlockCache;
+use crate::cache::{BlockCache, GenerationRange};
 use crate::error::{AllocError, BlockError};
 use crate::matrix::Attachment;
 use crate::participant;
@@ -116,6 +116,12 @@ impl LocalMatrix {
 
     /// A miss: the shared path, and once more after returning this
     /// handle's own cached blocks if the segment is out of memory.
+    ///
+    /// The generations come from this handle's own reserved range (the
+    /// [`LocalArena`] view), not through the thread-local cache lookup of
+    /// the attachment's `next_generation`; a forked child's copy takes
+    /// them from the segment counter instead (its range may be the
+    /// parent's, still in use there).
     #[cold]
     #[inline(never)]
     fn allocate_shared(
@@ -125,10 +131,22 @@ impl LocalMatrix {
         type_tag: u32,
     ) -> Result<(u32, u64), AllocError> {
         let arena = &*self.inner;
-        let offset = match alloc::allocate_sized(arena, size, payload, type_tag) {
-            Err(AllocError::OutOfMemory { .. }) if !self.inherited() => {
+        let inherited = self.inherited();
+        let shared = |cache: &BlockCache| {
+            if inherited {
+                alloc::allocate_sized(arena, size, payload, type_tag)
+            } else {
+                let view = LocalArena {
+                    inner: arena,
+                    generations: &cache.generations,
+                };
+                alloc::allocate_sized(&view, size, payload, type_tag)
+            }
+        };
+        let offset = match shared(&self.cache) {
+            Err(AllocError::OutOfMemory { .. }) if !inherited => {
                 self.cache.flush_all(arena);
-                alloc::allocate_sized(arena, size, payload, type_tag)?
+                shared(&self.cache)?
             }
             other => other?,
         };
@@ -171,6 +189,51 @@ impl LocalMatrix {
         if !self.inherited() {
             self.cache.flush_all(&self.inner);
         }
+    }
+}
+
+/// The attachment as seen by a [`LocalMatrix`]'s shared path: everything
+/// is the attachment's, except that generations come from the handle's
+/// reserved range (the same segment-unique ranges a thread cache reserves).
+struct LocalArena<'a> {
+    inner: &'a Attachment,
+    generations: &'a GenerationRange,
+}
+
+impl Arena for LocalArena<'_> {
+    #[inline]
+    fn segment(&self) -> &crate::layout::SegmentHeader {
+        self.inner.segment()
+    }
+    #[inline]
+    fn arena_start(&self) -> u32 {
+        self.inner.arena_start()
+    }
+    #[inline]
+    fn arena_end(&self) -> u32 {
+        self.inner.arena_end()
+    }
+    #[inline]
+    fn header(&self, offset: u32) -> Option<&crate::layout::BlockHeader> {
+        self.inner.header(offset)
+    }
+    #[inline]
+    fn owner(&self) -> crate::OwnerId {
+        self.inner.owner()
+    }
+    fn liveness(&self, index: usize) -> crate::participant::Liveness {
+        self.inner.liveness(index)
+    }
+    fn flush_local_cache(&self) {
+        self.inner.flush_local_cache();
+    }
+    #[inline]
+    fn next_generation(&self) -> u64 {
+        self.generations.take(self.inner)
+    }
+    #[inline]
+    fn my_slot(&self) -> Option<&crate::layout::ParticipantSlot> {
+        self.inner.my_slot()
     }
 }
 

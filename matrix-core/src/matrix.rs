@@ -372,16 +372,19 @@ impl AtomicMatrix {
     }
 
     /// This process's mapping base. Offsets resolve against it.
+    #[inline]
     pub fn base_ptr(&self) -> *const u8 {
         self.inner.base
     }
 
     /// Segment size in bytes.
+    #[inline]
     pub fn segment_size(&self) -> u32 {
         self.inner.mapping.len() as u32
     }
 
     /// Offset of the first block.
+    #[inline]
     pub fn first_block_offset(&self) -> u32 {
         self.inner.mapping.arena_start()
     }
@@ -392,11 +395,13 @@ impl AtomicMatrix {
     }
 
     /// The owner id this attachment stamps on its blocks.
+    #[inline]
     pub fn owner_id(&self) -> OwnerId {
         self.inner.owner
     }
 
     /// The segment header.
+    #[inline]
     pub fn header(&self) -> &SegmentHeader {
         self.inner.mapping.segment_header()
     }
@@ -469,12 +474,24 @@ impl AtomicMatrix {
     }
 
     /// The validated header at `header_offset` (genuine, in bounds, sane size).
+    #[inline]
     pub fn block_header(&self, header_offset: u32) -> Result<(&BlockHeader, u32), BlockError> {
         alloc::checked_header(self, header_offset)
     }
 
+    /// The header at `header_offset` if it is aligned, below `top` and
+    /// genuine (its check word), with its size neither read nor judged:
+    /// for a caller that reads the size itself under a consistency check
+    /// of its own (see [`alloc::genuine_header`]). Otherwise use
+    /// [`block_header`](Self::block_header).
+    #[inline]
+    pub fn genuine_header(&self, header_offset: u32) -> Result<&BlockHeader, BlockError> {
+        alloc::genuine_header(self, header_offset)
+    }
+
     /// Moves a live block to another owner; `OwnerId::SEGMENT` keeps it past
     /// this participant's life. With `from`, only if it is still `from`'s.
+    #[inline]
     pub fn set_owner(
         &self,
         header_offset: u32,
@@ -486,6 +503,7 @@ impl AtomicMatrix {
 
     /// [`set_owner`](Self::set_owner), only while the block is still
     /// `generation` (refuses a handle to a block re-allocated since).
+    #[inline]
     pub fn set_owner_of(
         &self,
         header_offset: u32,
@@ -494,6 +512,23 @@ impl AtomicMatrix {
         to: OwnerId,
     ) -> Result<OwnerId, BlockError> {
         alloc::set_owner_of(self, header_offset, Some(generation), from, to)
+    }
+
+    /// [`set_owner_of`](Self::set_owner_of) for a caller that validated the
+    /// header at `header_offset` (`hdr`, from
+    /// [`genuine_header`](Self::genuine_header)) and read its state word
+    /// `seen`: one CAS from `seen`, else judged afresh at its generation
+    /// (see [`alloc::set_owner_from`]).
+    #[inline]
+    pub fn set_owner_from(
+        &self,
+        hdr: &BlockHeader,
+        header_offset: u32,
+        seen: u64,
+        from: Option<OwnerId>,
+        to: OwnerId,
+    ) -> Result<OwnerId, BlockError> {
+        alloc::set_owner_from(self, hdr, header_offset, seen, from, to)
     }
 
     /// Merges adjacent free blocks (unless a consolidation is already running).

@@ -4,6 +4,15 @@
 //! block must end up consistent: freed under the freer's name (or in the
 //! index), or live under the adopter's — never freed under one name and
 //! owned under another.
+//!
+//! `set_owner_from` (the adoption of a consumer that validated the header
+//! first: one CAS from the word it read, else `set_owner_of` at that word's
+//! generation) is modelled against everything else that can change a
+//! segment-owned block's word while it is being adopted: a free followed
+//! by a re-allocation of the same memory (a stale word), another adoption
+//! from the segment, and a user-state change by a handle holder. Recovery
+//! never reclaims a segment-owned block (the segment does not die), and a
+//! resize gives a new generation, which the first model covers.
 #![cfg(loom)]
 
 mod loom_common;
@@ -11,10 +20,10 @@ mod loom_common;
 use loom::sync::Arc;
 use loom::thread;
 use loom_common::{block_at, check};
-use matrix_core::alloc::{allocate, free, retire, set_owner_of};
+use matrix_core::alloc::{allocate, free, retire, set_owner_from, set_owner_of};
 use matrix_core::recover::recover;
 use matrix_core::state::{self, ALLOCATED, CACHED, FREE};
-use matrix_core::{Arena, ModelArena};
+use matrix_core::{Arena, ModelArena, OwnerId};
 
 /// Participant 1 allocates `q` (plus a neighbour so the chain does not end
 /// at `q`); returns `q` and its generation.
@@ -112,5 +121,130 @@ fn two_adoptions_of_one_block() {
                 .load(loom::sync::atomic::Ordering::SeqCst),
         );
         assert!(owner == p0.owner().0 || owner == arena.participant(2).owner().0);
+    });
+}
+
+fn word_of(arena: &ModelArena, q: u32) -> u64 {
+    arena
+        .participant(1)
+        .header(q)
+        .unwrap()
+        .state
+        .load(loom::sync::atomic::Ordering::SeqCst)
+}
+
+/// Participant 0 adopts `q` from a word it read before participant 2 frees
+/// `q` and allocates again (which may hand out the same memory at a new
+/// generation). The adoption may only ever take the block it read: if the
+/// memory is live again at another generation, it is participant 2's.
+#[test]
+fn adopt_from_a_seen_word_racing_a_free_and_a_reallocation() {
+    loom_common::model(|| {
+        let arena = Arc::new(ModelArena::new(512));
+        let (q, gen) = live_block(&arena);
+        let seen = word_of(&arena, q);
+        let freer = {
+            let arena = arena.clone();
+            thread::spawn(move || {
+                let p2 = arena.participant(2);
+                assert!(free(&p2, q, Some(gen)).is_ok());
+                allocate(&p2, 16, 0).unwrap()
+            })
+        };
+        let p0 = arena.participant(0);
+        let hdr = p0.header(q).unwrap();
+        let adopted = set_owner_from(&p0, hdr, q, seen, None, p0.owner()).is_ok();
+        let again = freer.join().unwrap();
+        check(&arena.participant(1));
+        let word = word_of(&arena, q);
+        if again == q {
+            assert_ne!(state::generation_of(word), gen);
+            assert_eq!(
+                state::owner_of(word),
+                arena.participant(2).owner().0,
+                "the re-allocated block names another owner (adopted: {adopted})"
+            );
+        } else {
+            assert_eq!(state::state_of(word), FREE, "adopted: {adopted}");
+        }
+    });
+}
+
+/// Two participants adopt the same segment-owned block from the same seen
+/// word (what two consumers of one queue slot would do): exactly one gets
+/// it, and the block names that one.
+#[test]
+fn two_adoptions_from_the_segment_one_wins() {
+    loom_common::model(|| {
+        let arena = Arc::new(ModelArena::new(512));
+        let (q, gen) = live_block(&arena);
+        let p1 = arena.participant(1);
+        set_owner_of(&p1, q, Some(gen), None, OwnerId::SEGMENT).unwrap();
+        let seen = word_of(&arena, q);
+        let other = {
+            let arena = arena.clone();
+            thread::spawn(move || {
+                let p2 = arena.participant(2);
+                let hdr = p2.header(q).unwrap();
+                set_owner_from(&p2, hdr, q, seen, Some(OwnerId::SEGMENT), p2.owner()).is_ok()
+            })
+        };
+        let p0 = arena.participant(0);
+        let hdr = p0.header(q).unwrap();
+        let mine = set_owner_from(&p0, hdr, q, seen, Some(OwnerId::SEGMENT), p0.owner()).is_ok();
+        let theirs = other.join().unwrap();
+        assert!(
+            mine != theirs,
+            "exactly one adoption (mine {mine}, theirs {theirs})"
+        );
+        let word = word_of(&arena, q);
+        let winner = if mine {
+            p0.owner()
+        } else {
+            arena.participant(2).owner()
+        };
+        assert_eq!(state::owner_of(word), winner.0);
+        assert_eq!(state::state_of(word), ALLOCATED);
+        assert_eq!(state::generation_of(word), gen);
+    });
+}
+
+/// A handle holder moves the segment-owned block to a user state while
+/// participant 0 adopts it from the word it read before: the adoption's CAS
+/// from the old word fails and is judged again (same generation, live), so
+/// it still succeeds, and the block keeps both changes.
+#[test]
+fn adopt_from_a_seen_word_racing_a_user_state_change() {
+    loom_common::model(|| {
+        let arena = Arc::new(ModelArena::new(512));
+        let (q, gen) = live_block(&arena);
+        let p1 = arena.participant(1);
+        set_owner_of(&p1, q, Some(gen), None, OwnerId::SEGMENT).unwrap();
+        let seen = word_of(&arena, q);
+        let marker = {
+            let arena = arena.clone();
+            thread::spawn(move || {
+                let p2 = arena.participant(2);
+                let hdr = p2.header(q).unwrap();
+                let mut word = hdr.state.load(loom::sync::atomic::Ordering::Acquire);
+                while let Err(actual) = hdr.state.compare_exchange(
+                    word,
+                    state::with_state(word, 60),
+                    loom::sync::atomic::Ordering::Release,
+                    loom::sync::atomic::Ordering::Acquire,
+                ) {
+                    word = actual;
+                }
+            })
+        };
+        let p0 = arena.participant(0);
+        let hdr = p0.header(q).unwrap();
+        let adopted = set_owner_from(&p0, hdr, q, seen, Some(OwnerId::SEGMENT), p0.owner());
+        marker.join().unwrap();
+        assert!(adopted.is_ok(), "{adopted:?}");
+        let word = word_of(&arena, q);
+        assert_eq!(state::owner_of(word), p0.owner().0);
+        assert_eq!(state::state_of(word), 60);
+        assert_eq!(state::generation_of(word), gen);
     });
 }

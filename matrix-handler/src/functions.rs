@@ -441,6 +441,44 @@ pub trait HandlerFunctions {
         )
     }
 
+    /// [`block_from_token`](Self::block_from_token), then this participant
+    /// made the block's owner if `from` owns it now (as
+    /// `matrix().set_owner_of(offset, generation, Some(from), owner_id())`),
+    /// with one validation of the header for both: how a consumer takes a
+    /// block handed over through the segment.
+    ///
+    /// The owner change is one CAS from the state word the validation read
+    /// (twice, around the size, tag and length it checked) to that word
+    /// naming this participant; if it succeeds, the block is the one
+    /// validated. If the word changed in between (a free, a recovery, an
+    /// owner change), the change is judged afresh by `set_owner_of` at the
+    /// generation found, which refuses a block no longer live, of another
+    /// generation, or not `from`'s.
+    ///
+    /// # Errors
+    /// Those of [`block_from_token`](Self::block_from_token); then
+    /// [`BlockError::NotLive`], [`BlockError::Stale`] or
+    /// [`BlockError::Corrupted`] (another owner than `from`) from the owner
+    /// change, which then changed nothing.
+    #[inline]
+    fn adopt_token<T>(&self, token: BlockToken, from: OwnerId) -> Result<Block<T>, HandlerError> {
+        let matrix = self.matrix();
+        check_nonce(matrix, token.nonce())?;
+        let (block, view) = validate_view::<T>(
+            matrix,
+            token.offset(),
+            Some((token.generation(), (1 << TOKEN_GENERATION_BITS) - 1)),
+        )?;
+        matrix.set_owner_from(
+            view.hdr,
+            view.offset,
+            view.word,
+            Some(from),
+            matrix.owner_id(),
+        )?;
+        Ok(block)
+    }
+
     /// Makes this participant the block's owner (after receiving it from
     /// another process), so recovery ties it to this process's life.
     fn adopt<T>(&self, block: &Block<T>) -> Result<(), HandlerError> {
@@ -757,7 +795,9 @@ fn check_word<T>(block: &Block<T>, word: u64) -> Result<(), HandlerError> {
 
 /// One consistent reading of a block header: the size, tag and requested
 /// length all belong to the allocation that `word` names.
-struct HeaderView {
+struct HeaderView<'m> {
+    /// The header itself (genuine: its check word was valid).
+    hdr: &'m BlockHeader,
     /// Header offset.
     offset: u32,
     word: u64,
@@ -772,12 +812,17 @@ struct HeaderView {
 /// mean no free or re-allocation (the only things that change a block's
 /// size) happened in between. The size is bounded by this mapping and the
 /// wilderness, so the payload it gives is safe to access.
-fn read_header(matrix: &AtomicMatrix, payload_offset: u32) -> Result<HeaderView, HandlerError> {
+#[inline]
+fn read_header(matrix: &AtomicMatrix, payload_offset: u32) -> Result<HeaderView<'_>, HandlerError> {
     let offset = payload_offset
         .checked_sub(BLOCK_HEADER_SIZE)
         .ok_or(HandlerError::InvalidOffset(payload_offset))?;
-    // Bounds, alignment and a genuine header; its size is read again below.
-    let (hdr, _) = matrix.block_header(offset)?;
+    // Alignment, bounds against `top` and a genuine header (its check
+    // word). The size is not read there: the loop below reads it between
+    // two equal state words, with `top` after it, and judges it (bounds,
+    // alignment, NotLive for a leftover header, else Corrupted) as
+    // `block_header` would, but on one consistent snapshot.
+    let hdr = matrix.genuine_header(offset)?;
     for _ in 0..HEADER_READ_RETRIES {
         // Acquire: pairs with the Release store of the state word that
         // published the allocation (owner, tag, requested, size before it).
@@ -821,6 +866,7 @@ fn read_header(matrix: &AtomicMatrix, payload_offset: u32) -> Result<HeaderView,
             .into());
         }
         return Ok(HeaderView {
+            hdr,
             offset,
             word,
             payload: size - BLOCK_HEADER_SIZE,
@@ -835,11 +881,12 @@ fn read_header(matrix: &AtomicMatrix, payload_offset: u32) -> Result<HeaderView,
 /// current generation, a live state, `count` ≤ `block.len()`, and the
 /// handle's `len × size_of::<T>()` within the payload read from the header
 /// under the same validation.
-fn checked_header<T>(
-    matrix: &AtomicMatrix,
+#[inline]
+fn checked_header<'m, T>(
+    matrix: &'m AtomicMatrix,
     block: &Block<T>,
     count: usize,
-) -> Result<HeaderView, HandlerError> {
+) -> Result<HeaderView<'m>, HandlerError> {
     check_nonce(matrix, block.nonce())?;
     let view = read_header(matrix, block.offset())?;
     check_word(block, view.word)?;
@@ -892,6 +939,16 @@ fn validate_block<T>(
     // The generation the caller expects, and which of its bits it knows.
     generation: Option<(u64, u64)>,
 ) -> Result<Block<T>, HandlerError> {
+    validate_view(matrix, offset, generation).map(|(block, _)| block)
+}
+
+/// [`validate_block`], and the header reading the handle was built from.
+#[inline]
+fn validate_view<T>(
+    matrix: &AtomicMatrix,
+    offset: u32,
+    generation: Option<(u64, u64)>,
+) -> Result<(Block<T>, HeaderView<'_>), HandlerError> {
     if std::mem::align_of::<T>() > 16 {
         return Err(AllocError::Unaligned {
             align: std::mem::align_of::<T>(),
@@ -940,5 +997,5 @@ fn validate_block<T>(
     // more than the block it names.
     let requested = (view.requested as u64).min(payload);
     let len = requested.max(elem).checked_div(elem).unwrap_or(1) as u32;
-    Ok(Block::new(segment_nonce(matrix), offset, found, len))
+    Ok((Block::new(segment_nonce(matrix), offset, found, len), view))
 }

@@ -370,3 +370,97 @@ fn state_loads_accept_every_ordering() {
     }
     h.free(b).unwrap();
 }
+
+/// `adopt_token` (validation and owner change in one) refuses exactly what
+/// `block_from_token` and `set_owner_of` refuse, with the same typed errors,
+/// and a refusal changes nothing: a foreign token, a bogus offset, a block
+/// not owned by `from`, a block already freed, a stale token.
+#[test]
+fn adopt_token_refuses_what_validation_and_set_owner_refuse() {
+    use matrix_handler::{BlockToken, OwnerId};
+    let h = MatrixHandler::bootstrap(None, 1 << 16).unwrap();
+    let other = MatrixHandler::bootstrap(None, 1 << 16).unwrap();
+    let me = h.matrix().owner_id();
+    let owner = |b: &Block<u64>| h.owner_of(b).unwrap();
+
+    let mut b = h.allocate::<u64>().unwrap();
+    h.write_pod(&mut b, 9).unwrap();
+    let token = b.token();
+
+    // Not owned by the segment yet: refused as set_owner_of refuses it.
+    let r = h.adopt_token::<u64>(token, OwnerId::SEGMENT);
+    assert!(
+        matches!(
+            r,
+            Err(HandlerError::Block(BlockError::Corrupted { what, .. }))
+                if what == "owner changed concurrently"
+        ),
+        "{r:?}"
+    );
+    assert_eq!(owner(&b), me, "a refusal changes nothing");
+
+    // Given to the segment, then adopted: one success, then refused.
+    h.release_to_segment(&b).unwrap();
+    assert_eq!(owner(&b), OwnerId::SEGMENT);
+    let adopted = h.adopt_token::<u64>(token, OwnerId::SEGMENT).unwrap();
+    assert_eq!(
+        (adopted.offset(), adopted.generation(), adopted.len()),
+        (b.offset(), b.generation(), 1)
+    );
+    assert_eq!(h.read_pod(&adopted).unwrap(), 9);
+    assert_eq!(owner(&b), me);
+    assert!(matches!(
+        h.adopt_token::<u64>(token, OwnerId::SEGMENT),
+        Err(HandlerError::Block(BlockError::Corrupted { .. }))
+    ));
+
+    // A token of another segment, and bogus offsets of this one (a token
+    // holds offsets / 16, so it cannot name a misaligned one).
+    assert!(matches!(
+        other.adopt_token::<u64>(token, OwnerId::SEGMENT),
+        Err(HandlerError::ForeignHandle { .. })
+    ));
+    let nonce = h.segment_nonce();
+    for (offset, what) in [
+        (0u32, "below the header size"),
+        (b.offset() + 16, "inside a payload"),
+        ((1 << 16) - 16, "beyond top"),
+    ] {
+        let bogus = BlockToken::new(offset, b.generation(), nonce);
+        let r = h.adopt_token::<u64>(bogus, OwnerId::SEGMENT);
+        assert!(
+            matches!(
+                r,
+                Err(HandlerError::InvalidOffset(_))
+                    | Err(HandlerError::Block(
+                        BlockError::Misaligned { .. }
+                            | BlockError::OutOfBounds { .. }
+                            | BlockError::NotABlock { .. }
+                    ))
+            ),
+            "{what}: {r:?}"
+        );
+    }
+    assert_eq!(owner(&b), me);
+
+    // Freed: the token names no live block (a double take is refused).
+    h.release_to_segment(&b).unwrap();
+    h.free(adopted).unwrap();
+    let r = h.adopt_token::<u64>(token, OwnerId::SEGMENT);
+    assert!(
+        matches!(r, Err(HandlerError::Block(BlockError::NotLive { .. }))),
+        "{r:?}"
+    );
+
+    // The memory re-allocated: the old token is stale, the new block untouched.
+    let again = h.allocate::<u64>().unwrap();
+    assert_eq!(again.offset(), b.offset(), "the cache hands the block back");
+    h.release_to_segment(&again).unwrap();
+    let r = h.adopt_token::<u64>(token, OwnerId::SEGMENT);
+    assert!(
+        matches!(r, Err(HandlerError::Block(BlockError::Stale { .. }))),
+        "{r:?}"
+    );
+    assert_eq!(h.owner_of(&again).unwrap(), OwnerId::SEGMENT);
+    h.free(again).unwrap();
+}

@@ -628,22 +628,13 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
         }
     }
 
-    /// Validates the token and moves the block from the segment to us.
+    /// Validates the token and moves the block from the segment to us
+    /// (one header validation and one CAS; see `adopt_token`).
+    #[inline]
     fn adopt(&self, token: BlockToken) -> Result<Block<T>, PopError> {
-        let corrupted = |error| PopError::Corrupted { token, error };
-        let block = self
-            .handler
-            .block_from_token::<T>(token)
-            .map_err(corrupted)?;
         self.handler
-            .matrix()
-            .set_owner(
-                block.header_offset(),
-                Some(OwnerId::SEGMENT),
-                OwnerId(self.owner),
-            )
-            .map_err(|e| corrupted(e.into()))?;
-        Ok(block)
+            .adopt_token::<T>(token, OwnerId::SEGMENT)
+            .map_err(|error| PopError::Corrupted { token, error })
     }
 
     /// Marks the slot EMPTY for the next lap.

@@ -9,12 +9,20 @@ use std::time::{Duration, Instant};
 
 impl<T, H: HandlerFunctions> WorkQueue<T, H> {
     /// Pushes, sleeping while the queue is full, for at most `timeout`.
+    #[inline]
     pub fn push_timeout(&self, block: Block<T>, timeout: Duration) -> Result<(), PushError<T>> {
         // A free slot at once (the common case) reads no clock.
-        let mut block = match self.try_push(block) {
-            Err(PushError::Full(b)) => b,
-            other => return other,
-        };
+        match self.try_push(block) {
+            Err(PushError::Full(b)) => self.push_waiting(b, timeout),
+            other => other,
+        }
+    }
+
+    /// [`push_timeout`](Self::push_timeout) once the first try found the
+    /// queue full: out of line, so the common case stays small.
+    #[cold]
+    #[inline(never)]
+    fn push_waiting(&self, mut block: Block<T>, timeout: Duration) -> Result<(), PushError<T>> {
         let deadline = Instant::now().checked_add(timeout);
         let q = self.header();
         let backoff = Backoff::new();
@@ -49,12 +57,20 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
     }
 
     /// Pops, sleeping while the queue is empty, for at most `timeout`.
+    #[inline]
     pub fn pop_timeout(&self, timeout: Duration) -> Result<Block<T>, PopError> {
         // A message at once (the common case) reads no clock.
         match self.try_pop() {
-            Err(PopError::Empty) => {}
-            other => return other,
+            Err(PopError::Empty) => self.pop_waiting(timeout),
+            other => other,
         }
+    }
+
+    /// [`pop_timeout`](Self::pop_timeout) once the first try found the
+    /// queue empty: out of line, so the common case stays small.
+    #[cold]
+    #[inline(never)]
+    fn pop_waiting(&self, timeout: Duration) -> Result<Block<T>, PopError> {
         let deadline = Instant::now().checked_add(timeout);
         let q = self.header();
         let backoff = Backoff::new();
