@@ -68,10 +68,11 @@
 //! `capacity` bounds the keys the map holds plus the inserts of new keys
 //! in flight: room is a counter in the map header, taken before a claim
 //! and given back by a remove. A remove keeps its slot locked as REMOVING
-//! from its commit until its room is back, so an insert refused for room
-//! can see it and wait: [`MapError::Full`] means the map was full at a
-//! moment of the insert, never that a committed remove had not yet given
-//! its room back (see `settle_room`).
+//! from its commit until its room is back (and unlocks it just after), so
+//! an insert refused for room, or finding no free slot, can see it and
+//! wait: [`MapError::Full`] means the map was full at a moment of the
+//! insert, never that a committed remove had not yet given its room back
+//! or its slot (see `settle_room` and `create_key`).
 //!
 //! Every operation on one key is linearizable: insert/update/remove at the
 //! Release store that commits them, a get that finds the key at the first
@@ -191,6 +192,9 @@ struct Scan {
     found: Option<u64>,
     /// The first slot of the chain a claim may take, and its word.
     free: Option<(u64, u64)>,
+    /// Whether, before any free slot, a live remover held a slot REMOVING
+    /// (such a slot is free once its remover unlocks it).
+    removing: bool,
 }
 
 /// The room word `w` with `taken` keys of room taken, and one more change.
@@ -715,6 +719,14 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
                 },
             };
             let Some((index, c)) = scan.free else {
+                // No slot free: every one holds a key, a claim of an insert
+                // in flight or a remove. A remove holds its slot until just
+                // after its room is back, so a full chain of slots is not a
+                // full map while a live remover holds one of them: wait.
+                if scan.removing {
+                    backoff.snooze();
+                    continue;
+                }
                 return Err(full);
             };
             if let Err(seen) = self.reserve() {
@@ -747,6 +759,7 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
         let home = self.home(key);
         let reach = self.reach();
         let mut free = None;
+        let mut removing = false;
         for d in 0..=self.mask {
             let index = (home + d) & self.mask;
             match self.view(index, key, |_| ()) {
@@ -757,15 +770,19 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
                 View::Free(c) => {
                     free.get_or_insert((index, c));
                 }
-                View::Claimed(c) => {
-                    if free.is_none() && ctl::holder_dead(self.handler.matrix(), ctl::holder(c)) {
+                View::Claimed(c) if free.is_none() => {
+                    if ctl::holder_dead(self.handler.matrix(), ctl::holder(c)) {
                         free = Some((index, c));
+                    } else if ctl::state(c) == REMOVING {
+                        removing = true;
                     }
                 }
+                View::Claimed(_) => {}
                 View::Live { matches: true, .. } => {
                     return Scan {
                         found: Some(index),
                         free,
+                        removing,
                     }
                 }
                 View::Live { .. } => {}
@@ -774,7 +791,11 @@ impl<K: Pod, V: Pod, H: HandlerFunctions> ShmHashMap<K, V, H> {
                 break;
             }
         }
-        Scan { found: None, free }
+        Scan {
+            found: None,
+            free,
+            removing,
+        }
     }
 
     /// Claims slot `index`, `distance` from the key's home and seen as `c`
