@@ -66,8 +66,8 @@ pub fn allocate<A: Arena>(arena: &A, payload: u64, type_tag: u32) -> Result<u32,
 /// is about to take, so a recoverer can find what this participant had in
 /// hand if it dies at any instruction.
 ///
-/// The caller holds no intent entry of its own, so it waits for a sibling
-/// thread to release one as long as that takes ([`IntentWait::Patient`]).
+/// The caller holds no intent entry of its own, so it waits up to about a
+/// second for a sibling thread to release one.
 #[inline]
 pub fn allocate_sized<A: Arena>(
     arena: &A,
