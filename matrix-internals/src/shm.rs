@@ -252,6 +252,10 @@ pub mod fault {
     /// A producer has written the slot and given the block to the segment,
     /// and not yet published it.
     pub const PUSH_WRITTEN: u32 = 4;
+    /// A producer has claimed and written its slot and judged the block's
+    /// owner from its state word, and not yet made the owner CAS that hands
+    /// the block to the segment (the block is still the producer's).
+    pub const PUSH_HANDING_OVER: u32 = 13;
     /// A registry creator is inside its creation closure.
     pub const REGISTRY_CREATING: u32 = 5;
     /// A map writer holds a value lock and has written the spare buffer.
@@ -362,6 +366,7 @@ pub(crate) mod fault {
     pub(crate) const POP_ADOPTED: u32 = 2;
     pub(crate) const PUSH_CLAIMED: u32 = 3;
     pub(crate) const PUSH_WRITTEN: u32 = 4;
+    pub(crate) const PUSH_HANDING_OVER: u32 = 13;
     pub(crate) const REGISTRY_CREATING: u32 = 5;
     pub(crate) const MAP_WRITING: u32 = 6;
     pub(crate) const MAP_KEY_CLAIMED: u32 = 7;
