@@ -256,6 +256,10 @@ pub mod fault {
     /// owner from its state word, and not yet made the owner CAS that hands
     /// the block to the segment (the block is still the producer's).
     pub const PUSH_HANDING_OVER: u32 = 13;
+    /// A consumer has validated the token of the slot it claimed (a live
+    /// block of that generation) and not yet made the owner CAS that adopts
+    /// it.
+    pub const POP_VALIDATED: u32 = 14;
     /// A registry creator is inside its creation closure.
     pub const REGISTRY_CREATING: u32 = 5;
     /// A map writer holds a value lock and has written the spare buffer.
@@ -367,6 +371,7 @@ pub(crate) mod fault {
     pub(crate) const PUSH_CLAIMED: u32 = 3;
     pub(crate) const PUSH_WRITTEN: u32 = 4;
     pub(crate) const PUSH_HANDING_OVER: u32 = 13;
+    pub(crate) const POP_VALIDATED: u32 = 14;
     pub(crate) const REGISTRY_CREATING: u32 = 5;
     pub(crate) const MAP_WRITING: u32 = 6;
     pub(crate) const MAP_KEY_CLAIMED: u32 = 7;

@@ -13,6 +13,7 @@
 //! | push × reallocate through a second handle | `push_x_reallocate_{wide,narrow}` |
 //! | push × `recover()` of the block's dead owner | `push_x_recover_of_a_dead_owner` |
 //! | push × `WorkQueue::recover` delivering a dead consumer's block again | `push_x_queue_recover_{wide,narrow}` |
+//! | pop's adopt × free and reuse of the block through a second handle | `pop_x_free_and_reuse_narrow` |
 //!
 //! *Wide*: a fresh block each round, the two sides released together by
 //! the harness's rendezvous after random spins. *Narrow*: the same, with
@@ -31,7 +32,11 @@
 //!
 //! The push × push rows failed at round 1 before push judged the block's
 //! owner: its CAS went from any owner to the segment, so both pushes of
-//! one block landed and the block sat in two slots.
+//! one block landed and the block sat in two slots. The pop row failed at
+//! round 13 in each of three runs before a pop's adopt CAS named the
+//! generation it had checked: the consumer adopted the block's new
+//! occupant, given to the segment by the second handle, under its old
+//! handle.
 //!
 //! Every row ends by destroying its queues and finding the segment with
 //! not a byte used and every invariant holding.
@@ -98,18 +103,18 @@ impl Shape {
         Pushed::from(r)
     }
 
-    /// The rival of a stalled pusher starts once the push has claimed its
-    /// slot (the ring's tail moved), after a random few spins, so that it
-    /// lands inside the push's windows or just after its CAS rather than
-    /// wherever the scheduler puts it: on a loaded machine the two sides
-    /// seldom run at once. The wait yields (the pusher may need this core)
-    /// and is bounded.
-    fn follow<T, H: HandlerFunctions>(self, q: &WorkQueue<T, H>) {
+    /// The rival of a stalled side starts once that side has claimed its
+    /// slot (`claimed`: the ring's tail or head moved), after a random few
+    /// spins, so that it lands inside the stalled side's windows or just
+    /// after its CAS rather than wherever the scheduler puts it: on a
+    /// loaded machine the two sides seldom run at once. The wait yields
+    /// (the stalled side may need this core) and is bounded.
+    fn follow(self, claimed: impl Fn() -> bool) {
         if !self.stall {
             return;
         }
         let mut n = 0u32;
-        while q.is_empty() && n < 1 << 20 {
+        while !claimed() && n < 1 << 20 {
             if n % 64 == 63 {
                 std::thread::yield_now();
             } else {
@@ -314,7 +319,7 @@ fn push_x_free(shape: Shape) {
         |t| shape.push(&q, t.first()),
         |t| {
             let b = t.second();
-            shape.follow(&q);
+            shape.follow(|| !q.is_empty());
             h.free(b).map_err(|e| e.to_string())
         },
         |_, t, pushed, freed| check_push_x_free(&h, &q, t.token, pushed, freed),
@@ -507,7 +512,7 @@ fn push_x_reallocate(shape: Shape) {
         |(t, _)| shape.push(&q, t.first()),
         |(t, round)| {
             let mut b = t.second();
-            shape.follow(&q);
+            shape.follow(|| !q.is_empty());
             (h.reallocate(&mut b, grown_len(*round)), b)
         },
         |_, (t, round), pushed, resized| {
@@ -748,4 +753,76 @@ fn push_x_queue_recover_wide() {
 #[test]
 fn push_x_queue_recover_narrow() {
     push_x_queue_recover(NARROW);
+}
+
+// ---- pop × free and reuse of the queued block ----
+
+/// Where a stalled consumer stalls: after its slot claim, and between the
+/// check of the block it found and the owner CAS that adopts it.
+const POP_WINDOWS: &[u32] = &[fault::POP_CLAIMED, fault::POP_VALIDATED];
+
+/// A pop checks the queued block, then adopts it with an owner CAS. A
+/// second handle frees the queued block meanwhile (`free` has no owner
+/// rule), allocates again (this thread's cache hands the same memory back,
+/// a new generation) and releases the new block to the segment, inside the
+/// consumer's window: the consumer stalls between its check and its CAS.
+/// Whatever the order, the new block stays the segment's: the pop either
+/// adopted the old block first (which is then freed under it) or reports
+/// `Corrupted`; it never adopts the new occupant under the old handle.
+#[test]
+fn pop_x_free_and_reuse_narrow() {
+    let shape = NARROW;
+    let h = MatrixHandler::bootstrap(None, SEGMENT).unwrap();
+    let q = Queue::create_unnamed(h.share(), shape.capacity).unwrap();
+    let result = race::pair(
+        &cfg(),
+        |round| {
+            let t = Twin::new(&h, round)?;
+            match WIDE.push(&q, t.first()) {
+                Pushed::Landed => Ok(t),
+                p => Err(format!("setup push: {p:?}")),
+            }
+        },
+        |_| {
+            fault::stall_at(POP_WINDOWS);
+            let popped = q.try_pop();
+            fault::stall_at(&[]);
+            popped
+        },
+        |t| {
+            let b = t.second();
+            shape.follow(|| q.is_empty());
+            h.free(b).map_err(|e| format!("free: {e}"))?;
+            let mut reused = h.allocate::<Msg>().map_err(|e| e.to_string())?;
+            h.write_pod(&mut reused, [0, !MARK])
+                .map_err(|e| e.to_string())?;
+            h.release_to_segment(&reused).map_err(|e| e.to_string())?;
+            Ok::<_, String>(reused)
+        },
+        |_, t, popped, reused| {
+            let reused = reused?;
+            let owner = owner_of(&h, &reused)?;
+            let same = reused.offset() == t.token.offset();
+            if owner != OwnerId::SEGMENT.0 {
+                return Err(format!(
+                    "the block released to the segment is owned by {owner} \
+                     (same memory as the queued one: {same}); the pop gave {popped:?}"
+                ));
+            }
+            match &popped {
+                Ok(b) if b.token() == t.token => {}
+                Err(PopError::Corrupted { token, .. }) if token.word() == t.token.word() => {}
+                _ => return Err(format!("pop {popped:?}")),
+            }
+            nothing_left(&q)?;
+            h.adopt(&reused).map_err(|e| e.to_string())?;
+            h.free(reused).map_err(|e| e.to_string())
+        },
+    );
+    let end = all_back(&h, vec![q]);
+    record(
+        "WorkQueue pop × free and reuse (same block, narrow)",
+        result,
+        end,
+    );
 }

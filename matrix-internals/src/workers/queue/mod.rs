@@ -696,10 +696,16 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
             .handler
             .block_from_token::<T>(token)
             .map_err(corrupted)?;
+        fault::at(fault::POP_VALIDATED);
+        // Of the generation checked above: between that check and this CAS
+        // the block can be freed (anyone may free a segment-owned block),
+        // allocated again and given to the segment, and a CAS of any
+        // generation would adopt that new occupant under the stale handle.
         self.handler
             .matrix()
-            .set_owner(
+            .set_owner_of(
                 block.header_offset(),
+                block.generation(),
                 Some(OwnerId::SEGMENT),
                 OwnerId(self.owner),
             )
