@@ -252,6 +252,13 @@ pub mod fault {
     /// A producer has written the slot and given the block to the segment,
     /// and not yet published it.
     pub const PUSH_WRITTEN: u32 = 4;
+    /// A producer has claimed and written its slot and judged the block's
+    /// owner from its state word, and not yet made the owner CAS that hands
+    /// the block to the segment (the block is still the producer's).
+    pub const PUSH_HANDING_OVER: u32 = 13;
+    /// A consumer has read the token of the slot it claimed and not yet
+    /// validated and adopted its block (one step, `adopt_token`).
+    pub const POP_VALIDATED: u32 = 14;
     /// A registry creator is inside its creation closure.
     pub const REGISTRY_CREATING: u32 = 5;
     /// A map writer holds a value lock and has written the spare buffer.
@@ -272,7 +279,7 @@ pub mod fault {
     pub const MAP_UNLINKED: u32 = 12;
     /// A `ShmHashMap` remover committed the remove and has not given the
     /// key's room back.
-    pub const MAP_REMOVED: u32 = 13;
+    pub const MAP_REMOVED: u32 = 15;
     /// A `ShmMap` scan has read a slot word and not yet acted on it (a
     /// window only: [`stall_at`] widens it; not in [`SHM_MAP`]).
     pub const MAP_SLOT_READ: u32 = 20;
@@ -365,6 +372,8 @@ pub(crate) mod fault {
     pub(crate) const POP_ADOPTED: u32 = 2;
     pub(crate) const PUSH_CLAIMED: u32 = 3;
     pub(crate) const PUSH_WRITTEN: u32 = 4;
+    pub(crate) const PUSH_HANDING_OVER: u32 = 13;
+    pub(crate) const POP_VALIDATED: u32 = 14;
     pub(crate) const REGISTRY_CREATING: u32 = 5;
     pub(crate) const MAP_WRITING: u32 = 6;
     pub(crate) const MAP_KEY_CLAIMED: u32 = 7;
@@ -373,7 +382,7 @@ pub(crate) mod fault {
     pub(crate) const MAP_SLOT_CLAIMED: u32 = 10;
     pub(crate) const MAP_LINKED: u32 = 11;
     pub(crate) const MAP_UNLINKED: u32 = 12;
-    pub(crate) const MAP_REMOVED: u32 = 13;
+    pub(crate) const MAP_REMOVED: u32 = 15;
     pub(crate) const MAP_SLOT_READ: u32 = 20;
     pub(crate) const MAP_ENTRY_CHECKED: u32 = 21;
 }

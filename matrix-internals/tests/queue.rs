@@ -209,6 +209,53 @@ fn pushes_of_foreign_freed_and_stale_blocks_are_refused_and_change_no_owner() {
     assert!(q.is_empty());
 }
 
+/// Two handles of one block: once one is pushed the segment owns the
+/// block, and a push of the other is refused, into the same queue or
+/// another, so the block sits in one slot and is delivered once. A block
+/// released to the segment is refused the same way until it is adopted.
+/// (Before the push judged the owner, both pushes landed and the block was
+/// queued twice; `queue_races.rs` has the concurrent form.)
+#[test]
+fn a_block_the_segment_owns_already_is_not_pushed_again() {
+    let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();
+    let q = WorkQueue::<Msg, _>::create(h.share(), "twice", 8).unwrap();
+    let other = WorkQueue::<Msg, _>::create(h.share(), "elsewhere", 8).unwrap();
+    let b = msg(&h, 1, 2);
+    let token = b.token();
+    let copies = [
+        h.block_from_token::<Msg>(token).unwrap(),
+        h.block_from_token::<Msg>(token).unwrap(),
+    ];
+    q.try_push(b).unwrap();
+    for (queue, copy) in [&q, &other].into_iter().zip(copies) {
+        match queue.try_push(copy) {
+            Err(PushError::Refused(_, HandlerError::NotOwner { owner, .. })) => {
+                assert_eq!(owner, OwnerId::SEGMENT.0)
+            }
+            r => panic!("a second push of a queued block: {r:?}"),
+        }
+    }
+    let popped = q.try_pop().unwrap();
+    assert_eq!(popped.token(), token);
+    assert_eq!(owner_of(&h, &popped), h.matrix().owner_id());
+    assert!(matches!(q.try_pop(), Err(PopError::Empty)), "a hole only");
+    assert!(matches!(other.try_pop(), Err(PopError::Empty)));
+    h.free(popped).unwrap();
+
+    let released = msg(&h, 3, 4);
+    h.release_to_segment(&released).unwrap();
+    let back = match q.try_push(released) {
+        Err(PushError::Refused(back, HandlerError::NotOwner { .. })) => back,
+        r => panic!("a push of a block released to the segment: {r:?}"),
+    };
+    h.adopt(&back).unwrap();
+    q.try_push(back).unwrap();
+    let b = q.try_pop().unwrap();
+    assert_eq!(h.read_pod(&b).unwrap(), [3, 4]);
+    h.free(b).unwrap();
+    assert!(q.is_empty());
+}
+
 #[test]
 fn close_fails_pushes_and_drains_pops() {
     let h = MatrixHandler::bootstrap(None, 1 << 20).unwrap();

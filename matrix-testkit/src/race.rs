@@ -770,3 +770,48 @@ fn holder_main() -> Result<(), String> {
     std::thread::sleep(Duration::from_secs(60));
     Err("not killed within 60 s".into())
 }
+
+/// Prints a pair's table line, `race-matrix | pair | mode | runs |
+/// iterations | result`, and panics if the race or the final check `end`
+/// failed (a failed race also reports what `end` found after it).
+pub fn record(pair: &str, result: Result<RaceReport, RaceFailure>, end: Result<(), String>) {
+    match (&result, &end) {
+        (Ok(r), Ok(())) => println!(
+            "race-matrix | {pair} | {} | {} | {} | pass ({:.1?})",
+            r.mode, r.runs, r.iterations, r.elapsed
+        ),
+        (Ok(r), Err(e)) => {
+            println!(
+                "race-matrix | {pair} | {} | {} | {} | FAIL at the end: {e}",
+                r.mode, r.runs, r.iterations
+            );
+            panic!("{pair}: after {} iterations: {e}", r.iterations);
+        }
+        (Err(f), _) => {
+            let extra = end
+                .err()
+                .map(|e| format!("; then: {e}"))
+                .unwrap_or_default();
+            println!(
+                "race-matrix | {pair} | {} | {} | {} | FAIL: {}{extra}",
+                f.report.mode, f.report.runs, f.report.iterations, f.message
+            );
+            panic!("{pair}: {f}{extra}");
+        }
+    }
+}
+
+/// `result` with its mode set to [`Mode::Processes`]: for a thread race
+/// whose every round involved a child process (one killed in the setup).
+pub fn in_processes(result: Result<RaceReport, RaceFailure>) -> Result<RaceReport, RaceFailure> {
+    match result {
+        Ok(mut r) => {
+            r.mode = Mode::Processes;
+            Ok(r)
+        }
+        Err(mut f) => {
+            f.report.mode = Mode::Processes;
+            Err(f)
+        }
+    }
+}

@@ -155,7 +155,9 @@ pub enum PushError<T> {
     Closed(Block<T>),
     /// `push_timeout` waited its whole timeout.
     Timeout(Block<T>),
-    /// The block is not a live, current block of this segment.
+    /// The block is not a live, current block of this segment, or the
+    /// segment owns it already (`HandlerError::NotOwner`; see
+    /// [`WorkQueue::try_push`]).
     Refused(Block<T>, HandlerError),
 }
 

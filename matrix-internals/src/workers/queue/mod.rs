@@ -28,7 +28,9 @@
 //! # Ownership and crashes
 //!
 //! While a block is in the queue its owner is the segment; the consumer
-//! adopts it. A participant killed at any instruction leaves at most one
+//! adopts it. A push refuses a block the segment owns already (it may be
+//! queued through another handle of it), so a block is in one slot at
+//! most. A participant killed at any instruction leaves at most one
 //! slot claimed with its id, and [`WorkQueue::recover`] (or a blocked
 //! `pop_timeout` / `push_timeout` that notices the dead claimant) finishes
 //! the job:
@@ -83,7 +85,7 @@ pub use stats::{QueueStats, CLAIMANTS_LISTED};
 use crate::shm::{self, checked_region, fault, NotThere};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering::*};
 use crate::tables::{Registry, RegistryError, TypeFingerprint};
-use matrix_core::{OwnerId, BLOCK_HEADER_SIZE};
+use matrix_core::{state, BlockError, OwnerId, BLOCK_HEADER_SIZE};
 use matrix_handler::{layout_tag, Block, BlockToken, HandlerError, HandlerFunctions};
 use std::fmt;
 use std::marker::PhantomData;
@@ -163,6 +165,34 @@ fn advance(word: &AtomicU64, pos: u64) {
     // claim of slot `pos` we observed, so no claim can overtake it (the
     // close argument relies on claims happening in position order).
     let _ = word.compare_exchange(pos, pos + 1, Release, Relaxed);
+}
+
+/// Why a push refuses a block whose state word names the segment as its
+/// owner: as `set_owner_of` would judge a word that is not live or of
+/// another generation (a freed block in the index is the segment's too),
+/// else the block is in the segment's hands already.
+#[cold]
+fn segment_owned(header: u32, word: u64, generation: u64) -> HandlerError {
+    let (st, found) = (state::state_of(word), state::generation_of(word));
+    if !state::is_live(st) {
+        return BlockError::NotLive {
+            offset: header,
+            state: st,
+        }
+        .into();
+    }
+    if found != generation {
+        return BlockError::Stale {
+            offset: header,
+            expected: generation,
+            found,
+        }
+        .into();
+    }
+    HandlerError::NotOwner {
+        offset: header,
+        owner: OwnerId::SEGMENT.0,
+    }
 }
 
 /// A bounded multi-producer multi-consumer queue of `Block<T>`, living in
@@ -384,6 +414,11 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
     /// Pushes `block` if a slot is free. Gives it back when the queue is
     /// full or closed. On success the block belongs to the segment until a
     /// consumer adopts it.
+    ///
+    /// A block the segment owns already is refused
+    /// ([`PushError::Refused`] with [`HandlerError::NotOwner`] naming
+    /// [`OwnerId::SEGMENT`]): it may be queued already, through another
+    /// handle. To push a block released to the segment, adopt it first.
     #[inline]
     pub fn try_push(&self, block: Block<T>) -> Result<(), PushError<T>> {
         // Relaxed: an early exit only; the authoritative check follows the claim.
@@ -460,11 +495,19 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
 
     /// Makes the segment the block's owner, as
     /// [`release_to_segment`](HandlerFunctions::release_to_segment) does
-    /// but without reading the size, tag and length: the owner change needs
-    /// only this segment's nonce and the one CAS of `set_owner_of`, which
-    /// itself checks the offset (bounds, alignment, a genuine header), a
-    /// live state and the handle's generation. The consumer validates the
+    /// but without reading the tag and length: the owner change needs only
+    /// this segment's nonce, the header's state word and the one CAS of
+    /// `set_owner_of`, which itself checks the offset (bounds, alignment, a
+    /// genuine header), a live state and the handle's generation. The consumer validates the
     /// rest when it rebuilds the handle from the token (`adopt`).
+    ///
+    /// A block the segment owns already is refused: another handle of it
+    /// may have been pushed, and a second slot holding it would deliver it
+    /// twice (the second consumer to pop it adopts a block that another
+    /// queue or participant may hold by then). So the CAS is made from the
+    /// owner the word names, not from any owner: a push of another handle
+    /// landing between the load and the CAS makes the CAS fail, and the
+    /// word is judged again. Of two pushes of one block, exactly one lands.
     #[inline]
     fn give_to_segment(&self, block: &Block<T>) -> Result<(), HandlerError> {
         let expected = self.handler.segment_nonce();
@@ -474,13 +517,31 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
                 found: block.nonce(),
             });
         }
-        self.handler.matrix().set_owner_of(
-            block.header_offset(),
-            block.generation(),
-            None,
-            OwnerId::SEGMENT,
-        )?;
-        Ok(())
+        let matrix = self.handler.matrix();
+        let header = block.header_offset();
+        loop {
+            let (hdr, _) = matrix.block_header(header)?;
+            // Acquire: pairs with the Release of the word's last change; the
+            // CAS below judges the word again before it changes it.
+            let word = hdr.state.load(Acquire);
+            let owner = state::owner_of(word);
+            if owner == OwnerId::SEGMENT.0 {
+                return Err(segment_owned(header, word, block.generation()));
+            }
+            fault::at(fault::PUSH_HANDING_OVER);
+            match matrix.set_owner_of(
+                header,
+                block.generation(),
+                Some(OwnerId(owner)),
+                OwnerId::SEGMENT,
+            ) {
+                Ok(_) => return Ok(()),
+                // The owner is no longer `owner` (or the header went bad
+                // since `block_header`, which then says so): judge it again.
+                Err(BlockError::Corrupted { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Marks the claimed slot FULL (a message, or a hole when `value` is 0).
@@ -632,6 +693,12 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
     /// (one header validation and one CAS; see `adopt_token`).
     #[inline]
     fn adopt(&self, token: BlockToken) -> Result<Block<T>, PopError> {
+        // A stall here lets a rival free the block, allocate its memory
+        // again and give it to the segment before the adoption. The window
+        // between `adopt_token`'s validation and its CAS is closed by the
+        // CAS starting from the validated word (generation included): see
+        // the loom model `loom_owner`.
+        fault::at(fault::POP_VALIDATED);
         self.handler
             .adopt_token::<T>(token, OwnerId::SEGMENT)
             .map_err(|error| PopError::Corrupted { token, error })
