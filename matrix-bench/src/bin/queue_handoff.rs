@@ -464,6 +464,30 @@ mod iceoryx {
         println!("@@lat {p50} {p99}");
     }
 
+    /// iceoryx2 leaves its global management segment in `/dev/shm` after
+    /// its last node is gone; the one this run created (none was there
+    /// before it started, or that one is older) is removed, so the bench
+    /// leaves nothing behind. One another iceoryx2 program created since
+    /// would be removed too: a bench run is not meant to share a machine.
+    pub fn remove_global_management_since(started: std::time::SystemTime) {
+        let Ok(entries) = std::fs::read_dir("/dev/shm") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let ours = name.starts_with("iox2_")
+                && name.ends_with(".global_mgmt")
+                && entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t >= started);
+            if ours {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
     fn send(publisher: &iceoryx2::port::publisher::Publisher<ipc::Service, Msg, ()>, seq: u64) {
         let sample = publisher.loan_uninit().expect("loan a sample");
         let mut m = [0u64; 8];
@@ -559,7 +583,11 @@ fn main() {
     let mut rows = matrix_rows(&a);
     rows.push(crossbeam_row(&a));
     #[cfg(feature = "iceoryx2")]
-    rows.push(iceoryx::publisher_row(&a));
+    {
+        let started = std::time::SystemTime::now();
+        rows.push(iceoryx::publisher_row(&a));
+        iceoryx::remove_global_management_since(started);
+    }
     #[cfg(not(feature = "iceoryx2"))]
     eprintln!("(iceoryx2 row left out: build with --features iceoryx2)");
     let verdicts = targets(&rows);
