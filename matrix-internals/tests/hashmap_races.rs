@@ -184,22 +184,6 @@ fn cfg() -> RaceConfig {
     RaceConfig::default().with_env()
 }
 
-fn record(pair: &str, result: Result<RaceReport, RaceFailure>) {
-    match result {
-        Ok(r) => println!(
-            "race-matrix | {pair} | {} | {} | {} | pass ({:.1?})",
-            r.mode, r.runs, r.iterations, r.elapsed
-        ),
-        Err(f) => {
-            println!(
-                "race-matrix | {pair} | {} | {} | {} | FAIL: {}",
-                f.report.mode, f.report.runs, f.report.iterations, f.message
-            );
-            panic!("{pair}: {f}");
-        }
-    }
-}
-
 fn new_map(h: &MatrixHandler) -> Map<'_> {
     Map::create(h, CAPACITY).unwrap()
 }
@@ -267,7 +251,7 @@ fn insert_x_insert_same_key() {
             check_insert_insert(&map, k, r, before, a, b)
         },
     );
-    record("ShmHashMap insert × insert (one key)", result);
+    race::record("ShmHashMap insert × insert (one key)", result, Ok(()));
 }
 
 #[test]
@@ -285,7 +269,7 @@ fn insert_x_insert_same_key_processes() {
             check_insert_insert(map, k, r, before, a, decode(b, k, r)?)
         },
     );
-    record("ShmHashMap insert × insert (one key)", result);
+    race::record("ShmHashMap insert × insert (one key)", result, Ok(()));
 }
 
 /// Both orders of an insert (side 1) and a remove of `key` over `before`.
@@ -331,7 +315,7 @@ fn insert_x_remove() {
             )
         },
     );
-    record("ShmHashMap insert × remove", result);
+    race::record("ShmHashMap insert × remove", result, Ok(()));
 }
 
 #[test]
@@ -349,7 +333,7 @@ fn insert_x_remove_processes() {
             check_insert_remove(map, k, r, before, inserted, decode(removed, k, r)?)
         },
     );
-    record("ShmHashMap insert × remove", result);
+    race::record("ShmHashMap insert × remove", result, Ok(()));
 }
 
 fn check_remove_remove(
@@ -377,7 +361,7 @@ fn remove_x_remove() {
         |&k| map.remove(&k),
         |r, k, a, b| check_remove_remove(&map, k, r, a, b),
     );
-    record("ShmHashMap remove × remove", result);
+    race::record("ShmHashMap remove × remove", result, Ok(()));
 }
 
 #[test]
@@ -391,7 +375,7 @@ fn remove_x_remove_processes() {
         |map, &k| map.remove(&k),
         |map, r, k, a, b| check_remove_remove(map, k, r, a, decode(b, k, r)?),
     );
-    record("ShmHashMap remove × remove", result);
+    race::record("ShmHashMap remove × remove", result, Ok(()));
 }
 
 /// The other keys of a reuse round (of varied home slots).
@@ -452,7 +436,7 @@ fn get_x_remove_then_reuse() {
         |&(k, r)| reuse(&map, k, r),
         |r, (k, _), got, ()| check_gets(&map, k, r, &got),
     );
-    record("ShmHashMap get × remove then reuse", result);
+    race::record("ShmHashMap get × remove then reuse", result, Ok(()));
 }
 
 #[test]
@@ -466,7 +450,7 @@ fn get_x_remove_then_reuse_processes() {
         |map, &k| gets(map, k),
         |map, r, k, got, _| check_gets(map, k, r, &got),
     );
-    record("ShmHashMap get × remove then reuse", result);
+    race::record("ShmHashMap get × remove then reuse", result, Ok(()));
 }
 
 #[test]
@@ -491,7 +475,7 @@ fn get_x_insert() {
             check_map(&map, k, r, v)
         },
     );
-    record("ShmHashMap get × insert", result);
+    race::record("ShmHashMap get × insert", result, Ok(()));
 }
 
 /// Two new keys whose chains meet at the same free slots: both claims CAS
@@ -534,9 +518,10 @@ fn insert_x_insert_two_new_keys() {
             check_two_keys(&map, keys, r, a, b)
         },
     );
-    record(
+    race::record(
         "ShmHashMap insert × insert (two new keys, one free slot)",
         result,
+        Ok(()),
     );
 }
 
@@ -554,9 +539,10 @@ fn insert_x_insert_two_new_keys_processes() {
             check_two_keys(map, keys, r, a, decode(b, keys.1, r)?)
         },
     );
-    record(
+    race::record(
         "ShmHashMap insert × insert (two new keys, one free slot)",
         result,
+        Ok(()),
     );
 }
 
@@ -582,7 +568,7 @@ fn update_x_remove() {
             check_map(&map, k, r, None)
         },
     );
-    record("ShmHashMap update × remove", result);
+    race::record("ShmHashMap update × remove", result, Ok(()));
 }
 
 /// A remove of the raced key from a full map (side A; in odd rounds it
@@ -637,7 +623,11 @@ fn remove_x_insert_of_a_new_key_into_a_full_map() {
         |&(k, r)| remove_then_new_key(&map, k, r),
         |r, (k, _), removed, inserted| check_remove_then_new_key(&map, k, r, removed, inserted?),
     );
-    record("ShmHashMap remove × insert of a new key (full map)", result);
+    race::record(
+        "ShmHashMap remove × insert of a new key (full map)",
+        result,
+        Ok(()),
+    );
 }
 
 #[test]
@@ -653,5 +643,9 @@ fn remove_x_insert_of_a_new_key_into_a_full_map_processes() {
             check_remove_then_new_key(map, k, r, decode(removed, k, r)?, inserted?)
         },
     );
-    record("ShmHashMap remove × insert of a new key (full map)", result);
+    race::record(
+        "ShmHashMap remove × insert of a new key (full map)",
+        result,
+        Ok(()),
+    );
 }

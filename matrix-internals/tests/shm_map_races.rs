@@ -35,7 +35,7 @@
 use matrix_handler::{HandlerFunctions, MatrixHandler};
 use matrix_internals::dynamic::{OwnsBlocks, ShmString, ShmVec};
 use matrix_internals::{fault, ShmMap};
-use matrix_testkit::race::{self, ChildSide, RaceConfig, RaceFailure, RaceReport};
+use matrix_testkit::race::{self, ChildSide, RaceConfig};
 use matrix_testkit::segment::SegmentName;
 use matrix_testkit::stress::child::{self, Launcher};
 use std::collections::HashMap;
@@ -206,29 +206,6 @@ fn contents(map: &Map<'_>, h: &MatrixHandler) -> Result<HashMap<String, Vec<u64>
     }
 }
 
-fn record(pair: &str, result: Result<RaceReport, RaceFailure>, end: Result<(), String>) {
-    match (&result, &end) {
-        (Ok(r), Ok(())) => println!(
-            "race-matrix | {pair} | {} | {} | {} | pass ({:.1?})",
-            r.mode, r.runs, r.iterations, r.elapsed
-        ),
-        (Ok(r), Err(e)) => {
-            println!(
-                "race-matrix | {pair} | {} | {} | {} | FAIL at the end: {e}",
-                r.mode, r.runs, r.iterations
-            );
-            panic!("{pair}: after {} iterations: {e}", r.iterations);
-        }
-        (Err(f), _) => {
-            println!(
-                "race-matrix | {pair} | {} | {} | {} | FAIL: {}",
-                f.report.mode, f.report.runs, f.report.iterations, f.message
-            );
-            panic!("{pair}: {f}");
-        }
-    }
-}
-
 /// The end of every pair: empty the map, free it, and find the segment
 /// with no block still used and every invariant holding.
 fn all_back(h: &MatrixHandler, map: Map<'_>) -> Result<(), String> {
@@ -332,7 +309,7 @@ fn insert_x_insert_same_key(shape: Shape) {
     );
     let end = all_back(&h, map);
     let pair = format!("ShmMap insert × insert (one key, {})", shape.name());
-    record(&pair, result, end);
+    race::record(&pair, result, end);
 }
 
 #[test]
@@ -367,7 +344,7 @@ fn insert_x_insert_same_key_processes() {
         |_, r, a, b| check_insert_x_insert(&map, &h, shape, r, &a, &bits(b, shape.keys)),
     );
     let end = all_back(&h, map);
-    record("ShmMap insert × insert (one key, narrow)", result, end);
+    race::record("ShmMap insert × insert (one key, narrow)", result, end);
 }
 
 /// The claim order that a plain race rarely produces: one insert of the
@@ -419,7 +396,7 @@ fn insert_x_insert_same_key_as_a_nearer_slot_frees() {
         },
     );
     let end = all_back(&h, map);
-    record(
+    race::record(
         "ShmMap insert × insert (one key, a nearer slot freeing)",
         result,
         end,
@@ -465,7 +442,7 @@ fn insert_x_insert_other_keys_narrow() {
         },
     );
     let end = all_back(&h, map);
-    record("ShmMap insert × insert (keys of one chain)", result, end);
+    race::record("ShmMap insert × insert (keys of one chain)", result, end);
 }
 
 // ---- insert × remove ----
@@ -514,7 +491,7 @@ fn insert_x_remove(shape: Shape) {
         |_, r, inserted, removed| check_insert_x_remove(&map, &h, shape, r, &inserted, &removed),
     );
     let end = all_back(&h, map);
-    record(
+    race::record(
         &format!("ShmMap insert × remove ({})", shape.name()),
         result,
         end,
@@ -554,7 +531,7 @@ fn insert_x_remove_processes() {
         },
     );
     let end = all_back(&h, map);
-    record("ShmMap insert × remove (narrow)", result, end);
+    race::record("ShmMap insert × remove (narrow)", result, end);
 }
 
 // ---- insert × get ----
@@ -597,7 +574,7 @@ fn insert_x_get(shape: Shape) {
         },
     );
     let end = all_back(&h, map);
-    record(
+    race::record(
         &format!("ShmMap insert × get ({})", shape.name()),
         result,
         end,
@@ -642,7 +619,7 @@ fn remove_x_get(shape: Shape) {
         },
     );
     let end = all_back(&h, map);
-    record(
+    race::record(
         &format!("ShmMap remove × get ({})", shape.name()),
         result,
         end,
@@ -684,7 +661,7 @@ fn remove_x_remove(shape: Shape) {
         |_, _, a, b| check_remove_x_remove(&map, &a, &b),
     );
     let end = all_back(&h, map);
-    record(
+    race::record(
         &format!("ShmMap remove × remove ({})", shape.name()),
         result,
         end,
@@ -722,7 +699,7 @@ fn remove_x_remove_processes() {
         |_, _, a, b| check_remove_x_remove(&map, &a, &bits(b, shape.keys)),
     );
     let end = all_back(&h, map);
-    record("ShmMap remove × remove (wide)", result, end);
+    race::record("ShmMap remove × remove (wide)", result, end);
 }
 
 // ---- for_each × writers ----
@@ -816,7 +793,7 @@ fn for_each_x_writers_narrow() {
         },
     );
     let end = all_back(&h, map);
-    record("ShmMap for_each × writers", result, end);
+    race::record("ShmMap for_each × writers", result, end);
 }
 
 // ---- slot reuse ----
@@ -876,7 +853,7 @@ fn insert_into_reused_slot_x_get_of_old_key() {
         },
     );
     let end = all_back(&h, map);
-    record(
+    race::record(
         "ShmMap insert into a reused slot × get of the old key",
         result,
         end,
@@ -929,7 +906,7 @@ fn slot_reuse_x_scans_past_it() {
         },
     );
     let end = all_back(&h, map);
-    record("ShmMap slot reuse × scans past it", result, end);
+    race::record("ShmMap slot reuse × scans past it", result, end);
 }
 
 // ---- recover ----
@@ -970,7 +947,7 @@ fn recover_x_live_writers() {
         },
     );
     let end = all_back(&h, map);
-    record("ShmMap recover × live writers", result, end);
+    race::record("ShmMap recover × live writers", result, end);
 }
 
 /// The same with the writer in another process: it is alive, so its
@@ -1016,7 +993,7 @@ fn recover_x_live_writers_processes() {
         },
     );
     let end = all_back(&h, map);
-    record("ShmMap recover × live writers", result, end);
+    race::record("ShmMap recover × live writers", result, end);
 }
 
 /// The role of a writer that dies at a crash point.
@@ -1195,7 +1172,7 @@ fn recover_x_ops_after_a_dead_writer() {
         },
     );
     let end = all_back(&h, map);
-    record(
+    race::record(
         "ShmMap recover × insert / remove / get / recover after a dead writer",
         result,
         end,

@@ -306,35 +306,6 @@ fn in_processes(result: Result<RaceReport, RaceFailure>) -> Result<RaceReport, R
     }
 }
 
-/// Prints the pair's table line and fails the test on a failed race or a
-/// failed final check.
-fn record(pair: &str, result: Result<RaceReport, RaceFailure>, end: Result<(), String>) {
-    match (&result, &end) {
-        (Ok(r), Ok(())) => println!(
-            "race-matrix | {pair} | {} | {} | {} | pass ({:.1?})",
-            r.mode, r.runs, r.iterations, r.elapsed
-        ),
-        (Ok(r), Err(e)) => {
-            println!(
-                "race-matrix | {pair} | {} | {} | {} | FAIL at the end: {e}",
-                r.mode, r.runs, r.iterations
-            );
-            panic!("{pair}: after {} iterations: {e}", r.iterations);
-        }
-        (Err(f), _) => {
-            let extra = end
-                .err()
-                .map(|e| format!("; then: {e}"))
-                .unwrap_or_default();
-            println!(
-                "race-matrix | {pair} | {} | {} | {} | FAIL: {}{extra}",
-                f.report.mode, f.report.runs, f.report.iterations, f.message
-            );
-            panic!("{pair}: {f}{extra}");
-        }
-    }
-}
-
 /// A non-live block must not name a participant that does not hold it:
 /// the freer (which has it in its cache) or the segment (in the index).
 fn freed_block_owner(
@@ -422,7 +393,7 @@ fn adopt_x_free() {
         drop(adopter);
         all_back(&s.h)
     };
-    record("adopt × free", result, end);
+    race::record("adopt × free", result, end);
 }
 
 #[test]
@@ -458,7 +429,7 @@ fn adopt_x_free_processes() {
             None => all_back(&s.h),
         }
     })();
-    record("adopt × free", result, end);
+    race::record("adopt × free", result, end);
 }
 
 #[test]
@@ -499,7 +470,7 @@ fn adopt_x_adopt() {
         },
     );
     drop((p2, p3));
-    record("adopt × adopt", result, all_back(&s.h));
+    race::record("adopt × adopt", result, all_back(&s.h));
 }
 
 #[test]
@@ -535,7 +506,7 @@ fn free_x_release_to_segment() {
         },
     );
     drop(p2);
-    record("free × release_to_segment", result, all_back(&s.h));
+    race::record("free × release_to_segment", result, all_back(&s.h));
 }
 
 // -------------------------------------------------------------- double frees
@@ -576,7 +547,7 @@ fn free_x_free() {
             Ok(())
         },
     );
-    record("free × free", result, all_back(&s.h));
+    race::record("free × free", result, all_back(&s.h));
 }
 
 #[test]
@@ -601,7 +572,7 @@ fn free_x_free_processes() {
             Ok(())
         },
     );
-    record("free × free", result, all_back(&s.h));
+    race::record("free × free", result, all_back(&s.h));
 }
 
 #[test]
@@ -621,7 +592,7 @@ fn free_x_free_at() {
             Ok(())
         },
     );
-    record("free × free_at", result, all_back(&s.h));
+    race::record("free × free_at", result, all_back(&s.h));
 }
 
 /// A free through a thread's own `LocalHandler` (its cache, no
@@ -649,7 +620,7 @@ fn local_free_x_free() {
             Ok(())
         },
     );
-    record("local free × free", result, all_back(&s.h));
+    race::record("local free × free", result, all_back(&s.h));
 }
 
 /// The same with a handle-checked local free (`LocalHandler::free`, with
@@ -682,7 +653,7 @@ fn local_free_x_free_processes() {
             Ok(())
         },
     );
-    record("local free × free", result, all_back(&s.h));
+    race::record("local free × free", result, all_back(&s.h));
 }
 
 // ------------------------------------------------- handles rebuilt mid-free
@@ -724,7 +695,7 @@ fn free_x_block_from_token() {
             free_all(&s.h, &new)
         },
     );
-    record("free × block_from_token", result, all_back(&s.h));
+    race::record("free × block_from_token", result, all_back(&s.h));
 }
 
 /// The large block `block_at` validates is freed, merged back into the
@@ -786,7 +757,7 @@ fn free_x_block_at_large_then_small() {
             Ok(())
         },
     );
-    record(
+    race::record(
         "free × block_at (large, then small)",
         result,
         all_back(&s.h),
@@ -823,7 +794,7 @@ fn free_x_set_state() {
             Ok(())
         },
     );
-    record("free × set_state", result, all_back(&s.h));
+    race::record("free × set_state", result, all_back(&s.h));
 }
 
 #[test]
@@ -854,7 +825,7 @@ fn set_state_x_transition_state() {
             free_all(&s.h, &ts)
         },
     );
-    record("set_state × transition_state", result, all_back(&s.h));
+    race::record("set_state × transition_state", result, all_back(&s.h));
 }
 
 /// Bit i of `a` / `b`: whether side A's (-> 60) / side B's (-> 61)
@@ -902,7 +873,7 @@ fn transition_state_x_transition_state() {
             free_all(&s.h, &ts)
         },
     );
-    record(
+    race::record(
         "transition_state × transition_state",
         result,
         all_back(&s.h),
@@ -932,7 +903,7 @@ fn transition_state_x_transition_state_processes() {
             free_all(&s.h, &ts)
         },
     );
-    record(
+    race::record(
         "transition_state × transition_state",
         result,
         all_back(&s.h),
@@ -1003,7 +974,7 @@ fn write_pod_x_free() {
             free_all(&s.h, &again)
         },
     );
-    record("write_pod × free", result, all_back(&s.h));
+    race::record("write_pod × free", result, all_back(&s.h));
 }
 
 // ---------------------------------------------------------------- recovery
@@ -1068,7 +1039,7 @@ fn recover_x_free() {
         |_, t, rec, freed| recover_x_free_check(&s, t, rec, freed),
     );
     drop(p2);
-    record("recover × free (detached owner)", result, all_back(&s.h));
+    race::record("recover × free (detached owner)", result, all_back(&s.h));
 }
 
 #[test]
@@ -1096,7 +1067,7 @@ fn recover_x_free_sigkill() {
     // Every round was a child that allocated and was SIGKILLed.
     let result = in_processes(result);
     drop(p2);
-    record("recover × free (SIGKILLed owner)", result, all_back(&s.h));
+    race::record("recover × free (SIGKILLed owner)", result, all_back(&s.h));
 }
 
 #[test]
@@ -1132,7 +1103,7 @@ fn recover_x_adopt() {
         },
     );
     drop(p2);
-    record("recover × adopt", result, all_back(&s.h));
+    race::record("recover × adopt", result, all_back(&s.h));
 }
 
 #[test]
@@ -1158,7 +1129,7 @@ fn recover_x_recover() {
         },
     );
     drop(p2);
-    record("recover × recover", result, all_back(&s.h));
+    race::record("recover × recover", result, all_back(&s.h));
 }
 
 // ------------------------------------------------------------ consolidation
@@ -1194,7 +1165,7 @@ fn consolidate_x_free() {
         },
     );
     drop(p2);
-    record("consolidate × free", result, all_back(&s.h));
+    race::record("consolidate × free", result, all_back(&s.h));
 }
 
 #[test]
@@ -1247,7 +1218,7 @@ fn consolidate_x_allocate() {
         },
     );
     drop(p2);
-    record("consolidate × allocate", result, all_back(&s.h));
+    race::record("consolidate × allocate", result, all_back(&s.h));
 }
 
 #[test]
@@ -1276,7 +1247,7 @@ fn consolidate_x_consolidate() {
         },
     );
     drop(p2);
-    record("consolidate × consolidate", result, all_back(&s.h));
+    race::record("consolidate × consolidate", result, all_back(&s.h));
 }
 
 // ------------------------------------------------- detach, exit, fork, look
@@ -1344,7 +1315,7 @@ fn detach_x_thread_exit() {
             quiet_check(&s.h).map(drop)
         },
     );
-    record(
+    race::record(
         "detach (drop handler) × thread exit",
         result,
         all_back(&s.h),
@@ -1412,7 +1383,7 @@ fn local_flush_on_drop_x_detach_recover() {
             quiet_check(&s.h).map(drop)
         },
     );
-    record(
+    race::record(
         "local flush on drop × detach + recover",
         result,
         all_back(&s.h),
@@ -1470,7 +1441,7 @@ fn observer_x_allocate_free() {
         },
     );
     drop(p2);
-    record("Observer × allocate/free", result, all_back(&s.h));
+    race::record("Observer × allocate/free", result, all_back(&s.h));
 }
 
 /// fork() while a sibling thread allocates; the child drops the handle it
@@ -1554,7 +1525,7 @@ fn fork_child_drop_x_parent_allocate() {
     // Every round was a forked child.
     let result = in_processes(result);
     drop(pf);
-    record(
+    race::record(
         "fork + child drop × parent allocate",
         result,
         all_back(&s.h),

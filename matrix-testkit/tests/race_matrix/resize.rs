@@ -319,7 +319,7 @@ fn reallocate_x_adopt() {
         },
     );
     drop(adopter);
-    record("reallocate × adopt", result, all_back(&s.h));
+    race::record("reallocate × adopt", result, all_back(&s.h));
 }
 
 /// Side A resizes, side B sets a user state through a second handle: the
@@ -375,7 +375,7 @@ fn reallocate_x_set_state() {
             quiet_check(&s.h).map(drop)
         },
     );
-    record("reallocate × set_state", result, all_back(&s.h));
+    race::record("reallocate × set_state", result, all_back(&s.h));
 }
 
 /// Side A resizes (grow, shrink, same size: in place or moved), side B
@@ -416,7 +416,7 @@ fn reallocate_x_free() {
             quiet_check(&s.h).map(drop)
         },
     );
-    record("reallocate × free (second handle)", result, all_back(&s.h));
+    race::record("reallocate × free (second handle)", result, all_back(&s.h));
 }
 
 /// Every bit of a round's batch set: `what` succeeded on every target.
@@ -494,7 +494,7 @@ fn reallocate_x_free_at() {
             quiet_check(&s.h).map(drop)
         },
     );
-    record("reallocate × free_at", result, all_back(&s.h));
+    race::record("reallocate × free_at", result, all_back(&s.h));
 }
 
 /// Side A shrinks a 512-byte block to its minimum; side B validates it
@@ -544,7 +544,7 @@ fn reallocate_shrink_x_block_at() {
             s.h.free(shrunk).map_err(|e| format!("free: {e}"))
         },
     );
-    record(
+    race::record(
         "reallocate (shrink) × block_at of the old size",
         result,
         all_back(&s.h),
@@ -628,7 +628,7 @@ fn reallocate_x_reallocate_same_block() {
             quiet_check(&s.h).map(drop)
         },
     );
-    record(
+    race::record(
         "reallocate × reallocate (same block, sibling threads)",
         result,
         all_back(&s.h),
@@ -749,7 +749,7 @@ fn reallocate_grow_x_allocate_of_the_neighbour() {
     drop(p2);
     let pair = "reallocate (grow into the neighbour) × allocate of its size";
     let end = kinds.exercised(pair).and_then(|()| all_back(&s.h));
-    record(pair, result, end);
+    race::record(pair, result, end);
 }
 
 /// Side B of the process rows: the first target is `round << 32 |` the
@@ -837,7 +837,7 @@ fn reallocate_grow_x_allocate_of_the_neighbour_processes() {
     s.h.free(flag).expect("free of the start word");
     let pair = "reallocate (grow into the neighbour) × allocate of its size";
     let end = kinds.exercised(pair).and_then(|()| all_back(&s.h));
-    record(pair, result, end);
+    race::record(pair, result, end);
 }
 
 /// Side A grows each B while side B frees B's live neighbour (and flushes
@@ -871,7 +871,7 @@ fn reallocate_grow_x_free_of_the_neighbour() {
     drop(p2);
     let pair = "reallocate (grow into the neighbour) × free of the neighbour";
     let end = kinds.exercised(pair).and_then(|()| all_back(&s.h));
-    record(pair, result, end);
+    race::record(pair, result, end);
 }
 
 /// The same through a `LocalHandler`: its free parks the neighbour in the
@@ -906,7 +906,7 @@ fn reallocate_grow_x_local_free_of_the_neighbour() {
     drop(p2);
     let pair = "reallocate (grow into the neighbour) × local free of the neighbour";
     let end = kinds.exercised(pair).and_then(|()| all_back(&s.h));
-    record(pair, result, end);
+    race::record(pair, result, end);
 }
 
 /// Side A grows each B by its free neighbour while side B consolidates;
@@ -936,7 +936,7 @@ fn reallocate_grow_x_consolidate() {
     drop(p2);
     let pair = "reallocate (grow into the neighbour) × consolidate";
     let end = kinds.exercised(pair).and_then(|()| all_back(&s.h));
-    record(pair, result, end);
+    race::record(pair, result, end);
 }
 
 /// N live and adopted by another participant while side A grows B: a live
@@ -981,7 +981,7 @@ fn reallocate_grow_x_adopt_of_the_neighbour() {
         },
     );
     drop(adopter);
-    record(
+    race::record(
         "reallocate (grow) × adopt of the live neighbour",
         result,
         all_back(&s.h),
@@ -1047,7 +1047,7 @@ fn reallocate_grow_x_reallocate_of_the_neighbour() {
     );
     let pair = "reallocate (grow) × reallocate of the neighbour";
     let end = kinds.exercised(pair).and_then(|()| all_back(&s.h));
-    record(pair, result, end);
+    race::record(pair, result, end);
 }
 
 /// N owned by a participant that detached; side B's `recover()` returns
@@ -1092,7 +1092,7 @@ fn reallocate_grow_x_recover_of_the_neighbour_s_owner() {
     drop(p2);
     let pair = "reallocate (grow into the neighbour) × recover (detached owner of the neighbour)";
     let end = kinds.exercised(pair).and_then(|()| all_back(&s.h));
-    record(pair, result, end);
+    race::record(pair, result, end);
 }
 
 /// As above with the neighbours' owner a child process SIGKILLed holding
@@ -1152,7 +1152,7 @@ fn reallocate_grow_x_recover_of_the_neighbour_s_owner_sigkill() {
     let pair = "reallocate (grow into the neighbour) × recover (SIGKILLed owner of the neighbour)";
     println!("resize-row | {pair} | {held_neighbours} neighbours held by the killed children");
     let end = kinds.exercised(pair).and_then(|()| all_back(&s.h));
-    record(pair, result, end);
+    race::record(pair, result, end);
 }
 
 // ------------------------------------------------------- LocalHandler
@@ -1201,7 +1201,7 @@ fn reallocate_x_local_free() {
             quiet_check(&s.h).map(drop)
         },
     );
-    record("reallocate × local free", result, all_back(&s.h));
+    race::record("reallocate × local free", result, all_back(&s.h));
 }
 
 /// As [`reallocate_grow_x_allocate_of_the_neighbour`], the allocations
@@ -1247,7 +1247,7 @@ fn reallocate_grow_x_local_allocate_of_the_neighbour() {
     drop(p2);
     let pair = "reallocate (grow into the neighbour) × local allocate of its size";
     let end = kinds.exercised(pair).and_then(|()| all_back(&s.h));
-    record(pair, result, end);
+    race::record(pair, result, end);
 }
 
 // ------------------------------------------------------- the wilderness
@@ -1360,7 +1360,7 @@ fn reallocate_grow_into_the_wilderness_x_a_carve() {
     } else {
         all_back(&s.h)
     };
-    record(pair, result, end);
+    race::record(pair, result, end);
 }
 
 /// `[B][N free]` at the end of the chain; side A grows B by N's size
@@ -1430,5 +1430,5 @@ fn reallocate_grow_x_consolidate_retracting_the_neighbour() {
     } else {
         all_back(&s.h)
     };
-    record(pair, result, end);
+    race::record(pair, result, end);
 }
