@@ -272,15 +272,7 @@ fn all_back(h: &MatrixHandler, queues: Vec<Queue>) -> Result<(), String> {
     for q in queues {
         q.destroy(None).map_err(|e| e.to_string())?;
     }
-    h.recover().map_err(|e| e.to_string())?;
-    h.matrix().flush_thread_cache();
-    h.consolidate().map_err(|e| e.to_string())?;
-    matrix_testkit::check_invariants(h).map_err(|v| v.to_string())?;
-    let used = h.stats().map_err(|e| e.to_string())?.used_bytes;
-    if used != 0 {
-        return Err(format!("{used} bytes still used at the end"));
-    }
-    Ok(())
+    race::all_back(h)
 }
 
 // ---- push × free ----

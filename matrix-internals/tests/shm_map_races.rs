@@ -210,15 +210,7 @@ fn contents(map: &Map<'_>, h: &MatrixHandler) -> Result<HashMap<String, Vec<u64>
 /// with no block still used and every invariant holding.
 fn all_back(h: &MatrixHandler, map: Map<'_>) -> Result<(), String> {
     map.destroy().map_err(|e| e.to_string())?;
-    h.recover().map_err(|e| e.to_string())?;
-    h.matrix().flush_thread_cache();
-    h.consolidate().map_err(|e| e.to_string())?;
-    matrix_testkit::check_invariants(h).map_err(|v| v.to_string())?;
-    let used = h.stats().map_err(|e| e.to_string())?.used_bytes;
-    if used != 0 {
-        return Err(format!("{used} bytes still used after removing every key"));
-    }
-    Ok(())
+    race::all_back(h)
 }
 
 /// Empties the map and inserts the keys `which` picks, with side 0's

@@ -771,6 +771,22 @@ fn holder_main() -> Result<(), String> {
     Err("not killed within 60 s".into())
 }
 
+/// The end check of a pair, once its structures are destroyed: reclaims
+/// what dead participants left (`recover`), flushes this thread's cache,
+/// consolidates, runs the invariant checker and requires that not a byte is
+/// still used — every block of every round came back exactly once.
+pub fn all_back(h: &impl HandlerFunctions) -> Result<(), String> {
+    h.recover().map_err(|e| format!("recover: {e}"))?;
+    h.matrix().flush_thread_cache();
+    h.consolidate().map_err(|e| format!("consolidate: {e}"))?;
+    h.matrix().flush_thread_cache();
+    let r = crate::check_invariants(h).map_err(|v| format!("checker: {v}"))?;
+    if r.used_bytes != 0 {
+        return Err(format!("{} B still used at the end: {r:?}", r.used_bytes));
+    }
+    Ok(())
+}
+
 /// Prints a pair's table line, `race-matrix | pair | mode | runs |
 /// iterations | result`, and panics if the race or the final check `end`
 /// failed (a failed race also reports what `end` found after it).

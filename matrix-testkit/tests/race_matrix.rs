@@ -20,7 +20,7 @@ use matrix_core::{Observer, OwnerId};
 use matrix_handler::{
     Block, BlockToken, HandlerError, HandlerFunctions, MatrixHandler, SharedHandler,
 };
-use matrix_testkit::race::{self, ChildSide, RaceConfig, RaceFailure, RaceReport};
+use matrix_testkit::race::{self, ChildSide, RaceConfig};
 use matrix_testkit::segment::SegmentName;
 use matrix_testkit::stress::child::Launcher;
 use matrix_testkit::{audit, check_invariants};
@@ -280,32 +280,6 @@ fn quiet_check(h: &impl HandlerFunctions) -> Result<matrix_testkit::Report, Stri
     check_invariants(h).map_err(|v| format!("checker: {v}"))
 }
 
-/// At the end of a pair: every block back, one consolidation, the checker,
-/// and not a byte still used.
-fn all_back(h: &impl HandlerFunctions) -> Result<(), String> {
-    h.recover().map_err(|e| format!("recover: {e}"))?;
-    h.consolidate().map_err(|e| format!("consolidate: {e}"))?;
-    let r = quiet_check(h)?;
-    if r.used_bytes != 0 {
-        return Err(format!("{} B still used at the end: {r:?}", r.used_bytes));
-    }
-    Ok(())
-}
-
-/// Marks a thread race whose rounds each involved a child process.
-fn in_processes(result: Result<RaceReport, RaceFailure>) -> Result<RaceReport, RaceFailure> {
-    match result {
-        Ok(mut r) => {
-            r.mode = race::Mode::Processes;
-            Ok(r)
-        }
-        Err(mut f) => {
-            f.report.mode = race::Mode::Processes;
-            Err(f)
-        }
-    }
-}
-
 /// A non-live block must not name a participant that does not hold it:
 /// the freer (which has it in its cache) or the segment (in the index).
 fn freed_block_owner(
@@ -391,7 +365,7 @@ fn adopt_x_free() {
         after_detach(&s.h, adopter)
     } else {
         drop(adopter);
-        all_back(&s.h)
+        race::all_back(&s.h)
     };
     race::record("adopt × free", result, end);
 }
@@ -426,7 +400,7 @@ fn adopt_x_free_processes() {
                 "after the child exited, recover() reclaimed {} blocks, then the cache flush: {v}",
                 rec.blocks
             )),
-            None => all_back(&s.h),
+            None => race::all_back(&s.h),
         }
     })();
     race::record("adopt × free", result, end);
@@ -470,7 +444,7 @@ fn adopt_x_adopt() {
         },
     );
     drop((p2, p3));
-    race::record("adopt × adopt", result, all_back(&s.h));
+    race::record("adopt × adopt", result, race::all_back(&s.h));
 }
 
 #[test]
@@ -506,7 +480,7 @@ fn free_x_release_to_segment() {
         },
     );
     drop(p2);
-    race::record("free × release_to_segment", result, all_back(&s.h));
+    race::record("free × release_to_segment", result, race::all_back(&s.h));
 }
 
 // -------------------------------------------------------------- double frees
@@ -547,7 +521,7 @@ fn free_x_free() {
             Ok(())
         },
     );
-    race::record("free × free", result, all_back(&s.h));
+    race::record("free × free", result, race::all_back(&s.h));
 }
 
 #[test]
@@ -572,7 +546,7 @@ fn free_x_free_processes() {
             Ok(())
         },
     );
-    race::record("free × free", result, all_back(&s.h));
+    race::record("free × free", result, race::all_back(&s.h));
 }
 
 #[test]
@@ -592,7 +566,7 @@ fn free_x_free_at() {
             Ok(())
         },
     );
-    race::record("free × free_at", result, all_back(&s.h));
+    race::record("free × free_at", result, race::all_back(&s.h));
 }
 
 /// A free through a thread's own `LocalHandler` (its cache, no
@@ -620,7 +594,7 @@ fn local_free_x_free() {
             Ok(())
         },
     );
-    race::record("local free × free", result, all_back(&s.h));
+    race::record("local free × free", result, race::all_back(&s.h));
 }
 
 /// The same with a handle-checked local free (`LocalHandler::free`, with
@@ -653,7 +627,7 @@ fn local_free_x_free_processes() {
             Ok(())
         },
     );
-    race::record("local free × free", result, all_back(&s.h));
+    race::record("local free × free", result, race::all_back(&s.h));
 }
 
 // ------------------------------------------------- handles rebuilt mid-free
@@ -695,7 +669,7 @@ fn free_x_block_from_token() {
             free_all(&s.h, &new)
         },
     );
-    race::record("free × block_from_token", result, all_back(&s.h));
+    race::record("free × block_from_token", result, race::all_back(&s.h));
 }
 
 /// The large block `block_at` validates is freed, merged back into the
@@ -760,7 +734,7 @@ fn free_x_block_at_large_then_small() {
     race::record(
         "free × block_at (large, then small)",
         result,
-        all_back(&s.h),
+        race::all_back(&s.h),
     );
 }
 
@@ -794,7 +768,7 @@ fn free_x_set_state() {
             Ok(())
         },
     );
-    race::record("free × set_state", result, all_back(&s.h));
+    race::record("free × set_state", result, race::all_back(&s.h));
 }
 
 #[test]
@@ -825,7 +799,7 @@ fn set_state_x_transition_state() {
             free_all(&s.h, &ts)
         },
     );
-    race::record("set_state × transition_state", result, all_back(&s.h));
+    race::record("set_state × transition_state", result, race::all_back(&s.h));
 }
 
 /// Bit i of `a` / `b`: whether side A's (-> 60) / side B's (-> 61)
@@ -876,7 +850,7 @@ fn transition_state_x_transition_state() {
     race::record(
         "transition_state × transition_state",
         result,
-        all_back(&s.h),
+        race::all_back(&s.h),
     );
 }
 
@@ -906,7 +880,7 @@ fn transition_state_x_transition_state_processes() {
     race::record(
         "transition_state × transition_state",
         result,
-        all_back(&s.h),
+        race::all_back(&s.h),
     );
 }
 
@@ -974,7 +948,7 @@ fn write_pod_x_free() {
             free_all(&s.h, &again)
         },
     );
-    race::record("write_pod × free", result, all_back(&s.h));
+    race::record("write_pod × free", result, race::all_back(&s.h));
 }
 
 // ---------------------------------------------------------------- recovery
@@ -1039,7 +1013,11 @@ fn recover_x_free() {
         |_, t, rec, freed| recover_x_free_check(&s, t, rec, freed),
     );
     drop(p2);
-    race::record("recover × free (detached owner)", result, all_back(&s.h));
+    race::record(
+        "recover × free (detached owner)",
+        result,
+        race::all_back(&s.h),
+    );
 }
 
 #[test]
@@ -1065,9 +1043,13 @@ fn recover_x_free_sigkill() {
         |_, t, rec, freed| recover_x_free_check(&s, t, rec, freed),
     );
     // Every round was a child that allocated and was SIGKILLed.
-    let result = in_processes(result);
+    let result = race::in_processes(result);
     drop(p2);
-    race::record("recover × free (SIGKILLed owner)", result, all_back(&s.h));
+    race::record(
+        "recover × free (SIGKILLed owner)",
+        result,
+        race::all_back(&s.h),
+    );
 }
 
 #[test]
@@ -1103,7 +1085,7 @@ fn recover_x_adopt() {
         },
     );
     drop(p2);
-    race::record("recover × adopt", result, all_back(&s.h));
+    race::record("recover × adopt", result, race::all_back(&s.h));
 }
 
 #[test]
@@ -1129,7 +1111,7 @@ fn recover_x_recover() {
         },
     );
     drop(p2);
-    race::record("recover × recover", result, all_back(&s.h));
+    race::record("recover × recover", result, race::all_back(&s.h));
 }
 
 // ------------------------------------------------------------ consolidation
@@ -1165,7 +1147,7 @@ fn consolidate_x_free() {
         },
     );
     drop(p2);
-    race::record("consolidate × free", result, all_back(&s.h));
+    race::record("consolidate × free", result, race::all_back(&s.h));
 }
 
 #[test]
@@ -1218,7 +1200,7 @@ fn consolidate_x_allocate() {
         },
     );
     drop(p2);
-    race::record("consolidate × allocate", result, all_back(&s.h));
+    race::record("consolidate × allocate", result, race::all_back(&s.h));
 }
 
 #[test]
@@ -1247,7 +1229,7 @@ fn consolidate_x_consolidate() {
         },
     );
     drop(p2);
-    race::record("consolidate × consolidate", result, all_back(&s.h));
+    race::record("consolidate × consolidate", result, race::all_back(&s.h));
 }
 
 // ------------------------------------------------- detach, exit, fork, look
@@ -1318,7 +1300,7 @@ fn detach_x_thread_exit() {
     race::record(
         "detach (drop handler) × thread exit",
         result,
-        all_back(&s.h),
+        race::all_back(&s.h),
     );
 }
 
@@ -1386,7 +1368,7 @@ fn local_flush_on_drop_x_detach_recover() {
     race::record(
         "local flush on drop × detach + recover",
         result,
-        all_back(&s.h),
+        race::all_back(&s.h),
     );
 }
 
@@ -1441,7 +1423,7 @@ fn observer_x_allocate_free() {
         },
     );
     drop(p2);
-    race::record("Observer × allocate/free", result, all_back(&s.h));
+    race::record("Observer × allocate/free", result, race::all_back(&s.h));
 }
 
 /// fork() while a sibling thread allocates; the child drops the handle it
@@ -1523,11 +1505,11 @@ fn fork_child_drop_x_parent_allocate() {
         },
     );
     // Every round was a forked child.
-    let result = in_processes(result);
+    let result = race::in_processes(result);
     drop(pf);
     race::record(
         "fork + child drop × parent allocate",
         result,
-        all_back(&s.h),
+        race::all_back(&s.h),
     );
 }

@@ -319,7 +319,7 @@ fn reallocate_x_adopt() {
         },
     );
     drop(adopter);
-    race::record("reallocate × adopt", result, all_back(&s.h));
+    race::record("reallocate × adopt", result, race::all_back(&s.h));
 }
 
 /// Side A resizes, side B sets a user state through a second handle: the
@@ -375,7 +375,7 @@ fn reallocate_x_set_state() {
             quiet_check(&s.h).map(drop)
         },
     );
-    race::record("reallocate × set_state", result, all_back(&s.h));
+    race::record("reallocate × set_state", result, race::all_back(&s.h));
 }
 
 /// Side A resizes (grow, shrink, same size: in place or moved), side B
@@ -416,7 +416,11 @@ fn reallocate_x_free() {
             quiet_check(&s.h).map(drop)
         },
     );
-    race::record("reallocate × free (second handle)", result, all_back(&s.h));
+    race::record(
+        "reallocate × free (second handle)",
+        result,
+        race::all_back(&s.h),
+    );
 }
 
 /// Every bit of a round's batch set: `what` succeeded on every target.
@@ -494,7 +498,7 @@ fn reallocate_x_free_at() {
             quiet_check(&s.h).map(drop)
         },
     );
-    race::record("reallocate × free_at", result, all_back(&s.h));
+    race::record("reallocate × free_at", result, race::all_back(&s.h));
 }
 
 /// Side A shrinks a 512-byte block to its minimum; side B validates it
@@ -547,7 +551,7 @@ fn reallocate_shrink_x_block_at() {
     race::record(
         "reallocate (shrink) × block_at of the old size",
         result,
-        all_back(&s.h),
+        race::all_back(&s.h),
     );
 }
 
@@ -631,7 +635,7 @@ fn reallocate_x_reallocate_same_block() {
     race::record(
         "reallocate × reallocate (same block, sibling threads)",
         result,
-        all_back(&s.h),
+        race::all_back(&s.h),
     );
 }
 
@@ -748,7 +752,7 @@ fn reallocate_grow_x_allocate_of_the_neighbour() {
     );
     drop(p2);
     let pair = "reallocate (grow into the neighbour) × allocate of its size";
-    let end = kinds.exercised(pair).and_then(|()| all_back(&s.h));
+    let end = kinds.exercised(pair).and_then(|()| race::all_back(&s.h));
     race::record(pair, result, end);
 }
 
@@ -836,7 +840,7 @@ fn reallocate_grow_x_allocate_of_the_neighbour_processes() {
     );
     s.h.free(flag).expect("free of the start word");
     let pair = "reallocate (grow into the neighbour) × allocate of its size";
-    let end = kinds.exercised(pair).and_then(|()| all_back(&s.h));
+    let end = kinds.exercised(pair).and_then(|()| race::all_back(&s.h));
     race::record(pair, result, end);
 }
 
@@ -870,7 +874,7 @@ fn reallocate_grow_x_free_of_the_neighbour() {
     );
     drop(p2);
     let pair = "reallocate (grow into the neighbour) × free of the neighbour";
-    let end = kinds.exercised(pair).and_then(|()| all_back(&s.h));
+    let end = kinds.exercised(pair).and_then(|()| race::all_back(&s.h));
     race::record(pair, result, end);
 }
 
@@ -905,7 +909,7 @@ fn reallocate_grow_x_local_free_of_the_neighbour() {
     );
     drop(p2);
     let pair = "reallocate (grow into the neighbour) × local free of the neighbour";
-    let end = kinds.exercised(pair).and_then(|()| all_back(&s.h));
+    let end = kinds.exercised(pair).and_then(|()| race::all_back(&s.h));
     race::record(pair, result, end);
 }
 
@@ -935,7 +939,7 @@ fn reallocate_grow_x_consolidate() {
     );
     drop(p2);
     let pair = "reallocate (grow into the neighbour) × consolidate";
-    let end = kinds.exercised(pair).and_then(|()| all_back(&s.h));
+    let end = kinds.exercised(pair).and_then(|()| race::all_back(&s.h));
     race::record(pair, result, end);
 }
 
@@ -984,7 +988,7 @@ fn reallocate_grow_x_adopt_of_the_neighbour() {
     race::record(
         "reallocate (grow) × adopt of the live neighbour",
         result,
-        all_back(&s.h),
+        race::all_back(&s.h),
     );
 }
 
@@ -1046,7 +1050,7 @@ fn reallocate_grow_x_reallocate_of_the_neighbour() {
         },
     );
     let pair = "reallocate (grow) × reallocate of the neighbour";
-    let end = kinds.exercised(pair).and_then(|()| all_back(&s.h));
+    let end = kinds.exercised(pair).and_then(|()| race::all_back(&s.h));
     race::record(pair, result, end);
 }
 
@@ -1091,7 +1095,7 @@ fn reallocate_grow_x_recover_of_the_neighbour_s_owner() {
     );
     drop(p2);
     let pair = "reallocate (grow into the neighbour) × recover (detached owner of the neighbour)";
-    let end = kinds.exercised(pair).and_then(|()| all_back(&s.h));
+    let end = kinds.exercised(pair).and_then(|()| race::all_back(&s.h));
     race::record(pair, result, end);
 }
 
@@ -1147,11 +1151,11 @@ fn reallocate_grow_x_recover_of_the_neighbour_s_owner_sigkill() {
             quiet_check(&s.h).map(drop)
         },
     );
-    let result = in_processes(result);
+    let result = race::in_processes(result);
     drop(p2);
     let pair = "reallocate (grow into the neighbour) × recover (SIGKILLed owner of the neighbour)";
     println!("resize-row | {pair} | {held_neighbours} neighbours held by the killed children");
-    let end = kinds.exercised(pair).and_then(|()| all_back(&s.h));
+    let end = kinds.exercised(pair).and_then(|()| race::all_back(&s.h));
     race::record(pair, result, end);
 }
 
@@ -1201,7 +1205,7 @@ fn reallocate_x_local_free() {
             quiet_check(&s.h).map(drop)
         },
     );
-    race::record("reallocate × local free", result, all_back(&s.h));
+    race::record("reallocate × local free", result, race::all_back(&s.h));
 }
 
 /// As [`reallocate_grow_x_allocate_of_the_neighbour`], the allocations
@@ -1246,7 +1250,7 @@ fn reallocate_grow_x_local_allocate_of_the_neighbour() {
     );
     drop(p2);
     let pair = "reallocate (grow into the neighbour) × local allocate of its size";
-    let end = kinds.exercised(pair).and_then(|()| all_back(&s.h));
+    let end = kinds.exercised(pair).and_then(|()| race::all_back(&s.h));
     race::record(pair, result, end);
 }
 
@@ -1358,7 +1362,7 @@ fn reallocate_grow_into_the_wilderness_x_a_carve() {
     let end = if grown_in_place == 0 {
         Err("no grow stayed in place: the row raced nothing".into())
     } else {
-        all_back(&s.h)
+        race::all_back(&s.h)
     };
     race::record(pair, result, end);
 }
@@ -1428,7 +1432,7 @@ fn reallocate_grow_x_consolidate_retracting_the_neighbour() {
     let end = if absorbed + into_wilderness == 0 {
         Err("no grow stayed in place: the row raced nothing".into())
     } else {
-        all_back(&s.h)
+        race::all_back(&s.h)
     };
     race::record(pair, result, end);
 }
