@@ -167,32 +167,36 @@ fn advance(word: &AtomicU64, pos: u64) {
     let _ = word.compare_exchange(pos, pos + 1, Release, Relaxed);
 }
 
-/// Why a push refuses a block whose state word names the segment as its
-/// owner: as `set_owner_of` would judge a word that is not live or of
-/// another generation (a freed block in the index is the segment's too),
-/// else the block is in the segment's hands already.
-#[cold]
-fn segment_owned(header: u32, word: u64, generation: u64) -> HandlerError {
+/// Why a push refuses a block whose state word is `word`, if it does: as
+/// `set_owner_of` judges a word not live or of another generation than
+/// the handle's (`generation`), and — the push's own rule — a block the
+/// segment owns already (it may be queued through another handle).
+#[inline]
+fn push_refusal(header: u32, word: u64, generation: u64) -> Option<HandlerError> {
     let (st, found) = (state::state_of(word), state::generation_of(word));
     if !state::is_live(st) {
-        return BlockError::NotLive {
-            offset: header,
-            state: st,
-        }
-        .into();
+        return Some(
+            BlockError::NotLive {
+                offset: header,
+                state: st,
+            }
+            .into(),
+        );
     }
     if found != generation {
-        return BlockError::Stale {
-            offset: header,
-            expected: generation,
-            found,
-        }
-        .into();
+        return Some(
+            BlockError::Stale {
+                offset: header,
+                expected: generation,
+                found,
+            }
+            .into(),
+        );
     }
-    HandlerError::NotOwner {
+    (state::owner_of(word) == OwnerId::SEGMENT.0).then_some(HandlerError::NotOwner {
         offset: header,
         owner: OwnerId::SEGMENT.0,
-    }
+    })
 }
 
 /// A bounded multi-producer multi-consumer queue of `Block<T>`, living in
@@ -496,16 +500,17 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
     /// Makes the segment the block's owner, as
     /// [`release_to_segment`](HandlerFunctions::release_to_segment) does
     /// but without reading the tag and length: the owner change needs only
-    /// this segment's nonce, the header's state word and the one CAS of
-    /// `set_owner_of`, which itself checks the offset (bounds, alignment, a
-    /// genuine header), a live state and the handle's generation. The consumer validates the
-    /// rest when it rebuilds the handle from the token (`adopt`).
+    /// this segment's nonce, one validated header (bounds, alignment, a
+    /// genuine header, its size), its state word (a live state, the
+    /// handle's generation) and one CAS from that word. The consumer
+    /// validates the rest when it rebuilds the handle from the token
+    /// (`adopt`).
     ///
     /// A block the segment owns already is refused: another handle of it
     /// may have been pushed, and a second slot holding it would deliver it
     /// twice (the second consumer to pop it adopts a block that another
     /// queue or participant may hold by then). So the CAS is made from the
-    /// owner the word names, not from any owner: a push of another handle
+    /// word just judged, not from any owner: a push of another handle
     /// landing between the load and the CAS makes the CAS fail, and the
     /// word is judged again. Of two pushes of one block, exactly one lands.
     #[inline]
@@ -521,23 +526,19 @@ impl<T, H: HandlerFunctions> WorkQueue<T, H> {
         let header = block.header_offset();
         loop {
             let (hdr, _) = matrix.block_header(header)?;
-            // Acquire: pairs with the Release of the word's last change; the
-            // CAS below judges the word again before it changes it.
+            // Acquire: pairs with the Release of the word's last change.
             let word = hdr.state.load(Acquire);
-            let owner = state::owner_of(word);
-            if owner == OwnerId::SEGMENT.0 {
-                return Err(segment_owned(header, word, block.generation()));
+            if let Some(refused) = push_refusal(header, word, block.generation()) {
+                return Err(refused);
             }
             fault::at(fault::PUSH_HANDING_OVER);
-            match matrix.set_owner_of(
-                header,
-                block.generation(),
-                Some(OwnerId(owner)),
-                OwnerId::SEGMENT,
-            ) {
+            // One CAS from the word just judged (generation, live state and
+            // owner in it), so the decision is on that one word.
+            let owner = OwnerId(state::owner_of(word));
+            match matrix.set_owner_from(hdr, header, word, Some(owner), OwnerId::SEGMENT) {
                 Ok(_) => return Ok(()),
-                // The owner is no longer `owner` (or the header went bad
-                // since `block_header`, which then says so): judge it again.
+                // The owner changed since the load (or the header went bad,
+                // which `block_header` then reports): judge it again.
                 Err(BlockError::Corrupted { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
