@@ -129,6 +129,20 @@ fn adopt_racing_a_free_never_leaves_a_cached_block_under_another_owner() {
     );
 }
 
+/// Marks every intent entry of `m`'s participant held; returns its slot.
+fn hold_every_intent(m: &AtomicMatrix) -> &matrix_core::layout::ParticipantSlot {
+    let slot = m
+        .header()
+        .participant(m.owner_id().slot().unwrap())
+        .unwrap();
+    for e in &slot.carve_intents {
+        // Relaxed: the test's later steps (a spawn, or this thread) are
+        // ordered after it.
+        e.store(1, Relaxed);
+    }
+    slot
+}
+
 /// With every intent entry of its participant taken (sibling threads all
 /// carving at once), a carve went ahead with no intent; a kill in that
 /// window left a hole no walk could step over. Now it never carves without
@@ -137,13 +151,8 @@ fn adopt_racing_a_free_never_leaves_a_cached_block_under_another_owner() {
 #[test]
 fn a_carve_never_proceeds_without_an_intent() {
     let m = AtomicMatrix::anonymous(1 << 20).unwrap();
-    let slot = m
-        .header()
-        .participant(m.owner_id().slot().unwrap())
-        .unwrap();
-    for e in &slot.carve_intents {
-        e.store(1, Relaxed); // held, as by a sibling thread stopped mid-carve
-    }
+    // Held, as by sibling threads stopped mid-carve.
+    let slot = hold_every_intent(&m);
     let top = m.header().top.load(Relaxed);
     assert_eq!(
         m.allocate(100, 0),
@@ -174,15 +183,8 @@ fn a_carve_never_proceeds_without_an_intent() {
 #[test]
 fn an_allocation_waits_for_a_descheduled_sibling_to_release_an_intent() {
     let m = AtomicMatrix::anonymous(1 << 20).unwrap();
-    let slot = m
-        .header()
-        .participant(m.owner_id().slot().unwrap())
-        .unwrap();
-    for e in &slot.carve_intents {
-        // Held, as by sibling threads descheduled mid-carve. Relaxed: the
-        // spawn below orders it before the other thread's release.
-        e.store(1, Relaxed);
-    }
+    // Held, as by sibling threads descheduled mid-carve.
+    let slot = hold_every_intent(&m);
     let top = m.header().top.load(Relaxed);
     let allocated = std::thread::scope(|s| {
         s.spawn(|| {
