@@ -41,6 +41,14 @@ fn live_block(arena: &ModelArena) -> (u32, u64) {
     (q, state::generation_of(word))
 }
 
+/// [`live_block`], handed to the segment by participant 1 (as a push
+/// does), with the state word an adopter would have read.
+fn segment_owned_block(arena: &ModelArena) -> (u32, u64, u64) {
+    let (q, gen) = live_block(arena);
+    set_owner_of(&arena.participant(1), q, Some(gen), None, OwnerId::SEGMENT).unwrap();
+    (q, gen, word_of(arena, q))
+}
+
 /// Participant 2 frees `q` into its thread cache while participant 0 adopts
 /// it; then the adopter dies and participant 1 recovers. The block must stay
 /// in the cache under participant 2's name: the recovery of the adopter
@@ -177,10 +185,7 @@ fn adopt_from_a_seen_word_racing_a_free_and_a_reallocation() {
 fn two_adoptions_from_the_segment_one_wins() {
     loom_common::model(|| {
         let arena = Arc::new(ModelArena::new(512));
-        let (q, gen) = live_block(&arena);
-        let p1 = arena.participant(1);
-        set_owner_of(&p1, q, Some(gen), None, OwnerId::SEGMENT).unwrap();
-        let seen = word_of(&arena, q);
+        let (q, gen, seen) = segment_owned_block(&arena);
         let other = {
             let arena = arena.clone();
             thread::spawn(move || {
@@ -217,10 +222,7 @@ fn two_adoptions_from_the_segment_one_wins() {
 fn adopt_from_a_seen_word_racing_a_user_state_change() {
     loom_common::model(|| {
         let arena = Arc::new(ModelArena::new(512));
-        let (q, gen) = live_block(&arena);
-        let p1 = arena.participant(1);
-        set_owner_of(&p1, q, Some(gen), None, OwnerId::SEGMENT).unwrap();
-        let seen = word_of(&arena, q);
+        let (q, gen, seen) = segment_owned_block(&arena);
         let marker = {
             let arena = arena.clone();
             thread::spawn(move || {
